@@ -1,0 +1,405 @@
+"""Classification data: reading examples, label sets, stratified splits and length-grouped batches.
+
+The project format is JSON Lines: {"text": ..., "text_b": ... (optional, pairs), "label": ...}.
+A label may be a string or an integer; integers are kept as their string form ("1"), so a label
+set is always a list of strings and a JSONL 1 and a CSV "1" name the same class. CSV/TSV files
+with a header row and .txt files (one unlabelled text per line) are read too. Every example
+remembers "path:line" and every problem is reported as "path:line: what is wrong".
+The split and batching helpers work on indices or on any objects (through `key`), so the corpus
+preparation scripts use them on raw records before anything is tokenized.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import json
+import os
+import random
+import re
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from minibert.errors import DataError
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_ON_BAD_ROW = ("error", "skip")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One classification example; `label` is None only for unlabelled data."""
+
+    text: str
+    text_b: str | None
+    label: str | None
+    source: str  # "path:line", for error messages
+
+
+@dataclass(frozen=True)
+class _Fields:
+    text: str
+    text_b: str
+    label: str
+    require_label: bool
+
+
+# Readers yield an Example per usable row and a message string per bad row;
+# lines come from _decoded_lines as (line number, text, decoding error or None).
+_Row = Example | str
+_Lines = Iterable[tuple[int, str, str | None]]
+
+
+def read_examples(path: str | os.PathLike, *, text_field: str = "text",
+                  text_b_field: str = "text_b", label_field: str = "label",
+                  require_label: bool = True,
+                  on_bad_row: str = "error") -> tuple[list[Example], list[str]]:
+    """Read a .jsonl/.json, .csv, .tsv or .txt file. Returns (examples, bad-row messages).
+
+    With on_bad_row="error" the first bad row raises DataError (so the list is empty); with "skip"
+    bad rows are left out and each is described in the list. A missing file, an unknown extension,
+    a CSV header without the needed columns or a file with no usable example always raises.
+    """
+    _check_on_bad_row(on_bad_row)
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _READERS:
+        raise DataError(f"{path}: unknown extension {suffix!r} "
+                        f"(expected one of {', '.join(_READERS)})")
+    if suffix == ".txt" and require_label:
+        raise DataError(f"{path}: a .txt file has no labels; read it with require_label=False")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    fields = _Fields(text_field, text_b_field, label_field, require_label)
+    examples, bad = [], []
+    for row in _READERS[suffix](path, _decoded_lines(data), fields):
+        if isinstance(row, Example):
+            examples.append(row)
+        elif on_bad_row == "error":
+            raise DataError(row)
+        else:
+            bad.append(row)
+    if not examples:
+        detail = f" ({len(bad)} bad rows, the first: {bad[0]})" if bad else ""
+        raise DataError(f"{path}: no usable examples{detail}")
+    return examples, bad
+
+
+def _check_on_bad_row(on_bad_row: str) -> None:
+    if on_bad_row not in _ON_BAD_ROW:
+        raise ValueError(f"on_bad_row must be one of {_ON_BAD_ROW}, got {on_bad_row!r}")
+
+
+def _decoded_lines(data: bytes) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, text with its line ending, decoding error or None) per physical line.
+
+    Decoding each line on its own lets an invalid byte be reported with its line. bytes.splitlines
+    breaks only at \\n, \\r\\n and \\r; str.splitlines would also break texts at U+2028 or U+0085.
+    Undecodable lines still come back (with U+FFFD) so the CSV parser keeps its line count.
+    """
+    data = data.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte order mark, as Windows tools write
+    for number, raw in enumerate(data.splitlines(keepends=True), start=1):
+        try:
+            yield number, raw.decode("utf-8"), None
+        except UnicodeDecodeError as e:
+            error = f"invalid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line)"
+            yield number, raw.decode("utf-8", errors="replace"), error
+
+
+def _read_lines(path: Path, lines: _Lines, fields: _Fields, *, as_json: bool) -> Iterator[_Row]:
+    """JSON Lines (one object per line) or plain text (one unlabelled text per line)."""
+    for number, line, error in lines:
+        where = f"{path}:{number}"
+        if error is not None:
+            yield f"{where}: {error}"
+        elif not line.strip():
+            continue  # blank lines are allowed anywhere
+        elif not as_json:
+            yield Example(line.rstrip("\r\n"), None, None, where)
+        else:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield f"{where}: malformed JSON ({e.msg} at column {e.colno})"
+                continue
+            if not isinstance(record, dict):
+                yield f"{where}: expected a JSON object, got {type(record).__name__}"
+            else:
+                yield _make_example(record, where, fields)
+
+
+def _read_delimited(path: Path, lines: _Lines, fields: _Fields, delimiter: str) -> Iterator[_Row]:
+    """CSV/TSV with a header row; quoted fields may hold delimiters and newlines (csv rules)."""
+    undecodable = {}
+
+    def texts() -> Iterator[str]:
+        for number, line, error in lines:
+            if error is not None:
+                undecodable[number] = error
+            yield line
+
+    # strict=True makes a stray quote or an unclosed quoted field an error instead of silently
+    # gluing the rest of the file into one field.
+    reader = csv.reader(texts(), delimiter=delimiter, strict=True)
+    header, end = None, 0  # end: physical lines consumed, so a record starts on line end + 1
+    while True:
+        start, row, problem = end + 1, None, None
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            problem = f"malformed {path.suffix[1:].upper()} ({e})"
+        end = reader.line_num
+        where = f"{path}:{start}"
+        bad_lines = [n for n in range(start, end + 1) if n in undecodable]
+        if bad_lines:
+            where, problem = f"{path}:{bad_lines[0]}", undecodable[bad_lines[0]]
+        if header is None and (problem or row):
+            if problem:  # no later row can be read without the header
+                raise DataError(f"{where}: header row: {problem}")
+            header = _check_header(row, where, fields)
+        elif problem:
+            yield f"{where}: {problem}"
+        elif not row:
+            continue  # blank line
+        elif len(row) != len(header):
+            yield f"{where}: expected {len(header)} columns, got {len(row)}"
+        else:
+            yield _make_example(dict(zip(header, row)), where, fields)
+
+
+def _check_header(header: list[str], where: str, fields: _Fields) -> list[str]:
+    for name in [fields.text] + ([fields.label] if fields.require_label else []):
+        if name not in header:
+            columns = ", ".join(header)
+            raise DataError(f"{where}: header has no column {name!r} (columns: {columns})")
+    return header
+
+
+_READERS: dict[str, Callable[[Path, _Lines, _Fields], Iterator[_Row]]] = {
+    ".jsonl": lambda path, lines, fields: _read_lines(path, lines, fields, as_json=True),
+    ".json": lambda path, lines, fields: _read_lines(path, lines, fields, as_json=True),
+    ".csv": lambda path, lines, fields: _read_delimited(path, lines, fields, ","),
+    ".tsv": lambda path, lines, fields: _read_delimited(path, lines, fields, "\t"),
+    ".txt": lambda path, lines, fields: _read_lines(path, lines, fields, as_json=False),
+}
+
+
+def _make_example(record: Mapping[str, object], where: str, fields: _Fields) -> _Row:
+    """Validate one record (a JSON object, or a CSV row keyed by the header) into an Example."""
+    text = record.get(fields.text)
+    if text is None:
+        return f"{where}: missing field {fields.text!r}"
+    if not isinstance(text, str):
+        return f"{where}: field {fields.text!r} must be a string, got {type(text).__name__}"
+    if not text.strip():
+        return f"{where}: empty field {fields.text!r}"
+    # A JSON null text_b means "no second text"; an empty string is more likely a broken pair.
+    text_b = record.get(fields.text_b)
+    if text_b is not None and (not isinstance(text_b, str) or not text_b.strip()):
+        return f"{where}: field {fields.text_b!r} must be a non-empty string, got {text_b!r}"
+    label = record.get(fields.label)
+    # Floats are refused (is 1.0 the class "1"?), and so is bool, although a subclass of int.
+    if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int))):
+        kind = type(label).__name__
+        return f"{where}: label must be a string or an integer, got {kind} {label!r}"
+    label = str(label) if label is not None and str(label).strip() else None
+    if label is None and fields.require_label:
+        return f"{where}: missing or empty label field {fields.label!r}"
+    return Example(text, text_b, label, where)
+
+
+class LabelSet:
+    """The classes of a task, fixed by the training split; name i is the classifier's output i."""
+
+    def __init__(self, names: Iterable[str]):
+        self.names = tuple(names)
+        if not self.names or len(set(self.names)) != len(self.names) \
+                or not all(isinstance(name, str) for name in self.names):
+            raise DataError(f"a label set needs distinct string names, got {list(self.names)}")
+        self._index = {name: i for i, name in enumerate(self.names)}
+
+    @classmethod
+    def from_examples(cls, examples: Iterable[Example]) -> LabelSet:
+        """Sorted names; numerically when all are integers, so "2" < "10" and "-1" < "0"."""
+        names = set()
+        for example in examples:
+            if example.label is None:
+                raise DataError(f"{example.source}: example has no label")
+            names.add(example.label)
+        if names and all(_INTEGER.fullmatch(name) for name in names):
+            return cls(sorted(names, key=lambda name: (int(name), name)))
+        return cls(sorted(names))
+
+    @classmethod
+    def from_json(cls, names: list[str]) -> LabelSet:
+        """The inverse of to_json; the saved order is kept because it defines the indices."""
+        if not isinstance(names, list):
+            raise DataError(f"a saved label set must be a list of names, got {names!r}")
+        return cls(names)
+
+    def to_json(self) -> list[str]:
+        return list(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelSet) and self.names == other.names
+
+    def index(self, label: str | None, source: str) -> int:
+        """The class index of `label`; DataError naming `source` for a missing or unseen label."""
+        if label is None:
+            raise DataError(f"{source}: example has no label")
+        if label not in self._index:
+            known = ", ".join(self.names[:20]) + (", ..." if len(self.names) > 20 else "")
+            raise DataError(f"{source}: label {label!r} not seen in training (known: {known})")
+        return self._index[label]
+
+
+def encode_labels(examples: Iterable[Example], label_set: LabelSet,
+                  on_bad_row: str = "error") -> tuple[list[int], list[Example], list[str]]:
+    """Class indices. Returns (indices, the examples kept, messages for the examples skipped);
+    an unknown or missing label raises DataError, or with on_bad_row="skip" drops the example."""
+    _check_on_bad_row(on_bad_row)
+    indices, kept, bad = [], [], []
+    for example in examples:
+        try:
+            indices.append(label_set.index(example.label, example.source))
+            kept.append(example)
+        except DataError as e:
+            if on_bad_row == "error":
+                raise
+            bad.append(str(e))
+    return indices, kept, bad
+
+
+def _by_class(items: list, key: Callable) -> list[list[int]]:
+    """Indices grouped by class, classes in order of first appearance (so deterministic)."""
+    groups: dict[object, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(key(item), []).append(i)
+    return list(groups.values())
+
+
+def stratified_split(examples: list, fraction: float, seed: int,
+                     key: Callable = lambda e: e.label) -> tuple[list, list]:
+    """Split into (rest, held_out) with round(fraction * n_c) items of each class c held out.
+
+    For 0 < fraction < 1 a class keeps at least 1 item in rest and, when it has 2 or more, gives at
+    least 1 to held_out: training sees every class, held_out every class that can be split.
+    round is Python's (half to even). Both lists keep the input order.
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    rng = random.Random(seed)
+    held = set()
+    for members in _by_class(examples, key):
+        k = round(fraction * len(members))
+        if 0 < fraction < 1:
+            k = min(max(k, 1), len(members) - 1)
+        held.update(rng.sample(members, k))
+    rest = [x for i, x in enumerate(examples) if i not in held]
+    return rest, [x for i, x in enumerate(examples) if i in held]
+
+
+def few_shot_subset(examples: list, *, fraction: float | None = None, count: int | None = None,
+                    seed: int, key: Callable = lambda e: e.label) -> list:
+    """A seeded, stratified subset for learning curves (the paper's 0.4% ... 100% of IMDb).
+
+    Either `fraction`: max(1, round(fraction * n_c)) of each class c; or `count` in total, one per
+    class and then shared by Webster's method (each next item to the class with the largest
+    n_c / (a_c + 0.5)), which unlike largest remainders never takes from a class as count grows.
+    Each class is shuffled once with the seed and a prefix taken, so for one seed a larger fraction
+    or count gives a superset. The subset keeps the input order.
+    """
+    if (fraction is None) == (count is None):
+        raise ValueError("give exactly one of fraction and count")
+    rng = random.Random(seed)
+    classes = _by_class(examples, key)
+    for members in classes:
+        rng.shuffle(members)
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        sizes = [max(1, round(fraction * len(members))) for members in classes]
+    else:
+        if not len(classes) <= count <= len(examples):
+            raise ValueError(f"count must be between the number of classes ({len(classes)}) and "
+                             f"the number of examples ({len(examples)}), got {count}")
+        sizes = [1] * len(classes)
+        heap = [(-len(members) / 1.5, c) for c, members in enumerate(classes) if len(members) > 1]
+        for _ in range(count - len(classes)):
+            _, c = heapq.heappop(heap)  # ties go to the class seen first
+            sizes[c] += 1
+            if sizes[c] < len(classes[c]):
+                heapq.heappush(heap, (-len(classes[c]) / (sizes[c] + 0.5), c))
+    chosen = sorted(i for members, size in zip(classes, sizes) for i in members[:size])
+    return [examples[i] for i in chosen]
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write one JSON object per line (UTF-8, non-ASCII as is); returns the number written.
+
+    The file is written under a temporary name in the same folder and renamed over `path` when
+    complete, so readers never see half a file and a failure leaves any old file untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    count = 0
+    try:
+        # os.open rather than tempfile, so the file gets the usual umask permissions, not 0600.
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w",
+                  encoding="utf-8", newline="\n") as f:
+            for record in records:
+                if not isinstance(record, dict):
+                    raise TypeError(f"record {count} is a {type(record).__name__}, not a dict")
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                count += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int,
+                           group_factor: int = 50) -> list[list[int]]:
+    """Training batches of indices into `lengths`: similar lengths within a batch, random order.
+
+    Shuffled indices are cut into groups of batch_size * group_factor, each group is sorted by
+    length (longest first) and cut into batches, then the batch order is shuffled: less padding
+    than random batches, while each batch still comes from anywhere in the data. Deterministic
+    per seed; only the last batch of the last group may be short.
+    """
+    if batch_size < 1 or group_factor < 1:
+        raise ValueError(f"batch_size and group_factor must be >= 1, "
+                         f"got {batch_size} and {group_factor}")
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    group = batch_size * group_factor
+    batches = []
+    for g in range(0, len(order), group):
+        members = sorted(order[g:g + group], key=lambda i: -lengths[i])
+        batches += [members[b:b + batch_size] for b in range(0, len(members), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches of indices, longest first (ties in index order); callers restore order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
