@@ -1,0 +1,326 @@
+"""Reading and writing Google TF, Hugging Face and minibert checkpoints.
+
+Every format is read into one `Checkpoint`: a BertConfig and a state dict under minibert's canonical
+names (minibert/names.py). Nothing is skipped silently: optimizer state, tied copies and buffers are
+listed in `Checkpoint.skipped`; a variable that no table knows, a shape that contradicts the config or
+a parameter the model lacks is an error listing every offending name.
+"""
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from minibert import names
+from minibert.errors import CheckpointError
+from minibert.files import atomic_save_safetensors, atomic_write_text
+from minibert.model import BertConfig, BertModel
+from minibert.tf_checkpoint import read_tf_checkpoint, write_tf_checkpoint
+
+FORMATS = ("minibert", "hf", "tf")
+MINIBERT_METADATA = {"format": "pt", "producer": "minibert"}
+HEAD_PREFIXES = ("mlm.", "nsp.", "head.")
+
+
+@dataclass
+class Checkpoint:
+    config: BertConfig
+    state: dict[str, torch.Tensor]  # canonical minibert names -> tensors (dtype as stored)
+    format: str  # one of FORMATS
+    source: Path  # the weights file, or the TF checkpoint prefix
+    vocab_file: Path | None  # vocab.txt next to the weights, when there is one
+    skipped: list[str] = field(default_factory=list)  # "name (reason)" for every tensor not loaded
+    ignored_config_keys: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding what a path holds
+
+
+def _tf_prefix(path: Path) -> Path | None:
+    """The TF checkpoint prefix a path names: a prefix, its .index file, or a folder holding one."""
+    if path.name.endswith(".index") and path.is_file():
+        return path.with_name(path.name[: -len(".index")])
+    if Path(str(path) + ".index").is_file():
+        return path
+    if not path.is_dir():
+        return None
+    indexes = sorted(path.glob("*.index"))
+    if len(indexes) == 1:
+        return indexes[0].with_name(indexes[0].name[: -len(".index")])
+    if len(indexes) > 1:
+        # A training folder: TF's `checkpoint` file names the latest (model_checkpoint_path: "...").
+        state_file = path / "checkpoint"
+        if state_file.is_file():
+            for line in state_file.read_text(encoding="utf-8").splitlines():
+                if line.startswith("model_checkpoint_path:"):
+                    return path / line.split(":", 1)[1].strip().strip('"')
+        raise CheckpointError(f"{path}: several TF checkpoints ({', '.join(p.name for p in indexes)}); "
+                              "name one by its prefix")
+    return None
+
+
+def detect_format(path: str | Path) -> str:
+    """'tf', 'hf' or 'minibert' for a checkpoint path (folder, TF prefix or .index file)."""
+    path = Path(path)
+    if _tf_prefix(path) is not None:
+        return "tf"
+    if (path / "model.safetensors").is_file():
+        try:
+            with open(path / "model.safetensors", "rb") as f:
+                header_size = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(min(header_size, 100_000_000)))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{path / 'model.safetensors'}: not a safetensors file ({e})") from None
+        producer = header.get("__metadata__", {}).get("producer")
+        return "minibert" if producer == "minibert" else "hf"
+    if (path / "pytorch_model.bin").is_file():
+        return "hf"
+    raise CheckpointError(f"{path}: no checkpoint found (expected a TF checkpoint prefix or .index file, "
+                          "or a folder with model.safetensors or pytorch_model.bin)")
+
+
+def load_checkpoint(path: str | Path, config_file: str | Path | None = None) -> Checkpoint:
+    """Read any supported checkpoint into minibert names. config_file overrides the one found beside it."""
+    path = Path(path)
+    fmt = detect_format(path)
+    loader = {"tf": _load_tf, "hf": _load_hf, "minibert": _load_minibert}[fmt]
+    checkpoint = loader(path, None if config_file is None else Path(config_file))
+    _check_shapes(checkpoint)
+    return checkpoint
+
+
+def _read_config(candidates: list[Path]) -> tuple[BertConfig, list[str], Path]:
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                values = json.loads(candidate.read_text(encoding="utf-8"))
+                config, ignored = BertConfig.from_dict(values, str(candidate))
+            except (UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as e:
+                raise CheckpointError(f"{candidate}: bad config: {e}") from None
+            return config, ignored, candidate
+    raise CheckpointError(f"no config found: looked for {', '.join(str(c) for c in candidates)}")
+
+
+def _vocab_beside(folder: Path) -> Path | None:
+    return folder / "vocab.txt" if (folder / "vocab.txt").is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Google TF checkpoints
+
+
+def _load_tf(path: Path, config_file: Path | None) -> Checkpoint:
+    prefix = _tf_prefix(path)
+    folder = prefix.parent
+    config, ignored, _ = _read_config([config_file] if config_file else
+                                      [folder / "bert_config.json", folder / "config.json"])
+    table = {tf: (ours, names.tf_is_transposed(tf)) for ours, tf, _ in names.expand(config.num_hidden_layers)}
+    state, skipped, unknown = {}, [], []
+    for tf_name, tensor in read_tf_checkpoint(prefix).items():
+        if names.is_tf_optimizer_state(tf_name):
+            skipped.append(f"{tf_name} (optimizer state)")
+        elif tf_name in table:
+            ours, transposed = table[tf_name]
+            state[ours] = tensor.t().contiguous() if transposed else tensor
+        else:
+            unknown.append(tf_name)
+    if unknown:
+        raise CheckpointError(f"{prefix}: variables with no minibert equivalent (wrong config, "
+                              f"num_hidden_layers={config.num_hidden_layers}?): {', '.join(unknown)}")
+    return Checkpoint(config, state, "tf", prefix, _vocab_beside(folder), skipped, ignored)
+
+
+def save_tf(folder: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write folder/bert_model.ckpt.{index,data-00000-of-00001}, bert_config.json and vocab.txt."""
+    folder = Path(folder)
+    table = {ours: tf for ours, tf, _ in names.expand(checkpoint.config.num_hidden_layers)}
+    tensors = {}
+    for ours, tensor in checkpoint.state.items():
+        if ours not in table:
+            raise CheckpointError(f"{ours} has no Google TF equivalent")
+        tf_name = table[ours]
+        tensors[tf_name] = tensor.t().contiguous() if names.tf_is_transposed(tf_name) else tensor
+    config = checkpoint.config.to_dict()
+    del config["layer_norm_eps"], config["attention_implementation"]  # Google's keys only
+    _write_common(folder, config, checkpoint.vocab_file, "bert_config.json")
+    write_tf_checkpoint(folder / "bert_model.ckpt", tensors)
+    return folder / "bert_model.ckpt"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face folders
+
+
+def _read_hf_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    file = folder / "model.safetensors"
+    if file.is_file():
+        try:
+            return load_file(file), file
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise CheckpointError(f"{file}: cannot read safetensors file: {e}") from None
+    file = folder / "pytorch_model.bin"
+    try:
+        # weights_only=True: the unpickler builds tensors and plain containers only, never runs code.
+        tensors = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or hostile pickles
+        raise CheckpointError(f"{file}: cannot read PyTorch weights file: {e}") from None
+    if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        raise CheckpointError(f"{file}: expected a dict of tensors")
+    return tensors, file
+
+
+def _hf_name(name: str) -> str:
+    """Normalise legacy LayerNorm names and add the `bert.` prefix that BertModel files lack."""
+    for legacy, modern in names.HF_LEGACY_SUFFIXES.items():
+        if name.endswith(legacy) and "LayerNorm" in name:
+            name = name[: -len(legacy)] + modern
+    if not name.startswith(("bert.", "cls.", "classifier.")):
+        name = "bert." + name
+    return name
+
+
+def _load_hf(folder: Path, config_file: Path | None) -> Checkpoint:
+    config, ignored, _ = _read_config([config_file or folder / "config.json"])
+    table = {hf: ours for ours, _, hf in names.expand(config.num_hidden_layers)}
+    raw, file = _read_hf_tensors(folder)
+    tensors = {_hf_name(name): tensor for name, tensor in raw.items()}
+    state, skipped, unknown = {}, [], []
+    for name, tensor in tensors.items():
+        if name in names.HF_BUFFERS:
+            skipped.append(f"{name} (buffer)")
+        elif name in names.HF_TIED:
+            twin = names.HF_TIED[name]
+            if twin in tensors and not torch.equal(tensors[twin], tensor):
+                raise CheckpointError(f"{file}: {name} differs from {twin}; untied MLM decoders are not supported")
+            skipped.append(f"{name} (tied to {twin})")
+        elif name in table:
+            state[table[name]] = tensor
+        else:
+            unknown.append(name)
+    if unknown:
+        raise CheckpointError(f"{file}: tensors with no minibert equivalent: {', '.join(unknown)}")
+    return Checkpoint(config, state, "hf", file, _vocab_beside(folder), skipped, ignored)
+
+
+def save_hf(folder: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write a Hugging Face folder: config.json, model.safetensors, vocab.txt.
+
+    With heads the names carry the `bert.` prefix (as BertForPreTraining saves them); an encoder alone
+    is saved without it (as BertModel saves it). Tied tensors are not written, as transformers does.
+    """
+    folder = Path(folder)
+    table = {ours: hf for ours, _, hf in names.expand(checkpoint.config.num_hidden_layers)}
+    has_heads = any(name.startswith(HEAD_PREFIXES) for name in checkpoint.state)
+    tensors = {}
+    for ours, tensor in checkpoint.state.items():
+        if ours not in table:
+            raise CheckpointError(f"{ours} has no Hugging Face equivalent")
+        hf = table[ours]
+        tensors[hf if has_heads else hf.removeprefix("bert.")] = tensor.contiguous()
+    config = checkpoint.config.to_dict()
+    del config["attention_implementation"]
+    architecture = "BertForPreTraining" if "nsp.weight" in checkpoint.state else (
+        "BertForSequenceClassification" if "head.out.weight" in checkpoint.state else "BertModel")
+    config.update(model_type="bert", architectures=[architecture])
+    if "head.out.weight" in checkpoint.state:
+        config["num_labels"] = checkpoint.state["head.out.weight"].shape[0]
+    _write_common(folder, config, checkpoint.vocab_file, "config.json")
+    atomic_save_safetensors(tensors, folder / "model.safetensors", {"format": "pt"})
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# minibert folders
+
+
+def _load_minibert(folder: Path, config_file: Path | None) -> Checkpoint:
+    config, ignored, _ = _read_config([config_file or folder / "config.json"])
+    file = folder / "model.safetensors"
+    try:
+        state = load_file(file)
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{file}: cannot read safetensors file: {e}") from None
+    return Checkpoint(config, state, "minibert", file, _vocab_beside(folder), [], ignored)
+
+
+def save_minibert(folder: str | Path, checkpoint: Checkpoint) -> Path:
+    """Write minibert's folder: config.json, vocab.txt and model.safetensors (canonical names)."""
+    folder = Path(folder)
+    _write_common(folder, checkpoint.config.to_dict(), checkpoint.vocab_file, "config.json")
+    state = {name: tensor.contiguous() for name, tensor in checkpoint.state.items()}
+    atomic_save_safetensors(state, folder / "model.safetensors", MINIBERT_METADATA)
+    return folder
+
+
+SAVERS = {"minibert": save_minibert, "hf": save_hf, "tf": save_tf}
+
+
+def save_checkpoint(folder: str | Path, checkpoint: Checkpoint, fmt: str = "minibert") -> Path:
+    if fmt not in SAVERS:
+        raise ValueError(f"unknown checkpoint format {fmt!r}; choose from {', '.join(FORMATS)}")
+    return SAVERS[fmt](folder, checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared checks and atomic writes
+
+
+def _check_shapes(checkpoint: Checkpoint) -> None:
+    """Every tensor whose shape the config fixes must have that shape; list all mismatches."""
+    from minibert.pretraining_heads import BertForPreTraining  # the heads import the model, not us
+
+    with torch.device("meta"):
+        expected = BertForPreTraining(checkpoint.config).state_dict()
+    problems = [f"{name}: {tuple(t.shape)} in file, config expects {tuple(expected[name].shape)}"
+                for name, t in checkpoint.state.items()
+                if name in expected and tuple(t.shape) != tuple(expected[name].shape)]
+    if problems:
+        raise CheckpointError(f"{checkpoint.source}: shapes do not match the config:\n  " + "\n  ".join(problems))
+
+
+def state_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A model's tensors under canonical names (a bare BertModel lives under `bert.`)."""
+    prefix = "bert." if isinstance(model, BertModel) else ""
+    return {prefix + name: tensor for name, tensor in model.state_dict().items()}
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Fill every parameter of `model` exactly once from canonical `state`.
+
+    Returns the names in `state` that the model does not use (heads of another model). Raises
+    CheckpointError listing every missing name, shape mismatch and unusable extra name otherwise.
+    """
+    prefix = "bert." if isinstance(model, BertModel) else ""
+    expected = state_of(model)
+    missing = [name for name in expected if name not in state]
+    mismatched = [f"{name}: {tuple(state[name].shape)} in file, model has {tuple(t.shape)}"
+                  for name, t in expected.items() if name in state and state[name].shape != t.shape]
+    unused = [name for name in state if name not in expected]
+    extra = [name for name in unused if not name.startswith(HEAD_PREFIXES)]
+    if missing or mismatched or extra:
+        parts = [f"{source}: cannot load into {type(model).__name__}"]
+        parts += [f"missing: {', '.join(missing)}"] if missing else []
+        parts += [f"shape mismatches: {'; '.join(mismatched)}"] if mismatched else []
+        parts += [f"unexpected: {', '.join(extra)}"] if extra else []
+        raise CheckpointError("\n  ".join(parts))
+    model.load_state_dict({name[len(prefix):]: state[name] for name in expected}, strict=True)
+    return unused
+
+
+def load_pretrained(cls, path: str | Path, **config_overrides):
+    """Build `cls(config)` from any checkpoint and load every parameter (see load_state)."""
+    checkpoint = load_checkpoint(path)
+    model = cls(replace(checkpoint.config, **config_overrides))
+    load_state(model, checkpoint.state, str(checkpoint.source))
+    return model
+
+
+def _write_common(folder: Path, config: dict, vocab_file: Path | None, config_name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / config_name, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if vocab_file is not None and Path(vocab_file).resolve() != (folder / "vocab.txt").resolve():
+        atomic_write_text(folder / "vocab.txt", Path(vocab_file).read_text(encoding="utf-8"))
