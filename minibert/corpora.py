@@ -257,3 +257,18 @@ def format_counts(counts: dict[str, Counter]) -> str:
         cells = [sum(n.values()) if c == "total" else n[c] for n in counts.values()]
         lines.append(c.ljust(width) + "".join(f"{cell:>10,}" for cell in cells))
     return "\n".join(lines)
+
+
+def prepare_bbc_news(out_dir: str | Path, source: str | Path | None = None, dev_fraction: float = 0.1,
+                     test_fraction: float = 0.2, seed: int = 42) -> dict[str, Counter]:
+    """BBC News -> out_dir/{train,dev,test}.jsonl, a seeded stratified split (70/10/20 by default).
+
+    Used by data/bbc_news/prepare.py and by train.py for its embedded default job.
+    """
+    if not (0 <= test_fraction < 1 and 0 <= dev_fraction <= 1 - test_fraction):
+        raise ValueError("need 0 <= test_fraction < 1 and 0 <= dev_fraction <= 1 - test_fraction")
+    records = read_bbc_news(source)
+    rest, test = split_off(records, test_fraction, seed)
+    # dev is a share of all articles, so of the rest it is dev / (1 - test): 0.1 / 0.8 by default.
+    train, dev = split_off(rest, dev_fraction / (1 - test_fraction), seed)
+    return write_splits(out_dir, {"train": train, "dev": dev, "test": test})

@@ -23,14 +23,10 @@ def main(argv=None):
     parser.add_argument("--test_fraction", type=float, default=0.2, help="share of all articles for test")
     parser.add_argument("--seed", type=int, default=42, help="seed of the splits")
     args = parser.parse_args(argv)
-    if not (0 <= args.test_fraction < 1 and 0 <= args.dev_fraction <= 1 - args.test_fraction):
-        parser.error("need 0 <= test_fraction < 1 and 0 <= dev_fraction <= 1 - test_fraction")
-
-    records = corpora.read_bbc_news(args.source)
-    rest, test = corpora.split_off(records, args.test_fraction, args.seed)
-    # dev is a share of all articles, so of the rest it is dev / (1 - test): 0.1 / 0.8 by default.
-    train, dev = corpora.split_off(rest, args.dev_fraction / (1 - args.test_fraction), args.seed)
-    counts = corpora.write_splits(args.out, {"train": train, "dev": dev, "test": test})
+    try:
+        counts = corpora.prepare_bbc_news(args.out, args.source, args.dev_fraction, args.test_fraction, args.seed)
+    except ValueError as e:
+        parser.error(str(e))
     print(corpora.format_counts(counts))
 
 

@@ -1,0 +1,73 @@
+"""A fine-tuned classifier on disk: a minibert checkpoint folder plus classifier.json.
+
+classifier.json holds what prediction needs besides the weights: the label names (their order
+defines the output indices), the head configuration, how texts were encoded (truncation or
+hierarchical chunks) and the tokenizer settings.
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from minibert.checkpoints import Checkpoint, load_checkpoint, load_state, save_minibert, state_of
+from minibert.errors import CheckpointError
+from minibert.files import atomic_write_text, replace_folder
+from minibert.heads import BertClassifier, HeadConfig
+from minibert.long_text import TextEncoding
+from minibert.tokenization import FullTokenizer
+
+CLASSIFIER_FILE = "classifier.json"
+
+
+@dataclass
+class SavedClassifier:
+    model: BertClassifier
+    labels: list[str]
+    encoding: TextEncoding
+    tokenizer: FullTokenizer
+
+
+def save_classifier(folder: str | Path, model: BertClassifier, labels: list[str], encoding: TextEncoding,
+                    tokenizer: FullTokenizer, vocab_file: Path, extra_files: dict[str, str] | None = None) -> None:
+    """Write the whole folder under a temporary name, then swap it in (files.replace_folder)."""
+    description = {
+        "labels": labels,
+        "head": asdict(model.head_config),
+        "encoding": asdict(encoding),
+        "tokenizer": {"do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name},
+    }
+
+    def fill(tmp: Path) -> None:
+        save_minibert(tmp, Checkpoint(model.config, state_of(model), "minibert", tmp, vocab_file))
+        atomic_write_text(tmp / CLASSIFIER_FILE, json.dumps(description, indent=2, ensure_ascii=False) + "\n")
+        for name, text in (extra_files or {}).items():
+            atomic_write_text(tmp / name, text)
+
+    replace_folder(folder, fill)
+
+
+def load_classifier(folder: str | Path) -> SavedClassifier:
+    folder = Path(folder)
+    description_file = folder / CLASSIFIER_FILE
+    if not description_file.is_file():
+        raise CheckpointError(f"{folder}: not a classifier saved by train.py (no {CLASSIFIER_FILE})")
+    try:
+        description = json.loads(description_file.read_text(encoding="utf-8"))
+        head = HeadConfig(**description["head"])
+        encoding = TextEncoding(**description["encoding"])
+        labels = [str(name) for name in description["labels"]]
+        tokenizer_settings = description["tokenizer"]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{description_file}: malformed ({e})") from None
+    if len(labels) != head.num_labels:
+        raise CheckpointError(f"{description_file}: {len(labels)} labels but num_labels={head.num_labels}")
+    checkpoint = load_checkpoint(folder)
+    if checkpoint.vocab_file is None:
+        raise CheckpointError(f"{folder}: no vocab.txt")
+    model = BertClassifier(checkpoint.config, head)
+    unused = load_state(model, checkpoint.state, str(checkpoint.source))
+    if unused:
+        raise CheckpointError(f"{checkpoint.source}: tensors the classifier does not use: {', '.join(unused)}")
+    tokenizer = FullTokenizer(checkpoint.vocab_file, do_lower_case=tokenizer_settings["do_lower_case"],
+                              variant=tokenizer_settings["variant"], check_case=False)
+    return SavedClassifier(model, labels, encoding, tokenizer)

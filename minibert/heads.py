@@ -1,0 +1,196 @@
+"""Classification strategies of the paper (Sun et al. 2019, section 4.1 and 5.3): which layers feed the
+classifier, how they are combined, how chunks of a long text are combined, and BERT-Feat.
+
+Shapes: B documents, C chunks (all documents' chunks stacked; C = B without hierarchical encoding),
+T tokens, H hidden, L layers, F feature size, K classes.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minibert.model import BertConfig, BertModel, BertOutput, init_weights
+
+LAYER_SETS = ("last", "first4", "last4", "all")  # or a layer number, 0 = embedding output
+
+
+@dataclass
+class HeadConfig:
+    """Everything needed to rebuild a classifier head; saved with the model as classifier.json."""
+
+    num_labels: int
+    head: str = "cls"  # "cls": [CLS] features + linear; "bilstm_attention": BERT-Feat
+    layers: str = "last"  # one of LAYER_SETS, or "0".."L" for a single layer
+    layer_combine: str = "concat"  # how several layers' [CLS] vectors are combined
+    pooler: bool = True  # pass the feature through BERT's tanh pooler (Google's run_classifier)
+    chunk_pooling: str = "mean"  # hierarchical texts: how the chunks' features are combined
+    dropout: float = 0.1  # run_classifier.py: dropout 0.1 before the output layer
+    lstm_size: int = 256  # BERT-Feat BiLSTM hidden size per direction
+    attention_hops: int = 4  # BERT-Feat self-attention rows (Lin et al. 2017: r)
+    attention_size: int = 128  # BERT-Feat self-attention hidden size (d_a)
+
+    def __post_init__(self):
+        # The tables are defined further down; they exist by the time a config is built.
+        choices = {"head": tuple(HEADS), "layer_combine": tuple(COMBINE), "chunk_pooling": tuple(CHUNK_POOLINGS)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.layers not in LAYER_SETS and not self.layers.isdigit():
+            raise ValueError(f"layers must be one of {LAYER_SETS} or a layer number, got {self.layers!r}")
+        if self.pooler and self.layer_combine == "concat" and self.layers in ("first4", "last4", "all"):
+            raise ValueError("the pooler takes H features: use layer_combine mean or max, or pooler=False")
+
+
+def layer_indices(layers: str, num_layers: int) -> list[int]:
+    """Indices into BertOutput.hidden_states (0 = embedding output, i = output of layer i)."""
+    table = {
+        "last": [num_layers],
+        "first4": list(range(1, 5)),
+        "last4": list(range(num_layers - 3, num_layers + 1)),
+        "all": list(range(1, num_layers + 1)),
+    }
+    indices = table[layers] if layers in table else [int(layers)]
+    if not all(0 <= i <= num_layers for i in indices):
+        raise ValueError(f"layers={layers!r} needs layers the model ({num_layers} layers) does not have")
+    return indices
+
+
+COMBINE = {
+    "concat": lambda vectors: torch.cat(vectors, dim=-1),  # (C, len * H)
+    "mean": lambda vectors: torch.stack(vectors).mean(0),  # (C, H)
+    "max": lambda vectors: torch.stack(vectors).amax(0),  # (C, H)
+}
+
+
+class MeanPooling(nn.Module):
+    def __init__(self, size: int):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, K, F), mask (B, K) bool with True = present -> (B, F)."""
+        return (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+
+
+class MaxPooling(nn.Module):
+    def __init__(self, size: int):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return x.masked_fill(~mask[..., None], float("-inf")).amax(1)
+
+
+class SelfAttentionPooling(nn.Module):
+    """Additive attention over a set of vectors: softmax_j(w^T tanh(W x_j)) weighted sum."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.proj = nn.Linear(size, size)
+        self.score = nn.Linear(size, 1, bias=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, K, F), mask (B, K) bool with True = present -> (B, F)."""
+        scores = self.score(torch.tanh(self.proj(x))).squeeze(-1)  # (B, K)
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+        return torch.einsum("bk,bkf->bf", weights, x)
+
+
+CHUNK_POOLINGS = {"mean": MeanPooling, "max": MaxPooling, "self_attention": SelfAttentionPooling}
+
+
+def group_chunks(features: torch.Tensor, doc_index: torch.Tensor, num_docs: int):
+    """Stacked chunk features (C, F) and their document ids (C,) -> padded (B, K, F) and mask (B, K).
+
+    Chunks of one document must be contiguous and in order, as the data pipeline builds them.
+    """
+    counts = torch.bincount(doc_index, minlength=num_docs)  # (B,)
+    K = int(counts.max())
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(doc_index), device=features.device) - starts[doc_index]  # position within its doc
+    padded = features.new_zeros(num_docs, K, features.shape[-1])
+    padded[doc_index, slot] = features
+    mask = torch.arange(K, device=features.device)[None, :] < counts[:, None]
+    return padded, mask
+
+
+class ClsHead(nn.Module):
+    """[CLS] features of the chosen layers -> (pooler) -> chunk pooling -> dropout -> linear."""
+
+    def __init__(self, config: BertConfig, head: HeadConfig):
+        super().__init__()
+        self.indices = layer_indices(head.layers, config.num_hidden_layers)
+        self.combine = head.layer_combine
+        self.use_pooler = head.pooler
+        size = config.hidden_size * (len(self.indices) if head.layer_combine == "concat" else 1)
+        self.chunk_pooling = CHUNK_POOLINGS[head.chunk_pooling](size)
+        self.dropout = nn.Dropout(head.dropout)
+        self.out = nn.Linear(size, head.num_labels)
+
+    def features(self, encoded: BertOutput, pooler: nn.Linear) -> torch.Tensor:
+        """(C, F) feature of every chunk."""
+        if self.use_pooler and self.indices == [len(encoded.hidden_states) - 1]:
+            return encoded.pooled_output  # the encoder already pooled the last layer
+        vectors = [encoded.hidden_states[i][:, 0] for i in self.indices]  # each (C, H)
+        combined = COMBINE[self.combine](vectors)
+        # The pooler (trained on the last layer's [CLS] in pre-training) applied to the chosen feature.
+        return torch.tanh(pooler(combined)) if self.use_pooler else combined
+
+    def forward(self, encoded: BertOutput, attention_mask, pooler, doc_index, num_docs) -> torch.Tensor:
+        x = self.features(encoded, pooler)  # (C, F)
+        if doc_index is not None:
+            padded, mask = group_chunks(x, doc_index, num_docs)  # (B, K, F), (B, K)
+            x = self.chunk_pooling(padded, mask)  # (B, F)
+        return self.out(self.dropout(x))  # (B, K classes)
+
+
+class BiLSTMAttentionHead(nn.Module):
+    """BERT-Feat (paper Table 2 baseline): frozen BERT token features -> BiLSTM -> structured
+    self-attention of Lin et al. (2017): A = softmax(W2 tanh(W1 h^T)), M = A h -> MLP -> linear."""
+
+    def __init__(self, config: BertConfig, head: HeadConfig):
+        super().__init__()
+        self.lstm = nn.LSTM(config.hidden_size, head.lstm_size, batch_first=True, bidirectional=True)
+        size = 2 * head.lstm_size
+        self.w1 = nn.Linear(size, head.attention_size, bias=False)
+        self.w2 = nn.Linear(head.attention_size, head.attention_hops, bias=False)
+        self.dropout = nn.Dropout(head.dropout)
+        self.hidden = nn.Linear(head.attention_hops * size, size)
+        self.out = nn.Linear(size, head.num_labels)
+
+    def forward(self, encoded: BertOutput, attention_mask, pooler, doc_index, num_docs) -> torch.Tensor:
+        if doc_index is not None:
+            raise ValueError("the BiLSTM head reads one sequence per document: use a truncation strategy")
+        lengths = attention_mask.sum(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(encoded.sequence_output, lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        h, _ = self.lstm(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=attention_mask.shape[1])
+        scores = self.w2(torch.tanh(self.w1(h)))  # (B, T, r)
+        scores = scores.masked_fill(~attention_mask.bool()[..., None], float("-inf"))
+        weights = torch.softmax(scores, dim=1)  # attention over tokens, one distribution per hop
+        m = torch.einsum("btr,btf->brf", weights, h).flatten(1)  # (B, r * 2 * lstm_size)
+        return self.out(self.dropout(torch.relu(self.hidden(self.dropout(m)))))
+
+
+HEADS = {"cls": ClsHead, "bilstm_attention": BiLSTMAttentionHead}
+
+
+class BertClassifier(nn.Module):
+    """BERT encoder + a classification head. Heads return logits; losses live in the training script."""
+
+    def __init__(self, config: BertConfig, head: HeadConfig):
+        super().__init__()
+        self.config, self.head_config = config, head
+        self.bert = BertModel(config)
+        self.head = HEADS[head.head](config, head)
+        self.head.apply(lambda module: init_weights(module, config.initializer_range))
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None,
+                doc_index: torch.Tensor | None = None, num_docs: int | None = None) -> torch.Tensor:
+        """Inputs (C, T). With hierarchical encoding, doc_index (C,) says which of num_docs documents
+        each chunk belongs to. Returns logits (B, K)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        encoded = self.bert(input_ids, token_type_ids, attention_mask)
+        return self.head(encoded, attention_mask, self.bert.pooler, doc_index, num_docs)

@@ -1,0 +1,31 @@
+"""Learning curves from metrics.jsonl records, as a PNG a person can open."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+
+def plot_learning_curves(records: list[dict], path: str | Path) -> None:
+    """Three panels over optimizer steps: training loss, learning rate, dev error and macro-F1."""
+    train = [r for r in records if r["split"] == "train"]
+    dev = [r for r in records if r["split"] == "dev"]
+    fig, (loss_ax, lr_ax, dev_ax) = plt.subplots(1, 3, figsize=(15, 4))
+    loss_ax.plot([r["step"] for r in train], [r["loss"] for r in train])
+    loss_ax.set(title="training loss", xlabel="optimizer step", ylabel="cross-entropy")
+    lr_ax.plot([r["step"] for r in train], [r["lr"] for r in train])
+    lr_ax.set(title="learning rate (top layer)", xlabel="optimizer step")
+    dev_ax.plot([r["step"] for r in dev], [100 * r["error"] for r in dev], marker="o", label="error %")
+    dev_ax.set(title="dev", xlabel="optimizer step", ylabel="error %")
+    f1_ax = dev_ax.twinx()
+    f1_ax.plot([r["step"] for r in dev], [r["macro_f1"] for r in dev], marker="s", color="tab:orange",
+               label="macro-F1")
+    f1_ax.set_ylabel("macro-F1")
+    fig.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

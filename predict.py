@@ -1,0 +1,79 @@
+"""Label texts with a classifier saved by train.py.
+
+    python predict.py runs/bbc_minilm/best news.jsonl            # JSONL/CSV/TSV (field "text") or TXT
+    cat texts.txt | python predict.py runs/bbc_minilm/best -      # one text per line from stdin
+
+Writes one JSON object per input text to --output (default stdout): the text's source line, the
+predicted label and the probability of every label. Long texts are encoded as the model was
+trained (head+tail truncation or hierarchical chunks, from the model's classifier.json).
+"""
+
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from minibert.classifier_io import load_classifier
+from minibert.cli import option, parse_config
+from minibert.data import read_examples
+from minibert.files import atomic_write_text
+from minibert.inference import encode_examples, predict_probabilities
+from minibert.precision import autocast, resolve_device
+
+
+@dataclass
+class PredictConfig:
+    model: str = option("", "a classifier folder written by train.py (its best/ folder)")
+    input: str = option("-", "a .jsonl/.csv/.tsv/.txt file, or - for one text per line on stdin")
+    output: str = option("-", "where to write the JSON Lines predictions (- = stdout)")
+    text_field: str = option("text", "column/key of the text")
+    text_b_field: str = option("text_b", "column/key of the optional second text")
+    batch_size: int = option(64, "texts per forward pass")
+    precision: str = option("fp32", "fp32 or bf16 autocast", choices=("fp32", "bf16", "fp16"))
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    on_bad_row: str = option("error", "empty or malformed rows stop the run, or are skipped and reported",
+                             choices=("error", "skip"))
+
+
+def read_input(cfg: PredictConfig):
+    if cfg.input != "-":
+        return read_examples(cfg.input, text_field=cfg.text_field, text_b_field=cfg.text_b_field,
+                             require_label=False, on_bad_row=cfg.on_bad_row)
+    # stdin goes through the same reader (and its checks) as a .txt file.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "stdin.txt"
+        path.write_bytes(sys.stdin.buffer.read())
+        return read_examples(path, require_label=False, on_bad_row=cfg.on_bad_row)
+
+
+def main(cfg: PredictConfig) -> list[dict]:
+    if not cfg.model:
+        raise SystemExit("usage: predict.py MODEL_FOLDER [INPUT] [--output FILE]")
+    saved = load_classifier(cfg.model)
+    device = resolve_device(cfg.device)
+    saved.model.to(device)
+    examples, bad = read_input(cfg)
+    for message in bad:
+        print(f"skipped {message}", file=sys.stderr)
+    docs = encode_examples(examples, None, saved.tokenizer, saved.encoding)
+    with tqdm(total=len(docs), desc="predict", unit="ex", file=sys.stderr) as bar:
+        probabilities = predict_probabilities(saved.model, docs, cfg.batch_size, device,
+                                              autocast(device, cfg.precision), saved.encoding.hierarchical, bar)
+    records = []
+    for example, p in zip(examples, probabilities):
+        records.append({"source": example.source, "label": saved.labels[int(torch.argmax(p))],
+                        "probabilities": {name: round(float(q), 6) for name, q in zip(saved.labels, p)}})
+    lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    if cfg.output == "-":
+        sys.stdout.write(lines)
+    else:
+        atomic_write_text(cfg.output, lines)
+    return records
+
+
+if __name__ == "__main__":
+    main(parse_config(PredictConfig, sys.argv[1:], __doc__, positional=("model", "input")))

@@ -1,0 +1,235 @@
+"""End-to-end runs of train.py and predict.py on a tiny model and a tiny topic data set.
+
+The model is a freshly initialised 2-layer BERT (hidden 32) over a vocabulary of the data set's
+words, saved as a minibert folder; the bad-input tests start from the Google-format fixture to go
+through the TF reader too. The data set is written by the tests: three topics whose texts mix topic
+words with shared filler words, so a model must learn to pass the test (chance is 1/3).
+"""
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import predict
+import train
+from minibert.checkpoints import Checkpoint, load_checkpoint, save_minibert, state_of
+from minibert.model import BertConfig, BertModel
+
+TOPICS = {
+    "sport": "football match goal team player coach league season win score stadium cup",
+    "business": "shares market profit bank company economy price investors growth sales trade firm",
+    "tech": "computer software internet phone digital online users technology mobile network data chip",
+}
+FILLER = "the a of and to in is was for on that with as it at by from this have said will be".split()
+
+
+def write_split(path, n, seed, bad_row=False):
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            label = list(TOPICS)[i % 3]
+            words = rng.choices(TOPICS[label].split(), k=rng.randint(4, 8)) + rng.choices(FILLER, k=rng.randint(5, 25))
+            rng.shuffle(words)
+            f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
+        if bad_row:
+            f.write(json.dumps({"text": "   ", "label": "sport"}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_model")
+    words = sorted(set(" ".join(TOPICS.values()).split()) | set(FILLER))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", "."] + words
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=64)
+    torch.manual_seed(0)
+    save_minibert(folder, Checkpoint(config, state_of(BertModel(config)), "minibert", folder, folder / "vocab.txt"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("topics")
+    write_split(folder / "train.jsonl", 150, 1)
+    write_split(folder / "dev.jsonl", 30, 2)
+    write_split(folder / "test.jsonl", 45, 3)
+    return folder
+
+
+def config(init, data, out, **overrides):
+    values = dict(init=str(init), train_file=str(data / "train.jsonl"), dev_file=str(data / "dev.jsonl"),
+                  test_file=str(data / "test.jsonl"), output_dir=str(out), max_seq_length=24, head_tokens=6,
+                  epochs=5, batch_size=8, learning_rate=5e-3, layer_decay=0.9, eval_batch_size=16,
+                  log_every=2, device="cpu", seed=7, pooler=False)
+    values.update(overrides)
+    return train.TrainConfig(**values)
+
+
+def test_tiny_run_learns_saves_and_predicts(tiny_model, data, tmp_path, capsys):
+    results = train.main(config(tiny_model, data, tmp_path / "run"))
+    assert results["test_accuracy"] > 0.8  # chance is 1/3
+    assert results["test_error"] == pytest.approx(1 - results["test_accuracy"])
+    assert sum(map(sum, results["test_confusion_matrix"])) == 45
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["test_error"] == results["test_error"] and "dev_error" in on_disk
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "dev"] == [19, 38, 57, 76, 95]  # 150 / 8 -> 19 steps per epoch
+    assert all({"loss", "lr", "examples_per_s"} <= set(r) for r in records if r["split"] == "train")
+    assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 10_000
+    assert "test error" in capsys.readouterr().out
+
+    classifier = json.loads((tmp_path / "run" / "best" / "classifier.json").read_text())
+    assert classifier["labels"] == ["business", "sport", "tech"]
+    assert classifier["encoding"]["truncation"] == "head_tail"
+    predictions = predict.main(predict.PredictConfig(model=str(tmp_path / "run" / "best"),
+                                                     input=str(data / "test.jsonl"), output=str(tmp_path / "p.jsonl")))
+    gold = [json.loads(line)["label"] for line in (data / "test.jsonl").read_text().splitlines()]
+    accuracy = sum(p["label"] == g for p, g in zip(predictions, gold)) / len(gold)
+    assert accuracy == pytest.approx(results["test_accuracy"])
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in predictions)
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 45
+
+
+def run_interrupted(cfg, monkeypatch, after_batches):
+    """Run train.main and crash it (as a kill would) after a number of training batches."""
+    calls = {"n": 0}
+    real_collate = train.collate
+
+    def collate(docs, hierarchical):
+        if len(docs) == cfg.batch_size and docs[0].label >= 0:  # training batches only
+            calls["n"] += 1
+            if calls["n"] > after_batches:
+                raise KeyboardInterrupt
+        return real_collate(docs, hierarchical)
+
+    monkeypatch.setattr(train, "collate", collate)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(cfg)
+    monkeypatch.setattr(train, "collate", real_collate)
+
+
+def test_resume_gives_the_same_result(tiny_model, data, tmp_path, monkeypatch):
+    options = dict(epochs=2, checkpoint_every=5, grad_accum_steps=2, batch_size=6)
+    full = train.main(config(tiny_model, data, tmp_path / "full", **options))
+    cfg = config(tiny_model, data, tmp_path / "resumed", **options)
+    # 25 batches -> 13 steps per epoch; crash at step 16, mid-epoch 2; the last checkpoint is step 15.
+    run_interrupted(cfg, monkeypatch, after_batches=31)
+    assert json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 16
+    resumed = train.main(config(tiny_model, data, tmp_path / "resumed", resume=True, **options))
+    a = load_file(tmp_path / "full" / "best" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "best" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test_error"] == full["test_error"] and resumed["best_step"] == full["best_step"]
+    strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}
+                          for line in path.read_text().splitlines()]
+    assert strip(tmp_path / "full" / "metrics.jsonl") == strip(tmp_path / "resumed" / "metrics.jsonl")
+    a_last = load_file(tmp_path / "full" / "last" / "model.safetensors")
+    b_last = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
+    assert all(torch.equal(a_last[k], b_last[k]) for k in a_last)
+
+
+def encoder_unchanged(run_dir, init):
+    initial = load_checkpoint(init).state
+    trained = load_checkpoint(run_dir / "best").state
+    return {name: torch.equal(initial[name], trained[name]) for name in trained if name.startswith("bert.")}
+
+
+def test_frozen_encoder_and_bert_feat(tiny_model, data, tmp_path):
+    results = train.main(config(tiny_model, data, tmp_path / "feat", head="bilstm_attention", freeze_encoder=True,
+                                epochs=4, learning_rate=5e-3))
+    assert all(encoder_unchanged(tmp_path / "feat", tiny_model).values())
+    assert results["test_accuracy"] > 0.6
+
+
+def test_gradual_unfreezing_trains_the_head_first(tiny_model, data, tmp_path):
+    train.main(config(tiny_model, data, tmp_path / "gu", gradual_unfreezing=True, epochs=1, pooler=True))
+    unchanged = encoder_unchanged(tmp_path / "gu", tiny_model)
+    assert not unchanged["bert.pooler.weight"]  # the pooler belongs to the top (head) group
+    assert all(same for name, same in unchanged.items() if not name.startswith("bert.pooler"))
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(hierarchical=True, chunk_pooling="mean", max_seq_length=12),
+    dict(hierarchical=True, chunk_pooling="max", max_seq_length=12, max_chunks=2),
+    dict(hierarchical=True, chunk_pooling="self_attention", max_seq_length=12),
+    dict(truncation="head"), dict(truncation="tail"),
+    dict(layers="all", layer_combine="concat", pooler=False), dict(layers="1", pooler=True),
+    dict(layers="all", layer_combine="max", pooler=True),
+    dict(optimizer="adam_weight_decay", schedule="google_warmup_linear"),
+    dict(schedule="slanted_triangular", slanted_ratio=16.0), dict(schedule="constant"),
+    dict(class_weighted_loss=True, max_grad_norm=0.0),
+    dict(precision="bf16"), dict(tokenizer_variant="huggingface", threads=1),
+])
+def test_options_train_a_working_classifier(tiny_model, data, tmp_path, overrides):
+    results = train.main(config(tiny_model, data, tmp_path / "run", **overrides))
+    assert results["test_accuracy"] > 0.6
+    saved = json.loads((tmp_path / "run" / "best" / "classifier.json").read_text())
+    for key in ("hierarchical", "max_chunks", "truncation"):
+        if key in overrides:
+            assert saved["encoding"][key] == overrides[key]
+    if "chunk_pooling" in overrides:
+        assert saved["head"]["chunk_pooling"] == overrides["chunk_pooling"]
+
+
+def test_steps_evaluation_and_early_stopping(tiny_model, data, tmp_path):
+    train.main(config(tiny_model, data, tmp_path / "es", grad_accum_steps=2, eval_every=4, early_stopping=2,
+                      learning_rate=0.0, epochs=4))
+    records = [json.loads(line) for line in (tmp_path / "es" / "metrics.jsonl").read_text().splitlines()]
+    # 19 batches -> 10 optimizer steps per epoch; evaluations every 4 steps and at epoch ends;
+    # with lr 0 nothing improves after the first, so the run stops after two more.
+    assert [r["step"] for r in records if r["split"] == "dev"] == [4, 8, 10]
+
+
+def test_few_shot_subsets(tiny_model, data, tmp_path, capsys):
+    train.main(config(tiny_model, data, tmp_path / "fs", train_fraction=0.2, epochs=1))
+    assert "30 train / 30 dev examples" in capsys.readouterr().out
+    train.main(config(tiny_model, data, tmp_path / "fc", train_count=9, epochs=1))
+    assert "9 train / 30 dev examples" in capsys.readouterr().out
+
+
+def test_bad_rows_stop_or_are_skipped(tiny_google, tmp_path, capsys):
+    write_split(tmp_path / "train.jsonl", 30, 1, bad_row=True)
+    write_split(tmp_path / "dev.jsonl", 9, 2)
+    cfg = dict(init=str(tiny_google), train_file=str(tmp_path / "train.jsonl"), dev_file=str(tmp_path / "dev.jsonl"),
+               test_file="", output_dir=str(tmp_path / "run"), max_seq_length=16, head_tokens=4, epochs=1, device="cpu")
+    with pytest.raises(ValueError, match="train.jsonl:31"):
+        train.main(train.TrainConfig(**cfg))
+    train.main(train.TrainConfig(**cfg, on_bad_row="skip"))
+    assert "skipped 1 bad rows" in capsys.readouterr().out
+    write_split(tmp_path / "train.jsonl", 30, 1)
+    with open(tmp_path / "dev.jsonl", "a") as f:
+        f.write(json.dumps({"text": "a new topic", "label": "weather"}) + "\n")
+    with pytest.raises(ValueError, match="dev.jsonl:10.*weather"):
+        train.main(train.TrainConfig(**cfg))
+
+
+def test_csv_fields_and_resume_without_checkpoint(tiny_google, tmp_path):
+    rows = ["body,topic"] + [f'"{TOPICS[t]}, more words",{t}' for t in TOPICS for _ in range(4)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    cfg = dict(init=str(tiny_google), train_file=str(tmp_path / "train.csv"), dev_file=str(tmp_path / "train.csv"),
+               test_file="", output_dir=str(tmp_path / "run"), text_field="body", label_field="topic",
+               max_seq_length=16, head_tokens=4, epochs=1, device="cpu")
+    results = train.main(train.TrainConfig(**cfg))
+    assert results["labels"] == ["business", "sport", "tech"] and results["dev_count"] == 12
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        train.main(train.TrainConfig(**{**cfg, "output_dir": str(tmp_path / "other")}, resume=True))
+
+
+def test_command_line_and_presets(tmp_path):
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"_paper": "Table 2", "truncation": "tail", "epochs": 2}))
+    cfg = train.parse_config(train.TrainConfig, ["--preset", str(preset), "--epochs", "3", "--hierarchical", "true"])
+    assert (cfg.truncation, cfg.epochs, cfg.hierarchical) == ("tail", 3, True)
+    preset.write_text(json.dumps({"trunc": "tail"}))
+    with pytest.raises(SystemExit, match="trunc"):
+        train.parse_config(train.TrainConfig, ["--preset", str(preset)])
+
+
+@pytest.mark.slow
+def test_compile(tiny_model, data, tmp_path):
+    results = train.main(config(tiny_model, data, tmp_path / "c", compile=True))
+    assert results["test_accuracy"] > 0.6
