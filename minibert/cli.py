@@ -66,6 +66,10 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
     if preset:
         values = load_preset(config_class, preset)
     values.update(args)
+    for field in dataclasses.fields(config_class):  # preset values get the same checks as flags
+        choices = field.metadata.get("choices")
+        if choices and field.name in values and values[field.name] not in choices:
+            raise SystemExit(f"{field.name}={values[field.name]!r} is not one of {', '.join(map(str, choices))}")
     return config_class(**values)
 
 

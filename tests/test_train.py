@@ -8,6 +8,7 @@ words with shared filler words, so a model must learn to pass the test (chance i
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,9 +228,20 @@ def test_command_line_and_presets(tmp_path):
     preset.write_text(json.dumps({"trunc": "tail"}))
     with pytest.raises(SystemExit, match="trunc"):
         train.parse_config(train.TrainConfig, ["--preset", str(preset)])
+    preset.write_text(json.dumps({"truncation": "middle"}))
+    with pytest.raises(SystemExit, match="truncation='middle'"):
+        train.parse_config(train.TrainConfig, ["--preset", str(preset)])
 
 
 @pytest.mark.slow
 def test_compile(tiny_model, data, tmp_path):
     results = train.main(config(tiny_model, data, tmp_path / "c", compile=True))
     assert results["test_accuracy"] > 0.6
+
+
+def test_every_preset_is_a_valid_config():
+    presets = sorted((Path(__file__).parent.parent / "presets").glob("*.json"))
+    assert len(presets) > 40
+    for preset in presets:
+        cfg = train.parse_config(train.TrainConfig, ["--preset", str(preset)])
+        assert cfg.max_seq_length == 512 and cfg.init.endswith("L-12_H-768_A-12"), preset
