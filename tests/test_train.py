@@ -27,6 +27,14 @@ TOPICS = {
 FILLER = "the a of and to in is was for on that with as it at by from this have said will be".split()
 
 
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """train.main sets torch's thread count (--threads); give the next tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_split(path, n, seed, bad_row=False):
     rng = random.Random(seed)
     with open(path, "w", encoding="utf-8") as f:
@@ -65,7 +73,7 @@ def config(init, data, out, **overrides):
     values = dict(init=str(init), train_file=str(data / "train.jsonl"), dev_file=str(data / "dev.jsonl"),
                   test_file=str(data / "test.jsonl"), output_dir=str(out), max_seq_length=24, head_tokens=6,
                   epochs=5, batch_size=8, learning_rate=5e-3, layer_decay=0.9, eval_batch_size=16,
-                  log_every=2, device="cpu", seed=7, pooler=False)
+                  log_every=2, device="cpu", seed=7, pooler=False, threads=1)
     values.update(overrides)
     return train.TrainConfig(**values)
 
@@ -163,7 +171,7 @@ def test_gradual_unfreezing_trains_the_head_first(tiny_model, data, tmp_path):
     dict(optimizer="adam_weight_decay", schedule="google_warmup_linear"),
     dict(schedule="slanted_triangular", slanted_ratio=16.0), dict(schedule="constant"),
     dict(class_weighted_loss=True, max_grad_norm=0.0),
-    dict(precision="bf16"), dict(tokenizer_variant="huggingface", threads=1),
+    dict(precision="bf16"), dict(tokenizer_variant="huggingface"),
 ])
 def test_options_train_a_working_classifier(tiny_model, data, tmp_path, overrides):
     results = train.main(config(tiny_model, data, tmp_path / "run", **overrides))
@@ -174,6 +182,13 @@ def test_options_train_a_working_classifier(tiny_model, data, tmp_path, override
             assert saved["encoding"][key] == overrides[key]
     if "chunk_pooling" in overrides:
         assert saved["head"]["chunk_pooling"] == overrides["chunk_pooling"]
+
+
+def test_threads_option_sets_torch_threads(tiny_model, data, tmp_path):
+    train.main(config(tiny_model, data, tmp_path / "t", threads=2, epochs=1))
+    assert torch.get_num_threads() == 2
+    train.main(config(tiny_model, data, tmp_path / "t", threads=1, epochs=1))
+    assert torch.get_num_threads() == 1
 
 
 def test_steps_evaluation_and_early_stopping(tiny_model, data, tmp_path):
