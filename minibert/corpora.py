@@ -1,8 +1,11 @@
-"""Readers for the paper's data sets as distributed, and the split/write steps of data/*/prepare.py.
+"""Readers for the paper's data sets as distributed, and the shared steps of data/*/prepare.py.
 
 Every reader returns a list of records {"text": str, "label": str} in a deterministic order; the
 prepare scripts write them with minibert.data.write_jsonl as train/dev/test.jsonl. Labels are class
-names where the data set has them (the tables below), otherwise the numbers as strings.
+names where the data set has them (the tables below), otherwise the numbers as strings. A script
+keeps only what is its data set's own (where the files are, the class names, the reader); the
+command line (prepare_parser), the steps after reading (prepare_splits) and the printed report
+(format_report) are shared here.
 
 Encodings found in the distributed files:
 - Zhang et al. (2015) CSVs and aclImdb are UTF-8 (an invalid byte in a CSV is a DataError).
@@ -16,6 +19,7 @@ Encodings found in the distributed files:
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 import re
@@ -155,6 +159,14 @@ def zhang_class_names(source: str | Path, known: Sequence[str] | None = None) ->
     return names
 
 
+def read_zhang_folder(source: str | Path, known: Sequence[str] | None = None) -> tuple[list[dict], list[dict]]:
+    """(train, test) records of a Zhang et al. folder's train.csv and test.csv, with the class names
+    of zhang_class_names(source, known)."""
+    names = zhang_class_names(source, known)
+    return (read_zhang_csv(Path(source) / "train.csv", names),
+            read_zhang_csv(Path(source) / "test.csv", names))
+
+
 def read_trec(path: str | Path) -> list[dict]:
     """TREC question classification (Li and Roth 2002): lines "COARSE:fine question text".
 
@@ -257,6 +269,43 @@ def format_counts(counts: dict[str, Counter]) -> str:
         cells = [sum(n.values()) if c == "total" else n[c] for n in counts.values()]
         lines.append(c.ljust(width) + "".join(f"{cell:>10,}" for cell in cells))
     return "\n".join(lines)
+
+
+def prepare_parser(description: str, script: str | Path, source_help: str) -> argparse.ArgumentParser:
+    """The command line of a data/<name>/prepare.py whose data set ships a train and a test split:
+    --source (required; source_help says what to pass), --out (default: the folder of `script`, the
+    prepare.py file), then --dev_fraction, --seed and --exclude_texts as prepare_splits takes them.
+    Only builds the parser: parsing (and printing usage or errors) is left to the script.
+    """
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", required=True, help=source_help)
+    parser.add_argument("--out", default=str(Path(script).resolve().parent), help="output folder")
+    parser.add_argument("--dev_fraction", type=float, default=0.1, help="share of train held out as dev")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the dev split")
+    parser.add_argument("--exclude_texts", help="a .jsonl whose texts are dropped from train (test overlap)")
+    return parser
+
+
+def prepare_splits(train: list[dict], test: list[dict], out_dir: str | Path, dev_fraction: float, seed: int,
+                   exclude_texts: str | Path | None = None) -> tuple[dict[str, Counter], int]:
+    """The steps after reading, for a data set with a train and a test split but no dev split:
+    drop from train the texts found in exclude_texts (drop_texts), hold out a seeded stratified
+    dev_fraction of the rest as dev (split_off), write out_dir/{train,dev,test}.jsonl (write_splits).
+
+    Returns the count per class of each split and the number of training records dropped (0
+    without exclude_texts).
+    """
+    kept = drop_texts(train, exclude_texts) if exclude_texts else train
+    rest, dev = split_off(kept, dev_fraction, seed)
+    return write_splits(out_dir, {"train": rest, "dev": dev, "test": test}), len(train) - len(kept)
+
+
+def format_report(counts: dict[str, Counter], dropped: int, exclude_texts: str | Path | None = None) -> str:
+    """What a prepare script prints after prepare_splits: with exclude_texts, a line saying how many
+    training texts were dropped; then the format_counts table."""
+    table = format_counts(counts)
+    return f"dropped {dropped:,} training texts found in {exclude_texts}\n{table}" if exclude_texts else table
 
 
 def prepare_bbc_news(out_dir: str | Path, source: str | Path | None = None, dev_fraction: float = 0.1,

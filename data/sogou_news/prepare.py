@@ -7,33 +7,17 @@ else the labels stay the numbers "1".."C". Dev is a stratified part of train.
     python data/sogou_news/prepare.py --source /path/to/sogou_news_csv --out data/sogou_news/
 """
 
-import argparse
-from pathlib import Path
-
 from minibert import corpora
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True,
-                        help="the extracted sogou_news_csv folder (train.csv, test.csv)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent), help="output folder")
-    parser.add_argument("--dev_fraction", type=float, default=0.1, help="share of train held out as dev")
-    parser.add_argument("--seed", type=int, default=42, help="seed of the dev split")
-    parser.add_argument("--exclude_texts", help="a .jsonl whose texts are dropped from train (test overlap)")
+    parser = corpora.prepare_parser(__doc__, __file__,
+                                    "the extracted sogou_news_csv folder (train.csv, test.csv)")
     args = parser.parse_args(argv)
-
-    names = corpora.zhang_class_names(args.source)
-    train = corpora.read_zhang_csv(Path(args.source) / "train.csv", names)
-    test = corpora.read_zhang_csv(Path(args.source) / "test.csv", names)
-    if args.exclude_texts:
-        kept = corpora.drop_texts(train, args.exclude_texts)
-        print(f"dropped {len(train) - len(kept):,} training texts found in {args.exclude_texts}")
-        train = kept
-    train, dev = corpora.split_off(train, args.dev_fraction, args.seed)
-    counts = corpora.write_splits(args.out, {"train": train, "dev": dev, "test": test})
-    print(corpora.format_counts(counts))
+    train, test = corpora.read_zhang_folder(args.source)
+    counts, dropped = corpora.prepare_splits(train, test, args.out, args.dev_fraction, args.seed,
+                                             args.exclude_texts)
+    print(corpora.format_report(counts, dropped, args.exclude_texts))
 
 
 if __name__ == "__main__":
