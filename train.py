@@ -169,6 +169,16 @@ def set_trainable(cfg: TrainConfig, model: BertClassifier, epoch: int) -> None:
         tqdm.write(f"epoch {epoch + 1}: training {', '.join(names)}")
 
 
+def train_mode(cfg: TrainConfig, model: BertClassifier) -> None:
+    model.train()
+    if cfg.freeze_encoder:
+        model.bert.eval()  # BERT-Feat: fixed features, so no dropout inside the encoder
+
+
+# Fields that may change between an interrupted run and its --resume; any other change is refused.
+RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_every", "compile"}
+
+
 # ------------------------------------------------------------------------------------------------
 # Evaluation, checkpoints, metrics
 
@@ -276,18 +286,21 @@ def main(cfg: TrainConfig) -> dict:
     weights = class_weights(train_labels, len(labels)).to(device) if cfg.class_weighted_loss else None
 
     state = {"step": 0, "best_dev_error": None, "best_step": None, "evals_without_improvement": 0, "stopped": False,
-             "window_loss": 0.0, "window_batches": 0}
+             "window_loss": 0.0, "window_batches": 0, "config": asdict(cfg)}
     last = find_folder(out / "last")
     if cfg.resume:
         if last is None:
             raise SystemExit(f"--resume: no checkpoint in {out / 'last'}")
         state = load_last(last, model, optimizer, scheduler, scaler)
+        changed = [k for k, v in state["config"].items() if k not in RESUMABLE_CHANGES and getattr(cfg, k) != v]
+        if changed:
+            raise SystemExit(f"--resume: the run in {out} used other values of {', '.join(changed)}")
         print(f"resumed from {last} at optimizer step {state['step']}")
     log = MetricsLog(out / "metrics.jsonl", state["step"] if cfg.resume else None)
 
     def evaluate_dev(epoch: int) -> None:
         report = evaluate(model, dev_docs, labels.names, cfg, device, "dev")
-        model.train()
+        train_mode(cfg, model)
         log.write(step=state["step"], epoch=epoch, split="dev", error=report["error"],
                   accuracy=report["accuracy"], macro_f1=report["macro_f1"])
         better = state["best_dev_error"] is None or report["error"] < state["best_dev_error"]
@@ -302,13 +315,11 @@ def main(cfg: TrainConfig) -> dict:
             state["evals_without_improvement"] += 1
         state["stopped"] = bool(cfg.early_stopping) and state["evals_without_improvement"] >= cfg.early_stopping
 
-    model.train()
     for epoch in range(state["step"] // steps_per_epoch, cfg.epochs):
         if state["stopped"]:
             break
         set_trainable(cfg, model, epoch)
-        if cfg.freeze_encoder:
-            model.bert.eval()  # BERT-Feat: fixed features, so no dropout inside the encoder
+        train_mode(cfg, model)
         batches = length_grouped_batches([d.length for d in train_docs], cfg.batch_size, seed=cfg.seed + epoch)
         first = (state["step"] - epoch * steps_per_epoch) * cfg.grad_accum_steps  # batches done before a resume
         bar = tqdm(total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")

@@ -139,6 +139,8 @@ def test_resume_gives_the_same_result(tiny_model, data, tmp_path, monkeypatch):
     a_last = load_file(tmp_path / "full" / "last" / "model.safetensors")
     b_last = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
     assert all(torch.equal(a_last[k], b_last[k]) for k in a_last)
+    with pytest.raises(SystemExit, match="batch_size"):  # a resume must not change the run
+        train.main(config(tiny_model, data, tmp_path / "resumed", resume=True, **{**options, "batch_size": 5}))
 
 
 def encoder_unchanged(run_dir, init):
