@@ -26,7 +26,8 @@ from minibert import corpora
 from minibert.checkpoints import load_checkpoint, load_state
 from minibert.classifier_io import load_classifier, save_classifier
 from minibert.cli import option, parse_config
-from minibert.data import LabelSet, encode_labels, few_shot_subset, length_grouped_batches, read_examples
+from minibert.batching import length_grouped_batches
+from minibert.data import LabelSet, encode_labels, few_shot_subset, read_examples
 from minibert.files import atomic_save_safetensors, atomic_torch_save, atomic_write_text, find_folder, replace_folder
 from minibert.heads import BertClassifier, HeadConfig
 from minibert.inference import collate, encode_examples, model_inputs, predict_probabilities

@@ -1,12 +1,12 @@
-"""Classification data: reading examples, label sets, stratified splits and length-grouped batches.
+"""Classification data: reading examples, label sets, stratified splits and subsets.
 
 The project format is JSON Lines: {"text": ..., "text_b": ... (optional, pairs), "label": ...}.
 A label may be a string or an integer; integers are kept as their string form ("1"), so a label
 set is always a list of strings and a JSONL 1 and a CSV "1" name the same class. CSV/TSV files
 with a header row and .txt files (one unlabelled text per line) are read too. Every example
 remembers "path:line" and every problem is reported as "path:line: what is wrong".
-The split and batching helpers work on indices or on any objects (through `key`), so the corpus
-preparation scripts use them on raw records before anything is tokenized.
+The split helpers work on indices or on any objects (through `key`), so the corpus preparation
+scripts use them on raw records before anything is tokenized. Batching is in minibert.batching.
 """
 
 from __future__ import annotations
@@ -372,34 +372,3 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
         raise
     return count
 
-
-def length_grouped_batches(lengths: list[int], batch_size: int, seed: int,
-                           group_factor: int = 50) -> list[list[int]]:
-    """Training batches of indices into `lengths`: similar lengths within a batch, random order.
-
-    Shuffled indices are cut into groups of batch_size * group_factor, each group is sorted by
-    length (longest first) and cut into batches, then the batch order is shuffled: less padding
-    than random batches, while each batch still comes from anywhere in the data. Deterministic
-    per seed; only the last batch of the last group may be short.
-    """
-    if batch_size < 1 or group_factor < 1:
-        raise ValueError(f"batch_size and group_factor must be >= 1, "
-                         f"got {batch_size} and {group_factor}")
-    rng = random.Random(seed)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    group = batch_size * group_factor
-    batches = []
-    for g in range(0, len(order), group):
-        members = sorted(order[g:g + group], key=lambda i: -lengths[i])
-        batches += [members[b:b + batch_size] for b in range(0, len(members), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Evaluation batches of indices, longest first (ties in index order); callers restore order."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]

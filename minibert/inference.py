@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minibert.data import Example, sorted_batches
+from minibert.batching import sorted_batches
+from minibert.data import Example
 from minibert.encoding import pad_batch
 from minibert.long_text import TextEncoding
 

@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibert import tf_checkpoint
+from minibert import sstable, tf_checkpoint
 from minibert.errors import CheckpointError
 from minibert.tf_checkpoint import list_tf_variables, read_tf_checkpoint, write_tf_checkpoint
 
@@ -128,14 +128,14 @@ def test_writer_reproduces_tensorflows_files_byte_for_byte(fixture_tensors, tmp_
 
 
 def test_index_with_many_blocks_reads_back(fixture_tensors, tmp_path, monkeypatch):
-    monkeypatch.setattr(tf_checkpoint, "_TABLE_BLOCK_SIZE", 200)  # a few entries per data block
+    monkeypatch.setattr(sstable, "_TABLE_BLOCK_SIZE", 200)  # a few entries per data block
     write_tf_checkpoint(tmp_path / "ckpt", fixture_tensors, num_shards=2)
     data = (tmp_path / "ckpt.index").read_bytes()
     footer = data[-48:]
-    _metaindex, pos = tf_checkpoint._read_handle(footer, 0)
-    index_handle, _ = tf_checkpoint._read_handle(footer, pos)
-    index_block = tf_checkpoint._read_block(data, index_handle)
-    assert len(tf_checkpoint._block_records(index_block)) >= 5  # one record per data block
+    _metaindex, pos = sstable._read_handle(footer, 0)
+    index_handle, _ = sstable._read_handle(footer, pos)
+    index_block = sstable._read_block(data, index_handle)
+    assert len(sstable._block_records(index_block)) >= 5  # one record per data block
     for name, tensor in read_tf_checkpoint(tmp_path / "ckpt").items():
         assert torch.equal(tensor, fixture_tensors[name]), name
 
@@ -185,12 +185,12 @@ def test_table_round_trip_with_any_keys_and_block_size(keys, block_size):
     # Random byte keys (shared prefixes, 0xff bytes) exercise prefix compression, restart
     # points, and the separators written into the index block.
     records = [(b"", b"header")] + [(k, k[::-1] * 3) for k in sorted(keys)]
-    old, tf_checkpoint._TABLE_BLOCK_SIZE = tf_checkpoint._TABLE_BLOCK_SIZE, block_size
+    old, sstable._TABLE_BLOCK_SIZE = sstable._TABLE_BLOCK_SIZE, block_size
     try:
-        table = tf_checkpoint._build_table(records)
+        table = sstable.build_table(records)
     finally:
-        tf_checkpoint._TABLE_BLOCK_SIZE = old
-    assert tf_checkpoint._read_table(table) == records
+        sstable._TABLE_BLOCK_SIZE = old
+    assert sstable.read_table(table) == records
 
 
 @settings(max_examples=300, deadline=None)
@@ -198,15 +198,15 @@ def test_table_round_trip_with_any_keys_and_block_size(keys, block_size):
 def test_parsers_raise_only_malformed_on_garbage(garbage):
     # Arbitrary bytes (the block crc would stop most of these first) either parse or raise the
     # internal error that the public functions turn into CheckpointError; never anything else.
-    fixture_entry = tf_checkpoint._read_table(INDEX.read_bytes())[1][1]
+    fixture_entry = sstable.read_table(INDEX.read_bytes())[1][1]
     for parse, data in [(lambda b: tf_checkpoint._parse_entry(b, 1), garbage),
                         (lambda b: tf_checkpoint._parse_entry(b, 1), fixture_entry + garbage),
                         (tf_checkpoint._parse_header, garbage),
-                        (tf_checkpoint._block_records, garbage),
-                        (tf_checkpoint._read_table, garbage + INDEX.read_bytes()[-48:])]:
+                        (sstable._block_records, garbage),
+                        (sstable.read_table, garbage + INDEX.read_bytes()[-48:])]:
         try:
             parse(data)
-        except tf_checkpoint._Malformed:
+        except sstable.Malformed:
             pass
 
 
@@ -220,7 +220,7 @@ def test_writer_failure_leaves_no_files(tmp_path, monkeypatch):
     def fail(records):
         raise OSError("disk full")
 
-    monkeypatch.setattr(tf_checkpoint, "_build_table", fail)
+    monkeypatch.setattr(tf_checkpoint, "build_table", fail)
     with pytest.raises(OSError, match="disk full"):
         write_tf_checkpoint(tmp_path / "ckpt", {"v": torch.ones(2)}, num_shards=2)
     assert list(tmp_path.iterdir()) == []
@@ -300,9 +300,9 @@ def test_unsupported_dtype_names_tensor_and_number(tmp_path, monkeypatch, dtype_
 
 
 def test_partitioned_variable_is_refused(tmp_path):
-    records = tf_checkpoint._read_table(INDEX.read_bytes())
+    records = sstable.read_table(INDEX.read_bytes())
     key, value = records[5]
     records[5] = (key, value + b"\x3a\x00")  # an (empty) `slices` field, number 7
-    (tmp_path / "p.index").write_bytes(tf_checkpoint._build_table(records))
+    (tmp_path / "p.index").write_bytes(sstable.build_table(records))
     with pytest.raises(CheckpointError, match=rf"tensor '{key.decode()}' is a partitioned"):
         list_tf_variables(tmp_path / "p")
