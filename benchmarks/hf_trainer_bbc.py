@@ -62,10 +62,10 @@ def main():
     model = transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=len(labels))
     training = transformers.TrainingArguments(
         output_dir=args.output_dir, num_train_epochs=args.epochs, learning_rate=args.learning_rate,
-        weight_decay=0.01, warmup_ratio=0.1, lr_scheduler_type="linear", per_device_train_batch_size=24,
+        weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", per_device_train_batch_size=24,
         per_device_eval_batch_size=64, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
         metric_for_best_model="accuracy", save_total_limit=1, seed=42, report_to=[], logging_steps=10,
-        group_by_length=True, use_cpu=True)
+        train_sampling_strategy="group_by_length", use_cpu=True)
 
     def accuracy(prediction):
         return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
