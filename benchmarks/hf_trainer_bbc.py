@@ -8,7 +8,7 @@ layer-wise learning-rate decay, so this is compared with `python train.py --laye
 
     python benchmarks/hf_trainer_bbc.py [--epochs 4] [--max_seq_length 128] [--head_tokens 32] [--bf16]
 
-Needs transformers (a benchmark-only dependency) and the prepared data/bbc_news splits.
+Needs transformers and accelerate (benchmark-only dependencies) and the prepared data/bbc_news splits.
 """
 
 import argparse
