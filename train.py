@@ -33,6 +33,7 @@ from minibert.heads import BertClassifier, HeadConfig
 from minibert.inference import collate, encode_examples, model_inputs, predict_probabilities
 from minibert.long_text import TextEncoding
 from minibert.metrics import classification_report
+from minibert.model import num_parameters
 from minibert.optimization import build_optimizer, freeze_encoder, parameter_groups, unfreeze
 from minibert.plots import plot_learning_curves
 from minibert.precision import autocast, grad_scaler, resolve_device
@@ -269,7 +270,8 @@ def main(cfg: TrainConfig) -> dict:
     train_docs = encode_examples(train_examples, train_labels, tokenizer, encoding)
     dev_docs = encode_examples(dev_examples, dev_labels, tokenizer, encoding)
     print(f"{len(train_docs)} train / {len(dev_docs)} dev examples, {len(labels)} classes "
-          f"({', '.join(labels.names)}); tokenized in {time.time() - start:.1f}s")
+          f"({', '.join(labels.names)}); tokenized in {time.time() - start:.1f}s; "
+          f"model {num_parameters(model) / 1e6:.1f}M parameters")
     model.to(device)
     train_model = torch.compile(model, dynamic=True) if cfg.compile else model
 
