@@ -7,17 +7,16 @@ minibert folder; its format is detected. The script prints what was mapped and s
 DST back and runs one forward pass on a sentence as a sanity check.
 """
 
-import sys
 from dataclasses import dataclass
 
 import torch
 
-from minibert.checkpoints import FORMATS, load_checkpoint, load_state, save_checkpoint
+from minibert.checkpoints.formats import FORMATS, load_checkpoint, load_state, save_checkpoint
 from minibert.cli import option, parse_config
-from minibert.encoding import build_inputs, pad_batch
-from minibert.model import BertModel
-from minibert.pretraining_heads import BertForPreTraining
-from minibert.tokenization import FullTokenizer
+from minibert.model.bert import BertModel
+from minibert.model.pretraining import BertForPreTraining
+from minibert.text.encoding import build_inputs, pad_batch
+from minibert.text.tokenization import FullTokenizer
 
 SANITY_TEXT = ("the capital of france is", "[MASK]", ".")
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from minibert.classifier_io import load_classifier
+from minibert.checkpoints.classifier import load_classifier
 from minibert.cli import option, parse_config
-from minibert.data import read_examples
+from minibert.data.examples import read_examples
+from minibert.data.features import encode_examples
 from minibert.files import atomic_write_text
-from minibert.inference import encode_examples, predict_probabilities
-from minibert.precision import autocast, resolve_device
+from minibert.training.evaluation import predict_probabilities
+from minibert.training.precision import autocast, resolve_device
 
 
 @dataclass

@@ -23,24 +23,26 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from minibert import corpora
-from minibert.checkpoints import load_checkpoint, load_state
-from minibert.classifier_io import load_classifier, save_classifier
+from minibert.checkpoints.classifier import load_classifier, save_classifier
+from minibert.checkpoints.formats import load_checkpoint, load_state
 from minibert.cli import option, parse_config
-from minibert.batching import length_grouped_batches
-from minibert.data import LabelSet, encode_labels, few_shot_subset, read_examples
+from minibert.data import corpora
+from minibert.data.batching import length_grouped_batches
+from minibert.data.examples import LabelSet, encode_labels, read_examples
+from minibert.data.features import collate, encode_examples, model_inputs
+from minibert.data.splits import few_shot_subset
 from minibert.files import atomic_save_safetensors, atomic_torch_save, atomic_write_text, find_folder, replace_folder
-from minibert.heads import BertClassifier, HeadConfig
-from minibert.inference import collate, encode_examples, model_inputs, predict_probabilities
-from minibert.long_text import TextEncoding
-from minibert.metrics import classification_report
-from minibert.model import num_parameters
-from minibert.optimization import build_optimizer, freeze_encoder, parameter_groups, unfreeze
-from minibert.plots import plot_learning_curves
-from minibert.precision import autocast, grad_scaler, resolve_device
+from minibert.model.bert import num_parameters
+from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.resources import minilm_folder
-from minibert.schedules import SCHEDULES, build_scheduler
-from minibert.tokenization import FullTokenizer
+from minibert.text.encoding import TextEncoding
+from minibert.text.tokenization import FullTokenizer
+from minibert.training.evaluation import predict_probabilities
+from minibert.training.metrics import classification_report
+from minibert.training.optimization import build_optimizer, freeze_encoder, parameter_groups, unfreeze
+from minibert.training.plots import plot_learning_curves
+from minibert.training.precision import autocast, grad_scaler, resolve_device
+from minibert.training.schedules import SCHEDULES, build_scheduler
 
 BBC_DIR = "data/bbc_news"
 EMBEDDED_MODELS = {"minilm": minilm_folder}  # --init names that resolve to a model shipped by a package
@@ -80,7 +82,7 @@ class TrainConfig:
     layer_combine: str = option("concat", "how several layers are combined", choices=("concat", "mean", "max"))
     pooler: bool = option(True, "pass the feature through BERT's tanh pooler (Google's run_classifier)")
     dropout: float = option(0.1, "dropout before the output layer")
-    # Optimisation (paper §5.3.3, §5.4; REFERENCE §5).
+    # Optimisation (paper §5.3.3, §5.4; Google's optimization.py).
     optimizer: str = option("adamw", "adamw, or Google's adam_weight_decay (no bias correction, eps 1e-6)",
                             choices=("adamw", "adam_weight_decay"))
     learning_rate: float = option(1e-4, "base learning rate (the top layer's); paper 2e-5 for BERT-base")

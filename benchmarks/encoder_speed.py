@@ -30,7 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minibert.model import BertModel
+from minibert.checkpoints.formats import load_pretrained
+from minibert.model.bert import BertModel
 from minibert.resources import minilm_folder
 
 NUM_LABELS = 5
@@ -68,7 +69,7 @@ def load_engines(folder) -> dict[str, nn.Module]:
 
     transformers.logging.set_verbosity_error()  # the untrained classifier head is expected
     transformers.utils.logging.disable_progress_bar()
-    engines = {"minibert": MinibertClassifier(BertModel.from_pretrained(folder))}
+    engines = {"minibert": MinibertClassifier(load_pretrained(folder, BertModel))}
     for implementation in ("sdpa", "eager"):
         hf = transformers.BertForSequenceClassification.from_pretrained(
             str(folder), num_labels=NUM_LABELS, attn_implementation=implementation)

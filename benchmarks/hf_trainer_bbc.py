@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import transformers
 
-from minibert.data import LabelSet, encode_labels, read_examples
-from minibert.long_text import TextEncoding
+from minibert.data.examples import LabelSet, encode_labels, read_examples
 from minibert.resources import minilm_folder
-from minibert.tokenization import FullTokenizer
+from minibert.text.encoding import TextEncoding
+from minibert.text.tokenization import FullTokenizer
 
 
 class Encoded(torch.utils.data.Dataset):

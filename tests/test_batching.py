@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibert.batching import length_grouped_batches, sorted_batches
+from minibert.data.batching import length_grouped_batches, sorted_batches
 
 LENGTHS = [(i * 37) % 101 + 1 for i in range(1003)]
 

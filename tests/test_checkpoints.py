@@ -11,12 +11,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import checkpoints_convert
-from minibert.checkpoints import (Checkpoint, detect_format, load_checkpoint, load_state, save_checkpoint,
-                                  state_of)
+from minibert.checkpoints.formats import (
+    Checkpoint,
+    architecture_of,
+    detect_format,
+    load_checkpoint,
+    load_pretrained,
+    load_state,
+    save_checkpoint,
+    state_of,
+)
+from minibert.checkpoints.tf_checkpoint import read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError
-from minibert.model import BertConfig, BertModel
-from minibert.pretraining_heads import BertForPreTraining
-from minibert.tf_checkpoint import read_tf_checkpoint, write_tf_checkpoint
+from minibert.model.bert import BertModel
+from minibert.model.config import BertConfig
+from minibert.model.pretraining import BertForPreTraining
 
 
 def assert_same_tensors(a: dict, b: dict):
@@ -112,7 +121,7 @@ def test_hf_folder_variants(tmp_path, variant):
     config, state = random_pretraining_state()
     if variant == "bare_encoder":
         state = {k: v for k, v in state.items() if k.startswith("bert.")}
-    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None), "hf")
+    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state)), "hf")
     file = tmp_path / "hf" / "model.safetensors"
     tensors = load_file(file)
     assert any(k.startswith("bert.") for k in tensors) == (variant != "bare_encoder")
@@ -135,7 +144,7 @@ def test_transformers_reads_our_hf_output(tiny_google, tmp_path):
     transformers = pytest.importorskip("transformers")
     save_checkpoint(tmp_path / "hf", load_checkpoint(tiny_google), "hf")
     theirs = transformers.BertForPreTraining.from_pretrained(str(tmp_path / "hf"), attn_implementation="eager").eval()
-    ours = BertForPreTraining.from_pretrained(tiny_google).eval()
+    ours = load_pretrained(tiny_google, BertForPreTraining).eval()
     golden = np.load(tiny_google / "golden.npz")
     ids, types, mask = (torch.from_numpy(golden[k]).long() for k in ("input_ids", "segment_ids", "input_mask"))
     with torch.no_grad():
@@ -147,7 +156,7 @@ def test_transformers_reads_our_hf_output(tiny_google, tmp_path):
 
 def test_errors_name_the_problem(tiny_google, tmp_path):
     config, state = random_pretraining_state()
-    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None), "hf")
+    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state)), "hf")
     file = tmp_path / "hf" / "model.safetensors"
     tensors = load_file(file)
     # A tensor no table knows.

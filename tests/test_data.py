@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibert.data import (Example, LabelSet, encode_labels, few_shot_subset, read_examples,
-                           stratified_split, write_jsonl)
+from minibert.data.examples import Example, LabelSet, encode_labels, read_examples, write_jsonl
+from minibert.data.splits import few_shot_subset, stratified_split
 from minibert.errors import DataError
 
 

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibert.encoding import build_inputs, encode_batch, pad_batch, truncate_pair
-from minibert.tokenization import FullTokenizer
+from minibert.text.encoding import build_inputs, encode_batch, pad_batch, truncate_pair
+from minibert.text.tokenization import FullTokenizer
 
 VOCAB_FILE = Path(__file__).parent / "fixtures" / "tiny_google" / "vocab.txt"
 

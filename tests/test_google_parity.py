@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from minibert.pretraining_heads import BertForPreTraining
+from minibert.checkpoints.formats import load_pretrained
+from minibert.model.pretraining import BertForPreTraining
 
 TOLERANCE = 1e-5  # fp32 PyTorch vs Google's fp32 TF (fixture README: ~1e-5 expected)
 
 
 def run(folder, golden_file, **overrides):
     golden = dict(np.load(folder / golden_file))
-    model = BertForPreTraining.from_pretrained(folder, **overrides).eval()
+    model = load_pretrained(folder, BertForPreTraining, **overrides).eval()
     as_long = lambda name: torch.from_numpy(golden[name]).long()
     with torch.no_grad():
         out = model(as_long("input_ids"), as_long("segment_ids"), as_long("input_mask"),

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from minibert.heads import BertClassifier, HeadConfig, group_chunks, layer_indices
-from minibert.model import BertConfig
+from minibert.model.config import BertConfig
+from minibert.model.heads import BertClassifier, HeadConfig, group_chunks, layer_indices
 
 CONFIG = BertConfig(vocab_size=60, hidden_size=12, num_hidden_layers=6, num_attention_heads=3,
                     intermediate_size=20, max_position_embeddings=32)

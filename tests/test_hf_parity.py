@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from minibert.model import BertModel
-from minibert.tokenization import FullTokenizer
-from minibert.encoding import encode_batch
+from minibert.checkpoints.formats import load_pretrained
+from minibert.model.bert import BertModel
+from minibert.text.encoding import encode_batch
+from minibert.text.tokenization import FullTokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -20,7 +21,7 @@ PAIRS = [("Is this a question?", "Yes, and this is the answer."), ("a", "b c d e
 
 @pytest.fixture(scope="module")
 def models(minilm_dir):
-    ours = BertModel.from_pretrained(minilm_dir).eval()
+    ours = load_pretrained(minilm_dir, BertModel).eval()
     theirs = transformers.BertModel.from_pretrained(str(minilm_dir), attn_implementation="eager").eval()
     return ours, theirs, FullTokenizer(minilm_dir / "vocab.txt", do_lower_case=True)
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from minibert.long_text import TextEncoding, head_only, head_tail, split_chunks, tail_only
+from minibert.text.encoding import TextEncoding
+from minibert.text.long_text import head_only, head_tail, split_chunks, tail_only
 
 TOKENS = list(range(100, 120))  # 20 tokens: 100..119
 CLS, SEP = 1, 2

@@ -2,7 +2,7 @@
 
 import pytest
 
-from minibert.metrics import classification_report, confusion_matrix
+from minibert.training.metrics import classification_report, confusion_matrix
 
 
 def test_hand_computed_report():

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from minibert.optimization import (
+from minibert.training.optimization import (
     AdamWeightDecay,
     build_optimizer,
     clip_per_tensor,
@@ -20,7 +20,7 @@ from minibert.optimization import (
     parameter_groups,
     unfreeze,
 )
-from minibert.schedules import SCHEDULES, build_scheduler
+from minibert.training.schedules import SCHEDULES, build_scheduler
 
 H, I, V, C = 5, 7, 11, 3  # odd sizes: hidden, intermediate, vocab, classes
 

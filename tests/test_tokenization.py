@@ -2,7 +2,7 @@
 
 Sources of expected values:
   * Google's tokenization_test.py cases, re-expressed (TestGoogleCases);
-  * outputs worked out by hand from the rules in REFERENCE.md section 3 (TestHardCases);
+  * outputs worked out by hand from the rules of Google's tokenization.py (TestHardCases);
   * `reference_tokenize` below: the rules written out character by character, independent of
     the module's fast paths (translate tables, regex split, word cache), compared on arbitrary
     Unicode with hypothesis;
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibert.tokenization import (
+from minibert.text.tokenization import (
     VARIANTS,
     BasicTokenizer,
     FullTokenizer,

@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 
 import predict
 import train
-from minibert.checkpoints import Checkpoint, load_checkpoint, save_minibert, state_of
-from minibert.model import BertConfig, BertModel
+from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, save_minibert
+from minibert.model.bert import BertModel
+from minibert.model.config import BertConfig
 
 TOPICS = {
     "sport": "football match goal team player coach league season win score stadium cup",
@@ -56,7 +57,7 @@ def tiny_model(tmp_path_factory):
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=48, max_position_embeddings=64)
     torch.manual_seed(0)
-    save_minibert(folder, Checkpoint(config, state_of(BertModel(config)), "minibert", folder, folder / "vocab.txt"))
+    save_minibert(folder, checkpoint_of(BertModel(config), folder / "vocab.txt"))
     return folder
 
 

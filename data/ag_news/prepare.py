@@ -7,7 +7,7 @@ training articles.
     python data/ag_news/prepare.py --source /path/to/ag_news_csv --out data/ag_news/
 """
 
-from minibert import corpora
+from minibert.data import corpora
 
 
 def main(argv=None):

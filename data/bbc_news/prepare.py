@@ -11,7 +11,7 @@ holds 98 exact duplicate articles; copies of one text always go to the same spli
 import argparse
 from pathlib import Path
 
-from minibert import corpora
+from minibert.data import corpora
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ Text = title and abstract joined by a space; the 14 class names come from corpor
     python data/dbpedia/prepare.py --source /path/to/dbpedia_csv --out data/dbpedia/
 """
 
-from minibert import corpora
+from minibert.data import corpora
 
 
 def main(argv=None):

@@ -3,7 +3,7 @@
     python data/imdb/prepare.py --source /path/to/aclImdb --out data/imdb/
 """
 
-from minibert import corpora
+from minibert.data import corpora
 
 
 def main(argv=None):

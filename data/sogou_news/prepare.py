@@ -7,7 +7,7 @@ else the labels stay the numbers "1".."C". Dev is a stratified part of train.
     python data/sogou_news/prepare.py --source /path/to/sogou_news_csv --out data/sogou_news/
 """
 
-from minibert import corpora
+from minibert.data import corpora
 
 
 def main(argv=None):

@@ -8,7 +8,7 @@ Dev is a stratified part of train.
 
 from pathlib import Path
 
-from minibert import corpora
+from minibert.data import corpora
 
 
 def main(argv=None):

@@ -7,7 +7,7 @@ from corpora.YAHOO_ANSWERS_CLASSES (checked against classes.txt). Dev is a strat
     python data/yahoo_answers/prepare.py --source /path/to/yahoo_answers_csv --out data/yahoo_answers/
 """
 
-from minibert import corpora
+from minibert.data import corpora
 
 
 def main(argv=None):

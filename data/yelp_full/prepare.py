@@ -7,7 +7,7 @@ yelp_polarity first, then pass --exclude_texts data/yelp_polarity/test.jsonl.
     python data/yelp_full/prepare.py --source /path/to/yelp_review_full_csv --out data/yelp_full/
 """
 
-from minibert import corpora
+from minibert.data import corpora
 
 
 def main(argv=None):

@@ -6,7 +6,7 @@ Dev is a stratified part of the 560,000 training reviews.
     python data/yelp_polarity/prepare.py --source /path/to/yelp_review_polarity_csv --out data/yelp_polarity/
 """
 
-from minibert import corpora
+from minibert.data import corpora
 
 
 def main(argv=None):

@@ -7,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from minibert.files import atomic_write  # noqa: E402
+
 
 def plot_learning_curves(records: list[dict], path: str | Path) -> None:
     """Three panels over optimizer steps: training loss, learning rate, dev error and macro-F1."""
@@ -25,7 +27,5 @@ def plot_learning_curves(records: list[dict], path: str | Path) -> None:
     f1_ax.set_ylabel("macro-F1")
     fig.legend(loc="lower right")
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda temp: fig.savefig(temp, dpi=100, format="png"))
     plt.close(fig)
-    tmp.replace(path)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from minibert.model import BertConfig, BertModel, BertOutput, init_weights
+from minibert.model.bert import BertModel, BertOutput, init_weights
+from minibert.model.config import BertConfig
 
 LAYER_SETS = ("last", "first4", "last4", "all")  # or a layer number, 0 = embedding output
 

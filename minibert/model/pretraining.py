@@ -5,13 +5,14 @@ Heads return logits; the losses live with the pre-training code.
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minibert.model import ACTIVATIONS, BertConfig, BertModel, BertOutput, init_weights
+from minibert.model.activations import ACTIVATIONS
+from minibert.model.bert import BertModel, BertOutput, init_weights
+from minibert.model.config import BertConfig
 
 
 class MaskedLMHead(nn.Module):
@@ -57,12 +58,6 @@ class BertForPreTraining(nn.Module):
         self.nsp = nn.Linear(config.hidden_size, 2)
         self.mlm.apply(lambda module: init_weights(module, config.initializer_range))
         init_weights(self.nsp, config.initializer_range)
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path, **config_overrides) -> "BertForPreTraining":
-        from minibert.checkpoints import load_pretrained
-
-        return load_pretrained(cls, path, **config_overrides)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None,
                 masked_lm_positions: torch.Tensor | None = None) -> PreTrainingOutput:

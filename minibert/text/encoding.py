@@ -1,10 +1,16 @@
 """Token ids -> model inputs: truncation, [CLS]/[SEP] framing, segment ids and padding.
 
-Reference: Google's run_classifier.py convert_single_example and _truncate_seq_pair
-(REFERENCE.md section 3). Shapes: B batch, T padded length.
+The one path from texts to model inputs: TextEncoding frames each example (a long text's window or
+chunks, or a pair truncated longest-first) and pad_batch pads a batch with the vocabulary's [PAD] id.
+Reference: Google's run_classifier.py convert_single_example and _truncate_seq_pair.
+Shapes: B batch, T padded length.
 """
 
+from dataclasses import dataclass
+
 import torch
+
+from minibert.text.long_text import TRUNCATIONS, split_chunks
 
 
 def truncate_pair(a, b, max_tokens):
@@ -68,27 +74,57 @@ def pad_batch(sequences, pad_id=0, pad_to=None):
     }
 
 
+@dataclass
+class TextEncoding:
+    """How texts become model inputs; saved with a classifier so prediction does the same."""
+
+    max_seq_length: int = 512
+    truncation: str = "head_tail"  # one of TRUNCATIONS
+    head_tokens: int = 128  # head+tail: tokens kept from the start (the rest from the end)
+    hierarchical: bool = False  # encode every 510-token chunk and let the head combine them
+    max_chunks: int = 0  # hierarchical: at most this many chunks per text (0 = no cap)
+
+    def __post_init__(self):
+        if self.truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {tuple(TRUNCATIONS)}, got {self.truncation!r}")
+        if self.max_seq_length < 4:
+            raise ValueError("max_seq_length must be at least 4")
+        if self.truncation == "head_tail" and not 0 <= self.head_tokens <= self.max_seq_length - 2:
+            raise ValueError(f"head_tokens must be in 0..{self.max_seq_length - 2} "
+                             f"(max_seq_length - 2), got {self.head_tokens}")
+
+    def encode(self, ids_a: list[int], ids_b: list[int] | None, cls_id: int, sep_id: int
+               ) -> list[tuple[list[int], list[int]]]:
+        """Token ids of one example -> (input_ids, token_type_ids) for each chunk (one without hierarchy)."""
+        if ids_b is not None:
+            if self.hierarchical:
+                raise ValueError("hierarchical encoding takes single texts, not text pairs")
+            # Pairs: Google's run_classifier removes tokens from the longer side (_truncate_seq_pair).
+            a, b = truncate_pair(ids_a, ids_b, self.max_seq_length - 3)
+            return [build_inputs(a, b, cls_id=cls_id, sep_id=sep_id)]
+        budget = self.max_seq_length - 2
+        if self.hierarchical:
+            chunks = split_chunks(ids_a, budget, self.max_chunks)
+        else:
+            chunks = [TRUNCATIONS[self.truncation](ids_a, budget, self.head_tokens)]
+        return [build_inputs(chunk, cls_id=cls_id, sep_id=sep_id) for chunk in chunks]
+
+
 def encode_batch(tokenizer, texts, texts_b=None, max_seq_length=512):
-    """Tokenize, truncate, frame and pad a batch of texts (or text pairs).
+    """Tokenize, truncate, frame and pad a batch of texts (or text pairs) as Google's run_classifier.py.
 
     Single texts keep their first max_seq_length - 2 tokens; pairs are truncated longest-first to
-    max_seq_length - 3 tokens (Google's run_classifier.py). `tokenizer` needs encode_text(text)
-    and the attributes cls_id, sep_id, pad_id (minibert.tokenization.FullTokenizer).
+    max_seq_length - 3 tokens. `tokenizer` needs encode_text(text) and the attributes cls_id,
+    sep_id, pad_id (minibert.text.tokenization.FullTokenizer). The same TextEncoding and pad_batch
+    frame the examples of train.py and predict.py.
 
     Returns the pad_batch dict: int64 tensors of shape (B, T), T = the longest framed sequence.
     """
     if texts_b is not None and len(texts_b) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(texts_b)} second texts")
-    n_special = 2 if texts_b is None else 3  # [CLS] A [SEP] or [CLS] A [SEP] B [SEP]
-    if max_seq_length < n_special:
-        raise ValueError(f"max_seq_length must be >= {n_special}, got {max_seq_length}")
+    encoding = TextEncoding(max_seq_length, truncation="head")
     sequences = []
     for i, text in enumerate(texts):
-        ids_a = tokenizer.encode_text(text)
-        if texts_b is None:
-            ids_a, ids_b = ids_a[: max_seq_length - n_special], None
-        else:
-            ids_b = tokenizer.encode_text(texts_b[i])
-            ids_a, ids_b = truncate_pair(ids_a, ids_b, max_seq_length - n_special)
-        sequences.append(build_inputs(ids_a, ids_b, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id))
+        ids_b = None if texts_b is None else tokenizer.encode_text(texts_b[i])
+        sequences += encoding.encode(tokenizer.encode_text(text), ids_b, tokenizer.cls_id, tokenizer.sep_id)
     return pad_batch(sequences, pad_id=tokenizer.pad_id)

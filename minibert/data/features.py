@@ -7,12 +7,9 @@ every chunk of its documents and records which document each chunk belongs to.
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from minibert.batching import sorted_batches
-from minibert.data import Example
-from minibert.encoding import pad_batch
-from minibert.long_text import TextEncoding
+from minibert.data.examples import Example
+from minibert.text.encoding import TextEncoding, pad_batch
 
 
 @dataclass
@@ -56,24 +53,3 @@ def model_inputs(batch: dict, device: torch.device) -> dict:
     if "num_docs" in batch:
         inputs["num_docs"] = batch["num_docs"]
     return inputs
-
-
-@torch.no_grad()
-def predict_probabilities(model, docs: list[EncodedDoc], batch_size: int, device: torch.device,
-                          autocast_context, hierarchical: bool, progress=None) -> torch.Tensor:
-    """Class probabilities (N, K) float32 in the order of `docs`.
-
-    Batches are formed from documents sorted by length, so little compute goes to padding
-    (PERFORMANCE.md: sorting gives ~2x over random batches on variable-length data).
-    """
-    model.eval()
-    probabilities = [None] * len(docs)
-    for indices in sorted_batches([doc.length for doc in docs], batch_size):
-        batch = collate([docs[i] for i in indices], hierarchical)
-        with autocast_context:
-            logits = model(**model_inputs(batch, device))
-        for i, p in zip(indices, F.softmax(logits.float(), dim=-1).cpu()):
-            probabilities[i] = p
-        if progress is not None:
-            progress.update(len(indices))
-    return torch.stack(probabilities) if probabilities else torch.zeros(0)

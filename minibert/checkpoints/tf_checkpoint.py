@@ -25,8 +25,9 @@ from typing import NamedTuple
 import crc32c
 import torch
 
+from minibert.checkpoints.sstable import Malformed, build_table, mask_crc, read_table, read_varint, varint
 from minibert.errors import CheckpointError
-from minibert.sstable import Malformed, build_table, mask_crc, read_table, read_varint, varint
+from minibert.files import commit, temp_path
 
 # DataType enum values from tensorflow/core/framework/types.proto.
 _TF_TO_TORCH = {1: torch.float32, 3: torch.int32, 9: torch.int64, 14: torch.bfloat16,
@@ -148,19 +149,41 @@ def _encode_entry(entry: _Entry) -> bytes:
             + _varint_field(5, entry.size) + crc)
 
 
-def _resolve_prefix(path: str | Path) -> Path:
-    """Accept a prefix, its .index or .data-* file, or a folder holding exactly one *.index."""
+def find_tf_prefix(path: str | Path) -> Path | None:
+    """The checkpoint prefix a path names, or None if it names no TF checkpoint.
+
+    Accepts a prefix (`bert_model.ckpt`), its .index or .data-* file, or a folder holding one
+    *.index file; in a training folder with several, TF's `checkpoint` state file names the latest
+    (model_checkpoint_path: "..."), and without it the choice is an error.
+    """
     path = Path(path)
     if path.is_dir():
-        found = sorted(path.glob("*.index"))
-        if len(found) != 1:
-            raise CheckpointError(f"{path}: expected exactly one *.index file in the folder, "
-                                  f"found {[p.name for p in found]}")
-        path = found[0]
-    if path.name.endswith(".index"):
+        indexes = sorted(path.glob("*.index"))
+        if len(indexes) == 1:
+            return indexes[0].with_name(indexes[0].name[: -len(".index")])
+        if not indexes:
+            return None
+        state_file = path / "checkpoint"
+        if state_file.is_file():
+            for line in state_file.read_text(encoding="utf-8", errors="replace").splitlines():
+                if line.startswith("model_checkpoint_path:"):
+                    return path / line.split(":", 1)[1].strip().strip('"')
+        raise CheckpointError(f"{path}: several TF checkpoints ({', '.join(p.name for p in indexes)}); "
+                              "name one by its prefix")
+    if path.name.endswith(".index") and path.is_file():
         return path.with_name(path.name[: -len(".index")])
     match = re.fullmatch(r"(.+)\.data-\d{5}-of-\d{5}", path.name)
-    return path.with_name(match.group(1)) if match else path
+    if match and path.is_file():
+        return path.with_name(match.group(1))
+    return path if Path(f"{path}.index").is_file() else None
+
+
+def _resolve_prefix(path: str | Path) -> Path:
+    prefix = find_tf_prefix(path)
+    if prefix is None:
+        raise CheckpointError(f"{path}: no TF checkpoint: no {Path(path).name}.index beside it, and not a "
+                              "folder holding one *.index file")
+    return prefix
 
 
 def _shard_path(prefix: Path, shard: int, num_shards: int) -> Path:
@@ -282,7 +305,7 @@ def write_tf_checkpoint(prefix: str | Path, tensors: dict[str, torch.Tensor],
         with _temp_file(Path(f"{prefix}.index"), temp_to_final) as f:
             f.write(build_table(records))
         for temp, final in temp_to_final.items():  # dict order: data shards first, index last
-            os.replace(temp, final)
+            commit(temp, final)
     finally:
         for temp in temp_to_final:
             temp.unlink(missing_ok=True)
@@ -290,10 +313,8 @@ def write_tf_checkpoint(prefix: str | Path, tensors: dict[str, torch.Tensor],
 
 @contextlib.contextmanager
 def _temp_file(final: Path, temp_to_final: dict[Path, Path]):
-    """A temporary file next to `final`, recorded in `temp_to_final`, fsynced on close."""
-    temp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    """A temporary file next to `final`, recorded in `temp_to_final` for files.commit."""
+    temp = temp_path(final)
     temp_to_final[temp] = final
     with open(temp, "wb") as f:
         yield f
-        f.flush()
-        os.fsync(f.fileno())

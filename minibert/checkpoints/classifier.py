@@ -9,14 +9,22 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from minibert.checkpoints import Checkpoint, load_checkpoint, load_state, save_minibert, state_of
+from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_state, save_minibert
 from minibert.errors import CheckpointError
 from minibert.files import atomic_write_text, replace_folder
-from minibert.heads import BertClassifier, HeadConfig
-from minibert.long_text import TextEncoding
-from minibert.tokenization import FullTokenizer
+from minibert.model.heads import BertClassifier, HeadConfig
+from minibert.text.encoding import TextEncoding
+from minibert.text.tokenization import FullTokenizer
 
 CLASSIFIER_FILE = "classifier.json"
+
+
+def classifier_architecture(head: HeadConfig, encoding: TextEncoding) -> str:
+    """BertForSequenceClassification when the model is run_classifier's (dropout + linear on the pooled
+    [CLS] of the last layer, one window per text), so Google's and Hugging Face's code read it the
+    same; else BertClassifier, which only minibert can run."""
+    standard = head.head == "cls" and head.layers == "last" and head.pooler and not encoding.hierarchical
+    return "BertForSequenceClassification" if standard else "BertClassifier"
 
 
 @dataclass
@@ -38,7 +46,7 @@ def save_classifier(folder: str | Path, model: BertClassifier, labels: list[str]
     }
 
     def fill(tmp: Path) -> None:
-        save_minibert(tmp, Checkpoint(model.config, state_of(model), "minibert", tmp, vocab_file))
+        save_minibert(tmp, checkpoint_of(model, vocab_file, classifier_architecture(model.head_config, encoding)))
         atomic_write_text(tmp / CLASSIFIER_FILE, json.dumps(description, indent=2, ensure_ascii=False) + "\n")
         for name, text in (extra_files or {}).items():
             atomic_write_text(tmp / name, text)

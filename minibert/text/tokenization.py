@@ -1,6 +1,6 @@
 """WordPiece tokenization with the rules of Google's tokenization.py (current release).
 
-Reference: REFERENCE.md section 3 and google-research/bert tokenization.py. One text goes through
+Reference: google-research/bert tokenization.py (BasicTokenizer, WordpieceTokenizer). One text goes through
 
   1. clean      drop U+0000, U+FFFD and control characters; whitespace -> " "   (_clean_text)
   2. CJK        pad CJK ideographs with spaces                                  (_tokenize_chinese_chars)

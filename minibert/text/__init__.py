@@ -1,0 +1,1 @@
+"""Text -> token ids -> framed model inputs: Google's tokenizer, [CLS]/[SEP] framing, long texts."""

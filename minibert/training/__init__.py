@@ -1,0 +1,1 @@
+"""Optimisation and runs: optimizers, schedules, precision, evaluation, metrics and plots."""
