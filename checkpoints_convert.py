@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from minibert.checkpoints.formats import FORMATS, load_checkpoint, load_state, save_checkpoint
-from minibert.cli import option, parse_config
+from minibert.cli import option, run_script
 from minibert.model.bert import BertModel
 from minibert.model.pretraining import BertForPreTraining
 from minibert.text.encoding import build_inputs, pad_batch
@@ -78,4 +78,4 @@ def main(cfg: ConvertConfig) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_config(ConvertConfig, None, __doc__, positional=("src", "dst")))
+    run_script(main, ConvertConfig, None, __doc__, positional=("src", "dst"))

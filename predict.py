@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from minibert.checkpoints.classifier import load_classifier
-from minibert.cli import option, parse_config
+from minibert.cli import option, run_script
 from minibert.data.examples import read_examples
 from minibert.data.features import encode_examples
 from minibert.files import atomic_write_text
@@ -63,7 +63,8 @@ def main(cfg: PredictConfig) -> list[dict]:
     docs = encode_examples(examples, None, saved.tokenizer, saved.encoding)
     with tqdm(total=len(docs), desc="predict", unit="ex", file=sys.stderr) as bar:
         probabilities = predict_probabilities(saved.model, docs, cfg.batch_size, device,
-                                              autocast(device, cfg.precision), saved.encoding.hierarchical, bar)
+                                              autocast(device, cfg.precision), saved.encoding.hierarchical, bar,
+                                              pad_id=saved.tokenizer.pad_id)
     records = []
     for example, p in zip(examples, probabilities):
         records.append({"source": example.source, "label": saved.labels[int(torch.argmax(p))],
@@ -77,4 +78,4 @@ def main(cfg: PredictConfig) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(parse_config(PredictConfig, sys.argv[1:], __doc__, positional=("model", "input")))
+    run_script(main, PredictConfig, None, __doc__, positional=("model", "input"))

@@ -10,38 +10,41 @@ last/ (the checkpoint --resume continues from), metrics.jsonl (per-step and per-
 records), results.json (dev and test metrics of the best model), learning_curves.png, config.json.
 """
 
+import hashlib
 import json
 import math
 import random
-import sys
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from minibert.checkpoints.classifier import load_classifier, save_classifier
-from minibert.checkpoints.formats import load_checkpoint, load_state
-from minibert.cli import option, parse_config
+from minibert.checkpoints.formats import Checkpoint, load_checkpoint, load_state
+from minibert.cli import option, run_script
 from minibert.data import corpora
 from minibert.data.batching import length_grouped_batches
 from minibert.data.examples import LabelSet, encode_labels, read_examples
 from minibert.data.features import collate, encode_examples, model_inputs
 from minibert.data.splits import few_shot_subset
-from minibert.files import atomic_save_safetensors, atomic_torch_save, atomic_write_text, find_folder, replace_folder
+from minibert.errors import ConfigError
+from minibert.files import atomic_write_text, remove_leftovers, sha256_file
 from minibert.model.bert import num_parameters
-from minibert.model.heads import BertClassifier, HeadConfig
+from minibert.model.heads import BertClassifier, HeadConfig, layer_indices
 from minibert.resources import minilm_folder
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.evaluation import predict_probabilities
 from minibert.training.metrics import classification_report
+from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.optimization import build_optimizer, freeze_encoder, parameter_groups, unfreeze
 from minibert.training.plots import plot_learning_curves
 from minibert.training.precision import autocast, grad_scaler, resolve_device
+from minibert.training.run_state import find_run, load_run, save_run
 from minibert.training.schedules import SCHEDULES, build_scheduler
 
 BBC_DIR = "data/bbc_news"
@@ -113,6 +116,8 @@ class TrainConfig:
     log_every: int = option(10, "write a metrics.jsonl record every N optimizer steps")
     checkpoint_every: int = option(0, "also write last/ every N optimizer steps (0 = only at epoch ends)")
     resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
+    overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
+    allow_data_change: bool = option(False, "--resume even if the train or dev file changed since the run began")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -146,19 +151,27 @@ def read_split(cfg: TrainConfig, path: str, labels: LabelSet | None):
     return examples, ids, labels
 
 
-def build_model(cfg: TrainConfig, num_labels: int):
-    """The classifier with the pretrained encoder loaded (a new head), and the tokenizer."""
+def load_init(cfg: TrainConfig) -> Checkpoint:
+    """The pretrained checkpoint, checked against the options that depend on it."""
     pretrained = load_checkpoint(resolve_init(cfg.init))
     if pretrained.vocab_file is None:
-        raise SystemExit(f"{cfg.init}: no vocab.txt beside the checkpoint")
+        raise ConfigError(f"--init {cfg.init}: no vocab.txt beside the checkpoint")
+    if pretrained.ignored_config_keys:
+        print(f"{pretrained.source.parent}: config keys minibert ignores: {', '.join(pretrained.ignored_config_keys)}")
+    check_model_fits(cfg, pretrained.config)
+    return pretrained
+
+
+def build_model(cfg: TrainConfig, pretrained: Checkpoint, num_labels: int):
+    """The classifier with the pretrained encoder loaded (a new head), and the tokenizer."""
     tokenizer = FullTokenizer(pretrained.vocab_file, cfg.do_lower_case, cfg.tokenizer_variant)
     if len(tokenizer.vocab) > pretrained.config.vocab_size:
-        raise SystemExit(f"{pretrained.vocab_file}: {len(tokenizer.vocab)} tokens but the model's "
-                         f"vocab_size is {pretrained.config.vocab_size}: wrong vocabulary for this checkpoint")
+        raise ConfigError(f"{pretrained.vocab_file}: {len(tokenizer.vocab)} tokens but the model's "
+                          f"vocab_size is {pretrained.config.vocab_size}: wrong vocabulary for this checkpoint")
     head = HeadConfig(num_labels, cfg.head, cfg.layers, cfg.layer_combine, cfg.pooler, cfg.chunk_pooling, cfg.dropout)
     model = BertClassifier(pretrained.config, head)
     load_state(model.bert, pretrained.state, str(pretrained.source))  # every encoder weight, strictly
-    return model, tokenizer, pretrained.vocab_file
+    return model, tokenizer
 
 
 def class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
@@ -181,65 +194,141 @@ def train_mode(cfg: TrainConfig, model: BertClassifier) -> None:
         model.bert.eval()  # BERT-Feat: fixed features, so no dropout inside the encoder
 
 
+@dataclass
+class TrainState:
+    """Where a run stands; saved in last/ and restored by --resume."""
+
+    step: int = 0  # optimizer steps done
+    best_dev_error: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    stopped: bool = False  # early stopping fired
+    window_loss: float = 0.0  # training loss summed since the last log line (LossWindow)
+    window_batches: int = 0
+    data_sha256: str = ""  # of the train and dev files: --resume refuses other data
+    config: dict = field(default_factory=dict)
+
+
 # Fields that may change between an interrupted run and its --resume; any other change is refused.
-RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_every", "compile"}
+RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_every", "compile",
+                     "overwrite_output_dir", "allow_data_change"}
+# What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
+RUN_OUTPUTS = ("best", "best.old", "last", "last.old", "metrics.jsonl", "results.json", "config.json",
+               "learning_curves.png")
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks at the start: options, output folder, model and data, before any long work
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """Every option value that cannot work, as one ConfigError naming the option."""
+    rules = [
+        ("epochs", cfg.epochs >= 1, "at least 1"),
+        ("batch_size", cfg.batch_size >= 1, "at least 1"),
+        ("grad_accum_steps", cfg.grad_accum_steps >= 1, "at least 1"),
+        ("eval_batch_size", cfg.eval_batch_size >= 1, "at least 1"),
+        ("log_every", cfg.log_every >= 1, "at least 1"),
+        ("learning_rate", cfg.learning_rate >= 0, "at least 0"),
+        ("weight_decay", cfg.weight_decay >= 0, "at least 0"),
+        ("layer_decay", 0 < cfg.layer_decay <= 1, "in (0, 1]"),
+        ("warmup_proportion", 0 <= cfg.warmup_proportion <= 1, "in [0, 1]"),
+        ("slanted_ratio", cfg.slanted_ratio >= 1, "at least 1"),
+        ("max_grad_norm", cfg.max_grad_norm >= 0, "at least 0 (0 = no clipping)"),
+        ("dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
+        ("early_stopping", cfg.early_stopping >= 0, "at least 0 (0 = off)"),
+        ("eval_every", cfg.eval_every >= 0, "at least 0 (0 = each epoch)"),
+        ("checkpoint_every", cfg.checkpoint_every >= 0, "at least 0"),
+        ("train_fraction", 0 < cfg.train_fraction <= 1, "in (0, 1]"),
+        ("train_count", cfg.train_count >= 0, "at least 0"),
+        ("max_chunks", cfg.max_chunks >= 0, "at least 0 (0 = all)"),
+        ("threads", cfg.threads >= 0, "at least 0 (0 = torch's default)"),
+        ("max_seq_length", cfg.max_seq_length >= 4, "at least 4"),
+    ]
+    for name, ok, requirement in rules:
+        if not ok:
+            raise ConfigError(f"--{name} {getattr(cfg, name)}: must be {requirement}")
+    try:
+        TextEncoding(cfg.max_seq_length, cfg.truncation, cfg.head_tokens, cfg.hierarchical, cfg.max_chunks)
+    except ValueError as e:
+        raise ConfigError(f"--head_tokens {cfg.head_tokens}: {e}") from None
+    if cfg.head == "bilstm_attention" and cfg.hierarchical:
+        raise ConfigError("--head bilstm_attention reads one sequence per text: use a truncation, not --hierarchical")
+
+
+def check_output_dir(cfg: TrainConfig, out: Path) -> None:
+    """A new run never writes over an earlier one unless told to; --resume needs one."""
+    if cfg.resume:
+        if find_run(out / "last") is None:
+            raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
+        return
+    earlier = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if earlier and not cfg.overwrite_output_dir:
+        raise ConfigError(f"--output_dir {out} is not empty ({', '.join(earlier[:5])}"
+                          f"{', ...' if len(earlier) > 5 else ''}): --resume continues that run, "
+                          "--overwrite_output_dir replaces it")
+
+
+def start_output_dir(cfg: TrainConfig, out: Path) -> None:
+    """Once every input has been read: clear what a killed run left, and an overwritten run's files."""
+    out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out)  # .last.*.tmp folders of a killed checkpoint write, half-written files
+    if not cfg.resume:
+        for name in RUN_OUTPUTS:
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+
+
+def check_model_fits(cfg: TrainConfig, config) -> None:
+    """Options that need the model's config: sequence length and layer choice."""
+    if cfg.max_seq_length > config.max_position_embeddings:
+        raise ConfigError(f"--max_seq_length {cfg.max_seq_length} is more than the model's "
+                          f"max_position_embeddings ({config.max_position_embeddings}) in {cfg.init}")
+    try:
+        layer_indices(cfg.layers, config.num_hidden_layers)
+    except ValueError as e:
+        raise ConfigError(f"--layers {cfg.layers}: {e}") from None
+
+
+def data_sha256(cfg: TrainConfig) -> str:
+    digest = hashlib.sha256()
+    for path in (cfg.train_file, cfg.dev_file):
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
 # Evaluation, checkpoints, metrics
 
 
-def evaluate(model, docs, label_names, cfg, device, desc: str) -> dict:
+def evaluate(model, docs, label_names, cfg, device, pad_id: int, desc: str) -> dict:
     with tqdm(total=len(docs), desc=desc, leave=False, unit="ex") as bar:
         probabilities = predict_probabilities(model, docs, cfg.eval_batch_size, device,
-                                              autocast(device, cfg.precision), cfg.hierarchical, bar)
+                                              autocast(device, cfg.precision), cfg.hierarchical, bar, pad_id=pad_id)
     predicted = probabilities.argmax(-1).tolist() if len(docs) else []
     return classification_report([doc.label for doc in docs], predicted, label_names)
 
 
-class MetricsLog:
-    """metrics.jsonl: one JSON record per line, flushed as it goes, so a person can tail and plot it."""
-
-    def __init__(self, path: Path, keep_until_step: int | None):
-        self.path = path
-        self.records = []
-        if keep_until_step is not None and path.exists():  # resuming: drop what came after the checkpoint
-            self.records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= keep_until_step]
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
-        self.file = open(path, "a", encoding="utf-8")
-
-    def write(self, **record) -> None:
-        self.records.append(record)
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+def evaluation_due(cfg: TrainConfig, step: int, end_of_epoch: bool) -> bool:
+    """Evaluate on dev at the end of every epoch, and every eval_every steps when set."""
+    return end_of_epoch or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
 
 
-def save_last(folder: Path, model, optimizer, scheduler, scaler, state: dict) -> None:
-    """The resume checkpoint: weights, optimizer/scheduler/scaler state, RNG states and progress."""
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
-           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-    def fill(tmp: Path) -> None:
-        atomic_save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
-                                tmp / "model.safetensors", {"format": "pt", "producer": "minibert"})
-        atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                           "scaler": scaler.state_dict(), "rng": rng, "state": state}, tmp / "trainer.pt")
-
-    replace_folder(folder, fill)
+def checkpoint_due(cfg: TrainConfig, step: int, end_of_epoch: bool) -> bool:
+    return end_of_epoch or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0)
 
 
-def load_last(folder: Path, model, optimizer, scheduler, scaler) -> dict:
-    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
-    # weights_only: the unpickler only rebuilds tensors and plain containers, never runs code.
-    saved = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    scaler.load_state_dict(saved["scaler"])
-    torch.set_rng_state(saved["rng"]["torch"])
-    random.setstate(saved["rng"]["python"])
-    if saved["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-    return saved["state"]
+@dataclass
+class Split:
+    """One data split, read and checked at the start; encoded when needed."""
+
+    path: str
+    examples: list
+    labels: list[int]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -247,17 +336,19 @@ def load_last(folder: Path, model, optimizer, scheduler, scaler) -> dict:
 
 
 def main(cfg: TrainConfig) -> dict:
+    # Everything that can be wrong with the options, the model or the data is found here, before
+    # the output folder is touched or any long work starts.
+    check_options(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_dir(cfg, out)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    autocast(device, cfg.precision)  # refuses fp16 without CUDA
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    if cfg.grad_accum_steps < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
-        raise SystemExit("epochs, batch_size and grad_accum_steps must be at least 1")
     ensure_default_data(cfg)
-    atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    pretrained = load_init(cfg)
 
     # Data: the label set is fixed by the training split; few-shot takes a stratified subset.
     train_examples, train_labels, labels = read_split(cfg, cfg.train_file, None)
@@ -265,12 +356,13 @@ def main(cfg: TrainConfig) -> dict:
         pairs = few_shot_subset(list(zip(train_examples, train_labels)), fraction=None if cfg.train_count else cfg.train_fraction,
                                 count=cfg.train_count or None, seed=cfg.seed, key=lambda pair: pair[1])
         train_examples, train_labels = [p[0] for p in pairs], [p[1] for p in pairs]
-    dev_examples, dev_labels, _ = read_split(cfg, cfg.dev_file, labels)
-    model, tokenizer, vocab_file = build_model(cfg, len(labels))
+    dev = Split(cfg.dev_file, *read_split(cfg, cfg.dev_file, labels)[:2])
+    test = Split(cfg.test_file, *read_split(cfg, cfg.test_file, labels)[:2]) if cfg.test_file else None
+    model, tokenizer = build_model(cfg, pretrained, len(labels))
     encoding = TextEncoding(cfg.max_seq_length, cfg.truncation, cfg.head_tokens, cfg.hierarchical, cfg.max_chunks)
     start = time.time()
     train_docs = encode_examples(train_examples, train_labels, tokenizer, encoding)
-    dev_docs = encode_examples(dev_examples, dev_labels, tokenizer, encoding)
+    dev_docs = encode_examples(dev.examples, dev.labels, tokenizer, encoding)
     print(f"{len(train_docs)} train / {len(dev_docs)} dev examples, {len(labels)} classes "
           f"({', '.join(labels.names)}); tokenized in {time.time() - start:.1f}s; "
           f"model {num_parameters(model) / 1e6:.1f}M parameters")
@@ -290,59 +382,53 @@ def main(cfg: TrainConfig) -> dict:
     scaler = grad_scaler(device, cfg.precision)
     weights = class_weights(train_labels, len(labels)).to(device) if cfg.class_weighted_loss else None
 
-    state = {"step": 0, "best_dev_error": None, "best_step": None, "evals_without_improvement": 0, "stopped": False,
-             "window_loss": 0.0, "window_batches": 0, "config": asdict(cfg)}
-    last = find_folder(out / "last")
+    state = TrainState(data_sha256=data_sha256(cfg), config=asdict(cfg))
     if cfg.resume:
-        if last is None:
-            raise SystemExit(f"--resume: no checkpoint in {out / 'last'}")
-        state = load_last(last, model, optimizer, scheduler, scaler)
-        changed = [k for k, v in state["config"].items() if k not in RESUMABLE_CHANGES and getattr(cfg, k) != v]
-        if changed:
-            raise SystemExit(f"--resume: the run in {out} used other values of {', '.join(changed)}")
-        print(f"resumed from {last} at optimizer step {state['step']}")
-    log = MetricsLog(out / "metrics.jsonl", state["step"] if cfg.resume else None)
+        state = resume(cfg, out, model, optimizer, scheduler, scaler, state)
+    start_output_dir(cfg, out)
+    log = MetricsLog(out / "metrics.jsonl", state.step if cfg.resume else None)
+    window = LossWindow(state.window_loss, state.window_batches)
 
     def evaluate_dev(epoch: int) -> None:
-        report = evaluate(model, dev_docs, labels.names, cfg, device, "dev")
+        report = evaluate(model, dev_docs, labels.names, cfg, device, tokenizer.pad_id, "dev")
         train_mode(cfg, model)
-        log.write(step=state["step"], epoch=epoch, split="dev", error=report["error"],
+        log.write(step=state.step, epoch=epoch, split="dev", error=report["error"],
                   accuracy=report["accuracy"], macro_f1=report["macro_f1"])
-        better = state["best_dev_error"] is None or report["error"] < state["best_dev_error"]
-        tqdm.write(f"step {state['step']}: dev error {100 * report['error']:.2f}% "
+        better = state.best_dev_error is None or report["error"] < state.best_dev_error
+        tqdm.write(f"step {state.step}: dev error {100 * report['error']:.2f}% "
                    f"(accuracy {100 * report['accuracy']:.2f}%, macro-F1 {report['macro_f1']:.4f})"
                    + (" - best so far, saved" if better else ""))
         if better:
-            state.update(best_dev_error=report["error"], best_step=state["step"], evals_without_improvement=0)
-            save_classifier(out / "best", model, labels.names, encoding, tokenizer, vocab_file,
+            state.best_dev_error, state.best_step, state.evals_without_improvement = report["error"], state.step, 0
+            save_classifier(out / "best", model, labels.names, encoding, tokenizer, tokenizer.vocab_file,
                             {"train_config.json": json.dumps(asdict(cfg), indent=2) + "\n"})
         else:
-            state["evals_without_improvement"] += 1
-        state["stopped"] = bool(cfg.early_stopping) and state["evals_without_improvement"] >= cfg.early_stopping
+            state.evals_without_improvement += 1
+        state.stopped = cfg.early_stopping > 0 and state.evals_without_improvement >= cfg.early_stopping
 
-    for epoch in range(state["step"] // steps_per_epoch, cfg.epochs):
-        if state["stopped"]:
+    for epoch in range(state.step // steps_per_epoch, cfg.epochs):
+        if state.stopped:
             break
         set_trainable(cfg, model, epoch)
         train_mode(cfg, model)
         batches = length_grouped_batches([d.length for d in train_docs], cfg.batch_size, seed=cfg.seed + epoch)
-        first = (state["step"] - epoch * steps_per_epoch) * cfg.grad_accum_steps  # batches done before a resume
-        bar = tqdm(total=len(batches), initial=first, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+        # One optimizer step = grad_accum_steps micro-batches (the epoch's last step may have fewer).
+        steps = [batches[i:i + cfg.grad_accum_steps] for i in range(0, len(batches), cfg.grad_accum_steps)]
+        first = state.step - epoch * steps_per_epoch  # steps done in this epoch before a resume
+        bar = tqdm(total=len(batches), initial=first * cfg.grad_accum_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   unit="batch")
         window_start, window_examples = time.time(), 0
-        for b in range(first, len(batches)):
-            batch = collate([train_docs[i] for i in batches[b]], cfg.hierarchical)
-            with autocast(device, cfg.precision):
-                logits = train_model(**model_inputs(batch, device))
-            loss = F.cross_entropy(logits.float(), batch["labels"].to(device), weight=weights)
-            # Each micro-batch's loss is scaled so the accumulated gradient is their mean.
-            group_size = min(cfg.grad_accum_steps, len(batches) - (b - b % cfg.grad_accum_steps))
-            scaler.scale(loss / group_size).backward()
-            window_examples += len(batches[b])
-            state["window_loss"] += loss.item()  # in the checkpoint, so a resumed run logs the same means
-            state["window_batches"] += 1
-            bar.update(1)
-            if (b + 1) % cfg.grad_accum_steps and b + 1 < len(batches):
-                continue
+        for s in range(first, len(steps)):
+            for micro_batch in steps[s]:
+                batch = collate([train_docs[i] for i in micro_batch], cfg.hierarchical, tokenizer.pad_id)
+                with autocast(device, cfg.precision):
+                    logits = train_model(**model_inputs(batch, device))
+                loss = F.cross_entropy(logits.float(), batch["labels"].to(device), weight=weights)
+                # Each micro-batch's loss is scaled so the accumulated gradient is their mean.
+                scaler.scale(loss / len(steps[s])).backward()
+                window.add(loss, state.step + 1)
+                window_examples += len(micro_batch)
+                bar.update(1)
             scaler.unscale_(optimizer)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -351,44 +437,60 @@ def main(cfg: TrainConfig) -> dict:
             optimizer.zero_grad(set_to_none=True)
             lr = scheduler.get_last_lr()[-1]  # the head's group: the base learning rate
             scheduler.step()
-            state["step"] += 1
-            speed = window_examples / (time.time() - window_start)
-            mean_loss = state["window_loss"] / state["window_batches"]
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{speed:.1f}")
-            if state["step"] % cfg.log_every == 0 or b + 1 == len(batches):
-                log.write(step=state["step"], epoch=epoch + (b + 1) / len(batches), split="train",
+            state.step += 1
+            end_of_epoch = s + 1 == len(steps)
+            if state.step % cfg.log_every == 0 or end_of_epoch:
+                speed = window_examples / (time.time() - window_start)
+                mean_loss = window.mean(state.step)  # the one host sync of the window
+                log.write(step=state.step, epoch=epoch + (s + 1) / len(steps), split="train",
                           loss=mean_loss, lr=lr, examples_per_s=speed)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{speed:.1f}")
+                window.reset()
                 window_start, window_examples = time.time(), 0
-                state.update(window_loss=0.0, window_batches=0)
-            if cfg.eval_every and state["step"] % cfg.eval_every == 0:
+            if evaluation_due(cfg, state.step, end_of_epoch):
                 evaluate_dev(epoch + 1)
-            if b + 1 == len(batches) and not (cfg.eval_every and state["step"] % cfg.eval_every == 0):
-                evaluate_dev(epoch + 1)
-            if b + 1 == len(batches) or (cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0):
-                save_last(out / "last", model, optimizer, scheduler, scaler, state)
-            if state["stopped"]:
+            if checkpoint_due(cfg, state.step, end_of_epoch):
+                state.window_loss, state.window_batches = window.state()
+                save_run(out / "last", model, optimizer, scheduler, scaler, state)
+            if state.stopped:
                 tqdm.write(f"early stopping: {cfg.early_stopping} evaluations without a better dev error")
                 break
         bar.close()
-    return finish(cfg, out, log, state, list(labels.names))
+    log.close()
+    return finish(cfg, out, log, state, list(labels.names), dev, test)
 
 
-def finish(cfg: TrainConfig, out: Path, log: MetricsLog, state: dict, label_names: list[str]) -> dict:
+def resume(cfg: TrainConfig, out: Path, model, optimizer, scheduler, scaler, fresh: TrainState) -> TrainState:
+    """Restore the run in out/last, after checking it was made with the same settings and data."""
+    folder = find_run(out / "last")
+    state = TrainState(**load_run(folder, model, optimizer, scheduler, scaler))
+    changed = [k for k, v in state.config.items() if k not in RESUMABLE_CHANGES and getattr(cfg, k, v) != v]
+    if changed:
+        raise ConfigError(f"--resume: the run in {out} used other values of {', '.join(changed)}")
+    if state.data_sha256 != fresh.data_sha256 and not cfg.allow_data_change:
+        raise ConfigError(f"--resume: {cfg.train_file} or {cfg.dev_file} changed since the run in {out} started "
+                          "(--allow_data_change resumes anyway)")
+    print(f"resumed from {folder} at optimizer step {state.step}")
+    return state
+
+
+def finish(cfg: TrainConfig, out: Path, log: MetricsLog, state: TrainState, label_names: list[str],
+           dev: Split, test: Split | None) -> dict:
     """Evaluate the best model on dev and test; write results.json and the learning curves."""
     saved = load_classifier(out / "best")
     device = resolve_device(cfg.device)
     saved.model.to(device)
-    results = {"best_step": state["best_step"], "steps": state["step"], "labels": label_names}
-    splits = {"dev": cfg.dev_file, **({"test": cfg.test_file} if cfg.test_file else {})}
-    for split, path in splits.items():
-        examples, ids, _ = read_split(cfg, path, LabelSet(label_names))
-        docs = encode_examples(examples, ids, saved.tokenizer, saved.encoding)
-        report = evaluate(saved.model, docs, label_names, cfg, device, split)
-        results.update({f"{split}_{k}": v for k, v in report.items()})
+    results = {"best_step": state.best_step, "steps": state.step, "labels": label_names}
+    for name, split in {"dev": dev, "test": test}.items():
+        if split is None:
+            continue
+        docs = encode_examples(split.examples, split.labels, saved.tokenizer, saved.encoding)
+        report = evaluate(saved.model, docs, label_names, cfg, device, saved.tokenizer.pad_id, name)
+        results.update({f"{name}_{k}": v for k, v in report.items()})
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     plot_learning_curves(log.records, out / "learning_curves.png")
-    summary = [f"best model (step {state['best_step']}): dev error {100 * results['dev_error']:.2f}%"]
-    if cfg.test_file:
+    summary = [f"best model (step {state.best_step}): dev error {100 * results['dev_error']:.2f}%"]
+    if test is not None:
         summary.append(f"test error {100 * results['test_error']:.2f}% (accuracy "
                        f"{100 * results['test_accuracy']:.2f}%, macro-F1 {results['test_macro_f1']:.4f}) "
                        f"on {results['test_count']} examples")
@@ -400,4 +502,4 @@ def finish(cfg: TrainConfig, out: Path, log: MetricsLog, state: dict, label_name
 
 
 if __name__ == "__main__":
-    main(parse_config(TrainConfig, sys.argv[1:], __doc__))
+    run_script(main, TrainConfig, None, __doc__)

@@ -1,15 +1,24 @@
-"""Command lines generated from a script's config dataclass.
+"""Command lines generated from a script's config dataclass, and how the scripts report errors.
 
 Each field becomes a flag of the same name; fields declared with `option(default, help, choices)`
-carry their help text and allowed values into the command line. `--preset FILE.json` loads values first; flags given on the command line win.
-The effective config is what the scripts save next to their outputs.
+carry their help text and allowed values into the command line. `--preset FILE.json` loads values
+first; flags given on the command line win. Preset values go through the same conversions and
+checks as flags. The effective config is what the scripts save next to their outputs.
+
+This is the one library module that parses command lines; the scripts call `run_script`, which
+prints bad input (a MinibertError) as one line, `error: ...`, and exits with status 2; `--debug`
+shows the traceback instead.
 """
 
 import argparse
 import dataclasses
 import json
+import sys
+import traceback
 import typing
 from pathlib import Path
+
+from minibert.errors import ConfigError, MinibertError
 
 
 def option(default, help: str, choices: tuple | None = None):
@@ -18,29 +27,62 @@ def option(default, help: str, choices: tuple | None = None):
     return dataclasses.field(default=default, metadata=metadata)
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
+    if text.lower() in _TRUE:
         return True
-    if text.lower() in ("0", "false", "no", "off"):
+    if text.lower() in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _converter(annotation):
-    """argparse type for a field annotation: int, float, str, bool, or `X | None`."""
+def _base_type(annotation):
+    """int, float, str or bool for a field annotation (`X | None` -> X)."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if args else annotation
-    if base is bool:
-        return _parse_bool
-    if base in (int, float, str):
-        return base
-    raise TypeError(f"unsupported config field type {annotation!r}")
+    if base not in (int, float, str, bool):
+        raise TypeError(f"unsupported config field type {annotation!r}")
+    return base
+
+
+def _converter(annotation):
+    """argparse type for a field annotation."""
+    base = _base_type(annotation)
+    return _parse_bool if base is bool else base
+
+
+def convert_value(annotation, value, where: str):
+    """A preset's JSON value as the field's type, as a flag would give it; ConfigError otherwise.
+
+    Strings are parsed as on the command line ("false" is False, "1" is 1); JSON numbers and
+    booleans are taken where they fit (an integer for a text field such as `layers` becomes "4");
+    lists, objects and null are refused, as no flag can give them.
+    """
+    base = _base_type(annotation)
+    try:
+        if isinstance(value, str):
+            return _converter(annotation)(value)
+        if base is bool and isinstance(value, bool):
+            return value
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base is str and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+    raise ConfigError(f"{where}: expected {base.__name__}, got {json.dumps(value)}")
 
 
 def build_parser(config_class, description: str, positional: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description,
+    # allow_abbrev=False: argparse would otherwise take `--epoch 3` as `--epochs 3` silently.
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", help="JSON file of field values, applied before the flags")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     hints = typing.get_type_hints(config_class)
     for field in dataclasses.fields(config_class):
         kwargs = {"type": _converter(hints[field.name]), "default": argparse.SUPPRESS,
@@ -61,6 +103,7 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
     Fields named in `positional` are given as positional arguments instead of flags.
     """
     args = vars(build_parser(config_class, description, positional).parse_args(argv))
+    args.pop("debug", None)
     values = {}
     preset = args.pop("preset", None)
     if preset:
@@ -74,15 +117,39 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
 
 
 def load_preset(config_class, path: str | Path) -> dict:
-    """Field values from a JSON preset; unknown keys are an error naming the file and the key."""
+    """Field values from a JSON preset, converted like flags; unknown keys and values that no flag
+    could give are errors naming the file and the key. Keys starting with "_" are comments."""
     path = Path(path)
     try:
         values = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SystemExit(f"{path}: cannot read preset: {e}")
-    names = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(k for k in values if k not in names and not k.startswith("_"))
+    if not isinstance(values, dict):
+        raise SystemExit(f"{path}: a preset must be a JSON object of option values")
+    hints = typing.get_type_hints(config_class)
+    unknown = sorted(k for k in values if k not in hints and not k.startswith("_"))
     if unknown:
         raise SystemExit(f"{path}: unknown preset keys: {', '.join(unknown)}")
-    # Keys starting with "_" are comments (e.g. "_paper": "Table 2, head+tail").
-    return {k: v for k, v in values.items() if not k.startswith("_")}
+    try:
+        return {k: convert_value(hints[k], v, f"{path}: {k}") for k, v in values.items() if not k.startswith("_")}
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
+
+
+def run_script(main, config_class, argv: list[str] | None, description: str, positional: tuple[str, ...] = ()):
+    """Parse the command line into config_class and call main(config).
+
+    Bad input (a MinibertError: a file:line, tensor, key or option and what is wrong) is printed as
+    one line `error: ...` with exit status 2; `--debug` re-raises it with its traceback. Anything
+    else is a bug and keeps its traceback.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        return main(parse_config(config_class, argv, description, positional))
+    except MinibertError as e:
+        if debug:
+            traceback.print_exc()
+        message = str(e).replace("\n", "\n  ")  # a list of names stays one message, indented
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -8,6 +8,7 @@ same way by `replace_folder`. `remove_leftovers` deletes the temporaries that a 
 """
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
@@ -156,3 +157,12 @@ def remove_leftovers(folder: str | Path, name: str | None = None) -> list[Path]:
             path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 16 MB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 import predict
 import train
 from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, save_minibert
+from minibert.cli import parse_config
+from minibert.errors import ConfigError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 
@@ -109,12 +111,12 @@ def run_interrupted(cfg, monkeypatch, after_batches):
     calls = {"n": 0}
     real_collate = train.collate
 
-    def collate(docs, hierarchical):
+    def collate(docs, hierarchical, pad_id):
         if len(docs) == cfg.batch_size and docs[0].label >= 0:  # training batches only
             calls["n"] += 1
             if calls["n"] > after_batches:
                 raise KeyboardInterrupt
-        return real_collate(docs, hierarchical)
+        return real_collate(docs, hierarchical, pad_id)
 
     monkeypatch.setattr(train, "collate", collate)
     with pytest.raises(KeyboardInterrupt):
@@ -140,7 +142,7 @@ def test_resume_gives_the_same_result(tiny_model, data, tmp_path, monkeypatch):
     a_last = load_file(tmp_path / "full" / "last" / "model.safetensors")
     b_last = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
     assert all(torch.equal(a_last[k], b_last[k]) for k in a_last)
-    with pytest.raises(SystemExit, match="batch_size"):  # a resume must not change the run
+    with pytest.raises(ConfigError, match="batch_size"):  # a resume must not change the run
         train.main(config(tiny_model, data, tmp_path / "resumed", resume=True, **{**options, "batch_size": 5}))
 
 
@@ -190,7 +192,7 @@ def test_options_train_a_working_classifier(tiny_model, data, tmp_path, override
 def test_threads_option_sets_torch_threads(tiny_model, data, tmp_path):
     train.main(config(tiny_model, data, tmp_path / "t", threads=2, epochs=1))
     assert torch.get_num_threads() == 2
-    train.main(config(tiny_model, data, tmp_path / "t", threads=1, epochs=1))
+    train.main(config(tiny_model, data, tmp_path / "t", threads=1, epochs=1, overwrite_output_dir=True))
     assert torch.get_num_threads() == 1
 
 
@@ -218,6 +220,7 @@ def test_bad_rows_stop_or_are_skipped(tiny_google, tmp_path, capsys):
     with pytest.raises(ValueError, match="train.jsonl:31"):
         train.main(train.TrainConfig(**cfg))
     train.main(train.TrainConfig(**cfg, on_bad_row="skip"))
+    cfg["overwrite_output_dir"] = True
     assert "skipped 1 bad rows" in capsys.readouterr().out
     write_split(tmp_path / "train.jsonl", 30, 1)
     with open(tmp_path / "dev.jsonl", "a") as f:
@@ -234,21 +237,21 @@ def test_csv_fields_and_resume_without_checkpoint(tiny_google, tmp_path):
                max_seq_length=16, head_tokens=4, epochs=1, device="cpu")
     results = train.main(train.TrainConfig(**cfg))
     assert results["labels"] == ["business", "sport", "tech"] and results["dev_count"] == 12
-    with pytest.raises(SystemExit, match="no checkpoint"):
+    with pytest.raises(ConfigError, match="no checkpoint"):
         train.main(train.TrainConfig(**{**cfg, "output_dir": str(tmp_path / "other")}, resume=True))
 
 
 def test_command_line_and_presets(tmp_path):
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps({"_paper": "Table 2", "truncation": "tail", "epochs": 2}))
-    cfg = train.parse_config(train.TrainConfig, ["--preset", str(preset), "--epochs", "3", "--hierarchical", "true"])
+    cfg = parse_config(train.TrainConfig, ["--preset", str(preset), "--epochs", "3", "--hierarchical", "true"])
     assert (cfg.truncation, cfg.epochs, cfg.hierarchical) == ("tail", 3, True)
     preset.write_text(json.dumps({"trunc": "tail"}))
     with pytest.raises(SystemExit, match="trunc"):
-        train.parse_config(train.TrainConfig, ["--preset", str(preset)])
+        parse_config(train.TrainConfig, ["--preset", str(preset)])
     preset.write_text(json.dumps({"truncation": "middle"}))
     with pytest.raises(SystemExit, match="truncation='middle'"):
-        train.parse_config(train.TrainConfig, ["--preset", str(preset)])
+        parse_config(train.TrainConfig, ["--preset", str(preset)])
 
 
 @pytest.mark.slow
@@ -261,5 +264,5 @@ def test_every_preset_is_a_valid_config():
     presets = sorted((Path(__file__).parent.parent / "presets").glob("*.json"))
     assert len(presets) > 40
     for preset in presets:
-        cfg = train.parse_config(train.TrainConfig, ["--preset", str(preset)])
+        cfg = parse_config(train.TrainConfig, ["--preset", str(preset)])
         assert cfg.max_seq_length == 512 and cfg.init.endswith("L-12_H-768_A-12"), preset

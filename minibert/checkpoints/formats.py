@@ -11,7 +11,6 @@ own, so a flipped byte would otherwise load silently.
 """
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from safetensors.torch import load_file
 from minibert.checkpoints import names
 from minibert.checkpoints.tf_checkpoint import find_tf_prefix, read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError
-from minibert.files import atomic_save_safetensors, atomic_write_text
+from minibert.files import atomic_save_safetensors, atomic_write_text, sha256_file
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.model.pretraining import BertForPreTraining
@@ -258,7 +257,7 @@ def _load_minibert(folder: Path, config_file: Path | None) -> Checkpoint:
     file = folder / "model.safetensors"
     metadata = _read_minibert_metadata(folder)
     expected = metadata.get("sha256", {}).get(file.name)
-    if expected is not None and sha256_of(file) != expected:
+    if expected is not None and sha256_file(file) != expected:
         raise CheckpointError(f"{file}: sha256 differs from the one recorded in {folder / MINIBERT_FILE} "
                               "when it was saved: the file is corrupt")
     try:
@@ -285,14 +284,6 @@ def _read_minibert_metadata(folder: Path) -> dict:
     return metadata
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_minibert(folder: str | Path, checkpoint: Checkpoint) -> Path:
     """Write minibert's folder: config.json, vocab.txt, model.safetensors (canonical names) and
     minibert.json (architecture and the weights' sha256)."""
@@ -301,7 +292,7 @@ def save_minibert(folder: str | Path, checkpoint: Checkpoint) -> Path:
     state = {name: tensor.contiguous() for name, tensor in checkpoint.state.items()}
     atomic_save_safetensors(state, folder / "model.safetensors", MINIBERT_METADATA)
     metadata = {"architecture": checkpoint.architecture,
-                "sha256": {"model.safetensors": sha256_of(folder / "model.safetensors")}}
+                "sha256": {"model.safetensors": sha256_file(folder / "model.safetensors")}}
     atomic_write_text(folder / MINIBERT_FILE, json.dumps(metadata, indent=2) + "\n")
     return folder
 

@@ -1,4 +1,4 @@
-"""From examples to batched tensors, and classifier predictions over a whole data set.
+"""From examples to batched tensors.
 
 Documents are kept as lists of chunks (one chunk unless the encoding is hierarchical); a batch stacks
 every chunk of its documents and records which document each chunk belongs to.
@@ -33,8 +33,9 @@ def encode_examples(examples: list[Example], labels: list[int] | None, tokenizer
     return docs
 
 
-def collate(docs: list[EncodedDoc], hierarchical: bool, pad_id: int = 0) -> dict:
-    """Documents -> model inputs (C, T) padded to the batch's longest chunk, and labels (B,).
+def collate(docs: list[EncodedDoc], hierarchical: bool, pad_id: int) -> dict:
+    """Documents -> model inputs (C, T) padded with pad_id (the vocabulary's [PAD]) to the batch's
+    longest chunk, and labels (B,).
 
     With hierarchical encoding, doc_index (C,) and num_docs tell the head how to regroup chunks.
     """

@@ -21,6 +21,9 @@ import re
 import unicodedata
 import warnings
 from collections.abc import Callable
+from pathlib import Path
+
+from minibert.errors import ConfigError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -153,9 +156,9 @@ def load_vocab(vocab_file, variant="google"):
         with open(vocab_file, encoding="utf-8") as f:
             lines = f.readlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read vocabulary file {vocab_file}: {e}") from e
+        raise ConfigError(f"{vocab_file}: cannot read vocabulary file: {e}") from None
     if not lines:
-        raise ValueError(f"vocabulary file {vocab_file} is empty")
+        raise ConfigError(f"{vocab_file}: vocabulary file is empty")
     return {strip(line): i for i, line in enumerate(lines)}
 
 
@@ -167,6 +170,10 @@ def _check_case(vocab, vocab_file, do_lower_case, check_case):
     """
     words = [t for t in vocab if not (t.startswith("[") and t.endswith("]"))]
     n_cased = sum(t != t.lower() for t in words)
+    # Deviation from reference: Google's validate_case_matches_checkpoint judges the checkpoint's
+    # folder name against a list of released models; the vocabulary itself says more and works for
+    # any model. More than 1% cased tokens means cased: Google's uncased vocabularies have none,
+    # the cased ones about a third.
     if do_lower_case and n_cased > 0.01 * len(words):
         problem = (f"vocabulary {vocab_file} looks cased ({n_cased} of {len(words)} tokens have "
                    "upper-case letters) but do_lower_case=True; pass do_lower_case=False")
@@ -176,7 +183,7 @@ def _check_case(vocab, vocab_file, do_lower_case, check_case):
     else:
         return
     if check_case:
-        raise ValueError(problem + " (or check_case=False to only warn)")
+        raise ConfigError(problem + " (or check_case=False to only warn)")
     warnings.warn(problem, stacklevel=3)
 
 
@@ -286,10 +293,14 @@ class FullTokenizer:
     def __init__(self, vocab_file, do_lower_case=True, variant="google", check_case=True):
         self.variant_name = variant
         self.variant = _get_variant(variant)
+        self.vocab_file = Path(vocab_file)
         self.vocab = load_vocab(vocab_file, variant)
+        # Deviation from reference: Google's FullTokenizer accepts any vocabulary and fails later
+        # (a KeyError in run_classifier.py) when [CLS]/[SEP] are missing; minibert needs all five
+        # special tokens to frame and pad inputs, so it says so when the vocabulary is read.
         missing = [t for t in SPECIAL_TOKENS if t not in self.vocab]
         if missing:
-            raise ValueError(f"vocabulary file {vocab_file} lacks the special tokens {missing}")
+            raise ConfigError(f"{vocab_file}: the vocabulary lacks the special tokens {missing}")
         _check_case(self.vocab, vocab_file, do_lower_case, check_case)
         self.do_lower_case = do_lower_case
         self.inv_vocab = {i: t for t, i in self.vocab.items()}

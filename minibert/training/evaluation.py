@@ -9,8 +9,8 @@ from minibert.data.features import EncodedDoc, collate, model_inputs
 
 @torch.no_grad()
 def predict_probabilities(model, docs: list[EncodedDoc], batch_size: int, device: torch.device,
-                          autocast_context, hierarchical: bool, progress=None) -> torch.Tensor:
-    """Class probabilities (N, K) float32 in the order of `docs`.
+                          autocast_context, hierarchical: bool, progress=None, *, pad_id: int) -> torch.Tensor:
+    """Class probabilities (N, K) float32 in the order of `docs`; pad_id is the vocabulary's [PAD].
 
     Batches are formed from documents sorted by length, so little compute goes to padding
     (on variable-length data this gives about twice the throughput of unsorted batches; see
@@ -19,7 +19,7 @@ def predict_probabilities(model, docs: list[EncodedDoc], batch_size: int, device
     model.eval()
     probabilities = [None] * len(docs)
     for indices in sorted_batches([doc.length for doc in docs], batch_size):
-        batch = collate([docs[i] for i in indices], hierarchical)
+        batch = collate([docs[i] for i in indices], hierarchical, pad_id)
         with autocast_context:
             logits = model(**model_inputs(batch, device))
         for i, p in zip(indices, F.softmax(logits.float(), dim=-1).cpu()):

@@ -4,6 +4,8 @@ import contextlib
 
 import torch
 
+from minibert.errors import ConfigError
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -11,9 +13,16 @@ def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device (cpu, cuda, cuda:N or auto)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: minibert runs on cpu or cuda")
     return device
 
 
@@ -24,9 +33,9 @@ def autocast(device: torch.device, precision: str):
     fp16 is offered on CUDA only, where it comes with loss scaling (see grad_scaler).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+        raise ConfigError(f"--precision {precision}: must be one of {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 needs a CUDA device (it needs loss scaling and is slow on CPU); use bf16")
+        raise ConfigError("--precision fp16 needs a CUDA device (it needs loss scaling and is slow on CPU); use bf16")
     if PRECISIONS[precision] is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=PRECISIONS[precision])

@@ -1,0 +1,76 @@
+"""What a run leaves for a person to read and plot: metrics.jsonl, and the running loss behind it."""
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from minibert.errors import MinibertError
+from minibert.files import atomic_write_text
+
+
+class NonFiniteLoss(MinibertError):
+    """The training loss became NaN or infinite: continuing would only spread it into the weights."""
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON record per line, flushed as it goes, so a person can tail and plot it.
+
+    A resumed run passes the step of its checkpoint: the records written after it (by the run that
+    was interrupted) are dropped, so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: Path, keep_until_step: int | None):
+        self.path = path
+        self.records = []
+        if keep_until_step is not None and path.exists():
+            self.records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= keep_until_step]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, **record) -> None:
+        self.records.append(record)
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class LossWindow:
+    """The mean training loss since the last log line, summed on the loss's device.
+
+    `add` keeps the sum as a float64 tensor, so the device is not waited for at every batch; `mean`
+    reads it (one host sync) when a line is logged. On the CPU, where reading costs nothing, every
+    loss is checked for NaN/inf as it comes, so the error names the exact step; on a GPU the check
+    happens at each log line and names the steps since the previous one.
+    """
+
+    def __init__(self, total: float = 0.0, batches: int = 0):
+        self.total, self.batches = torch.tensor(total, dtype=torch.float64), batches
+        self.first_step = None
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        """loss: a scalar tensor (the micro-batch's mean loss); step: the optimizer step it belongs to."""
+        if self.first_step is None:
+            self.first_step = step
+        self.total = self.total.to(loss.device) + loss.detach().double()
+        self.batches += 1
+        if loss.device.type == "cpu" and not math.isfinite(value := float(loss.detach())):
+            raise NonFiniteLoss(f"the training loss became {value} at optimizer step {step}: lower the "
+                                "learning rate, check the data, or use fp32")
+
+    def mean(self, step: int) -> float:
+        value = float(self.total) / max(1, self.batches)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"the training loss became {value} between optimizer steps {self.first_step} and "
+                                f"{step}: lower the learning rate, check the data, or use fp32")
+        return value
+
+    def reset(self) -> None:
+        self.total, self.batches, self.first_step = torch.zeros((), dtype=torch.float64), 0, None
+
+    def state(self) -> tuple[float, int]:
+        """(sum, count) as plain numbers, for the resume checkpoint."""
+        return float(self.total), self.batches

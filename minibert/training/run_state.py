@@ -1,0 +1,110 @@
+"""The resumable checkpoint of a run: what `--resume` needs to continue exactly where a run stopped.
+
+A run's `last/` folder holds
+    model.safetensors   every tensor of the model being trained
+    trainer.pt          optimizer, scheduler and loss-scaler state, RNG states, the script's state
+    run.json            the sha256 of both files (safetensors and torch.save have no checksum of
+                        their own, so a corrupt byte would otherwise load silently)
+and is swapped in whole (minibert.files.replace_folder), so a crash leaves the previous one.
+The script's own state is a dataclass (its step, best score, data position, ...): it is stored as a
+dict and rebuilt by the script, so each script keeps its state typed.
+
+The RNG states (Python's `random`, torch's CPU and CUDA generators) are saved with the rest: a
+resumed run draws the same dropout masks and batch orders as an uninterrupted one, so it gives
+bit-identical weights.
+"""
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from minibert.errors import CheckpointError
+from minibert.files import (
+    atomic_save_safetensors,
+    atomic_torch_save,
+    atomic_write_text,
+    find_folder,
+    replace_folder,
+    sha256_file,
+)
+
+MODEL_FILE, TRAINER_FILE, RUN_FILE = "model.safetensors", "trainer.pt", "run.json"
+
+
+def capture_rng() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def save_run(folder: str | Path, model: torch.nn.Module, optimizer, scheduler, scaler, state) -> None:
+    """Write `folder` (normally output_dir/last) atomically; `state` is the script's state dataclass."""
+    trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+               "scaler": scaler.state_dict(), "rng": capture_rng(), "state": dataclasses.asdict(state)}
+
+    def fill(temp: Path) -> None:
+        tensors = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+        atomic_save_safetensors(tensors, temp / MODEL_FILE, {"format": "pt", "producer": "minibert"})
+        atomic_torch_save(trainer, temp / TRAINER_FILE)
+        sums = {name: sha256_file(temp / name) for name in (MODEL_FILE, TRAINER_FILE)}
+        atomic_write_text(temp / RUN_FILE, json.dumps({"sha256": sums}, indent=2) + "\n")
+
+    replace_folder(folder, fill)
+
+
+def find_run(folder: str | Path) -> Path | None:
+    """The checkpoint folder to resume from, also when a swap was interrupted (files.find_folder)."""
+    return find_folder(folder)
+
+
+def load_run(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> dict:
+    """Restore everything save_run wrote; returns the script's state as a dict.
+
+    Every file is checked against run.json's sha256 first; a missing, corrupt or mismatched file is
+    a CheckpointError naming it, before anything is changed.
+    """
+    sums = _read_sums(folder / RUN_FILE)
+    for name in (MODEL_FILE, TRAINER_FILE):
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing from the resume checkpoint")
+        if sha256_file(path) != sums.get(name):
+            raise CheckpointError(f"{path}: corrupt (its sha256 differs from the one in {folder / RUN_FILE})")
+    try:
+        tensors = load_file(folder / MODEL_FILE)
+        # weights_only: the unpickler only rebuilds tensors and plain containers, never runs code.
+        trainer = torch.load(folder / TRAINER_FILE, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{folder}: cannot read the resume checkpoint: {e}") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{folder / MODEL_FILE}: does not fit the model: {e}") from None
+    optimizer.load_state_dict(trainer["optimizer"])
+    scheduler.load_state_dict(trainer["scheduler"])
+    scaler.load_state_dict(trainer["scaler"])
+    restore_rng(trainer["rng"])
+    return trainer["state"]
+
+
+def _read_sums(path: Path) -> dict:
+    try:
+        sums = json.loads(path.read_text(encoding="utf-8"))["sha256"]
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing from the resume checkpoint") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: corrupt ({e})") from None
+    if not isinstance(sums, dict):
+        raise CheckpointError(f"{path}: corrupt (sha256 is not an object)")
+    return sums
