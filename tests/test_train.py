@@ -52,7 +52,12 @@ def write_split(path, n, seed, bad_row=False):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_model")
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+def make_tiny_model(folder: Path) -> Path:
+    """A freshly initialised 2-layer BERT over the topic words, saved as a minibert folder."""
+    folder.mkdir(parents=True, exist_ok=True)
     words = sorted(set(" ".join(TOPICS.values()).split()) | set(FILLER))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", "."] + words
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
