@@ -153,6 +153,7 @@ def test_bf16_autocast():
         assert attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias, 0.1).dtype == torch.bfloat16
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_kernels_equal_formula():
     q, k, v, bias = (t.cuda() if t is not None else None for t in inputs())
