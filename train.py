@@ -34,6 +34,7 @@ from minibert.data.splits import few_shot_subset
 from minibert.errors import ConfigError
 from minibert.files import atomic_write_text, remove_leftovers, sha256_file
 from minibert.model.bert import num_parameters
+from minibert.model.config import METADATA_KEYS
 from minibert.model.heads import BertClassifier, HeadConfig, layer_indices
 from minibert.resources import minilm_folder
 from minibert.text.encoding import TextEncoding
@@ -156,8 +157,9 @@ def load_init(cfg: TrainConfig) -> Checkpoint:
     pretrained = load_checkpoint(resolve_init(cfg.init))
     if pretrained.vocab_file is None:
         raise ConfigError(f"--init {cfg.init}: no vocab.txt beside the checkpoint")
-    if pretrained.ignored_config_keys:
-        print(f"{pretrained.source.parent}: config keys minibert ignores: {', '.join(pretrained.ignored_config_keys)}")
+    unexpected = [key for key in pretrained.ignored_config_keys if key not in METADATA_KEYS]
+    if unexpected:  # e.g. a key of a newer BERT variant: the model may not be what the file describes
+        print(f"{pretrained.source.parent}: config keys minibert does not know, ignored: {', '.join(unexpected)}")
     check_model_fits(cfg, pretrained.config)
     return pretrained
 

@@ -10,7 +10,7 @@ from minibert.model.activations import ACTIVATIONS
 from minibert.model.attention import ATTENTION_IMPLEMENTATIONS
 
 # Keys of Hugging Face configs that describe the file, not the network: ignored and reported.
-_METADATA_KEYS = {
+METADATA_KEYS = {
     "architectures", "model_type", "transformers_version", "_name_or_path", "torch_dtype", "dtype",
     "use_cache", "gradient_checkpointing", "pad_token_id", "classifier_dropout", "output_past",
     "directionality", "pooler_fc_size", "pooler_num_attention_heads", "pooler_num_fc_layers",
@@ -78,12 +78,12 @@ class BertConfig:
             if key in values and values[key] != default:
                 raise ConfigError(f"{source}: {key}={values[key]!r} is not supported (only {default!r})")
         unknown = sorted(k for k in values if k not in fields and k not in _UNSUPPORTED)
-        unexpected = [k for k in unknown if k not in _METADATA_KEYS]
+        unexpected = [k for k in unknown if k not in METADATA_KEYS]
         try:
             config = cls(**{k: v for k, v in values.items() if k in fields})
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{source}: {e}") from None
-        return config, unexpected + [k for k in unknown if k in _METADATA_KEYS]
+        return config, unexpected + [k for k in unknown if k in METADATA_KEYS]
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "BertConfig":
