@@ -39,13 +39,15 @@ from minibert.model.heads import BertClassifier, HeadConfig, layer_indices
 from minibert.resources import minilm_folder
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
+from minibert.training.distributed import (Distributed, all_reduce_sum, barrier, device_for, eval_shard, gather_objects,
+                                           gather_rows, init_distributed, no_sync, shard_batches, shutdown)
 from minibert.training.evaluation import predict_probabilities
 from minibert.training.metrics import classification_report
 from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.optimization import build_optimizer, freeze_encoder, parameter_groups, unfreeze
 from minibert.training.plots import plot_learning_curves
 from minibert.training.precision import autocast, grad_scaler, resolve_device
-from minibert.training.run_state import find_run, load_run, save_run
+from minibert.training.run_state import capture_rng, find_run, load_run, save_run
 from minibert.training.schedules import SCHEDULES, build_scheduler
 
 BBC_DIR = "data/bbc_news"
@@ -152,14 +154,14 @@ def read_split(cfg: TrainConfig, path: str, labels: LabelSet | None):
     return examples, ids, labels
 
 
-def load_init(cfg: TrainConfig) -> Checkpoint:
+def load_init(cfg: TrainConfig, say=print) -> Checkpoint:
     """The pretrained checkpoint, checked against the options that depend on it."""
     pretrained = load_checkpoint(resolve_init(cfg.init))
     if pretrained.vocab_file is None:
         raise ConfigError(f"--init {cfg.init}: no vocab.txt beside the checkpoint")
     unexpected = [key for key in pretrained.ignored_config_keys if key not in METADATA_KEYS]
     if unexpected:  # e.g. a key of a newer BERT variant: the model may not be what the file describes
-        print(f"{pretrained.source.parent}: config keys minibert does not know, ignored: {', '.join(unexpected)}")
+        say(f"{pretrained.source.parent}: config keys minibert does not know, ignored: {', '.join(unexpected)}")
     check_model_fits(cfg, pretrained.config)
     return pretrained
 
@@ -208,6 +210,7 @@ class TrainState:
     window_loss: float = 0.0  # training loss summed since the last log line (LossWindow)
     window_batches: int = 0
     data_sha256: str = ""  # of the train and dev files: --resume refuses other data
+    world_size: int = 1  # processes (torchrun): a resume with another number would see other batches
     config: dict = field(default_factory=dict)
 
 
@@ -307,12 +310,31 @@ def data_sha256(cfg: TrainConfig) -> str:
 # Evaluation, checkpoints, metrics
 
 
-def evaluate(model, docs, label_names, cfg, device, pad_id: int, desc: str) -> dict:
-    with tqdm(total=len(docs), desc=desc, leave=False, unit="ex") as bar:
-        probabilities = predict_probabilities(model, docs, cfg.eval_batch_size, device,
+def evaluate(model, docs, label_names, cfg, device, pad_id: int, desc: str, setup: Distributed) -> dict:
+    """Scores on `docs`; under torchrun each rank predicts its share and all ranks get every row."""
+    mine = eval_shard(len(docs), setup)
+    with tqdm(total=len(mine), desc=desc, leave=False, unit="ex", disable=not setup.is_main) as bar:
+        probabilities = predict_probabilities(model, [docs[i] for i in mine], cfg.eval_batch_size, device,
                                               autocast(device, cfg.precision), cfg.hierarchical, bar, pad_id=pad_id)
+    probabilities = gather_rows(probabilities, mine, len(docs), setup)
     predicted = probabilities.argmax(-1).tolist() if len(docs) else []
     return classification_report([doc.label for doc in docs], predicted, label_names)
+
+
+def epoch_batches(cfg: TrainConfig, docs, epoch: int, setup: Distributed) -> list[list[int]]:
+    """This process's training batches of an epoch: length-grouped global batches of world_size *
+    batch_size examples, reshuffled every epoch, and this rank's slice of each."""
+    batches = length_grouped_batches([d.length for d in docs], cfg.batch_size * setup.world_size, seed=cfg.seed + epoch)
+    return shard_batches(batches, setup)
+
+
+def wrap_for_training(cfg: TrainConfig, model: BertClassifier, setup: Distributed, device: torch.device):
+    """The module the training steps call: DistributedDataParallel under torchrun, compiled on request."""
+    if setup.enabled:
+        # find_unused_parameters: a head may leave the pooler or some layers without a gradient.
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    return torch.compile(model, dynamic=True) if cfg.compile else model
 
 
 def evaluation_due(cfg: TrainConfig, step: int, end_of_epoch: bool) -> bool:
@@ -347,10 +369,15 @@ def main(cfg: TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     autocast(device, cfg.precision)  # refuses fp16 without CUDA
+    setup = init_distributed(device.type)  # one process, or this process's rank under torchrun
+    device = device_for(setup, device)
+    say = tqdm.write if setup.is_main else (lambda text: None)  # rank 0 speaks for all
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    ensure_default_data(cfg)
-    pretrained = load_init(cfg)
+    if setup.is_main:
+        ensure_default_data(cfg)
+    barrier(setup)
+    pretrained = load_init(cfg, say)
 
     # Data: the label set is fixed by the training split; few-shot takes a stratified subset.
     train_examples, train_labels, labels = read_split(cfg, cfg.train_file, None)
@@ -365,14 +392,18 @@ def main(cfg: TrainConfig) -> dict:
     start = time.time()
     train_docs = encode_examples(train_examples, train_labels, tokenizer, encoding)
     dev_docs = encode_examples(dev.examples, dev.labels, tokenizer, encoding)
-    print(f"{len(train_docs)} train / {len(dev_docs)} dev examples, {len(labels)} classes "
-          f"({', '.join(labels.names)}); tokenized in {time.time() - start:.1f}s; "
-          f"model {num_parameters(model) / 1e6:.1f}M parameters")
+    say(f"{len(train_docs)} train / {len(dev_docs)} dev examples, {len(labels)} classes "
+        f"({', '.join(labels.names)}); tokenized in {time.time() - start:.1f}s; "
+        f"model {num_parameters(model) / 1e6:.1f}M parameters"
+        + (f"; {setup.world_size} processes" if setup.enabled else ""))
     model.to(device)
-    train_model = torch.compile(model, dynamic=True) if cfg.compile else model
+    if setup.enabled:
+        # A different dropout stream per rank (the weights are the same: DDP broadcasts rank 0's).
+        torch.manual_seed(cfg.seed + 1_000_003 * setup.rank)
 
-    # Optimisation: the schedule counts optimizer steps, i.e. after gradient accumulation.
-    batches_per_epoch = math.ceil(len(train_docs) / cfg.batch_size)
+    # Optimisation: the schedule counts optimizer steps (global: every rank takes each one), i.e.
+    # after gradient accumulation.
+    batches_per_epoch = len(epoch_batches(cfg, train_docs, 0, setup))
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     total_steps = cfg.epochs * steps_per_epoch
     groups = parameter_groups(model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
@@ -384,26 +415,29 @@ def main(cfg: TrainConfig) -> dict:
     scaler = grad_scaler(device, cfg.precision)
     weights = class_weights(train_labels, len(labels)).to(device) if cfg.class_weighted_loss else None
 
-    state = TrainState(data_sha256=data_sha256(cfg), config=asdict(cfg))
+    state = TrainState(data_sha256=data_sha256(cfg), world_size=setup.world_size, config=asdict(cfg))
     if cfg.resume:
-        state = resume(cfg, out, model, optimizer, scheduler, scaler, state)
-    start_output_dir(cfg, out)
-    log = MetricsLog(out / "metrics.jsonl", state.step if cfg.resume else None)
+        state = resume(cfg, out, model, optimizer, scheduler, scaler, state, setup)
+    if setup.is_main:
+        start_output_dir(cfg, out)
+    barrier(setup)
+    log = MetricsLog(out / "metrics.jsonl" if setup.is_main else None, state.step if cfg.resume else None)
     window = LossWindow(state.window_loss, state.window_batches)
 
     def evaluate_dev(epoch: int) -> None:
-        report = evaluate(model, dev_docs, labels.names, cfg, device, tokenizer.pad_id, "dev")
+        report = evaluate(model, dev_docs, labels.names, cfg, device, tokenizer.pad_id, "dev", setup)
         train_mode(cfg, model)
         log.write(step=state.step, epoch=epoch, split="dev", error=report["error"],
                   accuracy=report["accuracy"], macro_f1=report["macro_f1"])
         better = state.best_dev_error is None or report["error"] < state.best_dev_error
-        tqdm.write(f"step {state.step}: dev error {100 * report['error']:.2f}% "
-                   f"(accuracy {100 * report['accuracy']:.2f}%, macro-F1 {report['macro_f1']:.4f})"
-                   + (" - best so far, saved" if better else ""))
+        say(f"step {state.step}: dev error {100 * report['error']:.2f}% "
+            f"(accuracy {100 * report['accuracy']:.2f}%, macro-F1 {report['macro_f1']:.4f})"
+            + (" - best so far, saved" if better else ""))
         if better:
             state.best_dev_error, state.best_step, state.evals_without_improvement = report["error"], state.step, 0
-            save_classifier(out / "best", model, labels.names, encoding, tokenizer, tokenizer.vocab_file,
-                            {"train_config.json": json.dumps(asdict(cfg), indent=2) + "\n"})
+            if setup.is_main:
+                save_classifier(out / "best", model, labels.names, encoding, tokenizer, tokenizer.vocab_file,
+                                {"train_config.json": json.dumps(asdict(cfg), indent=2) + "\n"})
         else:
             state.evals_without_improvement += 1
         state.stopped = cfg.early_stopping > 0 and state.evals_without_improvement >= cfg.early_stopping
@@ -413,21 +447,24 @@ def main(cfg: TrainConfig) -> dict:
             break
         set_trainable(cfg, model, epoch)
         train_mode(cfg, model)
-        batches = length_grouped_batches([d.length for d in train_docs], cfg.batch_size, seed=cfg.seed + epoch)
+        # Wrapped per epoch: DistributedDataParallel fixes its set of trained parameters when built.
+        train_model = wrap_for_training(cfg, model, setup, device)
+        batches = epoch_batches(cfg, train_docs, epoch, setup)
         # One optimizer step = grad_accum_steps micro-batches (the epoch's last step may have fewer).
         steps = [batches[i:i + cfg.grad_accum_steps] for i in range(0, len(batches), cfg.grad_accum_steps)]
         first = state.step - epoch * steps_per_epoch  # steps done in this epoch before a resume
         bar = tqdm(total=len(batches), initial=first * cfg.grad_accum_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   unit="batch")
+                   unit="batch", disable=not setup.is_main)
         window_start, window_examples = time.time(), 0
         for s in range(first, len(steps)):
-            for micro_batch in steps[s]:
+            for m, micro_batch in enumerate(steps[s]):
                 batch = collate([train_docs[i] for i in micro_batch], cfg.hierarchical, tokenizer.pad_id)
-                with autocast(device, cfg.precision):
-                    logits = train_model(**model_inputs(batch, device))
-                loss = F.cross_entropy(logits.float(), batch["labels"].to(device), weight=weights)
-                # Each micro-batch's loss is scaled so the accumulated gradient is their mean.
-                scaler.scale(loss / len(steps[s])).backward()
+                with no_sync(train_model, last_micro_batch=m + 1 == len(steps[s])):
+                    with autocast(device, cfg.precision):
+                        logits = train_model(**model_inputs(batch, device))
+                    loss = F.cross_entropy(logits.float(), batch["labels"].to(device), weight=weights)
+                    # Each micro-batch's loss is scaled so the accumulated gradient is their mean.
+                    scaler.scale(loss / len(steps[s])).backward()
                 window.add(loss, state.step + 1)
                 window_examples += len(micro_batch)
                 bar.update(1)
@@ -442,8 +479,8 @@ def main(cfg: TrainConfig) -> dict:
             state.step += 1
             end_of_epoch = s + 1 == len(steps)
             if state.step % cfg.log_every == 0 or end_of_epoch:
-                speed = window_examples / (time.time() - window_start)
-                mean_loss = window.mean(state.step)  # the one host sync of the window
+                speed = window_examples * setup.world_size / (time.time() - window_start)
+                mean_loss = window.mean(state.step, lambda sums: all_reduce_sum(sums, setup))  # one host sync
                 log.write(step=state.step, epoch=epoch + (s + 1) / len(steps), split="train",
                           loss=mean_loss, lr=lr, examples_per_s=speed)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{speed:.1f}")
@@ -453,42 +490,53 @@ def main(cfg: TrainConfig) -> dict:
                 evaluate_dev(epoch + 1)
             if checkpoint_due(cfg, state.step, end_of_epoch):
                 state.window_loss, state.window_batches = window.state()
-                save_run(out / "last", model, optimizer, scheduler, scaler, state)
+                rng_states = gather_objects(capture_rng(), setup)  # every rank's dropout stream
+                if setup.is_main:
+                    save_run(out / "last", model, optimizer, scheduler, scaler, state, rng_states)
+                barrier(setup)
             if state.stopped:
-                tqdm.write(f"early stopping: {cfg.early_stopping} evaluations without a better dev error")
+                if setup.is_main:
+                    tqdm.write(f"early stopping: {cfg.early_stopping} evaluations without a better dev error")
                 break
         bar.close()
     log.close()
-    return finish(cfg, out, log, state, list(labels.names), dev, test)
+    barrier(setup)  # best/ is complete before any rank reads it
+    results = finish(cfg, out, log, state, list(labels.names), dev, test, setup, device)
+    shutdown(setup)
+    return results
 
 
-def resume(cfg: TrainConfig, out: Path, model, optimizer, scheduler, scaler, fresh: TrainState) -> TrainState:
+def resume(cfg: TrainConfig, out: Path, model, optimizer, scheduler, scaler, fresh: TrainState,
+           setup: Distributed) -> TrainState:
     """Restore the run in out/last, after checking it was made with the same settings and data."""
     folder = find_run(out / "last")
-    state = TrainState(**load_run(folder, model, optimizer, scheduler, scaler))
+    state = TrainState(**load_run(folder, model, optimizer, scheduler, scaler, rank=setup.rank,
+                                  world_size=setup.world_size))
     changed = [k for k, v in state.config.items() if k not in RESUMABLE_CHANGES and getattr(cfg, k, v) != v]
     if changed:
         raise ConfigError(f"--resume: the run in {out} used other values of {', '.join(changed)}")
     if state.data_sha256 != fresh.data_sha256 and not cfg.allow_data_change:
         raise ConfigError(f"--resume: {cfg.train_file} or {cfg.dev_file} changed since the run in {out} started "
                           "(--allow_data_change resumes anyway)")
-    print(f"resumed from {folder} at optimizer step {state.step}")
+    if setup.is_main:
+        print(f"resumed from {folder} at optimizer step {state.step}")
     return state
 
 
 def finish(cfg: TrainConfig, out: Path, log: MetricsLog, state: TrainState, label_names: list[str],
-           dev: Split, test: Split | None) -> dict:
-    """Evaluate the best model on dev and test; write results.json and the learning curves."""
+           dev: Split, test: Split | None, setup: Distributed, device: torch.device) -> dict:
+    """Evaluate the best model on dev and test; write results.json and the learning curves (rank 0)."""
     saved = load_classifier(out / "best")
-    device = resolve_device(cfg.device)
     saved.model.to(device)
     results = {"best_step": state.best_step, "steps": state.step, "labels": label_names}
     for name, split in {"dev": dev, "test": test}.items():
         if split is None:
             continue
         docs = encode_examples(split.examples, split.labels, saved.tokenizer, saved.encoding)
-        report = evaluate(saved.model, docs, label_names, cfg, device, saved.tokenizer.pad_id, name)
+        report = evaluate(saved.model, docs, label_names, cfg, device, saved.tokenizer.pad_id, name, setup)
         results.update({f"{name}_{k}": v for k, v in report.items()})
+    if not setup.is_main:
+        return results
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
     plot_learning_curves(log.records, out / "learning_curves.png")
     summary = [f"best model (step {state.best_step}): dev error {100 * results['dev_error']:.2f}%"]

@@ -18,12 +18,16 @@ class MetricsLog:
     """metrics.jsonl: one JSON record per line, flushed as it goes, so a person can tail and plot it.
 
     A resumed run passes the step of its checkpoint: the records written after it (by the run that
-    was interrupted) are dropped, so the file reads as one uninterrupted run.
+    was interrupted) are dropped, so the file reads as one uninterrupted run. With path None the
+    records are only kept in memory (the processes other than rank 0 of a distributed run).
     """
 
-    def __init__(self, path: Path, keep_until_step: int | None):
+    def __init__(self, path: Path | None, keep_until_step: int | None):
         self.path = path
         self.records = []
+        self.file = None
+        if path is None:
+            return
         if keep_until_step is not None and path.exists():
             self.records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= keep_until_step]
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
@@ -31,11 +35,13 @@ class MetricsLog:
 
     def write(self, **record) -> None:
         self.records.append(record)
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 class LossWindow:
@@ -61,8 +67,13 @@ class LossWindow:
             raise NonFiniteLoss(f"the training loss became {value} at optimizer step {step}: lower the "
                                 "learning rate, check the data, or use fp32")
 
-    def mean(self, step: int) -> float:
-        value = float(self.total) / max(1, self.batches)
+    def mean(self, step: int, reduce=None) -> float:
+        """The window's mean loss; `reduce` sums (total, batches) over processes when given."""
+        sums = torch.stack([self.total, torch.tensor(float(self.batches), dtype=torch.float64, device=self.total.device)])
+        if reduce is not None:
+            sums = reduce(sums)
+        total, batches = sums.tolist()
+        value = total / max(1.0, batches)
         if not math.isfinite(value):
             raise NonFiniteLoss(f"the training loss became {value} between optimizer steps {self.first_step} and "
                                 f"{step}: lower the learning rate, check the data, or use fp32")

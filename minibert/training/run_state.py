@@ -48,10 +48,15 @@ def restore_rng(rng: dict) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def save_run(folder: str | Path, model: torch.nn.Module, optimizer, scheduler, scaler, state) -> None:
-    """Write `folder` (normally output_dir/last) atomically; `state` is the script's state dataclass."""
+def save_run(folder: str | Path, model: torch.nn.Module, optimizer, scheduler, scaler, state,
+             rng_states: list[dict] | None = None) -> None:
+    """Write `folder` (normally output_dir/last) atomically; `state` is the script's state dataclass.
+
+    rng_states: every process's capture_rng() in rank order, for a distributed run (each rank has
+    its own dropout stream); None saves this process's.
+    """
     trainer = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "scaler": scaler.state_dict(), "rng": capture_rng(), "state": dataclasses.asdict(state)}
+               "scaler": scaler.state_dict(), "rng": rng_states or [capture_rng()], "state": dataclasses.asdict(state)}
 
     def fill(temp: Path) -> None:
         tensors = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
@@ -68,8 +73,9 @@ def find_run(folder: str | Path) -> Path | None:
     return find_folder(folder)
 
 
-def load_run(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler) -> dict:
-    """Restore everything save_run wrote; returns the script's state as a dict.
+def load_run(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler, rank: int = 0,
+             world_size: int = 1) -> dict:
+    """Restore everything save_run wrote (rank: whose RNG states); returns the script's state as a dict.
 
     Every file is checked against run.json's sha256 first; a missing, corrupt or mismatched file is
     a CheckpointError naming it, before anything is changed.
@@ -91,10 +97,15 @@ def load_run(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler)
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{folder / MODEL_FILE}: does not fit the model: {e}") from None
+    if isinstance(trainer["rng"], dict):  # written before distributed runs: one process's states
+        trainer["rng"] = [trainer["rng"]]
+    if len(trainer["rng"]) != world_size:
+        raise CheckpointError(f"{folder}: the run was made by {len(trainer['rng'])} processes, this is {world_size}: "
+                              "its batches would differ; resume with the same number of processes")
     optimizer.load_state_dict(trainer["optimizer"])
     scheduler.load_state_dict(trainer["scheduler"])
     scaler.load_state_dict(trainer["scaler"])
-    restore_rng(trainer["rng"])
+    restore_rng(trainer["rng"][rank])
     return trainer["state"]
 
 
