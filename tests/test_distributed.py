@@ -1,0 +1,150 @@
+"""Data parallelism on the CPU: train.py in 2 gloo processes against 1 process with the same global batch.
+
+Each test starts its processes itself (torch.multiprocessing, rendezvous on a free local port), as
+torchrun would: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in the environment.
+Dropout is off in these models, so 2 ranks x batch b and 1 process x batch 2b must agree up to float
+rounding (the order of additions in the gradient all-reduce).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+import predict
+import train
+from minibert.checkpoints.formats import checkpoint_of, save_minibert
+from minibert.model.bert import BertModel
+from minibert.model.config import BertConfig
+from minibert.training.distributed import Distributed, eval_shard, shard_batches
+from test_train import FILLER, TOPICS, config, write_split
+
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def setup_files(tmp_path_factory):
+    """A dropout-free tiny model and the topic data set."""
+    folder = tmp_path_factory.mktemp("ddp")
+    words = sorted(set(" ".join(TOPICS.values()).split()) | set(FILLER))
+    (folder / "model").mkdir()
+    (folder / "model" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
+    model_config = BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=48, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                              attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    save_minibert(folder / "model", checkpoint_of(BertModel(model_config), folder / "model" / "vocab.txt"))
+    write_split(folder / "train.jsonl", 96, 1)  # 96 = 12 global batches of 8
+    write_split(folder / "dev.jsonl", 21, 2)
+    write_split(folder / "test.jsonl", 33, 3)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, cfg: train.TrainConfig, crash_after: int | None):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    if crash_after is not None:  # both ranks stop at the same batch, as a killed job would
+        real, calls = train.collate, {"n": 0}
+
+        def collate(docs, hierarchical, pad_id):
+            if docs[0].label >= 0 and len(docs) == cfg.batch_size:
+                calls["n"] += 1
+                if calls["n"] > crash_after:
+                    raise SystemExit(0)
+            return real(docs, hierarchical, pad_id)
+
+        train.collate = collate
+    train.main(cfg)
+
+
+def run_ranks(world_size: int, cfg: train.TrainConfig, crash_after: int | None = None) -> None:
+    mp.start_processes(_worker, args=(world_size, free_port(), cfg, crash_after), nprocs=world_size,
+                       start_method="fork")
+
+
+def options(files, out, **overrides):
+    values = dict(dropout=0.0, epochs=2, learning_rate=5e-3, layer_decay=1.0, log_every=1, test_file=str(files / "test.jsonl"))
+    values.update(overrides)
+    return config(files / "model", files, out, **values)
+
+
+def train_records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_batches_are_split_into_equal_rank_slices():
+    batches = [list(range(8)), list(range(8, 13)), [13]]
+    ranks = [shard_batches(batches, Distributed(r, 2)) for r in range(2)]
+    assert ranks[0] == [[0, 1, 2, 3], [8, 9]] and ranks[1] == [[4, 5, 6, 7], [10, 11, 12]]  # [13] is dropped
+    assert sorted(i for r in range(3) for i in eval_shard(10, Distributed(r, 3))) == list(range(10))
+
+
+@pytest.mark.slow
+def test_two_ranks_train_as_one_process_with_the_global_batch(setup_files, tmp_path):
+    run_ranks(2, options(setup_files, tmp_path / "ddp", batch_size=4))
+    single = train.main(options(setup_files, tmp_path / "one", batch_size=8))
+    ddp_records, one_records = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
+    assert [r["step"] for r in ddp_records] == [r["step"] for r in one_records]  # rank 0 alone wrote
+    for a, b in zip(ddp_records, one_records):
+        for key in ("loss", "lr", "error"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a, b)
+    a, b = (load_file(tmp_path / run / "last" / "model.safetensors") for run in ("ddp", "one"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["test_count"] == 33 and results["test_accuracy"] == pytest.approx(single["test_accuracy"])
+    # The sharded, gathered evaluation equals one process scoring every example.
+    predictions = predict.main(predict.PredictConfig(model=str(tmp_path / "ddp" / "best"),
+                                                     input=str(setup_files / "test.jsonl"), output=str(tmp_path / "p.jsonl")))
+    gold = [json.loads(line)["label"] for line in (setup_files / "test.jsonl").read_text().splitlines()]
+    assert sum(p["label"] == g for p, g in zip(predictions, gold)) / 33 == pytest.approx(results["test_accuracy"])
+
+
+@pytest.mark.slow
+def test_accumulation_and_resume_under_ddp(setup_files, tmp_path):
+    # 2 ranks x batch 2 x 2 micro-batches (no_sync on the first) = 1 process x batch 4 x 2 micro-batches.
+    cfg = options(setup_files, tmp_path / "ddp", batch_size=2, grad_accum_steps=2, checkpoint_every=5)
+    run_ranks(2, cfg)
+    train.main(options(setup_files, tmp_path / "one", batch_size=4, grad_accum_steps=2, checkpoint_every=5))
+    for a, b in zip(train_records(tmp_path / "ddp"), train_records(tmp_path / "one")):
+        assert a["step"] == b["step"] and a.get("loss", 0) == pytest.approx(b.get("loss", 0), rel=1e-4)
+    # Interrupted after step 7 (28 micro-batches of 2 per rank); the checkpoint is step 5.
+    run_ranks(2, options(setup_files, tmp_path / "resumed", batch_size=2, grad_accum_steps=2, checkpoint_every=5),
+              crash_after=28)
+    run_ranks(2, options(setup_files, tmp_path / "resumed", batch_size=2, grad_accum_steps=2, checkpoint_every=5,
+                         resume=True))
+    a, b = (load_file(tmp_path / run / "last" / "model.safetensors") for run in ("ddp", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda out: [{k: v for k, v in r.items() if k != "examples_per_s"} for r in train_records(out)]
+    assert strip(tmp_path / "ddp") == strip(tmp_path / "resumed")
+    # Another number of processes would see other batches: refused.
+    with pytest.raises(Exception, match="made by 2 processes, this is 1"):
+        train.main(options(setup_files, tmp_path / "resumed", batch_size=2, grad_accum_steps=2, checkpoint_every=5,
+                           resume=True))
+
+
+@pytest.mark.slow
+def test_torchrun_runs_train_py_with_two_cpu_processes(setup_files, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               "train.py", "--init", str(setup_files / "model"), "--train_file", str(setup_files / "train.jsonl"),
+               "--dev_file", str(setup_files / "dev.jsonl"), "--test_file", str(setup_files / "test.jsonl"),
+               "--output_dir", str(tmp_path / "run"), "--max_seq_length", "24", "--head_tokens", "6", "--epochs", "1",
+               "--batch_size", "4", "--threads", "1", "--device", "cpu"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("test error") == 1  # rank 0 alone reports
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["test_count"] == 33
