@@ -287,6 +287,7 @@ class TestHardCases:
 
 
 class TestTokenizerProperties:
+    @pytest.mark.slow  # every one of the 1.1M code points
     def test_lowercasing_and_nfd_never_create_whitespace(self):
         # BasicTokenizer.split_word relies on this instead of Google's second whitespace split.
         for cp in range(sys.maxunicode + 1):
@@ -444,6 +445,7 @@ class TestHuggingFaceOracle:
         if not involves_google_hf_difference(text, lower):
             assert real_vocab_tokenizer(lower, "google").encode_text(text) == expected
 
+    @pytest.mark.slow  # over a million tokens through both tokenizers
     def test_bbc_corpus(self, bbc_hf_ids, uncased, uncased_hf):
         docs, expected = bbc_hf_ids
         assert sum(map(len, expected)) > 1_000_000

@@ -183,6 +183,7 @@ def test_gradual_unfreezing_trains_the_head_first(tiny_model, data, tmp_path):
     dict(class_weighted_loss=True, max_grad_norm=0.0),
     dict(precision="bf16"), dict(tokenizer_variant="huggingface"),
 ])
+@pytest.mark.slow
 def test_options_train_a_working_classifier(tiny_model, data, tmp_path, overrides):
     results = train.main(config(tiny_model, data, tmp_path / "run", **overrides))
     assert results["test_accuracy"] > 0.6
