@@ -1,45 +1,120 @@
 """Convert BERT checkpoints between Google TF, Hugging Face and minibert folders.
 
-    python checkpoints_convert.py SRC DST [--format minibert|hf|tf] [--config FILE]
+    python checkpoints_convert.py SRC DST [--format minibert|hf|tf] [--config FILE] [--debug]
 
 SRC is a Google checkpoint (release folder, prefix or .index file), a Hugging Face folder or a
-minibert folder; its format is detected. The script prints what was mapped and skipped, then loads
-DST back and runs one forward pass on a sentence as a sanity check.
+minibert folder; its format is detected. The script prints what was mapped and skipped, loads every
+tensor into the model the checkpoint holds (nothing missing, nothing extra), then writes DST as a
+new folder: it is built under a temporary name, read back, compared with SRC tensor by tensor and
+run on a sentence, and only then swapped in for DST. DST may be SRC's own folder (converting in
+place); an existing DST may hold only checkpoint files, which the new model replaces. Bad input
+ends in one line `error: ...` and exit status 2 (the traceback with --debug).
 """
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from minibert.checkpoints.formats import FORMATS, load_checkpoint, load_state, save_checkpoint
+from minibert.checkpoints.classifier import CLASSIFIER_FILE, load_classifier
+from minibert.checkpoints.formats import FORMATS, Checkpoint, load_checkpoint, load_state, save_checkpoint
+from minibert.checkpoints.integrity import check_vocab
 from minibert.cli import option, run_script
+from minibert.errors import CheckpointError
+from minibert.files import TEMP_SUFFIX, atomic_write_text, replace_folder
 from minibert.model.bert import BertModel
+from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.model.pretraining import BertForPreTraining
 from minibert.text.encoding import build_inputs, pad_batch
 from minibert.text.tokenization import FullTokenizer
 
 SANITY_TEXT = ("the capital of france is", "[MASK]", ".")
+# Files a checkpoint folder of one of the three formats (or a train.py classifier folder) holds, by
+# name or pattern; a destination folder may hold only these, since the new model replaces them all.
+CHECKPOINT_FILES = (
+    "config.json", "bert_config.json", "vocab.txt", "model.safetensors", "pytorch_model.bin", "*.ckpt*",
+    "checkpoint", "minibert.json", CLASSIFIER_FILE, "train_config.json", "model.safetensors.sha256",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+)
 
 
 @dataclass
 class ConvertConfig:
     src: str = option("", "checkpoint to read: TF prefix/folder, Hugging Face folder or minibert folder")
-    dst: str = option("", "folder to write")
+    dst: str = option("", "folder to write (replaced as a whole; may be SRC's folder)")
     format: str = option("minibert", "format to write", choices=FORMATS)
     config: str = option("", "config JSON to use instead of the one beside SRC")
     do_lower_case: bool = option(True, "lower-case the sanity sentence (False for cased vocabularies)")
 
 
-def sanity_forward(folder: str, vocab_file, do_lower_case: bool) -> None:
-    """Load the written checkpoint back and run one sentence through it."""
-    checkpoint = load_checkpoint(folder)
-    has_mlm = "mlm.bias" in checkpoint.state and "nsp.weight" in checkpoint.state
-    model = (BertForPreTraining if has_mlm else BertModel)(checkpoint.config).eval()
-    load_state(model, checkpoint.state, folder)
-    if vocab_file is None:
+def model_for(checkpoint: Checkpoint, src: Path) -> torch.nn.Module:
+    """The model whose parameters are exactly the checkpoint's tensors (strictly loaded).
+
+    MLM + NSP heads -> BertForPreTraining; a classifier head -> BertClassifier (its classifier.json
+    when SRC is a train.py folder, else run_classifier's head); otherwise the encoder, which accepts
+    lone pre-training head tensors (e.g. transformers' BertForMaskedLM) whose shapes load_checkpoint
+    has already checked against the config.
+    """
+    state = checkpoint.state
+    if (src / CLASSIFIER_FILE).is_file():
+        return load_classifier(src).model  # validates classifier.json, the vocabulary and every tensor
+    if "head.out.weight" in state:
+        if checkpoint.architecture != "BertForSequenceClassification":
+            raise CheckpointError(f"{checkpoint.source}: a {checkpoint.architecture} head needs the "
+                                  f"{CLASSIFIER_FILE} train.py wrote beside it")
+        model = BertClassifier(checkpoint.config, HeadConfig(num_labels=state["head.out.weight"].shape[0]))
+    elif "mlm.bias" in state and "nsp.weight" in state:
+        model = BertForPreTraining(checkpoint.config)
+    else:
+        model = BertModel(checkpoint.config)
+    unused = load_state(model, state, str(checkpoint.source))
+    if isinstance(model, BertClassifier) and unused:
+        raise CheckpointError(f"{checkpoint.source}: tensors the classifier does not use: {', '.join(unused)}")
+    return model.eval()
+
+
+def foreign_files(dst: Path) -> list[str]:
+    """Entries of an existing DST that replacing it would delete but that belong to no checkpoint
+    (a user's notes, another run, a sub-folder). minibert's leftover temporaries are fine."""
+    if not dst.exists():
+        return []
+    if not dst.is_dir():
+        return [f"{dst.name} (a file, not a folder)"]
+    foreign = []
+    for entry in sorted(dst.iterdir()):
+        ours = entry.is_file() and any(entry.match(pattern) for pattern in CHECKPOINT_FILES)
+        leftover = entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)
+        if not ours and not leftover:
+            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+    return foreign
+
+
+def check_destination(dst: Path) -> None:
+    """DST is replaced as a whole (so it holds one model afterwards, not the new one beside an old
+    one of another format that would load first): refuse when that would delete a user's files."""
+    foreign = foreign_files(dst)
+    if foreign:
+        raise CheckpointError(f"{dst}: holds files that are not a checkpoint's ({', '.join(foreign)}); "
+                              "converting replaces the whole folder: move them or choose another folder")
+
+
+def sanity_forward(folder: Path, expected: Checkpoint, do_lower_case: bool) -> None:
+    """Load the written folder back, check it holds exactly the tensors read from SRC, and run one
+    sentence through it."""
+    written = load_checkpoint(folder)
+    differ = sorted(set(written.state) ^ set(expected.state)) + sorted(
+        name for name in set(written.state) & set(expected.state)
+        if not torch.equal(written.state[name].to(expected.state[name].dtype), expected.state[name]))
+    if differ:
+        raise CheckpointError(f"{folder}: the written checkpoint differs from the source in {', '.join(differ)}")
+    has_mlm = "mlm.bias" in written.state and "nsp.weight" in written.state
+    model = (BertForPreTraining if has_mlm else BertModel)(written.config).eval()
+    load_state(model, written.state, str(written.source))
+    if written.vocab_file is None:
         print("sanity forward skipped: no vocab.txt beside the checkpoint")
         return
-    tokenizer = FullTokenizer(vocab_file, do_lower_case=do_lower_case, check_case=False)
+    tokenizer = FullTokenizer(written.vocab_file, do_lower_case=do_lower_case, check_case=False)
     before, mask, after = SANITY_TEXT
     # [MASK] is inserted by id: the basic tokenizer would split the text "[MASK]" at its brackets.
     ids = tokenizer.encode_text(before) + [tokenizer.vocab[mask]] + tokenizer.encode_text(after)
@@ -72,9 +147,27 @@ def main(cfg: ConvertConfig) -> None:
         print(f"ignored config keys: {', '.join(checkpoint.ignored_config_keys)}")
     if checkpoint.vocab_file is None:
         print("warning: no vocab.txt beside the source; the output has no vocabulary")
-    out = save_checkpoint(cfg.dst, checkpoint, cfg.format)
-    print(f"wrote {cfg.format} checkpoint to {out}")
-    sanity_forward(cfg.dst, checkpoint.vocab_file, cfg.do_lower_case)
+    else:
+        for message in check_vocab(FullTokenizer(checkpoint.vocab_file, check_case=False), c, checkpoint.vocab_file):
+            print(f"warning: {message}")
+    # Everything is validated before DST is touched: the model SRC holds takes every tensor.
+    src_folder, dst = Path(checkpoint.source).parent, Path(cfg.dst)
+    model_for(checkpoint, src_folder)
+    check_destination(dst)
+    # SRC may be DST's folder: its tensors are in memory and its vocab.txt is copied while the old
+    # folder still exists (replace_folder swaps only after fill returns).
+
+    def fill(folder: Path) -> None:
+        save_checkpoint(folder, checkpoint, cfg.format)
+        if cfg.format == "minibert" and (src_folder / CLASSIFIER_FILE).is_file():
+            # The head's description travels with a minibert classifier, so it stays a classifier.
+            atomic_write_text(folder / CLASSIFIER_FILE, (src_folder / CLASSIFIER_FILE).read_text(encoding="utf-8"))
+        sanity_forward(folder, checkpoint, cfg.do_lower_case)
+
+    # DST is written as a new folder and swapped in only when the sanity check passed, so a failure
+    # leaves the old DST (or none) as it was and no partial folder behind.
+    replace_folder(dst, fill)
+    print(f"wrote {cfg.format} checkpoint to {dst}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@
 Writes one JSON object per input text to --output (default stdout): the text's source line, the
 predicted label and the probability of every label. Long texts are encoded as the model was
 trained (head+tail truncation or hierarchical chunks, from the model's classifier.json).
+Bad input (model folder, rows, --output) ends in one line `error: ...` and exit status 2 before
+any text is encoded; --debug shows the traceback.
 """
 
 import json
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from tqdm import tqdm
 
 from minibert.checkpoints.classifier import load_classifier
 from minibert.cli import option, run_script
-from minibert.data.examples import read_examples
+from minibert.data.examples import parse_examples, read_examples
 from minibert.data.features import encode_examples
-from minibert.files import atomic_write_text
+from minibert.errors import ConfigError, DataError
+from minibert.files import atomic_write_text, remove_leftovers
 from minibert.training.evaluation import predict_probabilities
 from minibert.training.precision import autocast, resolve_device
 
@@ -44,17 +46,33 @@ def read_input(cfg: PredictConfig):
     if cfg.input != "-":
         return read_examples(cfg.input, text_field=cfg.text_field, text_b_field=cfg.text_b_field,
                              require_label=False, on_bad_row=cfg.on_bad_row)
-    # stdin goes through the same reader (and its checks) as a .txt file.
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "stdin.txt"
-        path.write_bytes(sys.stdin.buffer.read())
-        return read_examples(path, require_label=False, on_bad_row=cfg.on_bad_row)
+    # stdin goes through the same reader (and its checks) as a .txt file; messages say "stdin:LINE".
+    data = sys.stdin.buffer.read()
+    if not data.strip():
+        raise DataError("stdin: no texts (expected one text per line)")
+    return parse_examples(data, "stdin", suffix=".txt", require_label=False, on_bad_row=cfg.on_bad_row)
+
+
+def check_output(output: str) -> None:
+    """Fail before any work when --output cannot be written; remove the hidden temporaries
+    (`.NAME.*.tmp`) a killed earlier run left beside it."""
+    if output == "-":
+        return
+    path = Path(output)
+    if path.is_dir() or output.endswith(("/", "\\")):
+        raise ConfigError(f"--output {output}: is a folder; give a file name, e.g. {path / 'predictions.jsonl'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"--output {output}: {path.parent} is a file, not a folder")
+    remove_leftovers(path.parent, path.name)
 
 
 def main(cfg: PredictConfig) -> list[dict]:
     if not cfg.model:
         raise SystemExit("usage: predict.py MODEL_FOLDER [INPUT] [--output FILE]")
+    check_output(cfg.output)
     saved = load_classifier(cfg.model)
+    for message in saved.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     device = resolve_device(cfg.device)
     saved.model.to(device)
     examples, bad = read_input(cfg)

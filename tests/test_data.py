@@ -106,6 +106,9 @@ JSONL_BAD_ROWS = [
     ('{"text": "x", "label": 1.5}\n', "label must be a string or an integer, got float 1.5"),
     ('{"text": "x", "label": true}\n', "label must be a string or an integer, got bool"),
     ('{"text": "x", "text_b": "", "label": "a"}\n', "field 'text_b' must be a non-empty string"),
+    # json.loads alone keeps the last of two equal keys: a silently relabelled row.
+    ('{"text": "x", "label": "a", "label": "b"}\n', "duplicate key 'label' in a JSON object"),
+    ('{"text": "x", "label": "a", "meta": {"k": 1, "k": 2}}\n', "duplicate key 'k' in a JSON object"),
 ]
 
 

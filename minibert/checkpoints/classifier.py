@@ -6,10 +6,11 @@ hierarchical chunks) and the tokenizer settings.
 """
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_state, save_minibert
+from minibert.checkpoints.integrity import check_vocab
 from minibert.errors import CheckpointError
 from minibert.files import atomic_write_text, replace_folder
 from minibert.model.heads import BertClassifier, HeadConfig
@@ -33,6 +34,7 @@ class SavedClassifier:
     labels: list[str]
     encoding: TextEncoding
     tokenizer: FullTokenizer
+    warnings: list[str] = field(default_factory=list)  # for the caller to print (e.g. unused vocab rows)
 
 
 def save_classifier(folder: str | Path, model: BertClassifier, labels: list[str], encoding: TextEncoding,
@@ -72,10 +74,16 @@ def load_classifier(folder: str | Path) -> SavedClassifier:
     checkpoint = load_checkpoint(folder)
     if checkpoint.vocab_file is None:
         raise CheckpointError(f"{folder}: no vocab.txt")
+    if encoding.max_seq_length > checkpoint.config.max_position_embeddings:
+        # Positions past the table would fail with an IndexError on the first long text, not at load.
+        raise CheckpointError(f"{folder}: {description_file.name} encodes max_seq_length={encoding.max_seq_length} "
+                              f"tokens but the model has max_position_embeddings="
+                              f"{checkpoint.config.max_position_embeddings}")
     model = BertClassifier(checkpoint.config, head)
     unused = load_state(model, checkpoint.state, str(checkpoint.source))
     if unused:
         raise CheckpointError(f"{checkpoint.source}: tensors the classifier does not use: {', '.join(unused)}")
     tokenizer = FullTokenizer(checkpoint.vocab_file, do_lower_case=tokenizer_settings["do_lower_case"],
                               variant=tokenizer_settings["variant"], check_case=False)
-    return SavedClassifier(model, labels, encoding, tokenizer)
+    warnings = checkpoint.warnings + check_vocab(tokenizer, checkpoint.config, checkpoint.vocab_file)
+    return SavedClassifier(model, labels, encoding, tokenizer, warnings)

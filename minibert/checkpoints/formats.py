@@ -12,19 +12,19 @@ own, so a flipped byte would otherwise load silently.
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from minibert.checkpoints import names
+from minibert.checkpoints.integrity import check_finite, read_safetensors, verify_sha256
 from minibert.checkpoints.tf_checkpoint import find_tf_prefix, read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError
 from minibert.files import atomic_save_safetensors, atomic_write_text, sha256_file
 from minibert.model.bert import BertModel
-from minibert.model.config import BertConfig
+from minibert.model.config import METADATA_KEYS, BertConfig
 from minibert.model.pretraining import BertForPreTraining
 
 FORMATS = ("minibert", "hf", "tf")
@@ -48,7 +48,17 @@ class Checkpoint:
     vocab_file: Path | None  # vocab.txt next to the weights, when there is one
     architecture: str  # one of ARCHITECTURES
     skipped: list[str] = field(default_factory=list)  # "name (reason)" for every tensor not loaded
-    ignored_config_keys: list[str] = field(default_factory=list)
+    ignored_config_keys: list[str] = field(default_factory=list)  # unknown keys first, then file metadata
+    config_file: Path | None = None  # the config the BertConfig was read from
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a caller should tell the user (the library does not print): config keys that are
+        neither BertConfig fields nor known file metadata, so a typo in a key never goes unnoticed."""
+        unknown = [key for key in self.ignored_config_keys if key not in METADATA_KEYS]
+        if not unknown:
+            return []
+        return [f"{self.config_file}: unknown config keys ignored: {', '.join(unknown)}"]
 
 
 def architecture_of(state: dict[str, torch.Tensor]) -> str:
@@ -100,18 +110,18 @@ def load_checkpoint(path: str | Path, config_file: str | Path | None = None) -> 
     loader = {"tf": _load_tf, "hf": _load_hf, "minibert": _load_minibert}[fmt]
     checkpoint = loader(path, None if config_file is None else Path(config_file))
     _check_shapes(checkpoint)
-    _check_finite(checkpoint)
+    check_finite(checkpoint.state, checkpoint.source)
     return checkpoint
 
 
 def _read_config(candidates: list[Path]) -> tuple[BertConfig, list[str], Path]:
+    """The first config file that exists; CheckpointError naming the file and the key when it is bad."""
     for candidate in candidates:
         if candidate.is_file():
             try:
-                values = json.loads(candidate.read_text(encoding="utf-8"))
-                config, ignored = BertConfig.from_dict(values, str(candidate))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as e:
-                raise CheckpointError(f"{candidate}: bad config: {e}") from None
+                config, ignored = BertConfig.from_json_file(candidate, with_ignored=True)
+            except ValueError as e:  # ConfigError; its message starts with the file name
+                raise CheckpointError(str(e)) from None
             return config, ignored, candidate
     raise CheckpointError(f"no config found: looked for {', '.join(str(c) for c in candidates)}")
 
@@ -127,8 +137,8 @@ def _vocab_beside(folder: Path) -> Path | None:
 def _load_tf(path: Path, config_file: Path | None) -> Checkpoint:
     prefix = find_tf_prefix(path)
     folder = prefix.parent
-    config, ignored, _ = _read_config([config_file] if config_file else
-                                      [folder / "bert_config.json", folder / "config.json"])
+    config, ignored, config_path = _read_config([config_file] if config_file else
+                                                [folder / "bert_config.json", folder / "config.json"])
     table = {tf: (ours, names.tf_is_transposed(tf)) for ours, tf, _ in names.expand(config.num_hidden_layers)}
     state, skipped, unknown = {}, [], []
     for tf_name, tensor in read_tf_checkpoint(prefix).items():
@@ -142,7 +152,8 @@ def _load_tf(path: Path, config_file: Path | None) -> Checkpoint:
     if unknown:
         raise CheckpointError(f"{prefix}: variables with no minibert equivalent (wrong config, "
                               f"num_hidden_layers={config.num_hidden_layers}?): {', '.join(unknown)}")
-    return Checkpoint(config, state, "tf", prefix, _vocab_beside(folder), architecture_of(state), skipped, ignored)
+    return Checkpoint(config, state, "tf", prefix, _vocab_beside(folder), architecture_of(state), skipped, ignored,
+                      config_path)
 
 
 def save_tf(folder: str | Path, checkpoint: Checkpoint) -> Path:
@@ -174,10 +185,7 @@ def save_tf(folder: str | Path, checkpoint: Checkpoint) -> Path:
 def _read_hf_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
     file = folder / "model.safetensors"
     if file.is_file():
-        try:
-            return load_file(file), file
-        except (SafetensorError, OSError, RuntimeError) as e:
-            raise CheckpointError(f"{file}: cannot read safetensors file: {e}") from None
+        return read_safetensors(file), file
     file = folder / "pytorch_model.bin"
     try:
         # weights_only=True: the unpickler builds tensors and plain containers only, never runs code.
@@ -200,7 +208,7 @@ def _hf_name(name: str) -> str:
 
 
 def _load_hf(folder: Path, config_file: Path | None) -> Checkpoint:
-    config, ignored, _ = _read_config([config_file or folder / "config.json"])
+    config, ignored, config_path = _read_config([config_file or folder / "config.json"])
     table = {hf: ours for ours, _, hf in names.expand(config.num_hidden_layers)}
     raw, file = _read_hf_tensors(folder)
     tensors = {_hf_name(name): tensor for name, tensor in raw.items()}
@@ -219,7 +227,8 @@ def _load_hf(folder: Path, config_file: Path | None) -> Checkpoint:
             unknown.append(name)
     if unknown:
         raise CheckpointError(f"{file}: tensors with no minibert equivalent: {', '.join(unknown)}")
-    return Checkpoint(config, state, "hf", file, _vocab_beside(folder), architecture_of(state), skipped, ignored)
+    return Checkpoint(config, state, "hf", file, _vocab_beside(folder), architecture_of(state), skipped, ignored,
+                      config_path)
 
 
 def save_hf(folder: str | Path, checkpoint: Checkpoint) -> Path:
@@ -253,21 +262,17 @@ def save_hf(folder: str | Path, checkpoint: Checkpoint) -> Path:
 
 
 def _load_minibert(folder: Path, config_file: Path | None) -> Checkpoint:
-    config, ignored, _ = _read_config([config_file or folder / "config.json"])
+    config, ignored, config_path = _read_config([config_file or folder / "config.json"])
     file = folder / "model.safetensors"
     metadata = _read_minibert_metadata(folder)
     expected = metadata.get("sha256", {}).get(file.name)
-    if expected is not None and sha256_file(file) != expected:
-        raise CheckpointError(f"{file}: sha256 differs from the one recorded in {folder / MINIBERT_FILE} "
-                              "when it was saved: the file is corrupt")
-    try:
-        state = load_file(file)
-    except (SafetensorError, OSError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: cannot read safetensors file: {e}") from None
+    if expected is not None:
+        verify_sha256(file, str(expected), folder / MINIBERT_FILE)
+    state = read_safetensors(file)
     architecture = metadata.get("architecture", architecture_of(state))
     if architecture not in ARCHITECTURES:
         raise CheckpointError(f"{folder / MINIBERT_FILE}: unknown architecture {architecture!r}")
-    return Checkpoint(config, state, "minibert", file, _vocab_beside(folder), architecture, [], ignored)
+    return Checkpoint(config, state, "minibert", file, _vocab_beside(folder), architecture, [], ignored, config_path)
 
 
 def _read_minibert_metadata(folder: Path) -> dict:
@@ -317,13 +322,6 @@ def _check_portable(checkpoint: Checkpoint, target: str) -> None:
                               "keep it as a minibert folder")
 
 
-def _check_finite(checkpoint: Checkpoint) -> None:
-    """A NaN or infinite weight would train or predict NaN silently: refuse it, naming the tensors."""
-    bad = [name for name, t in checkpoint.state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise CheckpointError(f"{checkpoint.source}: non-finite values (NaN or inf) in {', '.join(bad)}")
-
-
 def _check_shapes(checkpoint: Checkpoint) -> None:
     """Every tensor whose shape the config fixes must have that shape; list all mismatches."""
     with torch.device("meta"):
@@ -369,8 +367,12 @@ def load_pretrained(path: str | Path, model_class=BertModel, **config_overrides)
 
     model_class is BertModel (the encoder) or BertForPreTraining (with the MLM and NSP heads);
     config_overrides change config fields, e.g. hidden_act="gelu_tanh" or attention dropout.
+    Config keys the file has but BertConfig does not know are reported with warnings.warn (the
+    library does not print; load_checkpoint's Checkpoint.warnings gives them as strings).
     """
     checkpoint = load_checkpoint(path)
+    for message in checkpoint.warnings:
+        warnings.warn(message, stacklevel=2)
     try:
         config = dataclasses.replace(checkpoint.config, **config_overrides)
     except (TypeError, ValueError) as e:

@@ -59,20 +59,27 @@ def read_examples(path: str | os.PathLike, *, text_field: str = "text",
     bad rows are left out and each is described in the list. A missing file, an unknown extension,
     a CSV header without the needed columns or a file with no usable example always raises.
     """
-    _check_on_bad_row(on_bad_row)
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in _READERS:
-        raise DataError(f"{path}: unknown extension {suffix!r} "
-                        f"(expected one of {', '.join(_READERS)})")
-    if suffix == ".txt" and require_label:
-        raise DataError(f"{path}: a .txt file has no labels; read it with require_label=False")
+    _check_format(path, path.suffix, on_bad_row, require_label)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    return parse_examples(data, path, text_field=text_field, text_b_field=text_b_field,
+                          label_field=label_field, require_label=require_label, on_bad_row=on_bad_row)
+
+
+def parse_examples(data: bytes, path: str | os.PathLike, *, suffix: str | None = None, text_field: str = "text",
+                   text_b_field: str = "text_b", label_field: str = "label",
+                   require_label: bool = True,
+                   on_bad_row: str = "error") -> tuple[list[Example], list[str]]:
+    """read_examples on bytes already read: `path` names them in messages ("stdin" gives
+    "stdin:3: ..."), `suffix` (default: the path's) picks the reader, e.g. ".txt"."""
+    path = Path(path)
+    suffix = (path.suffix if suffix is None else suffix).lower()
+    _check_format(path, suffix, on_bad_row, require_label)
     fields = _Fields(text_field, text_b_field, label_field, require_label)
     examples, bad = [], []
     for row in _READERS[suffix](path, _decoded_lines(data), fields):
@@ -86,6 +93,16 @@ def read_examples(path: str | os.PathLike, *, text_field: str = "text",
         detail = f" ({len(bad)} bad rows, the first: {bad[0]})" if bad else ""
         raise DataError(f"{path}: no usable examples{detail}")
     return examples, bad
+
+
+def _check_format(path: Path, suffix: str, on_bad_row: str, require_label: bool) -> None:
+    _check_on_bad_row(on_bad_row)
+    suffix = suffix.lower()
+    if suffix not in _READERS:
+        raise DataError(f"{path}: unknown extension {suffix!r} "
+                        f"(expected one of {', '.join(_READERS)})")
+    if suffix == ".txt" and require_label:
+        raise DataError(f"{path}: a .txt file has no labels; read it with require_label=False")
 
 
 def _check_on_bad_row(on_bad_row: str) -> None:
@@ -121,14 +138,29 @@ def _read_lines(path: Path, lines: _Lines, fields: _Fields, *, as_json: bool) ->
             yield Example(line.rstrip("\r\n"), None, None, where)
         else:
             try:
-                record = json.loads(line)
+                record = json.loads(line, object_pairs_hook=_object_without_duplicates)
             except json.JSONDecodeError as e:
                 yield f"{where}: malformed JSON ({e.msg} at column {e.colno})"
+                continue
+            except _DuplicateKey as e:
+                yield f"{where}: duplicate key {e.args[0]!r} in a JSON object (which value is meant?)"
                 continue
             if not isinstance(record, dict):
                 yield f"{where}: expected a JSON object, got {type(record).__name__}"
             else:
                 yield _make_example(record, where, fields)
+
+
+class _DuplicateKey(Exception):
+    """A JSON object names a key twice; json.loads would silently keep the last value."""
+
+
+def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen = set()
+        raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return record
 
 
 def _read_delimited(path: Path, lines: _Lines, fields: _Fields, delimiter: str) -> Iterator[_Row]:

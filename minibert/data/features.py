@@ -54,3 +54,25 @@ def model_inputs(batch: dict, device: torch.device) -> dict:
     if "num_docs" in batch:
         inputs["num_docs"] = batch["num_docs"]
     return inputs
+
+
+def cap_chunks(docs: list[EncodedDoc], sources: list[str], max_chunks: int) -> tuple[list[EncodedDoc], str | None]:
+    """Training documents with at most max_chunks chunks each, and a message for the user (or None).
+
+    Training backpropagates through every chunk of a document at once, so one very long text (a
+    5 MB text is about 2,500 chunks of 510 tokens) would need gigabytes of activations. Longer
+    documents keep their first max_chunks chunks, as --max_chunks does (long_text.split_chunks);
+    `sources` ("path:line" per doc) name the longest one in the message.
+    """
+    if max_chunks < 1:
+        raise ValueError(f"max_chunks must be >= 1, got {max_chunks}")
+    over = [i for i, doc in enumerate(docs) if len(doc.chunks) > max_chunks]
+    if not over:
+        return docs, None
+    longest = max(over, key=lambda i: len(docs[i].chunks))
+    message = (f"{len(over)} training text(s) have more than {max_chunks} chunks (the longest, "
+               f"{sources[longest]}, has {len(docs[longest].chunks)}): only their first {max_chunks} "
+               "chunks are trained on; set --max_chunks to choose the cap")
+    capped = [EncodedDoc(doc.chunks[:max_chunks], doc.label) if len(doc.chunks) > max_chunks else doc
+              for doc in docs]
+    return capped, message

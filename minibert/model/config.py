@@ -86,15 +86,18 @@ class BertConfig:
         return config, unexpected + [k for k in unknown if k in METADATA_KEYS]
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "BertConfig":
+    def from_json_file(cls, path: str | Path, with_ignored: bool = False):
+        """The config in a JSON file (Google's bert_config.json or Hugging Face's config.json); with
+        with_ignored, (config, ignored keys). Every error names the file (and the key)."""
         path = Path(path)
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: cannot read config: {e}") from None
         if not isinstance(values, dict):
-            raise ConfigError(f"{path}: a config must be a JSON object")
-        return cls.from_dict(values, str(path))[0]
+            raise ConfigError(f"{path}: a config must be a JSON object, got {type(values).__name__}")
+        config, ignored = cls.from_dict(values, str(path))
+        return (config, ignored) if with_ignored else config
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

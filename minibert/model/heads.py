@@ -137,11 +137,14 @@ class ClsHead(nn.Module):
         return torch.tanh(pooler(combined)) if self.use_pooler else combined
 
     def forward(self, encoded: BertOutput, attention_mask, pooler, doc_index, num_docs) -> torch.Tensor:
-        x = self.features(encoded, pooler)  # (C, F)
+        return self.classify(self.features(encoded, pooler), doc_index, num_docs)
+
+    def classify(self, x: torch.Tensor, doc_index: torch.Tensor | None, num_docs: int | None) -> torch.Tensor:
+        """Chunk features x (C, F) -> logits (B, K classes); chunks are pooled per document first."""
         if doc_index is not None:
             padded, mask = group_chunks(x, doc_index, num_docs)  # (B, K, F), (B, K)
             x = self.chunk_pooling(padded, mask)  # (B, F)
-        return self.out(self.dropout(x))  # (B, K classes)
+        return self.out(self.dropout(x))
 
 
 class BiLSTMAttentionHead(nn.Module):
@@ -194,3 +197,18 @@ class BertClassifier(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         encoded = self.bert(input_ids, token_type_ids, attention_mask)
         return self.head(encoded, attention_mask, self.bert.pooler, doc_index, num_docs)
+
+    # Hierarchical texts in pieces: forward() == classify_chunks(chunk_features(...)) with the chunks'
+    # features computed in as many encoder calls as memory needs (minibert.training.evaluation).
+
+    def chunk_features(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        """Inputs (C, T) -> the head's feature of every chunk (C, F), before chunk pooling."""
+        if not isinstance(self.head, ClsHead):
+            raise ValueError(f"the {self.head_config.head} head has no per-chunk features")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.head.features(self.bert(input_ids, token_type_ids, attention_mask), self.bert.pooler)
+
+    def classify_chunks(self, features: torch.Tensor, doc_index: torch.Tensor, num_docs: int) -> torch.Tensor:
+        """Chunk features (C, F) of num_docs documents (doc_index (C,)) -> logits (B, K)."""
+        return self.head.classify(features, doc_index, num_docs)

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 from minibert.data.batching import sorted_batches
 from minibert.data.features import EncodedDoc, collate, model_inputs
+from minibert.text.encoding import pad_batch
 
 
 @torch.no_grad()
@@ -14,9 +15,12 @@ def predict_probabilities(model, docs: list[EncodedDoc], batch_size: int, device
 
     Batches are formed from documents sorted by length, so little compute goes to padding
     (on variable-length data this gives about twice the throughput of unsorted batches; see
-    benchmarks/README.md).
+    benchmarks/README.md). Hierarchical documents are streamed: no encoder call sees more than
+    batch_size chunks (see predict_hierarchical).
     """
     model.eval()
+    if hierarchical:
+        return predict_hierarchical(model, docs, batch_size, device, autocast_context, progress)
     probabilities = [None] * len(docs)
     for indices in sorted_batches([doc.length for doc in docs], batch_size):
         batch = collate([docs[i] for i in indices], hierarchical, pad_id)
@@ -26,4 +30,51 @@ def predict_probabilities(model, docs: list[EncodedDoc], batch_size: int, device
             probabilities[i] = p
         if progress is not None:
             progress.update(len(indices))
+    return torch.stack(probabilities) if probabilities else torch.zeros(0)
+
+
+def chunk_groups(chunk_counts: list[int], max_chunks: int) -> list[list[int]]:
+    """Documents (indices) grouped so a group holds at most max_chunks chunks, or is a single
+    document with more; most chunks first, so documents of similar size share a group."""
+    if max_chunks < 1:
+        raise ValueError(f"max_chunks must be >= 1, got {max_chunks}")
+    groups, current, size = [], [], 0
+    for i in sorted(range(len(chunk_counts)), key=lambda i: -chunk_counts[i]):
+        if current and size + chunk_counts[i] > max_chunks:
+            groups.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += chunk_counts[i]
+    return groups + ([current] if current else [])
+
+
+@torch.no_grad()
+def predict_hierarchical(model, docs: list[EncodedDoc], max_chunks: int, device: torch.device,
+                         autocast_context, progress=None) -> torch.Tensor:
+    """Class probabilities (N, K) float32 of hierarchically encoded documents, encoding at most
+    max_chunks chunks per encoder call.
+
+    Without this bound one long text is one forward pass over all its chunks: a 5 MB text is about
+    2,500 chunks of 510 tokens, whose activations need gigabytes even on a tiny model. Here each
+    group's chunks go through the encoder in pieces of max_chunks; only their (C, F) features are
+    kept, and the head pools them per document (BertClassifier.chunk_features / classify_chunks),
+    which gives the same logits as one forward over all chunks.
+    """
+    model.eval()
+    probabilities = [None] * len(docs)
+    for group in chunk_groups([len(doc.chunks) for doc in docs], max_chunks):
+        chunks = [chunk for i in group for chunk in docs[i].chunks]
+        doc_index = torch.tensor([d for d, i in enumerate(group) for _ in docs[i].chunks], device=device)
+        features = []
+        for start in range(0, len(chunks), max_chunks):
+            piece = pad_batch(chunks[start:start + max_chunks])
+            with autocast_context:
+                features.append(model.chunk_features(*(piece[name].to(device) for name in
+                                                       ("input_ids", "token_type_ids", "attention_mask"))))
+        with autocast_context:
+            logits = model.classify_chunks(torch.cat(features), doc_index, len(group))
+        for i, p in zip(group, F.softmax(logits.float(), dim=-1).cpu()):
+            probabilities[i] = p
+        if progress is not None:
+            progress.update(len(group))
     return torch.stack(probabilities) if probabilities else torch.zeros(0)
