@@ -1,9 +1,14 @@
 """Checkpoint conversion: bit-exact round trips, Hugging Face variants, clear errors, nothing skipped silently."""
 
+import dataclasses
 import json
 import os
 import pickle
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +26,16 @@ from minibert.checkpoints.formats import (
     save_checkpoint,
     state_of,
 )
+from minibert.checkpoints.classifier import load_classifier, save_classifier
+from minibert.checkpoints.integrity import check_vocab, read_safetensors, write_sha256_sidecar
 from minibert.checkpoints.tf_checkpoint import read_tf_checkpoint, write_tf_checkpoint
-from minibert.errors import CheckpointError
+from minibert.errors import CheckpointError, ConfigError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
+from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.model.pretraining import BertForPreTraining
+from minibert.text.encoding import TextEncoding
+from minibert.text.tokenization import FullTokenizer
 
 
 def assert_same_tensors(a: dict, b: dict):
@@ -229,3 +239,300 @@ def test_convert_script(tiny_google, tmp_path, capsys):
     assert "read tf checkpoint" in out and "mapped 46 tensors (encoder + mlm + nsp)" in out
     assert "wrote hf checkpoint" in out and "[MASK] top 5:" in out
     assert detect_format(tmp_path / "hf") == "hf"
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity: checksums, non-finite weights, what each format can hold
+
+
+WORDS = "the a of and to in is capital france paris city river news sport market goal team".split()
+
+
+def write_vocab(folder, size):
+    """A vocab.txt of exactly `size` tokens (specials, words, then filler tokens)."""
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+    tokens += [f"tok{i}" for i in range(size - len(tokens))]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(tokens[:size]) + "\n")
+    return folder / "vocab.txt"
+
+
+def minibert_folder(folder, seed=0):
+    """A minibert folder holding random pre-training weights (vocab_size 51) and a 51-token vocab."""
+    config, state = random_pretraining_state(seed)
+    vocab = write_vocab(folder, config.vocab_size)
+    save_checkpoint(folder, Checkpoint(config, state, "minibert", folder, vocab, architecture_of(state)))
+    return folder, state
+
+
+def test_flipped_byte_in_minibert_weights_is_refused(tmp_path):
+    folder, state = minibert_folder(tmp_path / "m")
+    assert_same_tensors(load_checkpoint(folder).state, state)
+    file = folder / "model.safetensors"
+    data = bytearray(file.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last tensor: still a valid safetensors file
+    file.write_bytes(bytes(data))
+    assert load_file(file)  # safetensors itself does not notice
+    with pytest.raises(CheckpointError, match=f"^{file}: sha256 differs from the one recorded in .*minibert.json"):
+        load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weight_is_refused_naming_the_tensor(tmp_path, value):
+    config, state = random_pretraining_state()
+    state["bert.layers.1.key.bias"][3] = value
+    state["nsp.weight"][0, 0] = value
+    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state)), "hf")
+    with pytest.raises(CheckpointError, match="non-finite values \\(NaN or inf\\) in bert.layers.1.key.bias, nsp.weight$"):
+        load_checkpoint(tmp_path / "hf")
+
+
+def test_save_tf_refuses_a_layer_norm_eps_google_cannot_store(tmp_path):
+    config, state = random_pretraining_state()
+    config = dataclasses.replace(config, layer_norm_eps=1e-5)
+    checkpoint = Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state))
+    with pytest.raises(CheckpointError, match="layer_norm_eps=1e-05 cannot be stored in Google's bert_config.json"):
+        save_checkpoint(tmp_path / "tf", checkpoint, "tf")
+    assert not (tmp_path / "tf").exists()
+    save_checkpoint(tmp_path / "hf", checkpoint, "hf")  # Hugging Face stores it
+    assert load_checkpoint(tmp_path / "hf").config.layer_norm_eps == 1e-5
+
+
+def classifier_folder(folder, head, hierarchical=False, max_seq_length=16, vocab_size=51):
+    """A train.py-style classifier folder (random weights) over a small vocabulary."""
+    config = BertConfig(vocab_size=vocab_size, hidden_size=12, num_hidden_layers=4, num_attention_heads=3,
+                        intermediate_size=20, max_position_embeddings=16)
+    torch.manual_seed(1)
+    model = BertClassifier(config, head)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    vocab = write_vocab(folder.parent / (folder.name + "_vocab"), 51)
+    tokenizer = FullTokenizer(vocab, check_case=False)
+    encoding = TextEncoding(max_seq_length, head_tokens=4, hierarchical=hierarchical)
+    save_classifier(folder, model.eval(), ["a", "b", "c"], encoding, tokenizer, vocab)
+    return model.eval(), tokenizer
+
+
+def test_classifier_heads_hf_and_tf_cannot_express_are_refused(tmp_path):
+    classifier_folder(tmp_path / "first4", HeadConfig(num_labels=3, layers="first4", layer_combine="mean"))
+    for fmt in ("hf", "tf"):
+        with pytest.raises(CheckpointError, match="BertClassifier.*has no equivalent.*keep it as a minibert folder"):
+            convert(tmp_path / "first4", tmp_path / fmt, fmt)
+        assert not (tmp_path / fmt).exists() and leftovers(tmp_path) == []
+    convert(tmp_path / "first4", tmp_path / "copy", "minibert")  # minibert keeps the head and its description
+    assert (tmp_path / "copy" / "classifier.json").read_text() == (tmp_path / "first4" / "classifier.json").read_text()
+    assert torch.equal(load_classifier(tmp_path / "copy").model.head.out.weight,
+                       load_classifier(tmp_path / "first4").model.head.out.weight)
+
+
+def test_standard_classifier_converts_and_transformers_reads_it(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    ours, tokenizer = classifier_folder(tmp_path / "std", HeadConfig(num_labels=3))
+    convert(tmp_path / "std", tmp_path / "hf", "hf")
+    convert(tmp_path / "std", tmp_path / "tf", "tf")
+    assert load_checkpoint(tmp_path / "tf").architecture == "BertForSequenceClassification"
+    theirs = transformers.BertForSequenceClassification.from_pretrained(
+        str(tmp_path / "hf"), attn_implementation="eager").eval()
+    ids = torch.tensor([[2] + tokenizer.encode_text("the capital of france is paris") + [3]])
+    with torch.no_grad():
+        a = ours(ids)
+        b = theirs(input_ids=ids).logits
+    assert (a - b).abs().max() < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# The converter never loses the destination
+
+
+def convert(src, dst, fmt="minibert", **options):
+    checkpoints_convert.main(checkpoints_convert.ConvertConfig(src=str(src), dst=str(dst), format=fmt, **options))
+
+
+def leftovers(folder):
+    """Temporary or old copies a failed conversion could leave beside the destination."""
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".old")))
+
+
+def snapshot(folder):
+    """Every entry of a folder, with the bytes of its files."""
+    return {p.name: p.read_bytes() if p.is_file() else snapshot(p) for p in sorted(folder.iterdir())}
+
+
+def test_convert_validates_everything_before_touching_dst(tiny_google, tmp_path):
+    convert(tiny_google, tmp_path / "dst", "hf")
+    before = snapshot(tmp_path / "dst")
+    # A Hugging Face folder missing one tensor.
+    src, _ = minibert_folder(tmp_path / "m")
+    convert(src, tmp_path / "hf", "hf")
+    tensors = load_file(tmp_path / "hf" / "model.safetensors")
+    del tensors["bert.encoder.layer.1.attention.self.key.bias"]
+    save_file(tensors, tmp_path / "hf" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="cannot load into BertForPreTraining\n  missing: bert.layers.1.key.bias$"):
+        convert(tmp_path / "hf", tmp_path / "dst", "hf")
+    assert snapshot(tmp_path / "dst") == before and leftovers(tmp_path) == []
+
+
+def test_convert_keeps_dst_when_the_written_model_fails_its_check(tiny_google, tmp_path, monkeypatch):
+    convert(tiny_google, tmp_path / "dst", "hf")
+    before = snapshot(tmp_path / "dst")
+
+    def failing_check(folder, expected, do_lower_case):
+        assert (folder / "bert_model.ckpt.index").is_file()  # the new model was written, under a temporary name
+        raise CheckpointError("sanity check failed")
+
+    monkeypatch.setattr(checkpoints_convert, "sanity_forward", failing_check)
+    src, _ = minibert_folder(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="sanity check failed"):
+        convert(src, tmp_path / "dst", "tf")
+    assert snapshot(tmp_path / "dst") == before and leftovers(tmp_path) == []
+
+
+def google_release(tiny_google, folder):
+    """The files of a Google release folder (the fixture folder also holds test material)."""
+    folder.mkdir()
+    for name in ("bert_config.json", "bert_model.ckpt.index", "bert_model.ckpt.data-00000-of-00001", "vocab.txt"):
+        shutil.copy(tiny_google / name, folder / name)
+    return folder
+
+
+def test_convert_into_a_folder_of_another_format_leaves_one_model(tiny_google, tmp_path, capsys):
+    dst = google_release(tiny_google, tmp_path / "dst")
+    src, state = minibert_folder(tmp_path / "m")
+    convert(src, dst, "hf")
+    assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
+    assert detect_format(dst) == "hf"
+    assert_same_tensors(load_checkpoint(dst).state, state)  # the new model, not the old TF one
+    assert "[MASK] top 5:" in capsys.readouterr().out
+
+
+def test_convert_refuses_a_destination_with_other_files(tiny_google, tmp_path):
+    dst = tmp_path / "dst"
+    shutil.copytree(tiny_google, dst)
+    (dst / "notes.txt").write_text("mine")
+    (dst / "runs").mkdir()
+    (dst / "runs" / "metrics.jsonl").write_text("{}\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match=f"^{dst}: holds files that are not a checkpoint's \\(README.md, golden.npz, "
+                                              "golden_tanh.npz, inputs.txt, notes.txt, runs/, variables.txt\\)"):
+        convert(tiny_google, dst, "hf")
+    assert snapshot(tmp_path) == before
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="a file, not a folder"):
+        convert(tiny_google, tmp_path / "file", "hf")
+
+
+def test_convert_in_place(tiny_google, tmp_path):
+    folder = google_release(tiny_google, tmp_path / "release")
+    convert(folder, folder, "hf")
+    assert detect_format(folder) == "hf" and not list(folder.glob("*.ckpt*"))
+    assert_same_tensors(load_checkpoint(folder).state, load_checkpoint(tiny_google).state)
+    convert(folder, folder, "tf")  # and back
+    assert detect_format(folder) == "tf" and not (folder / "model.safetensors").exists()
+    assert_same_tensors(load_checkpoint(folder).state, load_checkpoint(tiny_google).state)
+    assert leftovers(tmp_path) == []
+
+
+def run_script(script, *args):
+    return subprocess.run([sys.executable, script, *map(str, args)], capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent, timeout=120)
+
+
+def test_convert_errors_are_one_line_with_the_traceback_under_debug(tmp_path):
+    result = run_script("checkpoints_convert.py", tmp_path / "nothing", tmp_path / "dst")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {tmp_path / 'nothing'}: no checkpoint found (expected a TF checkpoint prefix " \
+                            "or .index file, or a folder with model.safetensors or pytorch_model.bin)\n"
+    result = run_script("checkpoints_convert.py", tmp_path / "nothing", tmp_path / "dst", "--debug")
+    assert result.returncode == 1 and "Traceback" in result.stderr and "CheckpointError" in result.stderr
+    assert not (tmp_path / "dst").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Config files, vocabularies, weights files
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_attention_heads": 0}, "num_attention_heads must be at least 1, got 0"),
+    ({"intermediate_size": -20}, "intermediate_size must be at least 1, got -20"),
+    ({"num_attention_heads": 5}, "hidden_size 12 is not a multiple of num_attention_heads 5"),
+    ({"hidden_size": "12"}, "hidden_size must be int, got '12'"),
+    ({"hidden_dropout_prob": "0.1"}, "hidden_dropout_prob must be float, got '0.1'"),
+    ({"num_hidden_layers": 2.0}, "num_hidden_layers must be int, got 2.0"),
+])
+def test_config_errors_name_the_file_and_the_key(tmp_path, change, message):
+    folder, _ = minibert_folder(tmp_path / "m")
+    config_file = folder / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **change}))
+    with pytest.raises(CheckpointError, match=f"^{re.escape(str(config_file))}: {re.escape(message)}$"):
+        load_checkpoint(folder)
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(config_file))}: {re.escape(message)}$"):
+        BertConfig.from_json_file(config_file)
+
+
+def test_config_that_is_not_an_object(tmp_path):
+    folder, _ = minibert_folder(tmp_path / "m")
+    (folder / "config.json").write_text("[12, 2]")
+    with pytest.raises(CheckpointError, match="config.json: a config must be a JSON object, got list$"):
+        load_checkpoint(folder)
+
+
+def test_unknown_config_keys_are_reported(tmp_path, capsys):
+    folder, _ = minibert_folder(tmp_path / "m")
+    config_file = folder / "config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "hiden_size": 768,
+                                       "model_type": "bert"}))
+    checkpoint = load_checkpoint(folder)
+    assert checkpoint.ignored_config_keys == ["hiden_size", "model_type"]
+    assert checkpoint.warnings == [f"{config_file}: unknown config keys ignored: hiden_size"]  # not file metadata
+    with pytest.warns(UserWarning, match="unknown config keys ignored: hiden_size$"):
+        load_pretrained(folder)
+    convert(folder, tmp_path / "out")
+    assert "ignored config keys: hiden_size, model_type" in capsys.readouterr().out
+
+
+def test_check_vocab(tmp_path):
+    config = BertConfig(vocab_size=30522)
+    assert check_vocab(30522, config, "v.txt") == []
+    assert check_vocab(FullTokenizer(write_vocab(tmp_path, 30522), check_case=False), config, "v.txt") == []
+    # Padded embedding matrices (to a multiple of 128 rows) leave up to 127 unreachable rows.
+    assert check_vocab(30522 - 127, config, "v.txt") == [
+        "v.txt: 30395 tokens for vocab_size 30522: embedding rows 30395..30521 are unreachable (padding rows are harmless)"]
+    with pytest.raises(CheckpointError, match="^v.txt: 30394 tokens but the model's vocab_size is 30522 \\(128 embedding rows"):
+        check_vocab(30522 - 128, config, "v.txt")
+    with pytest.raises(CheckpointError, match="^v.txt: 30523 tokens but the model's vocab_size is 30522: ids past"):
+        check_vocab(30523, config, "v.txt")
+
+
+def test_converter_and_classifier_check_the_vocabulary(tmp_path, capsys):
+    folder, _ = minibert_folder(tmp_path / "m")
+    write_vocab(folder, 48)  # 3 rows of the 51 unreachable
+    convert(folder, tmp_path / "out")
+    assert f"warning: {folder / 'vocab.txt'}: 48 tokens for vocab_size 51" in capsys.readouterr().out
+    write_vocab(folder, 52)
+    with pytest.raises(CheckpointError, match="52 tokens but the model's vocab_size is 51"):
+        convert(folder, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+    classifier_folder(tmp_path / "c", HeadConfig(num_labels=3), vocab_size=54)
+    assert load_classifier(tmp_path / "c").warnings == [
+        f"{tmp_path / 'c' / 'vocab.txt'}: 51 tokens for vocab_size 54: embedding rows 51..53 are unreachable "
+        "(padding rows are harmless)"]
+
+
+def test_read_safetensors_names_the_file_and_checks_its_sidecar(tmp_path):
+    file = tmp_path / "last" / "optimizer.safetensors"
+    file.parent.mkdir()
+    save_file({"m": torch.arange(6.0)}, file)
+    assert torch.equal(read_safetensors(file)["m"], torch.arange(6.0))  # no sidecar: nothing to verify
+    assert write_sha256_sidecar(file).read_text().endswith("  optimizer.safetensors\n")
+    assert torch.equal(read_safetensors(file)["m"], torch.arange(6.0))
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0x40
+    file.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=f"^{file}: sha256 differs from the one recorded in {file}.sha256"):
+        read_safetensors(file)
+    file.write_bytes(bytes(data[:40]))
+    (tmp_path / "last" / "optimizer.safetensors.sha256").unlink()
+    with pytest.raises(CheckpointError, match=f"^{file}: cannot read safetensors file"):
+        read_safetensors(file)
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'nothing.safetensors'}: no such file$"):
+        read_safetensors(tmp_path / "nothing.safetensors")
