@@ -37,6 +37,8 @@ CHECKPOINT_FILES = (
     "checkpoint", "minibert.json", CLASSIFIER_FILE, "train_config.json", "model.safetensors.sha256",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
 )
+# What train.py writes beside a classifier's weights; kept when the output is a minibert folder.
+CLASSIFIER_FILES = (CLASSIFIER_FILE, "train_config.json")
 
 
 @dataclass
@@ -159,9 +161,10 @@ def main(cfg: ConvertConfig) -> None:
 
     def fill(folder: Path) -> None:
         save_checkpoint(folder, checkpoint, cfg.format)
-        if cfg.format == "minibert" and (src_folder / CLASSIFIER_FILE).is_file():
+        for name in CLASSIFIER_FILES if cfg.format == "minibert" else ():
             # The head's description travels with a minibert classifier, so it stays a classifier.
-            atomic_write_text(folder / CLASSIFIER_FILE, (src_folder / CLASSIFIER_FILE).read_text(encoding="utf-8"))
+            if (src_folder / name).is_file():
+                atomic_write_text(folder / name, (src_folder / name).read_text(encoding="utf-8"))
         sanity_forward(folder, checkpoint, cfg.do_lower_case)
 
     # DST is written as a new folder and swapped in only when the sanity check passed, so a failure
