@@ -443,7 +443,7 @@ def test_convert_errors_are_one_line_with_the_traceback_under_debug(tmp_path):
     assert result.stderr == f"error: {tmp_path / 'nothing'}: no checkpoint found (expected a TF checkpoint prefix " \
                             "or .index file, or a folder with model.safetensors or pytorch_model.bin)\n"
     result = run_script("checkpoints_convert.py", tmp_path / "nothing", tmp_path / "dst", "--debug")
-    assert result.returncode == 1 and "Traceback" in result.stderr and "CheckpointError" in result.stderr
+    assert result.returncode == 2 and "Traceback" in result.stderr and "CheckpointError" in result.stderr
     assert not (tmp_path / "dst").exists()
 
 

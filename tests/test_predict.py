@@ -101,7 +101,7 @@ def test_errors_are_one_line_with_the_traceback_under_debug(tmp_path):
         2, f"error: {tmp_path / 'nothing'}: not a classifier saved by train.py (no classifier.json)\n")
     result = subprocess.run(command + ["--debug"], capture_output=True, text=True, cwd=Path(__file__).parent.parent,
                             timeout=120)
-    assert result.returncode == 1 and "Traceback" in result.stderr
+    assert result.returncode == 2 and "Traceback" in result.stderr and "classifier.json" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,11 +127,11 @@ def test_hierarchical_prediction_streams_chunks_and_matches_one_forward(tmp_path
     sizes = []
     hook = model.bert.register_forward_hook(lambda module, args, output: sizes.append(args[0].shape[0]))
     streamed = predict_probabilities(model, docs, 4, torch.device("cpu"), torch.autocast("cpu", enabled=False),
-                                     hierarchical=True)
+                                     hierarchical=True, pad_id=tokenizer.pad_id)
     hook.remove()
     assert max(sizes) == 4 and sum(sizes) == 38  # every chunk once, never more than 4 per encoder call
     with torch.no_grad():  # one forward over all chunks of all documents
-        expected = torch.softmax(model(**model_inputs(collate(docs, hierarchical=True), torch.device("cpu"))), -1)
+        expected = torch.softmax(model(**model_inputs(collate(docs, True, tokenizer.pad_id), torch.device("cpu"))), -1)
     assert (streamed - expected).abs().max() < 1e-5
 
 

@@ -2,7 +2,7 @@
 
 safetensors has no checksum of its own: a flipped byte in a tensor's data loads silently. minibert
 therefore records a sha256 per weights file (in a minibert folder's minibert.json, or in a
-`<file>.sha256` sidecar beside any other safetensors file it writes, e.g. a run's `last/` state) and
+`<file>.sha256` sidecar in sha256sum's format, which read_safetensors checks when it is there) and
 verifies it on load. Every failure is a CheckpointError that names the file.
 """
 

@@ -20,7 +20,7 @@ def predict_probabilities(model, docs: list[EncodedDoc], batch_size: int, device
     """
     model.eval()
     if hierarchical:
-        return predict_hierarchical(model, docs, batch_size, device, autocast_context, progress)
+        return predict_hierarchical(model, docs, batch_size, device, autocast_context, progress, pad_id=pad_id)
     probabilities = [None] * len(docs)
     for indices in sorted_batches([doc.length for doc in docs], batch_size):
         batch = collate([docs[i] for i in indices], hierarchical, pad_id)
@@ -50,7 +50,7 @@ def chunk_groups(chunk_counts: list[int], max_chunks: int) -> list[list[int]]:
 
 @torch.no_grad()
 def predict_hierarchical(model, docs: list[EncodedDoc], max_chunks: int, device: torch.device,
-                         autocast_context, progress=None) -> torch.Tensor:
+                         autocast_context, progress=None, *, pad_id: int) -> torch.Tensor:
     """Class probabilities (N, K) float32 of hierarchically encoded documents, encoding at most
     max_chunks chunks per encoder call.
 
@@ -67,7 +67,7 @@ def predict_hierarchical(model, docs: list[EncodedDoc], max_chunks: int, device:
         doc_index = torch.tensor([d for d, i in enumerate(group) for _ in docs[i].chunks], device=device)
         features = []
         for start in range(0, len(chunks), max_chunks):
-            piece = pad_batch(chunks[start:start + max_chunks])
+            piece = pad_batch(chunks[start:start + max_chunks], pad_id=pad_id)
             with autocast_context:
                 features.append(model.chunk_features(*(piece[name].to(device) for name in
                                                        ("input_ids", "token_type_ids", "attention_mask"))))
