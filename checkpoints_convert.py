@@ -11,7 +11,6 @@ place); an existing DST may hold only checkpoint files, which the new model repl
 ends in one line `error: ...` and exit status 2 (the traceback with --debug).
 """
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
