@@ -60,18 +60,16 @@ def model_for(checkpoint: Checkpoint, src: Path) -> torch.nn.Module:
     state = checkpoint.state
     if (src / CLASSIFIER_FILE).is_file():
         return load_classifier(src).model  # validates classifier.json, the vocabulary and every tensor
+    if checkpoint.architecture == "BertClassifier":
+        raise CheckpointError(f"{checkpoint.source}: a minibert-only classifier head needs the "
+                              f"{CLASSIFIER_FILE} train.py wrote beside it")
     if "head.out.weight" in state:
-        if checkpoint.architecture != "BertForSequenceClassification":
-            raise CheckpointError(f"{checkpoint.source}: a {checkpoint.architecture} head needs the "
-                                  f"{CLASSIFIER_FILE} train.py wrote beside it")
         model = BertClassifier(checkpoint.config, HeadConfig(num_labels=state["head.out.weight"].shape[0]))
     elif "mlm.bias" in state and "nsp.weight" in state:
         model = BertForPreTraining(checkpoint.config)
     else:
         model = BertModel(checkpoint.config)
-    unused = load_state(model, state, str(checkpoint.source))
-    if isinstance(model, BertClassifier) and unused:
-        raise CheckpointError(f"{checkpoint.source}: tensors the classifier does not use: {', '.join(unused)}")
+    load_state(model, state, str(checkpoint.source))  # raises on anything missing or unknown
     return model.eval()
 
 

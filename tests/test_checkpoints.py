@@ -110,6 +110,9 @@ def test_optimizer_state_and_classifier_of_a_fine_tuned_google_checkpoint(tiny_g
                                           "global_step (optimizer state)"]
     assert torch.equal(checkpoint.state["head.out.weight"], tensors["output_weights"])
     assert torch.equal(checkpoint.state["head.out.bias"], tensors["output_bias"])
+    # The converter loads it into run_classifier's model (encoder + pooled-[CLS] linear head).
+    convert(folder, tmp_path / "converted")
+    assert_same_tensors(load_checkpoint(tmp_path / "converted").state, checkpoint.state)
     # The classifier travels to Hugging Face as BertForSequenceClassification and back.
     save_checkpoint(tmp_path / "hf", checkpoint, "hf")
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
@@ -323,6 +326,9 @@ def test_classifier_heads_hf_and_tf_cannot_express_are_refused(tmp_path):
     assert (tmp_path / "copy" / "classifier.json").read_text() == (tmp_path / "first4" / "classifier.json").read_text()
     assert torch.equal(load_classifier(tmp_path / "copy").model.head.out.weight,
                        load_classifier(tmp_path / "first4").model.head.out.weight)
+    (tmp_path / "copy" / "classifier.json").unlink()  # without its description the head cannot be rebuilt
+    with pytest.raises(CheckpointError, match="a minibert-only classifier head needs the classifier.json"):
+        convert(tmp_path / "copy", tmp_path / "again")
 
 
 def test_standard_classifier_converts_and_transformers_reads_it(tmp_path):
