@@ -61,6 +61,8 @@ def predict_hierarchical(model, docs: list[EncodedDoc], max_chunks: int, device:
     which gives the same logits as one forward over all chunks.
     """
     model.eval()
+    # A DistributedDataParallel wrapper does not expose the classifier's methods; its .module does.
+    model = getattr(model, "module", model)
     probabilities = [None] * len(docs)
     for group in chunk_groups([len(doc.chunks) for doc in docs], max_chunks):
         chunks = [chunk for i in group for chunk in docs[i].chunks]
