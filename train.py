@@ -25,16 +25,16 @@ from tqdm import tqdm
 
 from minibert.checkpoints.classifier import load_classifier, save_classifier
 from minibert.checkpoints.formats import Checkpoint, load_checkpoint, load_state
+from minibert.checkpoints.integrity import check_vocab
 from minibert.cli import option, run_script
 from minibert.data import corpora
 from minibert.data.batching import length_grouped_batches
 from minibert.data.examples import LabelSet, encode_labels, read_examples
-from minibert.data.features import collate, encode_examples, model_inputs
+from minibert.data.features import cap_chunks, collate, encode_examples, model_inputs
 from minibert.data.splits import few_shot_subset
 from minibert.errors import ConfigError
 from minibert.files import atomic_write_text, remove_leftovers, sha256_file
 from minibert.model.bert import num_parameters
-from minibert.model.config import METADATA_KEYS
 from minibert.model.heads import BertClassifier, HeadConfig, layer_indices
 from minibert.resources import minilm_folder
 from minibert.text.encoding import TextEncoding
@@ -51,6 +51,7 @@ from minibert.training.run_state import capture_rng, find_run, load_run, save_ru
 from minibert.training.schedules import SCHEDULES, build_scheduler
 
 BBC_DIR = "data/bbc_news"
+TRAIN_CHUNK_CAP = 16  # hierarchical training with --max_chunks 0: at most this many chunks per text
 EMBEDDED_MODELS = {"minilm": minilm_folder}  # --init names that resolve to a model shipped by a package
 
 
@@ -80,7 +81,8 @@ class TrainConfig:
     hierarchical: bool = option(False, "encode all chunks of max_seq_length-2 tokens and pool them")
     chunk_pooling: str = option("mean", "hierarchical: how chunk [CLS] vectors are combined",
                                 choices=("mean", "max", "self_attention"))
-    max_chunks: int = option(0, "hierarchical: at most this many chunks per text (0 = all)")
+    max_chunks: int = option(0, "hierarchical: at most this many chunks per text (0 = all; training "
+                             f"then keeps the first {TRAIN_CHUNK_CAP} of longer texts, with a message)")
     # Classifier head (paper §5.3.2).
     head: str = option("cls", "cls: [CLS] features + linear; bilstm_attention: BERT-Feat baseline",
                        choices=("cls", "bilstm_attention"))
@@ -159,9 +161,8 @@ def load_init(cfg: TrainConfig, say=print) -> Checkpoint:
     pretrained = load_checkpoint(resolve_init(cfg.init))
     if pretrained.vocab_file is None:
         raise ConfigError(f"--init {cfg.init}: no vocab.txt beside the checkpoint")
-    unexpected = [key for key in pretrained.ignored_config_keys if key not in METADATA_KEYS]
-    if unexpected:  # e.g. a key of a newer BERT variant: the model may not be what the file describes
-        say(f"{pretrained.source.parent}: config keys minibert does not know, ignored: {', '.join(unexpected)}")
+    for warning in pretrained.warnings:  # e.g. a key of a newer BERT variant, or a typo
+        say(f"warning: {warning}")
     check_model_fits(cfg, pretrained.config)
     return pretrained
 
@@ -169,9 +170,8 @@ def load_init(cfg: TrainConfig, say=print) -> Checkpoint:
 def build_model(cfg: TrainConfig, pretrained: Checkpoint, num_labels: int):
     """The classifier with the pretrained encoder loaded (a new head), and the tokenizer."""
     tokenizer = FullTokenizer(pretrained.vocab_file, cfg.do_lower_case, cfg.tokenizer_variant)
-    if len(tokenizer.vocab) > pretrained.config.vocab_size:
-        raise ConfigError(f"{pretrained.vocab_file}: {len(tokenizer.vocab)} tokens but the model's "
-                          f"vocab_size is {pretrained.config.vocab_size}: wrong vocabulary for this checkpoint")
+    for warning in check_vocab(tokenizer, pretrained.config, pretrained.vocab_file):
+        print(f"warning: {warning}")
     head = HeadConfig(num_labels, cfg.head, cfg.layers, cfg.layer_combine, cfg.pooler, cfg.chunk_pooling, cfg.dropout)
     model = BertClassifier(pretrained.config, head)
     load_state(model.bert, pretrained.state, str(pretrained.source))  # every encoder weight, strictly
@@ -391,6 +391,14 @@ def main(cfg: TrainConfig) -> dict:
     encoding = TextEncoding(cfg.max_seq_length, cfg.truncation, cfg.head_tokens, cfg.hierarchical, cfg.max_chunks)
     start = time.time()
     train_docs = encode_examples(train_examples, train_labels, tokenizer, encoding)
+    if cfg.hierarchical and cfg.max_chunks == 0:
+        # Deviation from the paper (which encodes every chunk): training backpropagates through all
+        # chunks of a text at once, so one very long text could need gigabytes; beyond
+        # TRAIN_CHUNK_CAP chunks (8,160 tokens at 512) only the first are trained on, with a message.
+        # Evaluation and prediction stream chunks and use every one.
+        train_docs, message = cap_chunks(train_docs, [e.source for e in train_examples], TRAIN_CHUNK_CAP)
+        if message:
+            say(f"note: {message}")
     dev_docs = encode_examples(dev.examples, dev.labels, tokenizer, encoding)
     say(f"{len(train_docs)} train / {len(dev_docs)} dev examples, {len(labels)} classes "
         f"({', '.join(labels.names)}); tokenized in {time.time() - start:.1f}s; "

@@ -134,3 +134,10 @@ def test_scripts_print_bad_input_as_one_line(tiny_model, data, tmp_path):
         f"error: --max_seq_length 512 is more than the model's max_position_embeddings (64) in {tiny_model}"]
     done = subprocess.run(command + ["--debug"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" in done.stderr
+
+
+def test_hierarchical_training_caps_the_chunks_of_very_long_texts(tiny_model, data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "TRAIN_CHUNK_CAP", 2)
+    train.main(config(tiny_model, data, tmp_path / "run", hierarchical=True, max_seq_length=12, epochs=1))
+    out = capsys.readouterr().out
+    assert "have more than 2 chunks" in out and "train.jsonl:" in out and "only their first 2 chunks" in out
