@@ -1,0 +1,235 @@
+"""Fused attention over packed variable-length sequences, forward and backward, in Triton.
+
+`varlen_attention(q, k, v, cu_seqlens, max_seqlen)` computes, for every sequence of a packed batch
+and every head, softmax(q k^T * scale) v over the keys of the same sequence (BERT attends in both
+directions: no causal mask). FlashAttention-2 (Dao 2023): online softmax in blocks, fp32
+log-sum-exp saved for backward, P recomputed there; nothing T x T is ever stored. Dropout on the
+probabilities comes from Philox counters keyed by a seed and offset drawn from torch's CPU
+generator in forward, so backward regenerates the same mask and torch.manual_seed repeats it.
+
+Importing this module needs Triton (`pip install -e ".[gpu]"`). The kernels run on CUDA; on the
+CPU they run only under TRITON_INTERPRET=1 (set before this module is imported), which the tests use.
+
+Shapes: T total tokens of the batch, B sequences, N heads, D head size (up to 128).
+Dtypes: q, k, v fp32, bf16 or fp16 (one dtype); products accumulate in fp32; the log-sum-exp is
+fp32 (N, T), FlashAttention-2's varlen layout.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from minibert.errors import MinibertError
+from minibert.model.kernels import varlen_kernels as kernels
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_HEAD_DIM = 128
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Launch shape of one kernel: BM query rows x BN keys per tile, warps and pipeline stages."""
+
+    m: int
+    n: int
+    warps: int = 4
+    stages: int = 3
+
+
+def kernel_blocks(head_dim: int) -> dict[str, Blocks]:
+    """Tile sizes per kernel for a head size. BN and BM are multiples of 16 (tl.dot) and BN of 4
+    (`_keep_mask`). Forward holds a 128-query block and streams keys; the dk/dv kernel holds a key
+    block and streams 32 queries, the dq kernel the reverse, as in Triton's fused-attention
+    tutorial. Chosen for H100-class GPUs; benchmarks/gpu_attention.py measures them."""
+    wide = head_dim > 64
+    return {
+        "forward": Blocks(128, 64, warps=8 if wide else 4),
+        "keys": Blocks(32, 64 if wide else 128, warps=8 if wide else 4),
+        "queries": Blocks(128 if not wide else 64, 32, warps=8 if wide else 4),
+        "delta": Blocks(64, 0),
+        "keep": Blocks(16, 64),
+    }
+
+
+def _precision(dtype: torch.dtype) -> str:
+    # fp32 inputs get full fp32 products ("ieee"), as torch.matmul by default; TF32 would round the
+    # inputs to 10 mantissa bits. bf16/fp16 run on the tensor cores either way.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
+    """One clear line for each way the inputs cannot work (no device sync: values are not read)."""
+    if q.dim() != 3 or k.shape != q.shape or v.shape != q.shape:
+        raise MinibertError(f"varlen_attention: q, k, v must share one shape (T, N, D), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.dtype not in SUPPORTED_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise MinibertError(f"varlen_attention: q, k, v must share one of fp32/bf16/fp16, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.shape[-1] > MAX_HEAD_DIM:
+        raise MinibertError(f"varlen_attention: head size {q.shape[-1]} is over the supported {MAX_HEAD_DIM}")
+    if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1 or cu_seqlens.device != q.device:
+        raise MinibertError(f"varlen_attention: cu_seqlens must be int32 (B + 1,) on {q.device}, got {cu_seqlens.dtype} {tuple(cu_seqlens.shape)} on {cu_seqlens.device}")
+    if any(t.stride(-1) != 1 for t in (q, k, v)):
+        raise MinibertError("varlen_attention: q, k, v need a contiguous last (head size) dimension")
+
+
+def _token_head_strides(t: torch.Tensor) -> tuple[int, int]:
+    return t.stride(0), t.stride(1)
+
+
+def _common(q: torch.Tensor, blocks: Blocks) -> dict:
+    """Compile-time arguments shared by the attention kernels."""
+    D = q.shape[-1]
+    return dict(
+        HEAD_DIM=D, BLOCK_M=blocks.m, BLOCK_N=blocks.n, BLOCK_D=max(16, triton.next_power_of_2(D)),
+        num_warps=blocks.warps, num_stages=blocks.stages,
+    )
+
+
+def varlen_attention_forward(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+    dropout_p: float, softmax_scale: float, seed: int, offset: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The forward kernel alone: returns out (T, N, D) in q's dtype and the fp32 log-sum-exp (N, T)
+    of the scaled scores (before dropout). `seed`, `offset` pick the dropout mask (`philox_keep_mask`)."""
+    T, N, _ = q.shape
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((N, T), dtype=torch.float32, device=q.device)
+    B = cu_seqlens.numel() - 1
+    if T == 0 or B == 0:
+        return out, lse
+    blocks = kernel_blocks(q.shape[-1])["forward"]
+    grid = (triton.cdiv(max_seqlen, blocks.m), B, N)
+    kernels.forward_kernel[grid](
+        q, k, v, out, lse, cu_seqlens, seed, offset, softmax_scale, dropout_p, T,
+        *_token_head_strides(q), *_token_head_strides(k), *_token_head_strides(v), *_token_head_strides(out),
+        DROPOUT=dropout_p > 0, PRECISION=_precision(q.dtype), **_common(q, blocks),
+    )
+    return out, lse
+
+
+def varlen_attention_backward(
+    grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+    lse: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, dropout_p: float, softmax_scale: float,
+    seed: int, offset: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """FlashAttention-2's backward: delta = rowsum(dout * out), then dk, dv per key block and dq per
+    query block, P recomputed from `lse` and the dropout mask from (seed, offset). -> dq, dk, dv (T, N, D)."""
+    T, N, D = q.shape
+    B = cu_seqlens.numel() - 1
+    grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if T == 0 or B == 0:
+        return grad_q, grad_k, grad_v
+    if grad_out.stride(-1) != 1:
+        grad_out = grad_out.contiguous()
+    table = kernel_blocks(D)
+    delta = torch.empty((N, T), dtype=torch.float32, device=q.device)
+    block_d = max(16, triton.next_power_of_2(D))
+    kernels.delta_kernel[(triton.cdiv(T, table["delta"].m), N)](
+        out, grad_out, delta, T, *_token_head_strides(out), *_token_head_strides(grad_out),
+        HEAD_DIM=D, BLOCK_M=table["delta"].m, BLOCK_D=block_d,
+    )
+    shared = (seed, offset, softmax_scale, dropout_p, T, *_token_head_strides(q), *_token_head_strides(k),
+              *_token_head_strides(v), *_token_head_strides(grad_out))
+    flags = dict(DROPOUT=dropout_p > 0, PRECISION=_precision(q.dtype))
+    keys = table["keys"]
+    kernels.key_gradients_kernel[(triton.cdiv(max_seqlen, keys.n), B, N)](
+        q, k, v, grad_out, lse, delta, grad_k, grad_v, cu_seqlens, *shared,
+        *_token_head_strides(grad_k), *_token_head_strides(grad_v), **flags, **_common(q, keys),
+    )
+    queries = table["queries"]
+    kernels.query_gradients_kernel[(triton.cdiv(max_seqlen, queries.m), B, N)](
+        q, k, v, grad_out, lse, delta, grad_q, cu_seqlens, *shared,
+        *_token_head_strides(grad_q), **flags, **_common(q, queries),
+    )
+    return grad_q, grad_k, grad_v
+
+
+def philox_keep_mask(
+    seed: int, offset: int, cu_seqlens: torch.Tensor, max_seqlen: int, num_heads: int, dropout_p: float,
+) -> torch.Tensor:
+    """The dropout keep mask that the attention kernels draw for (seed, offset), written out.
+
+    Returns bool (N, T, max_seqlen): [h, i, j] is True when head h keeps the probability of query i
+    (packed index) for the key at position j of i's own sequence; False past that sequence's end.
+    Computed by a separate small kernel from the same Philox stream (`_keep_mask`), so it is exactly
+    the mask of forward and backward. Meant for tests and small shapes: it is N x T x max_seqlen.
+    """
+    T = int(cu_seqlens[-1])
+    keep = torch.zeros((num_heads, T, max_seqlen), dtype=torch.int8, device=cu_seqlens.device)
+    B = cu_seqlens.numel() - 1
+    if T and B:
+        blocks = kernel_blocks(0)["keep"]
+        kernels.keep_mask_kernel[(triton.cdiv(max_seqlen, blocks.m), B, num_heads)](
+            keep, cu_seqlens, seed, offset, dropout_p, T, max_seqlen, BLOCK_M=blocks.m, BLOCK_N=blocks.n,
+        )
+    return keep.view(torch.bool)
+
+
+def draw_seed_offset() -> tuple[int, int]:
+    """A Philox key and counter offset from torch's default CPU generator (no device sync).
+
+    The key lies in [2^32, 2^62) and the offset in [0, 2^31) so that Triton always passes them as
+    int64 and int32: one compiled kernel whatever the draw.
+    """
+    seed = int(torch.randint(2**32, 2**62, ()))
+    offset = int(torch.randint(0, 2**31, ()))
+    return seed, offset
+
+
+class VarlenAttention(torch.autograd.Function):
+    """softmax(q k^T * scale) with dropout on the probabilities, times v, per packed sequence.
+
+    Saves q, k, v, out, the (N, T) log-sum-exp and the Philox seed/offset; backward recomputes the
+    probabilities and the mask block by block.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, keep_mask_hook):
+        seed, offset = draw_seed_offset() if dropout_p > 0 else (2**32, 0)
+        out, lse = varlen_attention_forward(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset)
+        if keep_mask_hook is not None:
+            keep_mask_hook(philox_keep_mask(seed, offset, cu_seqlens, max_seqlen, q.shape[1], dropout_p))
+        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens)
+        ctx.args = (max_seqlen, dropout_p, softmax_scale, seed, offset)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
+        max_seqlen, dropout_p, softmax_scale, seed, offset = ctx.args
+        grads = varlen_attention_backward(
+            grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset
+        )
+        return (*grads, None, None, None, None, None)
+
+
+def varlen_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    dropout_p: float = 0.0,
+    softmax_scale: float | None = None,
+    keep_mask_hook: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Attention within each sequence of a packed batch, differentiable in q, k, v.
+
+    q, k, v: (T, N, D), the B sequences one after another, one dtype of fp32/bf16/fp16; under
+    autocast k and v are cast to q's dtype. cu_seqlens: int32 (B + 1,) on q's device, 0 first, T
+    last; max_seqlen: the longest sequence (not checked on the device: a smaller value leaves rows
+    uncomputed). dropout_p: dropout on the attention probabilities (0.0 in eval mode), inverted
+    (kept values scaled by 1 / (1 - p)). softmax_scale: defaults to 1 / sqrt(D).
+    keep_mask_hook: test hook; when given, called once in forward with the exact keep mask used,
+    `philox_keep_mask(...)`, bool (N, T, max_seqlen) (all True within sequences when dropout_p is 0).
+    Returns out (T, N, D) in q's dtype.
+    """
+    _check_inputs(q, k.to(q.dtype), v.to(q.dtype), cu_seqlens)
+    if not 0 <= dropout_p < 1:
+        raise MinibertError(f"varlen_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    scale = 1 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
+    # Autocast chose the projections' dtype; the kernel computes in that dtype with fp32 accumulation.
+    with torch.autocast(q.device.type, enabled=False):
+        return VarlenAttention.apply(q, k.to(q.dtype), v.to(q.dtype), cu_seqlens, max_seqlen, float(dropout_p), scale, keep_mask_hook)
