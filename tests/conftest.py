@@ -1,6 +1,13 @@
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Without a GPU, Triton kernels run in Triton's CPU interpreter. Triton reads the variable when a
+# kernel is defined (module import), so it is set here, before any test module imports one.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_GOOGLE = FIXTURES / "tiny_google"

@@ -35,8 +35,9 @@ def _keep_mask(seed, offset, head, rows, col_start, dropout_p, BLOCK_M: tl.const
     c2 = tl.full((BLOCK_M, QUARTER), head, tl.uint32)
     c3 = tl.full((BLOCK_M, QUARTER), offset, tl.uint32)
     r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
-    # join/join/reshape interleaves the words: key 4g + i gets word r_i of group g.
-    bits = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), (BLOCK_M, BLOCK_N))
+    # tl.join stacks along a new last axis, so join(join(r0, r2), join(r1, r3)) is (BM, BN/4, 2, 2)
+    # with [g, a, b] = r_(2a + b); flattened row-major, key 4g + i gets word r_i of call g.
+    bits = tl.reshape(tl.join(tl.join(r0, r2), tl.join(r1, r3)), (BLOCK_M, BLOCK_N))
     uniform = (bits >> 8).to(tl.float32) * (1.0 / 16777216.0)  # exact multiples of 2^-24
     return uniform >= dropout_p
 
