@@ -72,6 +72,9 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens:
         raise MinibertError(f"varlen_attention: cu_seqlens must be int32 (B + 1,) on {q.device}, got {cu_seqlens.dtype} {tuple(cu_seqlens.shape)} on {cu_seqlens.device}")
     if any(t.stride(-1) != 1 for t in (q, k, v)):
         raise MinibertError("varlen_attention: q, k, v need a contiguous last (head size) dimension")
+    if any(t.shape[0] * t.stride(0) >= 2**31 for t in (q, k, v)):
+        # The kernels index with 32-bit offsets (Triton's default for integer arguments).
+        raise MinibertError(f"varlen_attention: {q.shape[0]} tokens span 2^31 elements or more; split the batch")
 
 
 def _token_head_strides(t: torch.Tensor) -> tuple[int, int]:

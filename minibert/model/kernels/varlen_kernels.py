@@ -32,8 +32,8 @@ def _keep_mask(seed, offset, head, rows, col_start, dropout_p, BLOCK_M: tl.const
     groups = col_start // 4 + tl.arange(0, QUARTER)
     c0 = tl.broadcast_to(groups[None, :], (BLOCK_M, QUARTER)).to(tl.uint32)
     c1 = tl.broadcast_to(rows[:, None], (BLOCK_M, QUARTER)).to(tl.uint32)
-    c2 = tl.full((BLOCK_M, QUARTER), head, tl.uint32)
-    c3 = tl.full((BLOCK_M, QUARTER), offset, tl.uint32)
+    c2 = tl.zeros((BLOCK_M, QUARTER), tl.uint32) + head.to(tl.uint32)
+    c3 = tl.zeros((BLOCK_M, QUARTER), tl.uint32) + offset.to(tl.uint32)
     r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
     # tl.join stacks along a new last axis, so join(join(r0, r2), join(r1, r3)) is (BM, BN/4, 2, 2)
     # with [g, a, b] = r_(2a + b); flattened row-major, key 4g + i gets word r_i of call g.

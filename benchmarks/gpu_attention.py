@@ -1,0 +1,195 @@
+"""The Triton variable-length attention kernel on a GPU: checks against torch, then speed and memory.
+
+Needs a CUDA device and Triton (`pip install -e ".[gpu]"`); about a minute on an H100/H200, most
+of it compiling the kernels.
+
+1. Checks (exit status 1 if one fails): at BERT-base's attention shape (12 heads of 64) on packed
+   sequences of 1..512 tokens, the kernel's output and q/k/v gradients in bf16 and fp16 against the
+   float64 formula, next to the error of torch's SDPA on the padded batch in the same dtype (the
+   kernel must be within 2x of SDPA's error); head sizes 32 and 128; fp32 with dropout against the
+   formula with the kernel's own keep mask (exact up to fp32 rounding).
+2. Speed, bf16, forward + backward of attention alone, timed interleaved (one call of each engine in
+   turn, repeated; medians): the kernel, torch's flash varlen_attn on the same packed batch
+   (torch.nn.attention.varlen), and torch's flash SDPA on the padded batch, with and without
+   dropout 0.1, at 128 and 512 tokens and at lengths uniform in [20, 512]. TFLOP/s count the
+   useful work only, 4 N D sum(L^2) forward and 2.5 times that backward (FlashAttention's
+   convention), so padding shows as lower TFLOP/s. Flash SDPA takes no mask: on mixed lengths its
+   row times the padded work (what a padded encoder pays) and "sdpa-masked" adds the masked SDPA
+   that gives the right answer. Peak memory is what one forward + backward allocates beyond q, k, v.
+
+    python benchmarks/gpu_attention.py
+"""
+
+import argparse
+import contextlib
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from minibert.model.kernels import triton_available, varlen_attention_reference
+
+HEADS, HEAD_DIM = 12, 64  # BERT-base
+TOKENS = 32768  # packed tokens per benchmark batch (64 x 512)
+
+
+def packed(lengths, heads, head_dim, dtype, seed=0):
+    """q, k, v (T, N, D) leaves on the GPU, cu_seqlens int32 (B + 1,), max_seqlen."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(sum(lengths), heads, head_dim, generator=g).cuda().to(dtype).requires_grad_() for _ in range(3))
+    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    return q, k, v, cu_seqlens, max(lengths)
+
+
+def padding_index(cu_seqlens, L):
+    """Rows of the (B * L) padded batch that hold the packed tokens, and the (B, L) real-token mask."""
+    bounds = cu_seqlens.tolist()
+    rows = torch.cat([torch.arange(b * L, b * L + e - s) for b, (s, e) in enumerate(zip(bounds, bounds[1:]))]).cuda()
+    lengths = torch.tensor([e - s for s, e in zip(bounds, bounds[1:])], device="cuda")
+    return rows, torch.arange(L, device="cuda")[None, :] < lengths[:, None]
+
+
+def to_padded(x, rows, B, L):
+    """(T, N, D) -> (B, N, L, D), zeros in the padding (differentiable)."""
+    padded = x.new_zeros(B * L, *x.shape[1:]).index_copy(0, rows, x)
+    return padded.view(B, L, *x.shape[1:]).transpose(1, 2)
+
+
+def sdpa_packed(q, k, v, cu_seqlens, L, dropout_p=0.0, masked=True, backend=None):
+    """SDPA on the padded batch, returned packed (T, N, D); without `masked` padded keys take part."""
+    rows, real = padding_index(cu_seqlens, L)
+    B = cu_seqlens.numel() - 1
+    qp, kp, vp = (to_padded(t, rows, B, L) for t in (q, k, v))
+    mask = real[:, None, None, :] if masked else None
+    with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
+        out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, dropout_p=dropout_p)
+    return out.transpose(1, 2).reshape(B * L, *q.shape[1:])[rows]
+
+
+def exact_results(q, k, v, cu_seqlens, L, dropout_p=0.0, keep=None):
+    """float64 out and (out, dq, dk, dv) for a fixed random dout, from the written-out formula."""
+    exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    out = varlen_attention_reference(*exact, cu_seqlens, L, dropout_p, keep)
+    grad_out = torch.randn(out.shape, dtype=torch.float64, device="cuda")
+    return grad_out, [out.detach(), *torch.autograd.grad(out, exact, grad_out)]
+
+
+def errors(out, inputs, grad_out, expected):
+    """Max abs error of out, dq, dk, dv against the float64 results."""
+    found = [out, *torch.autograd.grad(out, inputs, grad_out.to(out.dtype))]
+    return [(a.double() - b).abs().max().item() for a, b in zip(found, expected)]
+
+
+def check_against_sdpa(varlen_attention, dtype, head_dim, lengths) -> bool:
+    q, k, v, cu, L = packed(lengths, HEADS, head_dim, dtype)
+    grad_out, expected = exact_results(q, k, v, cu, L)
+    ours = errors(varlen_attention(q, k, v, cu, L), (q, k, v), grad_out, expected)
+    theirs = errors(sdpa_packed(q, k, v, cu, L), (q, k, v), grad_out, expected)
+    ok = all(a <= 2 * b + 1e-3 for a, b in zip(ours, theirs))
+    row = "  ".join(f"{name} {a:.2e} (sdpa {b:.2e})" for name, a, b in zip(("out", "dq", "dk", "dv"), ours, theirs))
+    print(f"check {str(dtype):15} D={head_dim:<4} {'ok  ' if ok else 'FAIL'} {row}")
+    return ok
+
+
+def check_dropout(varlen_attention) -> bool:
+    lengths = [1, 37, 128, 300]
+    q, k, v, cu, L = packed(lengths, HEADS, HEAD_DIM, torch.float32)
+    masks = []
+    out = varlen_attention(q, k, v, cu, L, dropout_p=0.1, keep_mask_hook=masks.append)
+    grad_out, expected = exact_results(q, k, v, cu, L, 0.1, masks[0])
+    found = errors(out, (q, k, v), grad_out, expected)
+    kept = masks[0].sum().item() / (HEADS * sum(n * n for n in lengths))
+    ok = max(found) < 1e-4 and abs(kept - 0.9) < 0.005
+    print(f"check dropout fp32 D=64     {'ok  ' if ok else 'FAIL'} keep rate {kept:.4f}  "
+          + "  ".join(f"{name} {e:.2e}" for name, e in zip(("out", "dq", "dk", "dv"), found)))
+    return ok
+
+
+def engines(varlen_attention):
+    """name -> (callable(q, k, v, cu, L) -> packed out, dropout_p)."""
+    table = {
+        "triton-varlen": (lambda q, k, v, cu, L: varlen_attention(q, k, v, cu, L), 0.0),
+        "sdpa-flash": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L, masked=False, backend=SDPBackend.FLASH_ATTENTION), 0.0),
+        "sdpa-masked": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L), 0.0),
+        "triton-varlen p=0.1": (lambda q, k, v, cu, L: varlen_attention(q, k, v, cu, L, 0.1), 0.1),
+        "sdpa-flash p=0.1": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L, 0.1, False, SDPBackend.FLASH_ATTENTION), 0.1),
+    }
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+
+        table["torch-varlen"] = (lambda q, k, v, cu, L: varlen_attn(q, k, v, cu, cu, L, L), 0.0)
+    except ImportError as e:
+        print(f"torch varlen_attn unavailable: {e}")
+    return table
+
+
+def step(fn, q, k, v, cu, L, grad_out):
+    out = fn(q, k, v, cu, L)
+    torch.autograd.grad(out, (q, k, v), grad_out)
+
+
+def benchmark(varlen_attention, repeats: int) -> None:
+    g = torch.Generator().manual_seed(1)
+    shapes = {
+        "fixed 128": [128] * (TOKENS // 128),
+        "fixed 512": [512] * (TOKENS // 512),
+        "uniform 20..512": torch.randint(20, 513, (TOKENS // 266,), generator=g).tolist(),
+    }
+    table = engines(varlen_attention)
+    print(f"\nbf16 attention forward + backward, N={HEADS} D={HEAD_DIM}, medians of {repeats} interleaved calls")
+    print(f"{'batch':18} {'engine':22} {'ms':>8} {'TFLOP/s':>8} {'peak MB':>8} {'vs sdpa-flash':>13}")
+    for shape, lengths in shapes.items():
+        q, k, v, cu, L = packed(lengths, HEADS, HEAD_DIM, torch.bfloat16)
+        grad_out = torch.randn_like(q)
+        flops = 3.5 * 4 * HEADS * HEAD_DIM * sum(n * n for n in lengths)
+        names = [n for n in table if shape.startswith("uniform") or n != "sdpa-masked"]
+        peak, times = {}, {n: [] for n in names}
+        for name in names:  # warm-up (compiles), then peak memory of one step
+            for _ in range(3):
+                step(table[name][0], q, k, v, cu, L, grad_out)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            step(table[name][0], q, k, v, cu, L, grad_out)
+            peak[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        for _ in range(repeats):
+            for name in names:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                step(table[name][0], q, k, v, cu, L, grad_out)
+                end.record()
+                end.synchronize()
+                times[name].append(start.elapsed_time(end))
+        reference = statistics.median(times["sdpa-flash"])
+        for name in names:
+            ms = statistics.median(times[name])
+            print(f"{shape:18} {name:22} {ms:8.3f} {flops / ms / 1e9:8.1f} {peak[name]:8.0f} {reference / ms:13.2f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20, help="interleaved timed calls per engine and batch")
+    args = parser.parse_args()
+    if not torch.cuda.is_available() or not triton_available():
+        print("gpu_attention.py needs a CUDA device and Triton (pip install -e '.[gpu]')")
+        return 1
+    from minibert.model.kernels.varlen_attention import varlen_attention
+
+    print(torch.cuda.get_device_name(), "torch", torch.__version__)
+    g = torch.Generator().manual_seed(2)
+    mixed = [1, 512, *torch.randint(1, 513, (14,), generator=g).tolist()]
+    ok = all([
+        check_against_sdpa(varlen_attention, torch.bfloat16, 64, mixed),
+        check_against_sdpa(varlen_attention, torch.float16, 64, mixed),
+        check_against_sdpa(varlen_attention, torch.bfloat16, 32, mixed[:6]),
+        check_against_sdpa(varlen_attention, torch.bfloat16, 128, mixed[:6]),
+        check_dropout(varlen_attention),
+    ])
+    benchmark(varlen_attention, args.repeats)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
