@@ -53,8 +53,9 @@ def small_tiles(request, monkeypatch):
     square = {"forward": Blocks(16, 16), "keys": Blocks(16, 16), "queries": Blocks(16, 16)}
     mixed = {"forward": Blocks(16, 32), "keys": Blocks(32, 16), "queries": Blocks(16, 32)}
     table = square if request.param == "16x16 tiles" else mixed
-    table = {**table, "delta": Blocks(16, 0), "keep": Blocks(16, 16)}
-    monkeypatch.setattr(varlen_module, "kernel_blocks", lambda head_dim: table)
+    monkeypatch.setattr(varlen_module, "kernel_blocks", lambda head_dim, dtype: table)
+    monkeypatch.setattr(varlen_module, "DELTA_ROWS", 16)
+    monkeypatch.setattr(varlen_module, "KEEP_TILE", Blocks(16, 16))
 
 
 def packed_batch(lengths, heads=N, head_dim=D, dtype=torch.float32, seed=0):
@@ -89,8 +90,9 @@ def formula(q, k, v, cu_seqlens, L, keep=None, dropout_p=0.0):
     if keep is not None:
         keep_padded, _ = pad(keep.transpose(0, 1).double(), cu_seqlens, L)  # (B, N, L, max_seqlen)
         probs = probs * keep_padded[..., :L] / (1 - dropout_p)
-    unpad = lambda x: x.transpose(1, 2).reshape(-1, *x.shape[1:2], *x.shape[3:])[rows]  # noqa: E731
-    return unpad(probs @ vp), unpad(torch.logsumexp(scores, -1)[..., None])[..., 0].T
+    out = (probs @ vp).transpose(1, 2).flatten(0, 1)[rows]  # (B, L, N, D) -> (T, N, D)
+    lse = torch.logsumexp(scores, -1).transpose(1, 2).flatten(0, 1)[rows]  # (T, N)
+    return out, lse.T
 
 
 def gradients(out, inputs, seed=1):
@@ -253,9 +255,11 @@ def test_head_sizes_with_default_tiles(head_dim):
     assert max_error(gradients(out, [qkv])[0], gradients(expected, [qkv])[0]) < 1e-5
 
 
-def test_fp16_inputs():
-    """fp16 in, fp32 accumulation: within fp16 rounding of the float64 formula on the same inputs."""
-    qkv, (q, k, v), cu_seqlens, max_seqlen = packed_batch([3, 40], heads=2, head_dim=64, dtype=torch.float16)
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_fp16_inputs(head_dim):
+    """fp16 in, fp32 accumulation, with the bf16/fp16 tile table: within fp16 rounding of the
+    float64 formula on the same inputs."""
+    qkv, (q, k, v), cu_seqlens, max_seqlen = packed_batch([3, 40], heads=2, head_dim=head_dim, dtype=torch.float16)
     out = varlen_attention(q, k, v, cu_seqlens, max_seqlen)
     expected, _ = formula(q, k, v, cu_seqlens, max_seqlen)
     assert out.dtype == torch.float16
@@ -280,6 +284,16 @@ def test_bad_inputs_get_one_clear_message():
 def test_importing_minibert_needs_no_triton():
     code = "import sys, minibert, minibert.model.bert, minibert.model.kernels; assert 'triton' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_gpus():
+    """The interpreter accepts code that the compiler refuses: lower the kernels with their real
+    tiles to cubins for sm_90 (H100/H200) and check their shared memory (no GPU needed)."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    script = os.path.join(os.path.dirname(__file__), "compile_varlen_kernels.py")
+    result = subprocess.run([sys.executable, script, "90", "bf16,fp32", "64,128"], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # ---- on a GPU: bf16 / fp16 against torch's SDPA on the padded batch ----------------------------

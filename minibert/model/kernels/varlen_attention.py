@@ -39,18 +39,27 @@ class Blocks:
     stages: int = 3
 
 
-def kernel_blocks(head_dim: int) -> dict[str, Blocks]:
-    """Tile sizes per kernel for a head size. BN and BM are multiples of 16 (tl.dot) and BN of 4
-    (`_keep_mask`). Forward holds a 128-query block and streams keys; the dk/dv kernel holds a key
-    block and streams 32 queries, the dq kernel the reverse, as in Triton's fused-attention
-    tutorial. Chosen for H100-class GPUs; benchmarks/gpu_attention.py measures them."""
-    wide = head_dim > 64
+# Rows per program of the delta kernel, and the tile of the keep-mask kernel (test-sized shapes).
+DELTA_ROWS = 64
+KEEP_TILE = Blocks(16, 64)
+
+
+def kernel_blocks(head_dim: int, dtype: torch.dtype) -> dict[str, Blocks]:
+    """Tiles of the forward, dk/dv ("keys") and dq ("queries") kernels for a head size and dtype.
+
+    BM and BN are multiples of 16 (tl.dot) and BN of 4 (`_keep_mask`). Forward holds a 128-query
+    block and streams the keys; the dk/dv kernel holds a key block and streams 32 queries, the dq
+    kernel the reverse, as in Triton's fused-attention tutorial. bf16/fp16 tiles need at most 57 KB
+    of shared memory (compiled for sm_80 and sm_90); fp32 tiles are halved with two stages to stay
+    under 100 KB. Chosen for H100-class GPUs without measurements yet (benchmarks/gpu_attention.py).
+    """
+    warps = 8 if head_dim > 64 else 4
+    if dtype == torch.float32:
+        return {"forward": Blocks(64, 32, warps, 2), "keys": Blocks(32, 64, warps, 2), "queries": Blocks(32, 32, warps, 2)}
     return {
-        "forward": Blocks(128, 64, warps=8 if wide else 4),
-        "keys": Blocks(32, 64 if wide else 128, warps=8 if wide else 4),
-        "queries": Blocks(128 if not wide else 64, 32, warps=8 if wide else 4),
-        "delta": Blocks(64, 0),
-        "keep": Blocks(16, 64),
+        "forward": Blocks(128, 64, warps),
+        "keys": Blocks(32, 64 if head_dim > 64 else 128, warps),
+        "queries": Blocks(64 if head_dim > 64 else 128, 32, warps),
     }
 
 
@@ -102,7 +111,7 @@ def varlen_attention_forward(
     B = cu_seqlens.numel() - 1
     if T == 0 or B == 0:
         return out, lse
-    blocks = kernel_blocks(q.shape[-1])["forward"]
+    blocks = kernel_blocks(q.shape[-1], q.dtype)["forward"]
     grid = (triton.cdiv(max_seqlen, blocks.m), B, N)
     kernels.forward_kernel[grid](
         q, k, v, out, lse, cu_seqlens, seed, offset, softmax_scale, dropout_p, T,
@@ -126,12 +135,11 @@ def varlen_attention_backward(
         return grad_q, grad_k, grad_v
     if grad_out.stride(-1) != 1:
         grad_out = grad_out.contiguous()
-    table = kernel_blocks(D)
+    table = kernel_blocks(D, q.dtype)
     delta = torch.empty((N, T), dtype=torch.float32, device=q.device)
-    block_d = max(16, triton.next_power_of_2(D))
-    kernels.delta_kernel[(triton.cdiv(T, table["delta"].m), N)](
+    kernels.delta_kernel[(triton.cdiv(T, DELTA_ROWS), N)](
         out, grad_out, delta, T, *_token_head_strides(out), *_token_head_strides(grad_out),
-        HEAD_DIM=D, BLOCK_M=table["delta"].m, BLOCK_D=block_d,
+        HEAD_DIM=D, BLOCK_M=DELTA_ROWS, BLOCK_D=max(16, triton.next_power_of_2(D)),
     )
     shared = (seed, offset, softmax_scale, dropout_p, T, *_token_head_strides(q), *_token_head_strides(k),
               *_token_head_strides(v), *_token_head_strides(grad_out))
@@ -163,9 +171,8 @@ def philox_keep_mask(
     keep = torch.zeros((num_heads, T, max_seqlen), dtype=torch.int8, device=cu_seqlens.device)
     B = cu_seqlens.numel() - 1
     if T and B:
-        blocks = kernel_blocks(0)["keep"]
-        kernels.keep_mask_kernel[(triton.cdiv(max_seqlen, blocks.m), B, num_heads)](
-            keep, cu_seqlens, seed, offset, dropout_p, T, max_seqlen, BLOCK_M=blocks.m, BLOCK_N=blocks.n,
+        kernels.keep_mask_kernel[(triton.cdiv(max_seqlen, KEEP_TILE.m), B, num_heads)](
+            keep, cu_seqlens, seed, offset, dropout_p, T, max_seqlen, BLOCK_M=KEEP_TILE.m, BLOCK_N=KEEP_TILE.n,
         )
     return keep.view(torch.bool)
 

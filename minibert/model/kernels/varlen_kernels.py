@@ -14,8 +14,10 @@ Shapes: T total tokens, N heads, D head size, BM x BN the query x key block, BD 
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)): exp2 is the GPU's native instruction
-LN2 = 0.6931471805599453
+# exp(x) = exp2(x * log2(e)): exp2 is the GPU's native instruction. Globals read inside kernels
+# must be tl.constexpr (compiled Triton refuses plain Python globals; the interpreter does not).
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit

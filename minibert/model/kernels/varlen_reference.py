@@ -7,7 +7,8 @@ the interpreter). Same layout as `varlen_attention`: q, k, v (T, N, D) packed, i
 import math
 
 import torch
-import torch.nn.functional as F
+
+from minibert.model.dropout import dropout
 
 
 def varlen_attention_reference(
@@ -25,7 +26,7 @@ def varlen_attention_reference(
     q, k, v: (T, N, D); cu_seqlens: (B + 1,) sequence starts, then T; max_seqlen: the longest sequence.
     keep: the dropout keep mask, bool (N, T, max_seqlen) as `philox_keep_mask` writes it ([h, i, j]:
     query i, key j of i's sequence); without it and with dropout_p > 0 the mask comes from torch's
-    generator (F.dropout). Kept probabilities are scaled by 1 / (1 - dropout_p).
+    generator (minibert.model.dropout). Kept probabilities are scaled by 1 / (1 - dropout_p).
     Computes in fp32 at least (float64 stays float64), returns (T, N, D) in q's dtype.
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
@@ -40,6 +41,6 @@ def varlen_attention_reference(
         if keep is not None:
             probs = probs * keep[:, start:end, : end - start] / (1 - dropout_p)
         elif dropout_p > 0:
-            probs = F.dropout(probs, dropout_p)
+            probs = dropout(probs, dropout_p)
         out[start:end] = (probs @ vs).transpose(0, 1)  # (L, N, D)
     return out.to(q.dtype)
