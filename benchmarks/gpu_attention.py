@@ -33,12 +33,14 @@ from minibert.model.kernels import triton_available, varlen_attention_reference
 
 HEADS, HEAD_DIM = 12, 64  # BERT-base
 TOKENS = 32768  # packed tokens per benchmark batch (64 x 512)
+FLASH = SDPBackend.FLASH_ATTENTION
 
 
 def packed(lengths, heads, head_dim, dtype, seed=0):
     """q, k, v (T, N, D) leaves on the GPU, cu_seqlens int32 (B + 1,), max_seqlen."""
     g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(sum(lengths), heads, head_dim, generator=g).cuda().to(dtype).requires_grad_() for _ in range(3))
+    shape = (sum(lengths), heads, head_dim)
+    q, k, v = (torch.randn(shape, generator=g).cuda().to(dtype).requires_grad_() for _ in range(3))
     cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
     return q, k, v, cu_seqlens, max(lengths)
 
@@ -111,10 +113,10 @@ def engines(varlen_attention):
     """name -> (callable(q, k, v, cu, L) -> packed out, dropout_p)."""
     table = {
         "triton-varlen": (lambda q, k, v, cu, L: varlen_attention(q, k, v, cu, L), 0.0),
-        "sdpa-flash": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L, masked=False, backend=SDPBackend.FLASH_ATTENTION), 0.0),
+        "sdpa-flash": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L, 0.0, False, FLASH), 0.0),
         "sdpa-masked": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L), 0.0),
         "triton-varlen p=0.1": (lambda q, k, v, cu, L: varlen_attention(q, k, v, cu, L, 0.1), 0.1),
-        "sdpa-flash p=0.1": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L, 0.1, False, SDPBackend.FLASH_ATTENTION), 0.1),
+        "sdpa-flash p=0.1": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L, 0.1, False, FLASH), 0.1),
     }
     try:
         from torch.nn.attention.varlen import varlen_attn

@@ -66,7 +66,8 @@ def main(arch: int, dtypes: list[str], head_dims: list[int]) -> int:
                     shared = compile_one(fn, target, dtype, constants, tile.warps, tile.stages)
                     report(f"{fn.__name__} {dtype} D={head_dim} {tile} dropout={dropout}", shared)
             constants = dict(HEAD_DIM=head_dim, BLOCK_M=DELTA_ROWS, BLOCK_D=block_d)
-            report(f"delta_kernel {dtype} D={head_dim}", compile_one(kernels.delta_kernel, target, dtype, constants, 4, 1))
+            shared = compile_one(kernels.delta_kernel, target, dtype, constants, 4, 1)
+            report(f"delta_kernel {dtype} D={head_dim}", shared)
     constants = dict(BLOCK_M=KEEP_TILE.m, BLOCK_N=KEEP_TILE.n)
     report("keep_mask_kernel", compile_one(kernels.keep_mask_kernel, target, "fp32", constants, 4, 1))
     return 1 if failures else 0

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("triton", reason="Triton is not installed (pip install -e '.[gpu]'); it runs these kernels on the CPU under TRITON_INTERPRET=1")
+NO_TRITON = "Triton is not installed (pip install -e '.[gpu]'); it runs these kernels on the CPU under TRITON_INTERPRET=1"
+pytest.importorskip("triton", reason=NO_TRITON)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -292,7 +293,8 @@ def test_kernels_compile_for_gpus():
     tiles to cubins for sm_90 (H100/H200) and check their shared memory (no GPU needed)."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     script = os.path.join(os.path.dirname(__file__), "compile_varlen_kernels.py")
-    result = subprocess.run([sys.executable, script, "90", "bf16,fp32", "64,128"], env=env, capture_output=True, text=True)
+    command = [sys.executable, script, "90", "bf16,fp32", "64,128"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

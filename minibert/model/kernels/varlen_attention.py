@@ -55,7 +55,11 @@ def kernel_blocks(head_dim: int, dtype: torch.dtype) -> dict[str, Blocks]:
     """
     warps = 8 if head_dim > 64 else 4
     if dtype == torch.float32:
-        return {"forward": Blocks(64, 32, warps, 2), "keys": Blocks(32, 64, warps, 2), "queries": Blocks(32, 32, warps, 2)}
+        return {
+            "forward": Blocks(64, 32, warps, stages=2),
+            "keys": Blocks(32, 64, warps, stages=2),
+            "queries": Blocks(32, 32, warps, stages=2),
+        }
     return {
         "forward": Blocks(128, 64, warps),
         "keys": Blocks(32, 64 if head_dim > 64 else 128, warps),
@@ -72,13 +76,16 @@ def _precision(dtype: torch.dtype) -> str:
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
     """One clear line for each way the inputs cannot work (no device sync: values are not read)."""
     if q.dim() != 3 or k.shape != q.shape or v.shape != q.shape:
-        raise MinibertError(f"varlen_attention: q, k, v must share one shape (T, N, D), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        shapes = ", ".join(str(tuple(t.shape)) for t in (q, k, v))
+        raise MinibertError(f"varlen_attention: q, k, v must share one shape (T, N, D), got {shapes}")
     if q.dtype not in SUPPORTED_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
-        raise MinibertError(f"varlen_attention: q, k, v must share one of fp32/bf16/fp16, got {q.dtype}, {k.dtype}, {v.dtype}")
+        dtypes = ", ".join(str(t.dtype) for t in (q, k, v))
+        raise MinibertError(f"varlen_attention: q, k, v must share one of fp32/bf16/fp16, got {dtypes}")
     if q.shape[-1] > MAX_HEAD_DIM:
         raise MinibertError(f"varlen_attention: head size {q.shape[-1]} is over the supported {MAX_HEAD_DIM}")
     if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1 or cu_seqlens.device != q.device:
-        raise MinibertError(f"varlen_attention: cu_seqlens must be int32 (B + 1,) on {q.device}, got {cu_seqlens.dtype} {tuple(cu_seqlens.shape)} on {cu_seqlens.device}")
+        got = f"{cu_seqlens.dtype} {tuple(cu_seqlens.shape)} on {cu_seqlens.device}"
+        raise MinibertError(f"varlen_attention: cu_seqlens must be int32 (B + 1,) on {q.device}, got {got}")
     if any(t.stride(-1) != 1 for t in (q, k, v)):
         raise MinibertError("varlen_attention: q, k, v need a contiguous last (head size) dimension")
     if any(t.shape[0] * t.stride(0) >= 2**31 for t in (q, k, v)):
@@ -206,6 +213,7 @@ class VarlenAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the backward kernels have no backward themselves
     def backward(ctx, grad_out):
         q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
         max_seqlen, dropout_p, softmax_scale, seed, offset = ctx.args
@@ -242,4 +250,5 @@ def varlen_attention(
     scale = 1 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)
     # Autocast chose the projections' dtype; the kernel computes in that dtype with fp32 accumulation.
     with torch.autocast(q.device.type, enabled=False):
-        return VarlenAttention.apply(q, k.to(q.dtype), v.to(q.dtype), cu_seqlens, max_seqlen, float(dropout_p), scale, keep_mask_hook)
+        k, v = k.to(q.dtype), v.to(q.dtype)
+        return VarlenAttention.apply(q, k, v, cu_seqlens, max_seqlen, float(dropout_p), scale, keep_mask_hook)
