@@ -278,6 +278,8 @@ def test_bad_inputs_get_one_clear_message():
     with pytest.raises(MinibertError, match="head size 160"):
         big = torch.zeros(7, 1, 160, device=DEVICE)
         varlen_attention(big, big, big, cu_seqlens, max_seqlen)
+    with pytest.raises(MinibertError, match="max_seqlen must be a Python int"):
+        varlen_attention(q, k, v, cu_seqlens, torch.tensor(max_seqlen))
     with pytest.raises(MinibertError, match="dropout_p"):
         varlen_attention(q, k, v, cu_seqlens, max_seqlen, dropout_p=1.0)
 

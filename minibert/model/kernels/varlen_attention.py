@@ -245,6 +245,8 @@ def varlen_attention(
     Returns out (T, N, D) in q's dtype.
     """
     _check_inputs(q, k.to(q.dtype), v.to(q.dtype), cu_seqlens)
+    if not isinstance(max_seqlen, int):
+        raise MinibertError(f"varlen_attention: max_seqlen must be a Python int, got {type(max_seqlen).__name__}")
     if not 0 <= dropout_p < 1:
         raise MinibertError(f"varlen_attention: dropout_p must be in [0, 1), got {dropout_p}")
     scale = 1 / math.sqrt(q.shape[-1]) if softmax_scale is None else float(softmax_scale)

@@ -5,8 +5,9 @@ GPU dependency. Tests run these kernels on the CPU with TRITON_INTERPRET=1.
 
 Layout (FlashAttention-2's varlen layout): q, k, v, out (T, N, D) with the sequences of a batch
 packed one after another, no padding; int32 cu_seqlens (B + 1,) holds the start of every sequence
-and the total. Log-sum-exp and delta are fp32 (N, T). Each program handles one block of rows of one
-sequence and one head: grid (row blocks of max_seqlen, B, N); blocks past a sequence's end return.
+and the total. Log-sum-exp and delta are fp32 (N, T). Each program handles one block of queries
+(keys in the dk/dv kernel) of one sequence and one head: grid (blocks of max_seqlen, B, N); blocks
+past their sequence's end return at once.
 
 Shapes: T total tokens, N heads, D head size, BM x BN the query x key block, BD = D rounded up.
 """
