@@ -15,13 +15,15 @@ of it compiling the kernels.
    useful work only, 4 N D sum(L^2) forward and 2.5 times that backward (FlashAttention's
    convention), so padding shows as lower TFLOP/s. Flash SDPA takes no mask: on mixed lengths its
    row times the padded work (what a padded encoder pays) and "sdpa-masked" adds the masked SDPA
-   that gives the right answer. Peak memory is what one forward + backward allocates beyond q, k, v.
+   (memory-efficient kernel) that gives the right answer. SDPA gets the batch already padded, so no
+   engine is timed copying. Peak memory is what one forward + backward allocates beyond its inputs.
 
     python benchmarks/gpu_attention.py
 """
 
 import argparse
 import contextlib
+import math
 import statistics
 import sys
 
@@ -109,27 +111,46 @@ def check_dropout(varlen_attention) -> bool:
     return ok
 
 
+class Batch:
+    """One benchmark batch twice: packed (T, N, D) for the varlen kernels and padded (B, N, L, D)
+    for SDPA, each with its own leaves and dout, so that no engine is timed padding or unpadding."""
+
+    def __init__(self, lengths):
+        self.q, self.k, self.v, self.cu, self.L = packed(lengths, HEADS, HEAD_DIM, torch.bfloat16)
+        self.grad_out = torch.randn_like(self.q)
+        rows, real = padding_index(self.cu, self.L)
+        padded = [to_padded(t.detach(), rows, len(lengths), self.L) for t in (self.q, self.k, self.v, self.grad_out)]
+        self.qp, self.kp, self.vp = (t.contiguous().requires_grad_() for t in padded[:3])
+        self.grad_out_padded = padded[3].contiguous()
+        self.mask = real[:, None, None, :]  # (B, 1, 1, L) real keys
+
+    def packed_step(self, attend):
+        out = attend(self.q, self.k, self.v, self.cu, self.L)
+        torch.autograd.grad(out, (self.q, self.k, self.v), self.grad_out)
+
+    def padded_step(self, backend, dropout_p=0.0, masked=False):
+        with sdpa_kernel(backend):
+            out = F.scaled_dot_product_attention(self.qp, self.kp, self.vp, attn_mask=self.mask if masked else None,
+                                                 dropout_p=dropout_p)
+        torch.autograd.grad(out, (self.qp, self.kp, self.vp), self.grad_out_padded)
+
+
 def engines(varlen_attention):
-    """name -> (callable(q, k, v, cu, L) -> packed out, dropout_p)."""
+    """name -> step(batch): one forward + backward."""
     table = {
-        "triton-varlen": (lambda q, k, v, cu, L: varlen_attention(q, k, v, cu, L), 0.0),
-        "sdpa-flash": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L, 0.0, False, FLASH), 0.0),
-        "sdpa-masked": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L), 0.0),
-        "triton-varlen p=0.1": (lambda q, k, v, cu, L: varlen_attention(q, k, v, cu, L, 0.1), 0.1),
-        "sdpa-flash p=0.1": (lambda q, k, v, cu, L: sdpa_packed(q, k, v, cu, L, 0.1, False, FLASH), 0.1),
+        "triton-varlen": lambda b: b.packed_step(varlen_attention),
+        "sdpa-flash": lambda b: b.padded_step(FLASH),
+        "sdpa-masked": lambda b: b.padded_step(SDPBackend.EFFICIENT_ATTENTION, masked=True),
+        "triton-varlen p=0.1": lambda b: b.packed_step(lambda q, k, v, cu, L: varlen_attention(q, k, v, cu, L, 0.1)),
+        "sdpa-flash p=0.1": lambda b: b.padded_step(FLASH, dropout_p=0.1),
     }
     try:
         from torch.nn.attention.varlen import varlen_attn
 
-        table["torch-varlen"] = (lambda q, k, v, cu, L: varlen_attn(q, k, v, cu, cu, L, L), 0.0)
+        table["torch-varlen"] = lambda b: b.packed_step(lambda q, k, v, cu, L: varlen_attn(q, k, v, cu, cu, L, L))
     except ImportError as e:
         print(f"torch varlen_attn unavailable: {e}")
     return table
-
-
-def step(fn, q, k, v, cu, L, grad_out):
-    out = fn(q, k, v, cu, L)
-    torch.autograd.grad(out, (q, k, v), grad_out)
 
 
 def benchmark(varlen_attention, repeats: int) -> None:
@@ -143,31 +164,35 @@ def benchmark(varlen_attention, repeats: int) -> None:
     print(f"\nbf16 attention forward + backward, N={HEADS} D={HEAD_DIM}, medians of {repeats} interleaved calls")
     print(f"{'batch':18} {'engine':22} {'ms':>8} {'TFLOP/s':>8} {'peak MB':>8} {'vs sdpa-flash':>13}")
     for shape, lengths in shapes.items():
-        q, k, v, cu, L = packed(lengths, HEADS, HEAD_DIM, torch.bfloat16)
-        grad_out = torch.randn_like(q)
+        batch = Batch(lengths)
         flops = 3.5 * 4 * HEADS * HEAD_DIM * sum(n * n for n in lengths)
         names = [n for n in table if shape.startswith("uniform") or n != "sdpa-masked"]
-        peak, times = {}, {n: [] for n in names}
-        for name in names:  # warm-up (compiles), then peak memory of one step
-            for _ in range(3):
-                step(table[name][0], q, k, v, cu, L, grad_out)
+        peak, times = {}, {}
+        for name in names:  # warm-up (compiles), then the peak memory of one step
+            try:
+                for _ in range(3):
+                    table[name](batch)
+            except RuntimeError as e:  # an engine torch lacks on this GPU: report it, time the rest
+                print(f"{shape:18} {name:22} unavailable: {str(e).splitlines()[0]}")
+                continue
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-            step(table[name][0], q, k, v, cu, L, grad_out)
-            peak[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
+            table[name](batch)
+            peak[name], times[name] = (torch.cuda.max_memory_allocated() - base) / 2**20, []
         for _ in range(repeats):
-            for name in names:
+            for name in times:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                step(table[name][0], q, k, v, cu, L, grad_out)
+                table[name](batch)
                 end.record()
                 end.synchronize()
                 times[name].append(start.elapsed_time(end))
-        reference = statistics.median(times["sdpa-flash"])
-        for name in names:
-            ms = statistics.median(times[name])
+        reference = statistics.median(times["sdpa-flash"]) if "sdpa-flash" in times else math.nan
+        for name, found in times.items():
+            ms = statistics.median(found)
             print(f"{shape:18} {name:22} {ms:8.3f} {flops / ms / 1e9:8.1f} {peak[name]:8.0f} {reference / ms:13.2f}")
+        del batch
 
 
 def main() -> int:
