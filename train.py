@@ -38,13 +38,14 @@ from minibert.model.bert import num_parameters
 from minibert.model.heads import BertClassifier, HeadConfig, layer_indices
 from minibert.resources import minilm_folder
 from minibert.text.encoding import TextEncoding
+from minibert.text.long_text import paper_head_tokens
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.distributed import (Distributed, all_reduce_sum, barrier, device_for, eval_shard, gather_objects,
                                            gather_rows, init_distributed, no_sync, shard_batches, shutdown)
 from minibert.training.evaluation import predict_probabilities
 from minibert.training.metrics import classification_report
 from minibert.training.metrics_log import LossWindow, MetricsLog
-from minibert.training.optimization import build_optimizer, freeze_encoder, parameter_groups, unfreeze
+from minibert.training.optimization import CLIPPING, build_optimizer, freeze_encoder, parameter_groups, unfreeze
 from minibert.training.plots import plot_learning_curves
 from minibert.training.precision import autocast, grad_scaler, resolve_device
 from minibert.training.run_state import capture_rng, find_run, load_run, save_run
@@ -77,7 +78,8 @@ class TrainConfig:
     max_seq_length: int = option(128, "tokens per sequence including [CLS] and [SEP]")
     truncation: str = option("head_tail", "which tokens of a long text to keep",
                              choices=("head", "tail", "head_tail"))
-    head_tokens: int = option(32, "head+tail: tokens from the start (the rest from the end); paper 128 of 510")
+    head_tokens: int = option(0, "head+tail: tokens from the start (the rest from the end); 0 = the paper's "
+                              "ratio 128 of 510 at any length (128 at 512 tokens, 32 at 128)")
     hierarchical: bool = option(False, "encode all chunks of max_seq_length-2 tokens and pool them")
     chunk_pooling: str = option("mean", "hierarchical: how chunk [CLS] vectors are combined",
                                 choices=("mean", "max", "self_attention"))
@@ -88,8 +90,15 @@ class TrainConfig:
                        choices=("cls", "bilstm_attention"))
     layers: str = option("last", "[CLS] of which layers: last, first4, last4, all, or a number (0 = embeddings)")
     layer_combine: str = option("concat", "how several layers are combined", choices=("concat", "mean", "max"))
-    pooler: bool = option(True, "pass the feature through BERT's tanh pooler (Google's run_classifier)")
+    pooler: str = option("auto", "pass the feature through BERT's tanh pooler (Google's run_classifier); auto = "
+                         "only for the last layer, which it was trained on", choices=("auto", "true", "false"))
     dropout: float = option(0.1, "dropout before the output layer")
+    # BERT-Feat head (Lin et al. 2017's BiLSTM with structured self-attention; the paper gives no sizes).
+    lstm_size: int = option(256, "bilstm_attention: LSTM hidden size per direction")
+    attention_hops: int = option(4, "bilstm_attention: attention hops r (rows of A)")
+    attention_size: int = option(128, "bilstm_attention: attention hidden size d_a")
+    attention_penalty: float = option(1.0, "bilstm_attention: coefficient of Lin et al.'s penalty ||AA^T - I||_F^2 "
+                                      "added to the loss (0 = off)")
     # Optimisation (paper §5.3.3, §5.4; Google's optimization.py).
     optimizer: str = option("adamw", "adamw, or Google's adam_weight_decay (no bias correction, eps 1e-6)",
                             choices=("adamw", "adam_weight_decay"))
@@ -99,7 +108,9 @@ class TrainConfig:
     schedule: str = option("warmup_linear", "learning-rate schedule", choices=tuple(SCHEDULES))
     warmup_proportion: float = option(0.1, "share of steps for warm-up (slanted_triangular: cut_frac)")
     slanted_ratio: float = option(32.0, "slanted_triangular: ratio of the peak lr to the lowest")
-    max_grad_norm: float = option(1.0, "clip gradients to this global norm (0 = off)")
+    max_grad_norm: float = option(1.0, "clip gradients to this norm (0 = off)")
+    clip_mode: str = option("global", "global: one norm over all gradients (Google's optimization.py); per_tensor: "
+                            "each tensor on its own (the paper's BERTAdam)", choices=tuple(CLIPPING))
     gradual_unfreezing: bool = option(False, "ULMFiT: train the head first, one more layer group each epoch")
     freeze_encoder: bool = option(False, "train only the head (BERT-Feat uses this)")
     class_weighted_loss: bool = option(False, "weight the loss by inverse class frequency")
@@ -167,12 +178,29 @@ def load_init(cfg: TrainConfig, say=print) -> Checkpoint:
     return pretrained
 
 
+def resolve_pooler(pooler: str, layers: str, num_layers: int) -> bool:
+    """--pooler auto: the tanh pooler only on the last layer's [CLS], the input it was trained on in
+    pre-training. For any other layer selection the paper's code (xuyige/BERT4doc-Classification)
+    classifies the raw [CLS] vectors, so auto turns the pooler off there."""
+    if pooler == "auto":
+        return layers in ("last", str(num_layers))
+    return {"true": True, "false": False}[pooler]
+
+
+def text_encoding(cfg: TrainConfig) -> TextEncoding:
+    """How texts become model inputs; head_tokens 0 takes the paper's head+tail ratio (128 of 510)."""
+    head_tokens = cfg.head_tokens or paper_head_tokens(cfg.max_seq_length)
+    return TextEncoding(cfg.max_seq_length, cfg.truncation, head_tokens, cfg.hierarchical, cfg.max_chunks)
+
+
 def build_model(cfg: TrainConfig, pretrained: Checkpoint, num_labels: int):
     """The classifier with the pretrained encoder loaded (a new head), and the tokenizer."""
     tokenizer = FullTokenizer(pretrained.vocab_file, cfg.do_lower_case, cfg.tokenizer_variant)
     for warning in check_vocab(tokenizer, pretrained.config, pretrained.vocab_file):
         print(f"warning: {warning}")
-    head = HeadConfig(num_labels, cfg.head, cfg.layers, cfg.layer_combine, cfg.pooler, cfg.chunk_pooling, cfg.dropout)
+    pooler = resolve_pooler(cfg.pooler, cfg.layers, pretrained.config.num_hidden_layers)
+    head = HeadConfig(num_labels, cfg.head, cfg.layers, cfg.layer_combine, pooler, cfg.chunk_pooling, cfg.dropout,
+                      cfg.lstm_size, cfg.attention_hops, cfg.attention_size)
     model = BertClassifier(pretrained.config, head)
     load_state(model.bert, pretrained.state, str(pretrained.source))  # every encoder weight, strictly
     return model, tokenizer
@@ -249,12 +277,17 @@ def check_options(cfg: TrainConfig) -> None:
         ("max_chunks", cfg.max_chunks >= 0, "at least 0 (0 = all)"),
         ("threads", cfg.threads >= 0, "at least 0 (0 = torch's default)"),
         ("max_seq_length", cfg.max_seq_length >= 4, "at least 4"),
+        ("head_tokens", cfg.head_tokens >= 0, "at least 0 (0 = the paper's ratio)"),
+        ("lstm_size", cfg.lstm_size >= 1, "at least 1"),
+        ("attention_hops", cfg.attention_hops >= 1, "at least 1"),
+        ("attention_size", cfg.attention_size >= 1, "at least 1"),
+        ("attention_penalty", cfg.attention_penalty >= 0, "at least 0 (0 = off)"),
     ]
     for name, ok, requirement in rules:
         if not ok:
             raise ConfigError(f"--{name} {getattr(cfg, name)}: must be {requirement}")
     try:
-        TextEncoding(cfg.max_seq_length, cfg.truncation, cfg.head_tokens, cfg.hierarchical, cfg.max_chunks)
+        text_encoding(cfg)
     except ValueError as e:
         raise ConfigError(f"--head_tokens {cfg.head_tokens}: {e}") from None
     if cfg.head == "bilstm_attention" and cfg.hierarchical:
@@ -388,7 +421,7 @@ def main(cfg: TrainConfig) -> dict:
     dev = Split(cfg.dev_file, *read_split(cfg, cfg.dev_file, labels)[:2])
     test = Split(cfg.test_file, *read_split(cfg, cfg.test_file, labels)[:2]) if cfg.test_file else None
     model, tokenizer = build_model(cfg, pretrained, len(labels))
-    encoding = TextEncoding(cfg.max_seq_length, cfg.truncation, cfg.head_tokens, cfg.hierarchical, cfg.max_chunks)
+    encoding = text_encoding(cfg)
     start = time.time()
     train_docs = encode_examples(train_examples, train_labels, tokenizer, encoding)
     if cfg.hierarchical and cfg.max_chunks == 0:
@@ -471,6 +504,8 @@ def main(cfg: TrainConfig) -> dict:
                     with autocast(device, cfg.precision):
                         logits = train_model(**model_inputs(batch, device))
                     loss = F.cross_entropy(logits.float(), batch["labels"].to(device), weight=weights)
+                    if cfg.head == "bilstm_attention" and cfg.attention_penalty:
+                        loss = loss + cfg.attention_penalty * model.head.penalty  # Lin et al. (2017) §2.2
                     # Each micro-batch's loss is scaled so the accumulated gradient is their mean.
                     scaler.scale(loss / len(steps[s])).backward()
                 window.add(loss, state.step + 1)
@@ -478,7 +513,7 @@ def main(cfg: TrainConfig) -> dict:
                 bar.update(1)
             scaler.unscale_(optimizer)
             if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                CLIPPING[cfg.clip_mode](model.parameters(), cfg.max_grad_norm)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from minibert.model.config import BertConfig
-from minibert.model.heads import BertClassifier, HeadConfig, group_chunks, layer_indices
+from minibert.model.heads import BertClassifier, HeadConfig, attention_penalty, group_chunks, layer_indices
 
 CONFIG = BertConfig(vocab_size=60, hidden_size=12, num_hidden_layers=6, num_attention_heads=3,
                     intermediate_size=20, max_position_embeddings=32)
@@ -111,3 +111,13 @@ def test_head_config_errors():
         HeadConfig(num_labels=2, chunk_pooling="median")
     with pytest.raises(ValueError, match="layers"):
         HeadConfig(num_labels=2, layers="middle")
+
+
+def test_attention_penalty_by_hand():
+    """Lin et al.'s ||A A^T - I||_F^2: zero for hops on distinct tokens; for r = 2 uniform hops over
+    T = 4 tokens A A^T is all 1/4, so P = 2 (1/4 - 1)^2 + 2 (1/4)^2 = 1.25."""
+    distinct = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])  # (B=1, T=4, r=2)
+    uniform = torch.full((1, 4, 2), 0.25)
+    assert attention_penalty(distinct).item() == 0.0
+    assert attention_penalty(uniform).item() == pytest.approx(1.25)
+    assert attention_penalty(torch.cat([distinct, uniform])).item() == pytest.approx(0.625)  # batch mean

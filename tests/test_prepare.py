@@ -153,10 +153,10 @@ AG_SPECIAL = [
     '"2","","Only a description"',
     '"4","Only a title",""',
 ]
-AG_SPECIAL_RECORDS = [
-    {"text": "Wall St. Bears Claw Back Into the Black (Reuters) Reuters - Short-sellers, Wall "
+AG_SPECIAL_RECORDS = [  # "title - description", as the paper's code joins them
+    {"text": "Wall St. Bears Claw Back Into the Black (Reuters) - Reuters - Short-sellers, Wall "
              "Street's dwindling\\band of ultra-cynics, are seeing green again.", "label": "Business"},
-    {"text": 'Title with "quotes", and commas First line\nsecond line', "label": "World"},
+    {"text": 'Title with "quotes", and commas - First line\nsecond line', "label": "World"},
     {"text": "Only a description", "label": "Sports"},
     {"text": "Only a title", "label": "Sci/Tech"},
 ]
@@ -167,27 +167,33 @@ def test_ag_news(tmp_path):
     write_zhang(source, AG_SPECIAL + filler(4, 20), corpora.AG_NEWS_CLASSES)
     write_zhang(source, AG_SPECIAL, name="test.csv")
     splits = run_prepare("ag_news", tmp_path / "out", "--source", source)
-    # Quoted commas, doubled quotes, \n escapes; an empty field adds no space; "\b" is not an escape.
+    # Quoted commas, doubled quotes, \n escapes; an empty field adds no separator; "\b" is not an escape.
     assert splits["test"] == AG_SPECIAL_RECORDS
-    train_all = corpora.read_zhang_csv(source / "train.csv", corpora.AG_NEWS_CLASSES)
+    train_all = corpora.read_zhang_csv(source / "train.csv", corpora.AG_NEWS_CLASSES, corpora.title_dash_description)
     assert train_all[:4] == AG_SPECIAL_RECORDS
-    assert train_all[4] == {"text": "c1 row 0 f0 c1 row 0 f1", "label": "World"}
+    assert train_all[4] == {"text": "c1 row 0 f0 - c1 row 0 f1", "label": "World"}
+    # The default assembly joins the fields with a space (Yelp, DBpedia, Sogou).
+    assert corpora.read_zhang_csv(source / "train.csv", corpora.AG_NEWS_CLASSES)[4]["text"] == "c1 row 0 f0 c1 row 0 f1"
     check_dev_split(splits, train_all, 0.1)
     assert class_sizes(splits["dev"]) == {"World": 2, "Sports": 2, "Business": 2, "Sci/Tech": 2}
     assert class_sizes(splits["train"]) == {"World": 19, "Sports": 19, "Business": 19, "Sci/Tech": 19}
 
 
-def test_yahoo_answers_three_text_fields(tmp_path):
+def test_yahoo_answers_is_a_question_answer_pair(tmp_path):
     rows = ['"6","Who won?","","The Yankees.\\n\\nIn 2009."',
-            '"9","How do I ask ""her""?","Any tips, anyone?","Just ask."'] + filler(10, 3, fields=3)
+            '"9","How do I ask ""her""?","Any tips, anyone?","Just ask."',
+            '"1","No answer here","",""', '"2","","","Only an answer"'] + filler(10, 3, fields=3)
     source = write_zhang(tmp_path / "yahoo_answers_csv", rows, corpora.YAHOO_ANSWERS_CLASSES)
-    write_zhang(source, rows[:2], name="test.csv")
+    write_zhang(source, rows[:4], name="test.csv")
     splits = run_prepare("yahoo_answers", tmp_path / "out", "--source", source, "--dev_fraction", 0.34)
     assert splits["test"] == [
-        {"text": "Who won? The Yankees.\n\nIn 2009.", "label": "Sports"},
-        {"text": 'How do I ask "her"? Any tips, anyone? Just ask.', "label": "Family & Relationships"},
+        {"text": "Who won?", "text_b": "The Yankees.\n\nIn 2009.", "label": "Sports"},
+        {"text": 'How do I ask "her"? Any tips, anyone?', "text_b": "Just ask.", "label": "Family & Relationships"},
+        {"text": "No answer here", "label": "Society & Culture"},
+        {"text": "Only an answer", "label": "Science & Mathematics"},
     ]
-    train_all = corpora.read_zhang_csv(source / "train.csv", corpora.YAHOO_ANSWERS_CLASSES)
+    train_all = corpora.read_zhang_csv(source / "train.csv", corpora.YAHOO_ANSWERS_CLASSES,
+                                       corpora.question_answer_pair)
     check_dev_split(splits, train_all, 0.34)
     assert class_sizes(splits["dev"])["Society & Culture"] == 1  # round(0.34 * 3)
 

@@ -21,6 +21,7 @@ from minibert.cli import parse_config
 from minibert.errors import ConfigError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
+from minibert.text.long_text import paper_head_tokens
 
 TOPICS = {
     "sport": "football match goal team player coach league season win score stadium cup",
@@ -81,7 +82,7 @@ def config(init, data, out, **overrides):
     values = dict(init=str(init), train_file=str(data / "train.jsonl"), dev_file=str(data / "dev.jsonl"),
                   test_file=str(data / "test.jsonl"), output_dir=str(out), max_seq_length=24, head_tokens=6,
                   epochs=5, batch_size=8, learning_rate=5e-3, layer_decay=0.9, eval_batch_size=16,
-                  log_every=2, device="cpu", seed=7, pooler=False, threads=1)
+                  log_every=2, device="cpu", seed=7, pooler="false", threads=1)
     values.update(overrides)
     return train.TrainConfig(**values)
 
@@ -165,7 +166,7 @@ def test_frozen_encoder_and_bert_feat(tiny_model, data, tmp_path):
 
 
 def test_gradual_unfreezing_trains_the_head_first(tiny_model, data, tmp_path):
-    train.main(config(tiny_model, data, tmp_path / "gu", gradual_unfreezing=True, epochs=1, pooler=True))
+    train.main(config(tiny_model, data, tmp_path / "gu", gradual_unfreezing=True, epochs=1, pooler="true"))
     unchanged = encoder_unchanged(tmp_path / "gu", tiny_model)
     assert not unchanged["bert.pooler.weight"]  # the pooler belongs to the top (head) group
     assert all(same for name, same in unchanged.items() if not name.startswith("bert.pooler"))
@@ -176,8 +177,9 @@ def test_gradual_unfreezing_trains_the_head_first(tiny_model, data, tmp_path):
     dict(hierarchical=True, chunk_pooling="max", max_seq_length=12, max_chunks=2),
     dict(hierarchical=True, chunk_pooling="self_attention", max_seq_length=12),
     dict(truncation="head"), dict(truncation="tail"),
-    dict(layers="all", layer_combine="concat", pooler=False), dict(layers="1", pooler=True),
-    dict(layers="all", layer_combine="max", pooler=True),
+    dict(layers="all", layer_combine="concat", pooler="false"), dict(layers="1", pooler="true"),
+    dict(layers="all", layer_combine="max", pooler="true"),
+    dict(clip_mode="per_tensor", optimizer="adam_weight_decay", schedule="google_warmup_linear"),
     dict(optimizer="adam_weight_decay", schedule="google_warmup_linear"),
     dict(schedule="slanted_triangular", slanted_ratio=16.0), dict(schedule="constant"),
     dict(class_weighted_loss=True, max_grad_norm=0.0),
@@ -272,3 +274,34 @@ def test_every_preset_is_a_valid_config():
     for preset in presets:
         cfg = parse_config(train.TrainConfig, ["--preset", str(preset)])
         assert cfg.max_seq_length == 512 and cfg.init.endswith("L-12_H-768_A-12"), preset
+
+
+def test_paper_settings_by_default(tiny_model, data, tmp_path, monkeypatch):
+    """head_tokens 0 = the paper's 128/510 ratio; --pooler auto is on only for the last layer;
+    --clip_mode picks the clipping function; Lin et al.'s penalty reaches the BERT-Feat loss."""
+    assert [paper_head_tokens(n) for n in (512, 128, 24)] == [128, 32, 6]
+    assert train.text_encoding(train.TrainConfig(max_seq_length=512)).head_tokens == 128
+    assert train.text_encoding(train.TrainConfig(max_seq_length=128, head_tokens=20)).head_tokens == 20
+    assert [train.resolve_pooler("auto", layers, 12) for layers in ("last", "12", "11", "last4", "0")] == \
+        [True, True, False, False, False]
+    assert train.resolve_pooler("true", "3", 12) and not train.resolve_pooler("false", "last", 12)
+
+    calls = []
+    spy = {name: (lambda fn, name: lambda params, norm: calls.append(name) or fn(params, norm))(fn, name)
+           for name, fn in train.CLIPPING.items()}
+    monkeypatch.setattr(train, "CLIPPING", spy)
+    cfg = config(tiny_model, data, tmp_path / "auto", head_tokens=0, pooler="auto", layers="1", epochs=1,
+                 clip_mode="per_tensor")
+    train.main(cfg)
+    saved = json.loads((tmp_path / "auto" / "best" / "classifier.json").read_text())
+    assert saved["encoding"]["head_tokens"] == 6 and saved["head"]["pooler"] is False
+    assert calls and set(calls) == {"per_tensor"}
+
+    def first_loss(out, penalty):
+        train.main(config(tiny_model, data, tmp_path / out, head="bilstm_attention", freeze_encoder=True, epochs=1,
+                          attention_penalty=penalty, attention_hops=3, lstm_size=8, attention_size=5))
+        head = json.loads((tmp_path / out / "best" / "classifier.json").read_text())["head"]
+        assert (head["attention_hops"], head["lstm_size"], head["attention_size"]) == (3, 8, 5)
+        return json.loads((tmp_path / out / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    # Same seed, same batches: the only difference is the penalty term, which is positive.
+    assert first_loss("p1", 1.0) > first_loss("p0", 0.0)

@@ -1,8 +1,9 @@
 """Yelp Review Full (Zhang et al. 2015) -> train/dev/test.jsonl.
 
 Labels are the stars "1".."5" (the archive has no classes.txt). Dev is a stratified part of the
-650,000 training reviews. The paper removes Yelp P. test texts from Yelp F. train: prepare
-yelp_polarity first, then pass --exclude_texts data/yelp_polarity/test.jsonl.
+650,000 training reviews. Fine-tuning uses the whole training set, as the paper does: it removes the
+Yelp P. test texts found in Yelp F. train only from the further pre-training corpora (Table 5
+caption). For such a corpus, --exclude_texts data/yelp_polarity/test.jsonl drops them.
 
     python data/yelp_full/prepare.py --source /path/to/yelp_review_full_csv --out data/yelp_full/
 """

@@ -23,7 +23,7 @@ import argparse
 import csv
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from minibert.data.examples import read_examples, write_jsonl
@@ -88,13 +88,41 @@ def read_aclimdb(root: str | Path, split: str) -> list[dict]:
     return records
 
 
-def read_zhang_csv(path: str | Path, class_names: Sequence[str] | None) -> list[dict]:
+def _stripped(fields: list[str]) -> list[str]:
+    return [field.replace("\\n", "\n").strip() for field in fields]
+
+
+def join_fields(fields: list[str]) -> dict:
+    """The non-empty fields joined by one space (Yelp, DBpedia, Sogou: title and content)."""
+    return {"text": " ".join(part for part in _stripped(fields) if part)}
+
+
+def title_dash_description(fields: list[str]) -> dict:
+    """AG's News: "title - description", as the paper's code builds text_a (an empty side drops the
+    separator, so a row with one field is that field alone)."""
+    return {"text": " - ".join(part for part in _stripped(fields) if part)}
+
+
+def question_answer_pair(fields: list[str]) -> dict:
+    """Yahoo! Answers as a text pair, as the paper's code feeds it: text_a = question title and
+    content, text_b = the best answer (segment B of [CLS] A [SEP] B [SEP]). A row without an answer
+    is a single text; a row without a question takes the answer as its text."""
+    title, content, answer = (_stripped(fields) + ["", "", ""])[:3]
+    question = " ".join(part for part in (title, content) if part)
+    if not question:
+        return {"text": answer}
+    return {"text": question, "text_b": answer} if answer else {"text": question}
+
+
+def read_zhang_csv(path: str | Path, class_names: Sequence[str] | None,
+                   assemble: Callable[[list[str]], dict] = join_fields) -> list[dict]:
     """A Zhang et al. (2015) CSV: no header; "label","text field",... (title, content; Yahoo:
     question title, question content, best answer), quotes doubled inside fields, newlines escaped
     as the two characters backslash n.
 
-    The text is the non-empty fields (stripped) joined by one space, with \\n turned back into a
-    newline. Label n (1-based) becomes class_names[n - 1]; with class_names None the number is kept
+    `assemble` turns the text fields (with \\n turned back into a newline) into the record's "text"
+    and optional "text_b": join_fields (default), title_dash_description (AG) or
+    question_answer_pair (Yahoo! Answers). Label n (1-based) becomes class_names[n - 1]; with class_names None the number is kept
     as a string. Every row must have as many fields as the first.
     """
     path = Path(path)
@@ -112,8 +140,10 @@ def read_zhang_csv(path: str | Path, class_names: Sequence[str] | None) -> list[
                     if len(row) < 2 or len(row) != width:
                         raise DataError(f"{where}: expected a label and {max(width - 1, 1)} text "
                                         f"field(s), got {len(row)} field(s)")
-                    records.append({"text": _zhang_text(row[1:], where),
-                                    "label": _zhang_label(row[0], class_names, where)})
+                    record = assemble(row[1:])
+                    if not record["text"]:
+                        raise DataError(f"{where}: all text fields are empty")
+                    records.append({**record, "label": _zhang_label(row[0], class_names, where)})
             except csv.Error as e:
                 raise DataError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
     except FileNotFoundError:
@@ -140,14 +170,6 @@ def _zhang_label(field: str, class_names: Sequence[str] | None, where: str) -> s
     return str(n) if class_names is None else class_names[n - 1]
 
 
-def _zhang_text(fields: list[str], where: str) -> str:
-    parts = [field.replace("\\n", "\n").strip() for field in fields]
-    text = " ".join(part for part in parts if part)
-    if not text:
-        raise DataError(f"{where}: all text fields are empty")
-    return text
-
-
 def zhang_class_names(source: str | Path, known: Sequence[str] | None = None) -> tuple[str, ...] | None:
     """Class names for a Zhang-format folder: its classes.txt (which must equal `known` when both
     exist), else `known`, else None (keep label numbers)."""
@@ -160,12 +182,13 @@ def zhang_class_names(source: str | Path, known: Sequence[str] | None = None) ->
     return names
 
 
-def read_zhang_folder(source: str | Path, known: Sequence[str] | None = None) -> tuple[list[dict], list[dict]]:
+def read_zhang_folder(source: str | Path, known: Sequence[str] | None = None,
+                      assemble: Callable[[list[str]], dict] = join_fields) -> tuple[list[dict], list[dict]]:
     """(train, test) records of a Zhang et al. folder's train.csv and test.csv, with the class names
-    of zhang_class_names(source, known)."""
+    of zhang_class_names(source, known) and the text assembly `assemble` (see read_zhang_csv)."""
     names = zhang_class_names(source, known)
-    return (read_zhang_csv(Path(source) / "train.csv", names),
-            read_zhang_csv(Path(source) / "test.csv", names))
+    return (read_zhang_csv(Path(source) / "train.csv", names, assemble),
+            read_zhang_csv(Path(source) / "test.csv", names, assemble))
 
 
 def read_trec(path: str | Path) -> list[dict]:

@@ -147,9 +147,25 @@ class ClsHead(nn.Module):
         return self.out(self.dropout(x))
 
 
+def attention_penalty(weights: torch.Tensor) -> torch.Tensor:
+    """Lin et al. (2017) §2.2: P = ||A A^T - I||_F^2 for A (r, T) = the hops' attention rows.
+
+    weights (B, T, r), each column a distribution over tokens -> the batch mean of P, float32 scalar.
+    """
+    a = weights.float().transpose(1, 2)  # (B, r, T)
+    gram = a @ a.transpose(1, 2)  # (B, r, r)
+    eye = torch.eye(gram.shape[-1], device=gram.device)
+    return ((gram - eye) ** 2).sum((1, 2)).mean()
+
+
 class BiLSTMAttentionHead(nn.Module):
-    """BERT-Feat (paper Table 2 baseline): frozen BERT token features -> BiLSTM -> structured
-    self-attention of Lin et al. (2017): A = softmax(W2 tanh(W1 h^T)), M = A h -> MLP -> linear."""
+    """BERT-Feat (paper Table 6 baseline): frozen BERT token features -> BiLSTM -> structured
+    self-attention of Lin et al. (2017): A = softmax(W2 tanh(W1 h^T)), M = A h -> MLP -> linear.
+
+    After each forward, `penalty` holds Lin et al.'s redundancy penalty ||A A^T - I||_F^2 averaged
+    over the batch (float32 scalar): it pushes the r attention hops to look at different tokens. The
+    training script adds it to the loss with a coefficient (train.py --attention_penalty).
+    """
 
     def __init__(self, config: BertConfig, head: HeadConfig):
         super().__init__()
@@ -160,6 +176,7 @@ class BiLSTMAttentionHead(nn.Module):
         self.dropout = nn.Dropout(head.dropout)
         self.hidden = nn.Linear(head.attention_hops * size, size)
         self.out = nn.Linear(size, head.num_labels)
+        self.penalty = None
 
     def forward(self, encoded: BertOutput, attention_mask, pooler, doc_index, num_docs) -> torch.Tensor:
         if doc_index is not None:
@@ -172,6 +189,7 @@ class BiLSTMAttentionHead(nn.Module):
         scores = self.w2(torch.tanh(self.w1(h)))  # (B, T, r)
         scores = scores.masked_fill(~attention_mask.bool()[..., None], float("-inf"))
         weights = torch.softmax(scores, dim=1)  # attention over tokens, one distribution per hop
+        self.penalty = attention_penalty(weights)
         m = torch.einsum("btr,btf->brf", weights, h).flatten(1)  # (B, r * 2 * lstm_size)
         return self.out(self.dropout(torch.relu(self.hidden(self.dropout(m)))))
 

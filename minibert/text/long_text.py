@@ -26,6 +26,15 @@ def head_tail(tokens: list[int], budget: int, head_tokens: int) -> list[int]:
 
 TRUNCATIONS = {"head": head_only, "tail": tail_only, "head_tail": head_tail}
 
+# Paper §5.3.1: head+tail keeps the first 128 of the 510 content tokens of a 512-token sequence.
+PAPER_HEAD_TOKENS, PAPER_BUDGET = 128, 510
+
+
+def paper_head_tokens(max_seq_length: int) -> int:
+    """The head of head+tail at the paper's ratio 128 / 510 of the content budget (max_seq_length - 2):
+    128 at 512 tokens, 32 at 128 tokens."""
+    return round(PAPER_HEAD_TOKENS / PAPER_BUDGET * (max_seq_length - 2))
+
 
 def split_chunks(tokens: list[int], budget: int, max_chunks: int = 0) -> list[list[int]]:
     """k = ceil(L / budget) consecutive chunks (one empty chunk for an empty text).

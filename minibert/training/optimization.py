@@ -222,3 +222,7 @@ def clip_per_tensor(parameters: Iterable[torch.Tensor], max_norm: float) -> torc
         g.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0).to(g.dtype))
         norms.append(norm)
     return torch.linalg.vector_norm(torch.stack(norms))
+
+
+# --clip_mode: how gradients are clipped to max_grad_norm before the optimizer step.
+CLIPPING = {"global": torch.nn.utils.clip_grad_norm_, "per_tensor": clip_per_tensor}
