@@ -119,6 +119,8 @@ class TrainConfig:
     grad_accum_steps: int = option(1, "forward passes per optimizer step")
     eval_batch_size: int = option(64, "examples per forward pass when evaluating")
     eval_every: int = option(0, "evaluate on dev every N optimizer steps (0 = at the end of each epoch)")
+    train_eval_count: int = option(0, "at each evaluation also measure the error on this many stratified training "
+                                   "examples (Figure 2's training curves; 0 = off)")
     early_stopping: int = option(0, "stop after N evaluations without a better dev error (0 = off)")
     train_fraction: float = option(1.0, "few-shot: train on this stratified fraction of the training set")
     train_count: int = option(0, "few-shot: train on this many stratified examples (0 = use train_fraction)")
@@ -274,6 +276,7 @@ def check_options(cfg: TrainConfig) -> None:
         ("checkpoint_every", cfg.checkpoint_every >= 0, "at least 0"),
         ("train_fraction", 0 < cfg.train_fraction <= 1, "in (0, 1]"),
         ("train_count", cfg.train_count >= 0, "at least 0"),
+        ("train_eval_count", cfg.train_eval_count >= 0, "at least 0 (0 = off)"),
         ("max_chunks", cfg.max_chunks >= 0, "at least 0 (0 = all)"),
         ("threads", cfg.threads >= 0, "at least 0 (0 = torch's default)"),
         ("max_seq_length", cfg.max_seq_length >= 4, "at least 4"),
@@ -465,7 +468,15 @@ def main(cfg: TrainConfig) -> dict:
     log = MetricsLog(out / "metrics.jsonl" if setup.is_main else None, state.step if cfg.resume else None)
     window = LossWindow(state.window_loss, state.window_batches)
 
+    # Figure 2 plots the training error too: a fixed stratified subset, the same at every evaluation.
+    train_eval_docs = few_shot_subset(train_docs, count=min(cfg.train_eval_count, len(train_docs)), seed=cfg.seed,
+                                      key=lambda doc: doc.label) if cfg.train_eval_count else []
+
     def evaluate_dev(epoch: int) -> None:
+        if train_eval_docs:
+            report = evaluate(model, train_eval_docs, labels.names, cfg, device, tokenizer.pad_id, "train error", setup)
+            log.write(step=state.step, epoch=epoch, split="train_eval", error=report["error"],
+                      accuracy=report["accuracy"], macro_f1=report["macro_f1"])
         report = evaluate(model, dev_docs, labels.names, cfg, device, tokenizer.pad_id, "dev", setup)
         train_mode(cfg, model)
         log.write(step=state.step, epoch=epoch, split="dev", error=report["error"],

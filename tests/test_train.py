@@ -213,6 +213,17 @@ def test_steps_evaluation_and_early_stopping(tiny_model, data, tmp_path):
     assert [r["step"] for r in records if r["split"] == "dev"] == [4, 8, 10]
 
 
+def test_training_error_at_each_evaluation(tiny_model, data, tmp_path):
+    train.main(config(tiny_model, data, tmp_path / "te", eval_every=5, train_eval_count=12, epochs=2))
+    records = [json.loads(line) for line in (tmp_path / "te" / "metrics.jsonl").read_text().splitlines()]
+    train_eval = [r for r in records if r["split"] == "train_eval"]
+    # 150 examples / 8 = 19 steps per epoch: evaluations at 5, 10, 15, 19 (epoch end), 20, 25, ...
+    assert [r["step"] for r in train_eval] == [r["step"] for r in records if r["split"] == "dev"]
+    assert [r["step"] for r in train_eval] == [5, 10, 15, 19, 20, 25, 30, 35, 38]
+    assert all(12 * r["error"] == round(12 * r["error"]) for r in train_eval)  # errors out of 12 examples
+    assert train_eval[-1]["error"] < 0.5
+
+
 def test_few_shot_subsets(tiny_model, data, tmp_path, capsys):
     train.main(config(tiny_model, data, tmp_path / "fs", train_fraction=0.2, epochs=1))
     assert "30 train / 30 dev examples" in capsys.readouterr().out
