@@ -2,7 +2,8 @@
 Classification?" (Sun, Qiu, Xu, Huang 2019).
 
     python train.py                                   # embedded default: MiniLM on BBC News, CPU
-    python train.py --preset presets/imdb_head_tail.json --init uncased_L-12_H-768_A-12
+    python train.py --preset my_settings.json --init uncased_L-12_H-768_A-12   # JSON of these fields
+    python reproduce.py table2 ...                    # the paper's experiments (see reproduce.py)
 
 Every option is a field of TrainConfig below (flags have the same names). The run writes to
 output_dir: best/ (the best classifier by dev error, a minibert folder with classifier.json),

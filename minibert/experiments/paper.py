@@ -1,0 +1,208 @@
+"""The paper's experiments as data: every table and figure of Sun et al. (2019) that fine-tunes a
+classifier, each row naming only what differs from the paper's base recipe, with the published
+test error rates (%) beside it.
+
+A row's `config` holds train.py TrainConfig fields. The runner (minibert.experiments.runner) adds
+the base recipe of the chosen scale, the data set's files, the seed and the output folder. Rows
+that need a further pre-trained checkpoint (Figure 3, Table 5, the ITPT/IDPT/CDPT rows) say which
+in `needs`; the runner refuses them with that reason.
+"""
+
+from dataclasses import dataclass, field
+
+# The paper's fine-tuning recipe (§5.2, §5.3 and its code, xuyige/BERT4doc-Classification): BERT-base,
+# 512 tokens with head+tail 128 + 382, batch 24, lr 2e-5, 4 epochs, warm-up 0.1, dropout 0.1, and
+# the code's BERTAdam: Google's AdamWeightDecay (no bias correction, eps 1e-6), each gradient tensor
+# clipped to norm 1 on its own, warm-up then Google's linear decay computed from step 0 (`1 - x`).
+PAPER_RECIPE = {
+    "max_seq_length": 512,
+    "truncation": "head_tail",
+    "head_tokens": 0,  # 0 = the paper's ratio: 128 of 510
+    "batch_size": 24,
+    "learning_rate": 2e-5,
+    "epochs": 4,
+    "warmup_proportion": 0.1,
+    "dropout": 0.1,
+    "layer_decay": 1.0,
+    "optimizer": "adam_weight_decay",
+    "clip_mode": "per_tensor",
+    "max_grad_norm": 1.0,
+    "schedule": "google_warmup_linear",
+    "weight_decay": 0.01,
+    "pooler": "auto",
+}
+
+# Exp-I's best strategy (§5.3.4, Table 4): layer-wise decay 0.95 at lr 2e-5; Table 6's BERT-FiT.
+BEST_EXP_I = {"layer_decay": 0.95}
+
+# BERT-Feat (Table 6): frozen BERT features into a BiLSTM with self-attention (Lin et al. 2017).
+# The paper gives neither its sizes nor its learning rate; a frozen encoder needs a larger lr than
+# fine-tuning, 1e-3 is Adam's usual rate for a freshly initialised LSTM.
+BERT_FEAT = {"head": "bilstm_attention", "freeze_encoder": True, "learning_rate": 1e-3}
+
+# Short names of the data sets (data/<name>/) and the headings the paper's tables use.
+DATASET_TITLES = {
+    "imdb": "IMDb", "yelp_polarity": "Yelp P.", "yelp_full": "Yelp F.", "trec": "TREC",
+    "yahoo_answers": "Yah. A.", "ag_news": "AG", "dbpedia": "DBP", "sogou_news": "Sogou",
+    "bbc_news": "BBC News",
+}
+# Table 1: training set sizes, from which Figure 4's proportions count.
+TABLE1_TRAIN = {"imdb": 25_000, "yelp_polarity": 560_000, "yelp_full": 650_000, "trec": 5_452,
+                "yahoo_answers": 1_400_000, "ag_news": 120_000, "dbpedia": 560_000, "sogou_news": 54_000}
+CHINESE = {"sogou_news"}  # fine-tuned from the Chinese BERT-base (runner --init_chinese)
+ENGLISH7 = ("imdb", "yelp_polarity", "yelp_full", "trec", "yahoo_answers", "ag_news", "dbpedia")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a table or one point of a figure.
+
+    name: the row label as in the paper. config: TrainConfig fields that differ from the recipe.
+    paper: published test error (%) per data set. x / series: where a figure puts it. needs: why the
+    runner cannot run it (a further pre-trained model it does not have), or "" if it can.
+    """
+
+    name: str
+    config: dict = field(default_factory=dict)
+    paper: dict = field(default_factory=dict)
+    x: float | None = None
+    series: str = ""
+    needs: str = ""
+    multi_task: bool = False  # Table 7: multi-task fine-tuning over all of the experiment's data sets
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A table or figure: its rows, the data sets it was run on, and how the runner shows it.
+
+    plot: "" (a table only), "curves" (Figure 2: dev and train error over steps, one panel per row),
+    "steps" (Figure 3: error over x) or "few_shot" (Figure 4: error over x, one line per series).
+    """
+
+    name: str
+    title: str
+    datasets: tuple[str, ...]
+    rows: tuple[Row, ...]
+    plot: str = ""
+    x_label: str = ""
+
+
+ITPT = "a within-task further pre-trained checkpoint (§5.4.1; pretrain.py)"
+IDPT = "an in-domain further pre-trained checkpoint (§5.4.2; pretrain.py)"
+CDPT = "a cross-domain further pre-trained checkpoint (§5.4.2; pretrain.py)"
+
+
+# Table 2: truncation and hierarchical methods on IMDb and Sogou (§5.3.1).
+TABLE2 = Experiment("table2", "Table 2: long-text methods (test error %)", ("imdb", "sogou_news"), (
+    Row("head-only", {"truncation": "head"}, {"imdb": 5.63, "sogou_news": 2.58}),
+    Row("tail-only", {"truncation": "tail"}, {"imdb": 5.44, "sogou_news": 3.17}),
+    Row("head+tail", {}, {"imdb": 5.42, "sogou_news": 2.43}),
+    Row("hier. mean", {"hierarchical": True, "chunk_pooling": "mean"}, {"imdb": 5.89, "sogou_news": 2.83}),
+    Row("hier. max", {"hierarchical": True, "chunk_pooling": "max"}, {"imdb": 5.71, "sogou_news": 2.47}),
+    Row("hier. self-attention", {"hierarchical": True, "chunk_pooling": "self_attention"},
+        {"imdb": 5.49, "sogou_news": 2.65}),
+))
+
+# Table 3: features from different layers (§5.3.2). The paper counts BERT's layers from 0 (Layer-0 is
+# the first Transformer block); minibert's --layers counts the embedding output as 0, so Layer-k is
+# --layers k+1. --pooler auto takes the raw [CLS] of any layer but the last, as the paper's code.
+_TABLE3_LAYERS = [11.07, 9.81, 9.29, 8.66, 7.83, 6.83, 6.83, 6.41, 6.04, 5.70, 5.46, 5.42]
+TABLE3 = Experiment("table3", "Table 3: features from different layers (test error %)", ("imdb",), (
+    *(Row(f"Layer-{k}", {"layers": str(k + 1)}, {"imdb": e}) for k, e in enumerate(_TABLE3_LAYERS)),
+    Row("First 4 Layers + concat", {"layers": "first4", "layer_combine": "concat"}, {"imdb": 8.69}),
+    Row("First 4 Layers + mean", {"layers": "first4", "layer_combine": "mean"}, {"imdb": 9.09}),
+    Row("First 4 Layers + max", {"layers": "first4", "layer_combine": "max"}, {"imdb": 8.76}),
+    Row("Last 4 Layers + concat", {"layers": "last4", "layer_combine": "concat"}, {"imdb": 5.43}),
+    Row("Last 4 Layers + mean", {"layers": "last4", "layer_combine": "mean"}, {"imdb": 5.44}),
+    Row("Last 4 Layers + max", {"layers": "last4", "layer_combine": "max"}, {"imdb": 5.42}),
+    Row("All 12 Layers + concat", {"layers": "all", "layer_combine": "concat"}, {"imdb": 5.44}),
+))
+
+# Figure 2: catastrophic forgetting (§5.3.3): learning curves of the error at four learning rates. The
+# paper publishes only the curves; the runner adds train and dev error at regular steps.
+FIGURE2 = Experiment("figure2", "Figure 2: catastrophic forgetting (error % over optimizer steps)", ("imdb",), tuple(
+    Row(f"lr={lr:g}", {"learning_rate": lr}, x=lr) for lr in (2e-5, 5e-5, 1e-4, 4e-4)
+), plot="curves", x_label="optimizer step")
+
+# Table 4: layer-wise decreasing learning rate (§5.3.4, Eq. 2).
+_TABLE4 = [(2.5e-5, 1.0, 5.52), (2.5e-5, 0.95, 5.46), (2.5e-5, 0.90, 5.44), (2.5e-5, 0.85, 5.58),
+           (2e-5, 1.0, 5.42), (2e-5, 0.95, 5.40), (2e-5, 0.90, 5.52), (2e-5, 0.85, 5.65)]
+TABLE4 = Experiment("table4", "Table 4: layer-wise decreasing learning rate (test error %)", ("imdb",), tuple(
+    Row(f"lr {lr:g}, xi {xi:.2f}", {"learning_rate": lr, "layer_decay": xi}, {"imdb": e}) for lr, xi, e in _TABLE4
+))
+
+# Figure 3: within-task further pre-training steps (§5.4.1). The paper plots 0..500k steps and
+# gives numbers only at 0 (Table 6 BERT-FiT) and 100k (Table 6 BERT-ITPT-FiT).
+FIGURE3 = Experiment("figure3", "Figure 3: within-task pre-training steps (test error %)", ("imdb",), (
+    Row("0", BEST_EXP_I, {"imdb": 5.40}, x=0),
+    *(Row(f"{k}k", BEST_EXP_I, {"imdb": 4.37} if k == 100 else {}, x=k, needs=ITPT)
+      for k in (100, 200, 300, 400, 500)),
+), plot="steps", x_label="within-task pre-training steps (thousand)")
+
+# Table 5: in-domain and cross-domain further pre-training (§5.4.2), one row per pre-training corpus.
+_TABLE5 = {
+    "IMDb": [4.37, 2.18, 29.60, 2.60, 22.39, 5.24, 0.68],
+    "Yelp P.": [5.24, 1.92, 29.37, 2.00, 22.38, 5.14, 0.65],
+    "Yelp F.": [5.18, 1.94, 29.42, 2.40, 22.33, 5.43, 0.65],
+    "all sentiment": [4.88, 1.87, 29.25, 3.00, 22.35, 5.34, 0.67],
+    "TREC": [5.65, 2.09, 29.35, 3.20, 22.17, 5.12, 0.66],
+    "Yah. A.": [5.52, 2.08, 29.31, 1.80, 22.38, 5.16, 0.67],
+    "all question": [5.68, 2.14, 29.52, 2.20, 21.86, 5.21, 0.68],
+    "AG's News": [5.97, 2.15, 29.38, 2.00, 22.32, 4.80, 0.68],
+    "DBPedia": [5.80, 2.13, 29.47, 2.60, 22.30, 5.13, 0.68],
+    "all topic": [5.85, 2.20, 29.68, 2.60, 22.28, 4.88, 0.65],
+    "all": [5.18, 1.97, 29.20, 2.80, 21.94, 5.08, 0.67],
+    "w/o pretrain": [5.40, 2.28, 30.06, 2.80, 22.42, 5.25, 0.71],
+}
+TABLE5 = Experiment("table5", "Table 5: further pre-training corpora (test error %)", ENGLISH7, tuple(
+    Row(name, BEST_EXP_I, dict(zip(ENGLISH7, errors)),
+        needs="" if name == "w/o pretrain" else f"a checkpoint further pre-trained on {name} (§5.4.2; pretrain.py)")
+    for name, errors in _TABLE5.items()
+))
+
+# Table 6: the main results on eight data sets.
+_ALL8 = (*ENGLISH7, "sogou_news")
+TABLE6 = Experiment("table6", "Table 6: test error rates (%)", _ALL8, (
+    Row("BERT-Feat", BERT_FEAT, dict(zip(_ALL8, [6.79, 2.39, 30.47, 4.20, 22.72, 5.92, 0.70, 2.50]))),
+    Row("BERT-FiT", BEST_EXP_I, dict(zip(_ALL8, [5.40, 2.28, 30.06, 2.80, 22.42, 5.25, 0.71, 2.43]))),
+    Row("BERT-ITPT-FiT", BEST_EXP_I, dict(zip(_ALL8, [4.37, 1.92, 29.42, 3.20, 22.38, 4.80, 0.68, 1.93])),
+        needs=ITPT),
+    Row("BERT-IDPT-FiT", BEST_EXP_I, dict(zip(ENGLISH7, [4.88, 1.87, 29.25, 2.20, 21.86, 4.88, 0.65])), needs=IDPT),
+    Row("BERT-CDPT-FiT", BEST_EXP_I, dict(zip(ENGLISH7, [5.18, 1.97, 29.20, 2.80, 21.94, 5.08, 0.67])), needs=CDPT),
+))
+
+# Table 7: multi-task fine-tuning (§5.5) on IMDb, Yelp P., AG and DBpedia, then each task again.
+_MT = ("imdb", "yelp_polarity", "ag_news", "dbpedia")
+TABLE7 = Experiment("table7", "Table 7: multi-task fine-tuning (test error %)", _MT, (
+    Row("BERT-FiT", BEST_EXP_I, dict(zip(_MT, [5.40, 2.28, 5.25, 0.71]))),
+    Row("BERT-MFiT-FiT", BEST_EXP_I, dict(zip(_MT, [5.36, 2.19, 5.20, 0.68])), multi_task=True),
+    Row("BERT-CDPT-FiT", BEST_EXP_I, dict(zip(_MT, [5.18, 1.97, 5.08, 0.67])), needs=CDPT),
+    Row("BERT-CDPT-MFiT-FiT", BEST_EXP_I, dict(zip(_MT, [4.96, 2.06, 5.13, 0.67])), needs=CDPT, multi_task=True),
+))
+
+# Figure 4: few-shot learning on IMDb (§5.6). Proportions of Table 1's 25,000 training reviews; the
+# paper states only the 0.4% points (17.26 / 9.23); the 100% points are Table 6's. The layer-decay
+# series is the best Exp-I strategy (Table 6's BERT-FiT); the paper's BERT-FiT line does not say
+# whether it used it, so both are run.
+PROPORTIONS = (0.004, 0.01, 0.02, 0.04, 0.1, 0.2, 1.0)
+_FIG4_PAPER = {("BERT-FiT", 0.004): 17.26, ("BERT-ITPT-FiT", 0.004): 9.23,
+               ("BERT-FiT (xi 0.95)", 1.0): 5.40, ("BERT-ITPT-FiT", 1.0): 4.37}
+FIGURE4 = Experiment("figure4", "Figure 4: few-shot learning on IMDb (test error %)", ("imdb",), tuple(
+    Row(f"{series} {100 * p:g}%", config, {"imdb": _FIG4_PAPER[series, p]} if (series, p) in _FIG4_PAPER else {},
+        x=p, series=series, needs=needs)
+    for series, config, needs in (("BERT-FiT", {}, ""), ("BERT-FiT (xi 0.95)", BEST_EXP_I, ""),
+                                  ("BERT-ITPT-FiT", BEST_EXP_I, ITPT))
+    for p in PROPORTIONS
+), plot="few_shot", x_label="proportion of training examples (%)")
+
+# Table 8: BERT-large (§5.7), fine-tuned with batch 24 at 512 tokens (runner --init_large).
+_T8 = ("imdb", "yelp_polarity", "yelp_full", "ag_news", "dbpedia")
+TABLE8 = Experiment("table8", "Table 8: BERT-base and BERT-large (test error %)", _T8, (
+    Row("BERT-base", BEST_EXP_I, dict(zip(_T8, [5.40, 2.28, 30.06, 5.25, 0.71]))),
+    Row("BERT-base + ITPT", BEST_EXP_I, dict(zip(_T8, [4.37, 1.92, 29.42, 4.80, 0.68])), needs=ITPT),
+    Row("BERT-large", {**BEST_EXP_I, "init": "large"}, dict(zip(_T8, [4.86, 2.04, 29.25, 4.86, 0.62]))),
+    Row("BERT-large + ITPT", {**BEST_EXP_I, "init": "large"}, dict(zip(_T8, [4.21, 1.81, 28.62, 4.66, 0.61])),
+        needs=ITPT),
+))
+
+EXPERIMENTS = {e.name: e for e in (TABLE2, TABLE3, FIGURE2, TABLE4, FIGURE3, TABLE5, TABLE6, TABLE7, FIGURE4, TABLE8)}

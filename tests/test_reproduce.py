@@ -1,0 +1,262 @@
+"""The reproduction runner: its experiment definitions, skip/resume planning, the device queue, and
+the table and plots it assembles from hand-made results.json / metrics.jsonl files."""
+
+import json
+import random
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import reproduce
+import train
+from minibert.experiments.paper import EXPERIMENTS, FIGURE2, FIGURE4, PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row
+from minibert.experiments.report import PLOTS, format_errors, markdown
+from minibert.checkpoints.formats import checkpoint_of, save_minibert
+from minibert.model.bert import BertModel
+from minibert.model.config import BertConfig
+from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, plan, run_state, slug, subset_data
+
+INITS = Inits("bert-base", chinese="bert-chinese")
+
+
+def data_folders(tmp_path, names):
+    return {name: tmp_path / "data" / name for name in names}
+
+
+@pytest.mark.parametrize("scale", sorted(SCALES))
+def test_every_row_is_a_valid_train_config(scale, tmp_path):
+    """Every runnable row of every experiment builds a TrainConfig; refused rows say why."""
+    inits = Inits("bert-base", "bert-chinese", "bert-large")
+    for experiment in EXPERIMENTS.values():
+        runs = plan(experiment, SCALES[scale], [], [1], inits, data_folders(tmp_path, experiment.datasets), tmp_path)
+        assert len(runs) == len(experiment.rows) * len(experiment.datasets)
+        for run in runs:
+            if run.refused:
+                assert run.state == "refused" and run.refused.startswith("needs "), run.refused
+                continue
+            cfg = train.TrainConfig(**run.config)
+            assert (cfg.clip_mode, cfg.optimizer, cfg.schedule) == ("per_tensor", "adam_weight_decay",
+                                                                   "google_warmup_linear")
+            assert cfg.max_seq_length == (512 if scale == "paper" else 128)
+            assert Path(cfg.train_file) == tmp_path / "data" / run.dataset / "train.jsonl"
+
+
+def test_rows_name_only_what_differs_and_carry_the_papers_numbers(tmp_path):
+    runs = {run.row.name: run for run in plan(TABLE2, SCALES["paper"], ["imdb"], [7], INITS,
+                                               data_folders(tmp_path, ["imdb"]), tmp_path / "out")}
+    head_tail, tail = runs["head+tail"].config, runs["tail-only"].config
+    assert {k: v for k, v in tail.items() if head_tail.get(k) != v} == {
+        "truncation": "tail", "output_dir": str(tmp_path / "out/paper/table2/imdb/tail-only/seed7")}
+    assert head_tail["init"] == "bert-base" and head_tail["seed"] == 7 and head_tail["learning_rate"] == 2e-5
+    assert TABLE2.rows[2].paper == {"imdb": 5.42, "sogou_news": 2.43}
+    sogou = plan(TABLE2, SCALES["paper"], ["sogou_news"], [1], INITS, data_folders(tmp_path, ["sogou_news"]), tmp_path)
+    assert {run.config["init"] for run in sogou} == {"bert-chinese"}
+    assert [run.row.name for run in plan(EXPERIMENTS["table4"], SCALES["paper"], [], [1], INITS,
+                                         data_folders(tmp_path, ["imdb"]), tmp_path)][:2] == \
+        ["lr 2.5e-05, xi 1.00", "lr 2.5e-05, xi 0.95"]
+    # Figure 2 records errors at regular steps, train error too; Table 3's Layer-0 is --layers 1.
+    fig2 = plan(FIGURE2, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
+    assert [r.config["learning_rate"] for r in fig2] == [2e-5, 5e-5, 1e-4, 4e-4]
+    assert all(r.config["eval_every"] == 100 and r.config["train_eval_count"] == 2000 for r in fig2)
+    assert EXPERIMENTS["table3"].rows[0].config == {"layers": "1"}
+    assert slug("hier. self-attention") == "hier_self-attention"
+
+
+def test_few_shot_counts_follow_table1(tmp_path):
+    assert [few_shot_count(SCALES["paper"], "imdb", p) for p in (0.004, 0.01, 0.2)] == [100, 250, 5000]
+    assert [few_shot_count(SCALES["small"], "imdb", p) for p in (0.004, 0.1, 0.2)] == [10, 60, 120]
+    runs = plan(FIGURE4, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
+    fit = [run for run in runs if run.row.series == "BERT-FiT"]
+    assert [run.config.get("train_count") for run in fit] == [100, 250, 500, 1000, 2500, 5000, None]
+    assert {run.config["layer_decay"] for run in runs if run.row.series == "BERT-FiT (xi 0.95)"} == {0.95}
+    assert all(run.state == "refused" for run in runs if run.row.series == "BERT-ITPT-FiT")
+
+
+def make_run_folder(folder, error=None, last=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    if error is not None:
+        (folder / "results.json").write_text(json.dumps({"test_error": error}))
+    if last:
+        (folder / "last").mkdir()
+
+
+TINY = Experiment("tiny", "Tiny table", ("imdb",), (
+    Row("head+tail", {}, {"imdb": 5.42}),
+    Row("tail-only", {"truncation": "tail"}, {"imdb": 5.44}),
+    Row("pre-trained", {}, {"imdb": 4.37}, needs="a further pre-trained checkpoint"),
+))
+
+
+def test_skip_resume_and_queue(tmp_path):
+    """Finished runs are skipped, interrupted ones resumed, refused ones never launched; with two
+    devices each runs one run at a time and both are used."""
+    out = tmp_path / "out"
+    base = out / "paper" / "tiny" / "imdb"
+    make_run_folder(base / "head+tail" / "seed1", error=0.05)
+    make_run_folder(base / "head+tail" / "seed2", last=True)
+    runs = plan(TINY, SCALES["paper"], [], [1, 2, 3], INITS, data_folders(tmp_path, ["imdb"]), out)
+    assert [run.state for run in runs] == ["done", "resume", "new", "new", "new", "new"] + ["refused"] * 3
+    assert runs[1].config["resume"] is True and "resume" not in runs[2].config
+
+    busy, launched, lock = {}, [], threading.Lock()
+
+    def launch(config, device):
+        with lock:
+            assert not busy.get(device), f"{device} got a second run"
+            busy[device] = True
+            launched.append((config["output_dir"], device, config.get("resume", False)))
+        time.sleep(0.02)
+        make_run_folder(Path(config["output_dir"]), error=0.06)
+        with lock:
+            busy[device] = False
+
+    started = execute(runs, ["fake:0", "fake:1"], launch)
+    assert len(started) == len(launched) == 5
+    assert {device for _, device, _ in launched} == {"fake:0", "fake:1"}
+    assert [resumed for folder, _, resumed in launched if folder.endswith("head+tail/seed2")] == [True]
+    assert [run.state for run in runs] == ["done"] * 6 + ["refused"] * 3
+    # A second plan finds everything finished: nothing to launch.
+    again = plan(TINY, SCALES["paper"], [], [1, 2, 3], INITS, data_folders(tmp_path, ["imdb"]), out)
+    assert execute(again, ["fake:0"], launch) == [] and len(launched) == 5
+
+
+def test_a_failing_run_does_not_stop_the_others(tmp_path):
+    runs = plan(TINY, SCALES["paper"], [], [1, 2], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
+
+    def launch(config, device):
+        if "tail-only" in config["output_dir"]:
+            raise SystemExit("train.py: bad option")
+        make_run_folder(Path(config["output_dir"]), error=0.1)
+
+    execute(runs, ["cpu"], launch)
+    assert [run.state for run in runs[:4]] == ["done", "done", "failed", "failed"]
+    assert runs[2].error == "train.py: bad option" and run_state(runs[2].folder) == "new"
+    assert "– [1]" in markdown(TINY, SCALES["paper"], runs, [])
+
+
+def test_table_from_hand_made_results(tmp_path):
+    out = tmp_path / "out"
+    base = out / "small" / "tiny" / "imdb"
+    for seed, error in ((1, 0.04), (2, 0.06), (3, 0.05)):
+        make_run_folder(base / "head+tail" / f"seed{seed}", error=error)
+    make_run_folder(base / "tail-only" / "seed1", error=0.0725)
+    runs = plan(TINY, SCALES["small"], [], [1, 2, 3], INITS, data_folders(tmp_path, ["imdb"]), out)
+    text = markdown(TINY, SCALES["small"], runs, [])
+    lines = text.splitlines()
+    assert lines[0] == "### Tiny table" and "NOT the paper's setting" in lines[2]
+    assert lines[4] == "| method | IMDb ours | IMDb paper |"
+    assert lines[6] == "| head+tail | 5.00 ± 1.00 | 5.42 |"
+    assert lines[7] == "| tail-only | 7.25 (n=1) | 5.44 |"  # seeds 2 and 3 have not finished
+    assert lines[8] == "| pre-trained | – [1] | 4.37 |"
+    assert lines[10] == "[1] needs a further pre-trained checkpoint, which this version cannot make yet"
+    assert format_errors([]) == "" and format_errors([1.0]) == "1.00"
+
+
+def write_metrics(folder, records):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_figures_are_written(tmp_path):
+    out = tmp_path / "out"
+    fig2 = replace(FIGURE2, rows=FIGURE2.rows[:2])
+    runs = plan(fig2, SCALES["small"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), out)
+    for run in runs:
+        write_metrics(run.folder, [{"step": s, "split": split, "error": e}
+                                   for s, e in ((5, 0.3), (10, 0.2)) for split in ("dev", "train_eval")])
+    PLOTS["curves"](fig2, runs, "imdb", tmp_path / "fig2.png")
+    runs = plan(FIGURE4, SCALES["small"], [], [1, 2], INITS, data_folders(tmp_path, ["imdb"]), out)
+    for i, run in enumerate(runs):
+        if run.state != "refused":
+            make_run_folder(run.folder, error=0.1 + 0.01 * i)
+    PLOTS["few_shot"](FIGURE4, runs, "imdb", tmp_path / "fig4.png")
+    for name in ("fig2.png", "fig4.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_subset_data_is_stratified_and_fixed(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    for split, n in (("train", 900), ("dev", 300), ("test", 500)):
+        (source / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": f"{split} {i}", "label": "ab"[i % 3 == 0]}) + "\n" for i in range(n)))
+    target = subset_data(source, tmp_path / "sub", SCALES["small"])
+    rows = {split: [json.loads(line) for line in (target / f"{split}.jsonl").read_text().splitlines()]
+            for split in ("train", "dev", "test")}
+    assert [len(rows[s]) for s in ("train", "dev", "test")] == [600, 200, 400]
+    assert sum(r["label"] == "b" for r in rows["train"]) == 200  # a third, as in the source
+    (source / "train.jsonl").write_text("")  # an existing subset is reused, not rebuilt
+    assert subset_data(source, tmp_path / "sub", SCALES["small"]) == target
+    with pytest.raises(Exception, match="prepare"):
+        subset_data(tmp_path / "missing", tmp_path / "sub2", SCALES["small"])
+
+
+def test_command_line_dry_run_and_errors(tmp_path, capsys):
+    data = tmp_path / "data" / "imdb"
+    data.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        (data / f"{split}.jsonl").write_text(json.dumps({"text": "x", "label": "pos"}) + "\n")
+    cfg = reproduce.parse([
+        "table4", "--data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
+        "--seeds", "1,2", "--dry_run", "true", "--precision", "bf16"])
+    text = reproduce.main(cfg)
+    assert "Table 4: layer-wise decreasing learning rate (test error %): 16 runs - 0 done, 0 resume, 16 new" \
+        in capsys.readouterr().out.replace(", scale paper", "")
+    assert "| lr 2e-05, xi 0.95 | not run | 5.40 |" in text
+    assert (tmp_path / "out" / "paper" / "table4" / "RESULTS.md").read_text() == text
+    with pytest.raises(SystemExit, match="--seeds"):
+        reproduce.main(replace(cfg, seeds="1,x"))
+    with pytest.raises(SystemExit, match="trec/train.jsonl"):
+        reproduce.main(replace(cfg, datasets="trec"))
+    assert reproduce.device_list("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
+
+
+def tiny_model(folder, words):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words)
+    folder.mkdir(parents=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=64)
+    torch.manual_seed(0)
+    save_minibert(folder, checkpoint_of(BertModel(config), folder / "vocab.txt"))
+    return folder
+
+
+@pytest.mark.slow
+def test_small_table_end_to_end(tmp_path, monkeypatch, capsys):
+    """Two rows of a table on a tiny model and a tiny two-topic data set, run in-process; a second
+    call skips every finished run and prints the same table."""
+    torch.set_num_threads(1)
+    topics = {"sport": "goal team match coach".split(), "money": "bank price market shares".split()}
+    filler = "the a of and to in is".split()
+    rng = random.Random(0)
+    data = tmp_path / "data" / "topics"
+    data.mkdir(parents=True)
+    for split, n in (("train", 60), ("dev", 20), ("test", 20)):
+        with open(data / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                label = "sport" if i % 2 else "money"
+                words = rng.choices(topics[label], k=4) + rng.choices(filler, k=3)
+                rng.shuffle(words)
+                f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
+    model = tiny_model(tmp_path / "model", {w for ws in topics.values() for w in ws} | set(filler))
+    tiny_scale = replace(SCALES["small"], recipe={**SCALES["small"].recipe, "max_seq_length": 16, "epochs": 6,
+                                                  "batch_size": 4, "learning_rate": 2e-3, "threads": 1},
+                         english_init=str(model), train_examples=40, dev_examples=20, test_examples=20)
+    monkeypatch.setitem(reproduce.SCALES, "small", tiny_scale)
+    monkeypatch.setitem(reproduce.EXPERIMENTS, "tiny", replace(TINY, datasets=("topics",)))
+    argv = ["table2", "--scale", "small", "--data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
+            "--devices", "cpu"]
+    cfg = replace(reproduce.parse(argv), experiment="tiny")  # the command line knows only the paper's
+    first = reproduce.main(cfg)
+    row = [line for line in first.splitlines() if line.startswith("| head+tail |")][0]
+    ours = float(row.split("|")[2])
+    assert ours < 30  # two topics, chance is 50% error
+    assert "| pre-trained | – [1] |  |" in first  # TINY gives no paper number for "topics"
+    capsys.readouterr()
+    second = reproduce.main(cfg)
+    assert second == first and "2 done, 0 resume, 0 new, 1 refused" in capsys.readouterr().out
