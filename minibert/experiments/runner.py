@@ -154,8 +154,9 @@ def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders
     if experiment.plot == "few_shot" and row.x is not None and row.x < 1:
         config["train_count"] = few_shot_count(scale, dataset, row.x)
     run.config, run.state = config, run_state(folder)
-    if run.state == "resume":
-        run.config["resume"] = True
+    # The runner owns its run folders: an interrupted run continues; a folder without a checkpoint
+    # (a run killed before its first one, or a failed one) starts again.
+    run.config["resume" if run.state == "resume" else "overwrite_output_dir"] = True
     return run
 
 
