@@ -2,6 +2,7 @@
 
     python predict.py runs/bbc_minilm/best news.jsonl            # JSONL/CSV/TSV (field "text") or TXT
     cat texts.txt | python predict.py runs/bbc_minilm/best -      # one text per line from stdin
+    python predict.py runs/multi/best news.jsonl --task ag_news   # one task of a multi-task model
 
 Writes one JSON object per input text to --output (default stdout): the text's source line, the
 predicted label and the probability of every label. Long texts are encoded as the model was
@@ -31,6 +32,7 @@ from minibert.training.precision import autocast, resolve_device
 @dataclass
 class PredictConfig:
     model: str = option("", "a classifier folder written by train.py (its best/ folder)")
+    task: str = option("", "a multi-task model (train.py --tasks): the task whose head predicts")
     input: str = option("-", "a .jsonl/.csv/.tsv/.txt file, or - for one text per line on stdin")
     output: str = option("-", "where to write the JSON Lines predictions (- = stdout)")
     text_field: str = option("text", "column/key of the text")
@@ -70,7 +72,7 @@ def main(cfg: PredictConfig) -> list[dict]:
     if not cfg.model:
         raise SystemExit("usage: predict.py MODEL_FOLDER [INPUT] [--output FILE]")
     check_output(cfg.output)
-    saved = load_classifier(cfg.model)
+    saved = load_classifier(cfg.model, cfg.task)
     for message in saved.warnings:
         print(f"warning: {message}", file=sys.stderr)
     device = resolve_device(cfg.device)

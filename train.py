@@ -137,6 +137,16 @@ class TrainConfig:
     resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
     overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
     allow_data_change: bool = option(False, "--resume even if the train or dev file changed since the run began")
+    # Multi-task fine-tuning (paper §4.3, Exp-III; train_multitask.py): a shared encoder, a head per task.
+    tasks: str = option("", "comma-separated tasks, each data/<name>/{train,dev,test}.jsonl (replaces the "
+                        "train/dev/test files)")
+    tasks_file: str = option("", "JSON list of tasks {name, train, dev, test} (instead of --tasks)")
+    task_temperature: float = option(1.0, "multi-task: 1 lists every task's batches once per epoch (MT-DNN); "
+                                     "T > 1 samples task t in proportion to size^(1/T)")
+    stage2_epochs: int = option(1, "multi-task: epochs of fine-tuning each task alone afterwards (0 = none)")
+    stage2_lr_factor: float = option(0.5, "multi-task: the second stage's learning rate, as a factor of learning_rate")
+    init_task: str = option("", "--init is a multi-task model (best/ of a --tasks run): start from the shared "
+                            "encoder and this task's head")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -196,13 +206,19 @@ def text_encoding(cfg: TrainConfig) -> TextEncoding:
     return TextEncoding(cfg.max_seq_length, cfg.truncation, head_tokens, cfg.hierarchical, cfg.max_chunks)
 
 
-def build_model(cfg: TrainConfig, pretrained: Checkpoint, num_labels: int):
+def build_model(cfg: TrainConfig, pretrained: Checkpoint, label_names: list[str]):
     """The classifier with the pretrained encoder loaded (a new head), and the tokenizer."""
     tokenizer = FullTokenizer(pretrained.vocab_file, cfg.do_lower_case, cfg.tokenizer_variant)
     for warning in check_vocab(tokenizer, pretrained.config, pretrained.vocab_file):
         print(f"warning: {warning}")
+    if cfg.init_task:  # multi-task stage 2: the shared encoder with this task's trained head
+        saved = load_classifier(resolve_init(cfg.init), cfg.init_task)
+        if saved.labels != list(label_names):
+            raise ConfigError(f"--init_task {cfg.init_task}: its head's labels {saved.labels} are not "
+                              f"{cfg.train_file}'s {list(label_names)}")
+        return saved.model, tokenizer
     pooler = resolve_pooler(cfg.pooler, cfg.layers, pretrained.config.num_hidden_layers)
-    head = HeadConfig(num_labels, cfg.head, cfg.layers, cfg.layer_combine, pooler, cfg.chunk_pooling, cfg.dropout,
+    head = HeadConfig(len(label_names), cfg.head, cfg.layers, cfg.layer_combine, pooler, cfg.chunk_pooling, cfg.dropout,
                       cfg.lstm_size, cfg.attention_hops, cfg.attention_size)
     model = BertClassifier(pretrained.config, head)
     load_state(model.bert, pretrained.state, str(pretrained.source))  # every encoder weight, strictly
@@ -250,7 +266,7 @@ RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_eve
                      "overwrite_output_dir", "allow_data_change"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
 RUN_OUTPUTS = ("best", "best.old", "last", "last.old", "metrics.jsonl", "results.json", "config.json",
-               "learning_curves.png")
+               "learning_curves.png", "multitask_results.json", "stage2")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -397,6 +413,10 @@ class Split:
 
 
 def main(cfg: TrainConfig) -> dict:
+    if cfg.tasks or cfg.tasks_file:
+        import train_multitask  # imports this module: loaded only when asked for
+
+        return train_multitask.main(cfg)
     # Everything that can be wrong with the options, the model or the data is found here, before
     # the output folder is touched or any long work starts.
     check_options(cfg)
@@ -424,7 +444,7 @@ def main(cfg: TrainConfig) -> dict:
         train_examples, train_labels = [p[0] for p in pairs], [p[1] for p in pairs]
     dev = Split(cfg.dev_file, *read_split(cfg, cfg.dev_file, labels)[:2])
     test = Split(cfg.test_file, *read_split(cfg, cfg.test_file, labels)[:2]) if cfg.test_file else None
-    model, tokenizer = build_model(cfg, pretrained, len(labels))
+    model, tokenizer = build_model(cfg, pretrained, labels.names)
     encoding = text_encoding(cfg)
     start = time.time()
     train_docs = encode_examples(train_examples, train_labels, tokenizer, encoding)

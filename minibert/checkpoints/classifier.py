@@ -2,7 +2,9 @@
 
 classifier.json holds what prediction needs besides the weights: the label names (their order
 defines the output indices), the head configuration, how texts were encoded (truncation or
-hierarchical chunks) and the tokenizer settings.
+hierarchical chunks) and the tokenizer settings. A multi-task model (MultiTaskClassifier) holds
+every task's head; its classifier.json has "tasks": {name: {"labels", "head"}} instead, and
+load_classifier(folder, task) returns that task's classifier.
 """
 
 import json
@@ -13,7 +15,7 @@ from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_st
 from minibert.checkpoints.integrity import check_vocab
 from minibert.errors import CheckpointError
 from minibert.files import atomic_write_text, replace_folder
-from minibert.model.heads import BertClassifier, HeadConfig
+from minibert.model.heads import BertClassifier, HeadConfig, MultiTaskClassifier
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
 
@@ -56,13 +58,53 @@ def save_classifier(folder: str | Path, model: BertClassifier, labels: list[str]
     replace_folder(folder, fill)
 
 
-def load_classifier(folder: str | Path) -> SavedClassifier:
+def save_multitask_classifier(folder: str | Path, model: MultiTaskClassifier, labels: dict[str, list[str]],
+                              encoding: TextEncoding, tokenizer: FullTokenizer, vocab_file: Path,
+                              extra_files: dict[str, str] | None = None) -> None:
+    """A multi-task model with every head; labels: task -> its label names. Written like save_classifier."""
+    description = {
+        "tasks": {task: {"labels": labels[task], "head": asdict(head)} for task, head in model.head_configs.items()},
+        "encoding": asdict(encoding),
+        "tokenizer": {"do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name},
+    }
+
+    def fill(tmp: Path) -> None:
+        save_minibert(tmp, checkpoint_of(model, vocab_file, "MultiTaskClassifier"))
+        atomic_write_text(tmp / CLASSIFIER_FILE, json.dumps(description, indent=2, ensure_ascii=False) + "\n")
+        for name, text in (extra_files or {}).items():
+            atomic_write_text(tmp / name, text)
+
+    replace_folder(folder, fill)
+
+
+def task_names(folder: str | Path) -> list[str]:
+    """The tasks of a multi-task classifier folder; [] for a single-task one."""
+    description = json.loads((Path(folder) / CLASSIFIER_FILE).read_text(encoding="utf-8"))
+    return list(description.get("tasks", {}))
+
+
+def _choose_task(description: dict, task: str, description_file: Path) -> dict:
+    """The single-task part of classifier.json: as it is, or the chosen task's of a multi-task model."""
+    tasks = description.get("tasks")
+    if tasks is None:
+        if task:
+            raise CheckpointError(f"{description_file}: a single-task classifier, there is no task {task!r} to choose")
+        return description
+    if task not in tasks:
+        what = f"no task {task!r}" if task else "a multi-task model"
+        raise CheckpointError(f"{description_file}: {what}; choose one of {', '.join(tasks)} (--task)")
+    return {**description, **tasks[task]}
+
+
+def load_classifier(folder: str | Path, task: str = "") -> SavedClassifier:
+    """A classifier folder written by train.py; for a multi-task model, the classifier of `task`
+    (the shared encoder with that task's head)."""
     folder = Path(folder)
     description_file = folder / CLASSIFIER_FILE
     if not description_file.is_file():
         raise CheckpointError(f"{folder}: not a classifier saved by train.py (no {CLASSIFIER_FILE})")
     try:
-        description = json.loads(description_file.read_text(encoding="utf-8"))
+        description = _choose_task(json.loads(description_file.read_text(encoding="utf-8")), task, description_file)
         head = HeadConfig(**description["head"])
         encoding = TextEncoding(**description["encoding"])
         labels = [str(name) for name in description["labels"]]
@@ -79,8 +121,13 @@ def load_classifier(folder: str | Path) -> SavedClassifier:
         raise CheckpointError(f"{folder}: {description_file.name} encodes max_seq_length={encoding.max_seq_length} "
                               f"tokens but the model has max_position_embeddings="
                               f"{checkpoint.config.max_position_embeddings}")
+    state = checkpoint.state
+    if task:  # heads.<task>.* becomes the classifier's head.*; the other tasks' heads are left out
+        prefix = f"heads.{task}."
+        state = {("head." + name[len(prefix):] if name.startswith(prefix) else name): tensor
+                 for name, tensor in state.items() if not name.startswith("heads.") or name.startswith(prefix)}
     model = BertClassifier(checkpoint.config, head)
-    unused = load_state(model, checkpoint.state, str(checkpoint.source))
+    unused = load_state(model, state, str(checkpoint.source))
     if unused:
         raise CheckpointError(f"{checkpoint.source}: tensors the classifier does not use: {', '.join(unused)}")
     tokenizer = FullTokenizer(checkpoint.vocab_file, do_lower_case=tokenizer_settings["do_lower_case"],

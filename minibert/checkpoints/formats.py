@@ -30,13 +30,13 @@ from minibert.model.pretraining import BertForPreTraining
 FORMATS = ("minibert", "hf", "tf")
 MINIBERT_METADATA = {"format": "pt", "producer": "minibert"}
 MINIBERT_FILE = "minibert.json"
-HEAD_PREFIXES = ("mlm.", "nsp.", "head.")
+HEAD_PREFIXES = ("mlm.", "nsp.", "head.", "heads.")  # heads.<task>.: multi-task
 # What a checkpoint holds, by Hugging Face's class names where Hugging Face and Google can hold it.
 # "BertClassifier" is a classifier whose head only minibert has (other layers than the last, no
 # pooler, chunk or BERT-Feat heads): Hugging Face's BertForSequenceClassification and Google's
 # run_classifier always classify the pooled last layer, so such a head would load there silently wrong.
 PORTABLE_ARCHITECTURES = ("BertModel", "BertForPreTraining", "BertForSequenceClassification")
-ARCHITECTURES = PORTABLE_ARCHITECTURES + ("BertClassifier",)
+ARCHITECTURES = PORTABLE_ARCHITECTURES + ("BertClassifier", "MultiTaskClassifier")
 
 
 @dataclass

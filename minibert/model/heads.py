@@ -207,6 +207,14 @@ class BertClassifier(nn.Module):
         self.head = HEADS[head.head](config, head)
         self.head.apply(lambda module: init_weights(module, config.initializer_range))
 
+    @classmethod
+    def from_parts(cls, config: BertConfig, head_config: HeadConfig, bert: BertModel, head: nn.Module):
+        """A classifier over existing modules (shared, not copied; nothing is initialised)."""
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.config, model.head_config, model.bert, model.head = config, head_config, bert, head
+        return model
+
     def forward(self, input_ids, token_type_ids=None, attention_mask=None,
                 doc_index: torch.Tensor | None = None, num_docs: int | None = None) -> torch.Tensor:
         """Inputs (C, T). With hierarchical encoding, doc_index (C,) says which of num_docs documents
@@ -230,3 +238,35 @@ class BertClassifier(nn.Module):
     def classify_chunks(self, features: torch.Tensor, doc_index: torch.Tensor, num_docs: int) -> torch.Tensor:
         """Chunk features (C, F) of num_docs documents (doc_index (C,)) -> logits (B, K)."""
         return self.head.classify(features, doc_index, num_docs)
+
+
+class MultiTaskClassifier(nn.Module):
+    """Multi-task fine-tuning (paper §4.3, Exp-III): one shared encoder, one head per task.
+
+    Every task's head is built from its own HeadConfig and sees only its own task's batches; the
+    encoder and its embeddings are shared by all. Parameter names are bert.* and heads.<task>.*,
+    so layer-wise learning rates and freezing treat every head as "head".
+    """
+
+    def __init__(self, config: BertConfig, heads: dict[str, HeadConfig]):
+        super().__init__()
+        for name in heads:
+            if not name or not all(c.isalnum() or c in "_-" for c in name):
+                raise ValueError(f"task names use letters, digits, _ and -, got {name!r}")
+        self.config, self.head_configs = config, dict(heads)
+        self.bert = BertModel(config)
+        self.heads = nn.ModuleDict({name: HEADS[head.head](config, head) for name, head in heads.items()})
+        self.heads.apply(lambda module: init_weights(module, config.initializer_range))
+
+    def forward(self, task: str, input_ids, token_type_ids=None, attention_mask=None,
+                doc_index: torch.Tensor | None = None, num_docs: int | None = None) -> torch.Tensor:
+        """Logits (B, K_task) of `task`'s head; inputs as BertClassifier.forward."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        encoded = self.bert(input_ids, token_type_ids, attention_mask)
+        return self.heads[task](encoded, attention_mask, self.bert.pooler, doc_index, num_docs)
+
+    def task_classifier(self, task: str) -> "BertClassifier":
+        """`task`'s classifier: a BertClassifier made of this model's encoder and that task's head
+        (the same modules, not copies), for code that evaluates a BertClassifier."""
+        return BertClassifier.from_parts(self.config, self.head_configs[task], self.bert, self.heads[task])

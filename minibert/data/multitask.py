@@ -1,0 +1,111 @@
+"""Multi-task fine-tuning data (paper §4.3, Exp-III): which tasks, and the order of their batches.
+
+Every batch holds examples of one task only, so each goes through its own head. An epoch lists
+every task's batches (so tasks contribute in proportion to their size) and shuffles the list, as
+MT-DNN (Liu et al. 2019) does; the paper's own code for this step is not published. Temperature
+sampling (temperature > 1) flattens the mix towards small tasks while keeping the epoch's length.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from minibert.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TaskFiles:
+    """One task: its name (the key of its head) and its split files ("" = no test split)."""
+
+    name: str
+    train: str
+    dev: str
+    test: str = ""
+
+
+def _check_name(name: str, where: str) -> str:
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ConfigError(f"{where}: task names use letters, digits, _ and -, got {name!r}")
+    return name
+
+
+def tasks_from_names(names: str, data_dir: str | Path = "data") -> list[TaskFiles]:
+    """--tasks imdb,ag_news -> data/<name>/{train,dev,test}.jsonl (the prepare.py layout)."""
+    tasks = []
+    for name in (part.strip() for part in names.split(",")):
+        folder = Path(data_dir) / _check_name(name, "--tasks")
+        tasks.append(TaskFiles(name, *(str(folder / f"{split}.jsonl") for split in ("train", "dev", "test"))))
+    return _distinct(tasks, "--tasks")
+
+
+def read_tasks_file(path: str | Path) -> list[TaskFiles]:
+    """--tasks_file: a JSON list of {"name", "train", "dev", "test" (optional)} objects."""
+    path = Path(path)
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--tasks_file {path}: cannot read it ({e})") from None
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"--tasks_file {path}: expected a non-empty JSON list of tasks")
+    tasks = []
+    for i, item in enumerate(items):
+        where = f"{path}: task {i}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected an object with name, train, dev and optionally test")
+        unknown = sorted(set(item) - {"name", "train", "dev", "test"})
+        missing = [key for key in ("name", "train", "dev") if not isinstance(item.get(key), str)]
+        if unknown or missing:
+            raise ConfigError(f"{where}: " + "; ".join(
+                ([f"unknown keys {', '.join(unknown)}"] if unknown else []) +
+                ([f"missing or not a string: {', '.join(missing)}"] if missing else [])))
+        tasks.append(TaskFiles(_check_name(item["name"], where), item["train"], item["dev"], item.get("test", "")))
+    return _distinct(tasks, f"--tasks_file {path}")
+
+
+def _distinct(tasks: list[TaskFiles], where: str) -> list[TaskFiles]:
+    names = [task.name for task in tasks]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"{where}: task {', '.join(repeated)} given twice")
+    if len(tasks) < 2:
+        raise ConfigError(f"{where}: multi-task fine-tuning needs at least two tasks")
+    return tasks
+
+
+def task_counts(batches_per_task: dict[str, int], temperature: float = 1.0) -> dict[str, int]:
+    """How many batches of each task one epoch lists; the total is always the sum of all tasks' batches.
+
+    temperature 1: every batch of every task once (each task in proportion to its size, MT-DNN).
+    temperature T > 1: task t gets a share proportional to n_t^(1/T) (Arivazhagan et al. 2019),
+    rounded by largest remainder (ties to the task listed first) so the counts add up exactly.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    total = sum(batches_per_task.values())
+    if temperature == 1:
+        return dict(batches_per_task)
+    weights = {task: n ** (1 / temperature) for task, n in batches_per_task.items()}
+    exact = {task: total * w / sum(weights.values()) for task, w in weights.items()}
+    counts = {task: int(x) for task, x in exact.items()}
+    by_remainder = sorted(exact, key=lambda task: -(exact[task] - counts[task]))  # stable: ties keep order
+    for task in by_remainder[: total - sum(counts.values())]:
+        counts[task] += 1
+    return counts
+
+
+def epoch_schedule(batches: dict[str, list[list[int]]], seed: int, epoch: int,
+                   temperature: float = 1.0) -> list[tuple[str, list[int]]]:
+    """The epoch's micro-batches as (task, example indices of that task), shuffled across tasks.
+
+    batches: each task's batches for this epoch (already shuffled within the task). A task listed
+    more often than it has batches (temperature > 1 on a small task) goes through them again; one
+    listed less often takes its first batches, a different set each epoch. The order depends only
+    on (seed, epoch), so a resumed run lists the same batches.
+    """
+    counts = task_counts({task: len(b) for task, b in batches.items()}, temperature)
+    listed = [(task, batches[task][i % len(batches[task])]) for task in batches for i in range(counts[task])]
+    random.Random(seed * 1_000_003 + epoch).shuffle(listed)
+    return listed

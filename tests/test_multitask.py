@@ -1,0 +1,241 @@
+"""Multi-task fine-tuning (train.py --tasks): task batching, head isolation, the second stage,
+resume, prediction per task, and two tiny tasks written here that learn together.
+
+The two tasks use disjoint vocabularies (topic words and sentiment words, plus shared filler), so a
+batch's token ids tell which task it came from, and each task can only be learnt from its own data.
+"""
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import predict
+import train
+import train_multitask
+from minibert.checkpoints.classifier import load_classifier
+from minibert.checkpoints.formats import checkpoint_of, save_minibert
+from minibert.data.multitask import epoch_schedule, read_tasks_file, task_counts, tasks_from_names
+from minibert.errors import CheckpointError, ConfigError
+from minibert.model.bert import BertModel
+from minibert.model.config import BertConfig
+from minibert.model.heads import HeadConfig, MultiTaskClassifier
+from minibert.training.optimization import build_optimizer, parameter_groups
+
+TASKS = {
+    "topics": {"sport": "football match goal team player coach league".split(),
+               "business": "shares market profit bank company economy price".split(),
+               "tech": "computer software internet phone digital online chip".split()},
+    "sentiment": {"good": "great wonderful excellent loved superb delightful".split(),
+                  "bad": "awful terrible boring hated dreadful poor".split()},
+}
+FILLER = "the a of and to in is was for on that with as it".split()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_task(folder: Path, task: str, sizes=(60, 24, 30), seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    classes = TASKS[task]
+    for split, n in zip(("train", "dev", "test"), sizes):
+        with open(folder / f"{split}.jsonl", "w") as f:
+            for i in range(n):
+                label = list(classes)[i % len(classes)]
+                words = rng.choices(classes[label], k=rng.randint(2, 4)) + rng.choices(FILLER, k=rng.randint(3, 8))
+                rng.shuffle(words)
+                f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multitask")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
+        {w for classes in TASKS.values() for words in classes.values() for w in words} | set(FILLER))
+    model = root / "model"
+    model.mkdir()
+    (model / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=48, max_position_embeddings=32)
+    torch.manual_seed(0)
+    save_minibert(model, checkpoint_of(BertModel(config), model / "vocab.txt"))
+    write_task(root / "data" / "topics", "topics", seed=1)
+    write_task(root / "data" / "sentiment", "sentiment", sizes=(40, 20, 30), seed=2)
+    return root, vocab
+
+
+def config(root, out, **overrides):
+    values = dict(init=str(root / "model"), tasks="topics,sentiment", output_dir=str(out), max_seq_length=16,
+                  epochs=4, batch_size=8, learning_rate=3e-3, layer_decay=0.9, eval_batch_size=16, log_every=2,
+                  device="cpu", seed=3, threads=1, stage2_epochs=1)
+    values.update(overrides)
+    return train.TrainConfig(**values)
+
+
+def in_data_dir(root, monkeypatch):
+    """--tasks NAME resolves data/NAME/ from the working directory."""
+    monkeypatch.chdir(root)
+
+
+def test_task_counts_and_epoch_schedule():
+    batches = {"a": [[i] for i in range(6)], "b": [[100], [101]]}
+    assert task_counts({"a": 6, "b": 2}) == {"a": 6, "b": 2}
+    # T = 2: shares sqrt(6) : sqrt(2) of 8 = 5.07 : 2.93 -> 5 and 3 by largest remainder.
+    assert task_counts({"a": 6, "b": 2}, temperature=2) == {"a": 5, "b": 3}
+    epoch0 = epoch_schedule(batches, seed=1, epoch=0)
+    assert Counter(task for task, _ in epoch0) == {"a": 6, "b": 2}
+    assert sorted(b[0] for _, b in epoch0) == [0, 1, 2, 3, 4, 5, 100, 101]  # every batch exactly once
+    assert epoch_schedule(batches, seed=1, epoch=0) == epoch0  # a resumed run lists the same order
+    epoch1 = epoch_schedule(batches, seed=1, epoch=1)
+    assert epoch1 != epoch0 and sorted(epoch1) == sorted(epoch0)  # reshuffled each epoch
+    hot = epoch_schedule(batches, seed=1, epoch=0, temperature=2)
+    assert Counter(task for task, _ in hot) == {"a": 5, "b": 3}
+    assert Counter(b[0] for task, b in hot if task == "b") == {100: 2, 101: 1}  # the small task cycles
+    with pytest.raises(ValueError):
+        task_counts({"a": 1}, temperature=0)
+
+
+def test_task_lists(tmp_path):
+    assert [t.train for t in tasks_from_names("imdb, ag_news", "data")] == ["data/imdb/train.jsonl",
+                                                                         "data/ag_news/train.jsonl"]
+    for names, message in (("imdb", "at least two"), ("imdb,imdb", "given twice"), ("imdb,a.b", "task names")):
+        with pytest.raises(ConfigError, match=message):
+            tasks_from_names(names)
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps([{"name": "a", "train": "a/t.jsonl", "dev": "a/d.jsonl"},
+                                {"name": "b", "train": "b/t.jsonl", "dev": "b/d.jsonl", "test": "b/x.jsonl"}]))
+    assert [(t.name, t.test) for t in read_tasks_file(path)] == [("a", ""), ("b", "b/x.jsonl")]
+    path.write_text(json.dumps([{"name": "a", "train": "x", "dev": "y", "extra": 1}, {"name": "b"}]))
+    with pytest.raises(ConfigError, match="task 0: unknown keys extra"):
+        read_tasks_file(path)
+
+
+def test_a_tasks_batch_changes_only_the_encoder_and_its_own_head():
+    config = BertConfig(vocab_size=20, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=24, max_position_embeddings=16)
+    torch.manual_seed(0)
+    model = MultiTaskClassifier(config, {"a": HeadConfig(3, pooler=False), "b": HeadConfig(2, layers="1")})
+    groups = parameter_groups(model, lr=1e-2, weight_decay=0.01, layer_decay=0.9, num_layers=2)
+    optimizer = build_optimizer("adamw", groups)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    ids = torch.randint(5, 20, (4, 7))
+    loss = F.cross_entropy(model("a", ids), torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    assert all(p.grad is None for p in model.heads["b"].parameters())
+    optimizer.step()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert {n for n in changed if n.startswith("heads.")} == {n for n in before if n.startswith("heads.a.")}
+    assert any(n.startswith("bert.layers.") for n in changed)
+    assert not any(n.startswith("heads.b.") for n in changed)  # not even weight decay touches it
+    assert model("b", ids).shape == (4, 2)
+
+
+def token_sets(root, vocab):
+    words = {task: {vocab.index(w) for words in classes.values() for w in words} for task, classes in TASKS.items()}
+    return words
+
+
+@pytest.mark.slow
+def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monkeypatch, capsys):
+    root, vocab = setup
+    in_data_dir(root, monkeypatch)
+    words = token_sets(root, vocab)
+    seen = []
+    real_collate = train_multitask.collate
+
+    def collate(docs, hierarchical, pad_id):
+        batch = real_collate(docs, hierarchical, pad_id)
+        if docs[0].label >= 0 and len(docs) <= 8:
+            ids = set(batch["input_ids"].flatten().tolist())
+            seen.append([task for task, task_words in words.items() if ids & task_words])
+        return batch
+
+    monkeypatch.setattr(train_multitask, "collate", collate)
+    results = train.main(config(root, tmp_path / "mt"))
+    out = tmp_path / "mt"
+    # Each training batch holds one task's texts: its words come from one vocabulary only.
+    assert seen and all(len(tasks) == 1 for tasks in seen)
+    assert Counter(tasks[0] for tasks in seen) == {"topics": 4 * 8, "sentiment": 4 * 5}  # 60/8, 40/8 batches
+    stage1 = json.loads((out / "multitask_results.json").read_text())["tasks"]
+    assert stage1["topics"]["test_accuracy"] > 0.7 and stage1["sentiment"]["test_accuracy"] > 0.75  # chance 1/3, 1/2
+    assert set(results["stage2"]["tasks"]) == {"topics", "sentiment"}
+    for task in ("topics", "sentiment"):
+        stage2 = json.loads((out / "stage2" / task / "config.json").read_text())
+        assert stage2["learning_rate"] == pytest.approx(3e-3 * 0.5) and stage2["epochs"] == 1
+        assert stage2["init_task"] == task and stage2["init"] == str(out / "best")
+        lrs = [r["lr"] for r in map(json.loads, (out / "stage2" / task / "metrics.jsonl").read_text().splitlines())
+               if r["split"] == "train"]
+        assert max(lrs) <= 3e-3 * 0.5
+        assert results["stage2"]["tasks"][task]["test_error"] < 0.3
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in records if r["split"] == "dev_task"} == {"topics", "sentiment"}
+
+    # The saved model holds both heads; predict.py --task picks one.
+    texts = tmp_path / "texts.txt"
+    texts.write_text("great wonderful the a\nawful terrible of\n")
+    capsys.readouterr()
+    rows = predict.main(predict.PredictConfig(model=str(out / "best"), input=str(texts), task="sentiment",
+                                              device="cpu"))
+    assert [r["label"] for r in rows] == ["good", "bad"] and set(rows[0]["probabilities"]) == {"good", "bad"}
+    topics = predict.main(predict.PredictConfig(model=str(out / "best"), input=str(texts), task="topics", device="cpu"))
+    assert set(topics[0]["probabilities"]) == {"business", "sport", "tech"}
+    with pytest.raises(CheckpointError, match="choose one of topics, sentiment"):
+        load_classifier(out / "best")
+    with pytest.raises(CheckpointError, match="single-task"):
+        load_classifier(out / "stage2" / "topics" / "best", "topics")
+
+
+@pytest.mark.slow
+def test_multitask_resume_is_bit_identical(setup, tmp_path, monkeypatch):
+    root, _ = setup
+    in_data_dir(root, monkeypatch)
+    options = dict(epochs=2, checkpoint_every=3, grad_accum_steps=2, stage2_epochs=1)
+    full = train.main(config(root, tmp_path / "full", **options))
+    calls = {"n": 0}
+    real_collate = train_multitask.collate
+
+    def crash(docs, hierarchical, pad_id):
+        if docs[0].label >= 0 and len(docs) <= 8:
+            calls["n"] += 1
+            if calls["n"] > 17:  # 13 batches -> 7 steps per epoch; crash in step 9, last checkpoint at 6
+                raise KeyboardInterrupt
+        return real_collate(docs, hierarchical, pad_id)
+
+    monkeypatch.setattr(train_multitask, "collate", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(config(root, tmp_path / "resumed", **options))
+    monkeypatch.setattr(train_multitask, "collate", real_collate)
+    resumed = train.main(config(root, tmp_path / "resumed", resume=True, **options))
+    for folder in ("best", "last", "stage2/topics/best", "stage2/sentiment/best"):
+        a = load_file(tmp_path / "full" / folder / "model.safetensors")
+        b = load_file(tmp_path / "resumed" / folder / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+    assert resumed == full
+    strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}
+                          for line in path.read_text().splitlines()]
+    assert strip(tmp_path / "full" / "metrics.jsonl") == strip(tmp_path / "resumed" / "metrics.jsonl")
+    # Resuming a finished run redoes nothing and gives the same results.
+    assert train.main(config(root, tmp_path / "resumed", resume=True, **options)) == full
+    with pytest.raises(ConfigError, match="learning_rate"):
+        train.main(config(root, tmp_path / "resumed", resume=True, **{**options, "learning_rate": 1e-3}))
+
+
+def test_multitask_option_errors(setup, tmp_path, monkeypatch):
+    root, _ = setup
+    in_data_dir(root, monkeypatch)
+    for overrides, message in ((dict(stage2_lr_factor=2.0), "stage2_lr_factor"), (dict(compile=True), "compile"),
+                               (dict(task_temperature=0.0), "task_temperature"),
+                               (dict(tasks_file="x.json"), "not both"), (dict(tasks="topics,nope"), "nope/train.jsonl")):
+        with pytest.raises((ConfigError, Exception), match=message):
+            train.main(config(root, tmp_path / "bad", **overrides))
