@@ -138,8 +138,9 @@ class TrainConfig:
     overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
     allow_data_change: bool = option(False, "--resume even if the train or dev file changed since the run began")
     # Multi-task fine-tuning (paper §4.3, Exp-III; train_multitask.py): a shared encoder, a head per task.
-    tasks: str = option("", "comma-separated tasks, each data/<name>/{train,dev,test}.jsonl (replaces the "
+    tasks: str = option("", "comma-separated tasks, each tasks_dir/<name>/{train,dev,test}.jsonl (replaces the "
                         "train/dev/test files)")
+    tasks_dir: str = option("data", "--tasks: the folder that holds <name>/{train,dev,test}.jsonl")
     tasks_file: str = option("", "JSON list of tasks {name, train, dev, test} (instead of --tasks)")
     task_temperature: float = option(1.0, "multi-task: 1 lists every task's batches once per epoch (MT-DNN); "
                                      "T > 1 samples task t in proportion to size^(1/T)")

@@ -87,7 +87,7 @@ class MultiTaskState:
 def resolve_tasks(cfg: train.TrainConfig):
     if cfg.tasks and cfg.tasks_file:
         raise ConfigError("give --tasks or --tasks_file, not both")
-    return read_tasks_file(cfg.tasks_file) if cfg.tasks_file else tasks_from_names(cfg.tasks)
+    return read_tasks_file(cfg.tasks_file) if cfg.tasks_file else tasks_from_names(cfg.tasks, cfg.tasks_dir)
 
 
 def check_multitask_options(cfg: train.TrainConfig) -> None:

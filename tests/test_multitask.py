@@ -21,7 +21,7 @@ import train_multitask
 from minibert.checkpoints.classifier import load_classifier
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.data.multitask import epoch_schedule, read_tasks_file, task_counts, tasks_from_names
-from minibert.errors import CheckpointError, ConfigError
+from minibert.errors import CheckpointError, ConfigError, MinibertError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.model.heads import HeadConfig, MultiTaskClassifier
@@ -76,7 +76,8 @@ def setup(tmp_path_factory):
 
 
 def config(root, out, **overrides):
-    values = dict(init=str(root / "model"), tasks="topics,sentiment", output_dir=str(out), max_seq_length=16,
+    values = dict(init=str(root / "model"), tasks="topics,sentiment", tasks_dir=str(root / "data"),
+                  output_dir=str(out), max_seq_length=16,
                   epochs=4, batch_size=8, learning_rate=3e-3, layer_decay=0.9, eval_batch_size=16, log_every=2,
                   device="cpu", seed=3, threads=1, stage2_epochs=1)
     values.update(overrides)
@@ -141,16 +142,16 @@ def test_a_tasks_batch_changes_only_the_encoder_and_its_own_head():
     assert model("b", ids).shape == (4, 2)
 
 
-def token_sets(root, vocab):
-    words = {task: {vocab.index(w) for words in classes.values() for w in words} for task, classes in TASKS.items()}
-    return words
+def token_sets(vocab):
+    """Each task's token ids (its class words; the filler is shared)."""
+    return {task: {vocab.index(w) for words in classes.values() for w in words} for task, classes in TASKS.items()}
 
 
 @pytest.mark.slow
 def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monkeypatch, capsys):
     root, vocab = setup
     in_data_dir(root, monkeypatch)
-    words = token_sets(root, vocab)
+    words = token_sets(vocab)
     seen = []
     real_collate = train_multitask.collate
 
@@ -162,7 +163,7 @@ def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monke
         return batch
 
     monkeypatch.setattr(train_multitask, "collate", collate)
-    results = train.main(config(root, tmp_path / "mt"))
+    results = train.main(config(root, tmp_path / "mt", tasks_dir="data"))  # relative to the working directory
     out = tmp_path / "mt"
     # Each training batch holds one task's texts: its words come from one vocabulary only.
     assert seen and all(len(tasks) == 1 for tasks in seen)
@@ -199,7 +200,6 @@ def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monke
 @pytest.mark.slow
 def test_multitask_resume_is_bit_identical(setup, tmp_path, monkeypatch):
     root, _ = setup
-    in_data_dir(root, monkeypatch)
     options = dict(epochs=2, checkpoint_every=3, grad_accum_steps=2, stage2_epochs=1)
     full = train.main(config(root, tmp_path / "full", **options))
     calls = {"n": 0}
@@ -231,11 +231,10 @@ def test_multitask_resume_is_bit_identical(setup, tmp_path, monkeypatch):
         train.main(config(root, tmp_path / "resumed", resume=True, **{**options, "learning_rate": 1e-3}))
 
 
-def test_multitask_option_errors(setup, tmp_path, monkeypatch):
+def test_multitask_option_errors(setup, tmp_path):
     root, _ = setup
-    in_data_dir(root, monkeypatch)
     for overrides, message in ((dict(stage2_lr_factor=2.0), "stage2_lr_factor"), (dict(compile=True), "compile"),
                                (dict(task_temperature=0.0), "task_temperature"),
                                (dict(tasks_file="x.json"), "not both"), (dict(tasks="topics,nope"), "nope/train.jsonl")):
-        with pytest.raises((ConfigError, Exception), match=message):
+        with pytest.raises(MinibertError, match=message):
             train.main(config(root, tmp_path / "bad", **overrides))

@@ -43,7 +43,10 @@ def test_every_row_is_a_valid_train_config(scale, tmp_path):
             assert (cfg.clip_mode, cfg.optimizer, cfg.schedule) == ("per_tensor", "adam_weight_decay",
                                                                    "google_warmup_linear")
             assert cfg.max_seq_length == (512 if scale == "paper" else 128)
-            assert Path(cfg.train_file) == tmp_path / "data" / run.dataset / "train.jsonl"
+            if run.row.multi_task:  # Table 7: one train.py --tasks run over the four data sets
+                assert cfg.tasks == "imdb,yelp_polarity,ag_news,dbpedia" and cfg.tasks_dir == str(tmp_path / "data")
+            else:
+                assert Path(cfg.train_file) == tmp_path / "data" / run.dataset / "train.jsonl"
 
 
 def test_rows_name_only_what_differs_and_carry_the_papers_numbers(tmp_path):
@@ -156,6 +159,34 @@ def test_table_from_hand_made_results(tmp_path):
     assert lines[8] == "| pre-trained | – [1] | 4.37 |"
     assert lines[10] == "[1] needs a further pre-trained checkpoint, which this version cannot make yet"
     assert format_errors([]) == "" and format_errors([1.0]) == "1.00"
+
+
+def test_multi_task_row_is_one_run_and_fills_every_column(tmp_path):
+    table7 = EXPERIMENTS["table7"]
+    mt = replace(table7, rows=table7.rows[:2])
+    out = tmp_path / "out"
+    runs = plan(mt, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, mt.datasets), out)
+    multi = [run for run in runs if run.row.multi_task]
+    assert len(multi) == 4 and len({run.folder for run in multi}) == 1
+    launched = []
+
+    def launch(config, device):
+        launched.append(config["output_dir"])
+        folder = Path(config["output_dir"])
+        if "tasks" in config:  # a multi-task results.json: the second stage's errors per task
+            tasks = config["tasks"].split(",")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "results.json").write_text(json.dumps({
+                "tasks": tasks, "multitask": {"tasks": {t: {"test_error": 0.5} for t in tasks}},
+                "stage2": {"tasks": {t: {"test_error": 0.01 * (i + 1)} for i, t in enumerate(tasks)}}}))
+        else:
+            make_run_folder(folder, error=0.09)
+
+    execute(runs, ["cpu"], launch)
+    assert len(launched) == 4 + 1 and all(run.state == "done" for run in runs)
+    lines = markdown(mt, SCALES["paper"], runs, []).splitlines()
+    assert lines[6] == "| BERT-FiT | 9.00 | 5.40 | 9.00 | 2.28 | 9.00 | 5.25 | 9.00 | 0.71 |"
+    assert lines[7] == "| BERT-MFiT-FiT | 1.00 | 5.36 | 2.00 | 2.19 | 3.00 | 5.20 | 4.00 | 0.68 |"
 
 
 def write_metrics(folder, records):

@@ -20,13 +20,22 @@ from minibert.experiments.runner import Run, Scale  # noqa: E402
 from minibert.files import atomic_write  # noqa: E402
 
 
+def test_error(results: dict, dataset: str) -> float:
+    """A run's test error (%) on `dataset`: train.py's results.json, or for a multi-task run the
+    task's error after the second stage (after the first when there was none)."""
+    if "tasks" in results:
+        stage = results.get("stage2", results["multitask"])
+        return 100 * stage["tasks"][dataset]["test_error"]
+    return 100 * results["test_error"]
+
+
 def finished_errors(runs: list[Run]) -> list[float]:
     """Test error (%) of each finished run, in run order."""
     errors = []
     for run in runs:
         path = run.folder / "results.json"
         if path.is_file():
-            errors.append(100 * json.loads(path.read_text(encoding="utf-8"))["test_error"])
+            errors.append(test_error(json.loads(path.read_text(encoding="utf-8")), run.dataset))
     return errors
 
 

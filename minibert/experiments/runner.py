@@ -126,9 +126,25 @@ def plan(experiment: Experiment, scale: Scale, datasets: list[str], seeds: list[
     for row in experiment.rows:
         for dataset in datasets or experiment.datasets:
             for seed in seeds:
-                folder = output_dir / scale.name / experiment.name / dataset / slug(row.name) / f"seed{seed}"
-                runs.append(_plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra or {}))
+                # A multi-task row is one run over all the data sets, listed once per data set.
+                group = "multitask" if row.multi_task else dataset
+                folder = output_dir / scale.name / experiment.name / group / slug(row.name) / f"seed{seed}"
+                run = _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra or {})
+                if row.multi_task and run.config:
+                    _multi_task(run, datasets or experiment.datasets, data_folders)
+                runs.append(run)
     return runs
+
+
+def _multi_task(run: Run, datasets, data_folders: dict[str, Path]) -> None:
+    """Table 7's BERT-MFiT-FiT: train.py --tasks over every data set (their folders share a parent)."""
+    parents = {data_folders[d].parent for d in datasets if d in data_folders}
+    if len(parents) != 1 or not all(d in data_folders for d in datasets):
+        run.refused, run.state, run.config = "multi-task needs every data set in one data folder", "refused", {}
+        return
+    for split in SPLITS:
+        del run.config[f"{split}_file"]
+    run.config.update(tasks=",".join(datasets), tasks_dir=str(parents.pop()))
 
 
 def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra) -> Run:
@@ -138,8 +154,6 @@ def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders
         run.refused = f"needs {row.needs}, which this version cannot make yet"
     elif refused:
         run.refused = refused
-    elif row.multi_task:
-        run.refused = "needs multi-task fine-tuning (train.py --tasks), which this version does not have yet"
     if not run.refused and dataset not in data_folders:
         run.refused = f"no data for {dataset}"
     if run.refused:
@@ -182,18 +196,22 @@ def execute(runs: list[Run], devices: list[str], launch: Callable[[dict, str], N
     """Run every run that is not done or refused: one worker per device takes the next run from a
     queue, so each device runs one run at a time. launch(config, device) runs train.py with the
     config (device set by the worker). A failing run is marked "failed" and the others go on.
-    Returns the runs that were launched."""
+    Runs sharing a folder (a multi-task row) are launched once. Returns the runs that were pending."""
     pending = [run for run in runs if run.state in ("new", "resume")]
-    work: queue.Queue[Run] = queue.Queue()
+    by_folder: dict[Path, list[Run]] = {}  # a multi-task run is listed once per data set, launched once
     for run in pending:
-        work.put(run)
+        by_folder.setdefault(run.folder, []).append(run)
+    work: queue.Queue[list[Run]] = queue.Queue()
+    for group in by_folder.values():
+        work.put(group)
 
     def worker(device: str) -> None:
         while True:
             try:
-                run = work.get_nowait()
+                group = work.get_nowait()
             except queue.Empty:
                 return
+            run = group[0]
             log(f"{'resuming' if run.state == 'resume' else 'starting'} {run.folder} on {device}")
             try:
                 launch({**run.config, "device": device}, device)
@@ -202,6 +220,8 @@ def execute(runs: list[Run], devices: list[str], launch: Callable[[dict, str], N
                     run.state, run.error = "failed", "train.py finished without results.json"
             except (Exception, SystemExit) as e:  # one bad run must not stop the queue; its message is reported
                 run.state, run.error = "failed", str(e) or type(e).__name__
+            for other in group[1:]:
+                other.state, other.error = run.state, run.error
             log(f"{run.state} {run.folder}" + (f": {run.error}" if run.error else ""))
 
     threads = [threading.Thread(target=worker, args=(device,), daemon=True) for device in devices]
