@@ -77,12 +77,6 @@ def save_multitask_classifier(folder: str | Path, model: MultiTaskClassifier, la
     replace_folder(folder, fill)
 
 
-def task_names(folder: str | Path) -> list[str]:
-    """The tasks of a multi-task classifier folder; [] for a single-task one."""
-    description = json.loads((Path(folder) / CLASSIFIER_FILE).read_text(encoding="utf-8"))
-    return list(description.get("tasks", {}))
-
-
 def _choose_task(description: dict, task: str, description_file: Path) -> dict:
     """The single-task part of classifier.json: as it is, or the chosen task's of a multi-task model."""
     tasks = description.get("tasks")
