@@ -238,3 +238,21 @@ def test_multitask_option_errors(setup, tmp_path):
                                (dict(tasks_file="x.json"), "not both"), (dict(tasks="topics,nope"), "nope/train.jsonl")):
         with pytest.raises(MinibertError, match=message):
             train.main(config(root, tmp_path / "bad", **overrides))
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(hierarchical=True, chunk_pooling="max", max_seq_length=8),
+    dict(precision="bf16", truncation="tail", layers="1", class_weighted_loss=True, grad_accum_steps=3),
+    dict(head="bilstm_attention", freeze_encoder=True, lstm_size=8, attention_size=4, task_temperature=2.0),
+])
+def test_single_task_options_apply_to_every_task(setup, tmp_path, overrides):
+    results = train.main(config(setup[0], tmp_path / "o", epochs=1, stage2_epochs=0, **overrides))
+    assert set(results["multitask"]["tasks"]) == {"topics", "sentiment"} and "stage2" not in results
+    saved = json.loads((tmp_path / "o" / "best" / "classifier.json").read_text())
+    for task in ("topics", "sentiment"):
+        for key in ("chunk_pooling", "layers", "head", "lstm_size"):
+            if key in overrides:
+                assert saved["tasks"][task]["head"][key] == overrides[key]
+    for key in ("hierarchical", "truncation"):
+        if key in overrides:
+            assert saved["encoding"][key] == overrides[key]
