@@ -198,7 +198,7 @@ def resolve_pooler(pooler: str, layers: str, num_layers: int) -> bool:
     classifies the raw [CLS] vectors, so auto turns the pooler off there."""
     if pooler == "auto":
         return layers in ("last", str(num_layers))
-    return {"true": True, "false": False}[pooler]
+    return {"true": True, "false": False, True: True, False: False}[pooler]  # bools from Python callers
 
 
 def text_encoding(cfg: TrainConfig) -> TextEncoding:
@@ -307,6 +307,8 @@ def check_options(cfg: TrainConfig) -> None:
     for name, ok, requirement in rules:
         if not ok:
             raise ConfigError(f"--{name} {getattr(cfg, name)}: must be {requirement}")
+    if cfg.pooler not in ("auto", "true", "false", True, False):
+        raise ConfigError(f"--pooler {cfg.pooler}: must be auto, true or false")
     try:
         text_encoding(cfg)
     except ValueError as e:

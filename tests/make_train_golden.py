@@ -33,7 +33,7 @@ def golden_run(tmp: Path) -> list[dict]:
         write_split(tmp / f"{name}.jsonl", n, seed)
     model = make_tiny_model(tmp / "model")
     cfg = config(model, tmp, tmp / "run", epochs=2, batch_size=5, grad_accum_steps=2, log_every=1,
-                 warmup_proportion=0.25, test_file="", pooler=True)
+                 warmup_proportion=0.25, test_file="", pooler="true")
     train.main(cfg)
     records = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     return [{"step": r["step"], "loss": r["loss"], "lr": r["lr"]} for r in records if r["split"] == "train"][:STEPS]
