@@ -67,6 +67,8 @@ def test_rows_name_only_what_differs_and_carry_the_papers_numbers(tmp_path):
     assert [r.config["learning_rate"] for r in fig2] == [2e-5, 5e-5, 1e-4, 4e-4]
     assert all(r.config["eval_every"] == 100 and r.config["train_eval_count"] == 2000 for r in fig2)
     assert EXPERIMENTS["table3"].rows[0].config == {"layers": "1"}
+    small3 = plan(EXPERIMENTS["table3"], SCALES["small"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
+    assert [run.row.name for run in small3 if run.refused] == [f"Layer-{k}" for k in range(6, 12)]  # MiniLM: 6
     assert slug("hier. self-attention") == "hier_self-attention"
 
 
