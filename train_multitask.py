@@ -33,7 +33,7 @@ import train
 from minibert.checkpoints.classifier import load_classifier, save_multitask_classifier
 from minibert.checkpoints.formats import load_state
 from minibert.data.batching import length_grouped_batches
-from minibert.data.features import collate, encode_examples, model_inputs
+from minibert.data.features import cap_chunks, collate, encode_examples, model_inputs
 from minibert.data.multitask import epoch_schedule, read_tasks_file, task_counts, tasks_from_names
 from minibert.data.splits import few_shot_subset
 from minibert.errors import ConfigError
@@ -113,7 +113,12 @@ def read_task(cfg: train.TrainConfig, files, tokenizer, encoding) -> Task:
         examples, ids = [p[0] for p in pairs], [p[1] for p in pairs]
     dev = train.Split(files.dev, *train.read_split(task_cfg, files.dev, labels)[:2])
     test = train.Split(files.test, *train.read_split(task_cfg, files.test, labels)[:2]) if files.test else None
-    task = Task(files.name, list(labels.names), encode_examples(examples, ids, tokenizer, encoding), dev, test)
+    train_docs = encode_examples(examples, ids, tokenizer, encoding)
+    if cfg.hierarchical and cfg.max_chunks == 0:  # as train.py: bounded memory for very long texts
+        train_docs, message = cap_chunks(train_docs, [e.source for e in examples], train.TRAIN_CHUNK_CAP)
+        if message:
+            print(f"note: {files.name}: {message}")
+    task = Task(files.name, list(labels.names), train_docs, dev, test)
     task.dev_docs = encode_examples(dev.examples, dev.labels, tokenizer, encoding)
     return task
 
