@@ -13,8 +13,9 @@ output_dir holds best/ (the multi-task model with every head; predict.py --task 
 last/ (for --resume), metrics.jsonl (records carry their task), multitask_results.json (stage 1's
 dev and test scores per task), stage2/<task>/ and results.json (every task's scores after each
 stage, and their means). All single-task options apply to every task (truncation, hierarchical,
-heads, layer decay, schedules, precision, few-shot subsets per task, resume); not supported in
-stage 1: torchrun (several processes) and --compile.
+heads, layer decay, schedules, precision, few-shot subsets per task, resume, torchrun); not
+supported: --compile. Under torchrun every process lists the same mixed epoch (same seed), so all
+ranks train the same task at each step, each on its slice of that task's global batch.
 """
 
 import json
@@ -40,12 +41,13 @@ from minibert.errors import ConfigError
 from minibert.files import atomic_write_text, sha256_file
 from minibert.model.heads import HeadConfig, MultiTaskClassifier
 from minibert.text.tokenization import FullTokenizer
-from minibert.training.distributed import Distributed, init_distributed
+from minibert.training.distributed import (Distributed, all_reduce_sum, barrier, device_for, gather_objects,
+                                           init_distributed, no_sync, shard_batches, shutdown)
 from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.optimization import CLIPPING, build_optimizer, parameter_groups
 from minibert.training.plots import plot_learning_curves
 from minibert.training.precision import autocast, grad_scaler, resolve_device
-from minibert.training.run_state import find_run, load_run, save_run
+from minibert.training.run_state import capture_rng, find_run, load_run, save_run
 from minibert.training.schedules import build_scheduler
 
 # The paper fine-tunes each task again "with a lower learning rate" and gives no value. Half the
@@ -53,7 +55,6 @@ from minibert.training.schedules import build_scheduler
 # while still moving the head and the top layers within one epoch; a smaller factor mostly
 # reproduces the multi-task model.
 STAGE2_OPTIONS = ("stage2_epochs", "stage2_lr_factor")
-ONE_PROCESS = Distributed()  # stage 1 runs in one process (evaluation takes the distributed setting)
 
 
 @dataclass
@@ -81,6 +82,7 @@ class MultiTaskState:
     window_loss: float = 0.0
     window_batches: int = 0
     data_sha256: str = ""
+    world_size: int = 1  # processes (torchrun); a resume needs as many
     config: dict = field(default_factory=dict)
 
 
@@ -138,11 +140,12 @@ def main(cfg: train.TrainConfig) -> dict:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     autocast(device, cfg.precision)
-    if init_distributed(device.type).enabled:
-        raise ConfigError("--tasks runs in one process: start it without torchrun")
+    setup = init_distributed(device.type)  # one process, or this process's rank under torchrun
+    device = device_for(setup, device)
+    say = tqdm.write if setup.is_main else (lambda text: None)  # rank 0 speaks for all
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    pretrained = train.load_init(cfg)
+    pretrained = train.load_init(cfg, say)
     tokenizer = FullTokenizer(pretrained.vocab_file, cfg.do_lower_case, cfg.tokenizer_variant)
     encoding = train.text_encoding(cfg)
     start = time.time()
@@ -153,14 +156,19 @@ def main(cfg: train.TrainConfig) -> dict:
     model = MultiTaskClassifier(pretrained.config, heads)
     load_state(model.bert, pretrained.state, str(pretrained.source))  # every encoder weight, strictly
     for t in tasks:
-        print(f"task {t.name}: {len(t.train_docs)} train / {len(t.dev_docs)} dev examples, {len(t.labels)} classes")
-    print(f"tokenized in {time.time() - start:.1f}s")
+        say(f"task {t.name}: {len(t.train_docs)} train / {len(t.dev_docs)} dev examples, {len(t.labels)} classes")
+    say(f"tokenized in {time.time() - start:.1f}s" + (f"; {setup.world_size} processes" if setup.enabled else ""))
     model.to(device)
+    if setup.enabled:
+        torch.manual_seed(cfg.seed + 1_000_003 * setup.rank)  # a dropout stream per rank, as in train.py
 
     # Optimisation over the mixed epoch: its length is the sum of all tasks' batches.
     def task_batches(epoch: int) -> dict[str, list[list[int]]]:
-        return {t.name: length_grouped_batches([d.length for d in t.train_docs], cfg.batch_size,
-                                               seed=cfg.seed + epoch + 7919 * i) for i, t in enumerate(tasks)}
+        """Each task's batches of this process: its rank's slice of global batches (train.epoch_batches)."""
+        return {t.name: shard_batches(length_grouped_batches([d.length for d in t.train_docs],
+                                                             cfg.batch_size * setup.world_size,
+                                                             seed=cfg.seed + epoch + 7919 * i), setup)
+                for i, t in enumerate(tasks)}
 
     batches_per_epoch = sum(task_counts({k: len(v) for k, v in task_batches(0).items()}).values())
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
@@ -175,11 +183,13 @@ def main(cfg: train.TrainConfig) -> dict:
     weights = {t.name: train.class_weights([d.label for d in t.train_docs], len(t.labels)).to(device)
                for t in tasks} if cfg.class_weighted_loss else {}
 
-    state = MultiTaskState(data_sha256=data_sha256(task_files), config=asdict(cfg))
+    state = MultiTaskState(data_sha256=data_sha256(task_files), world_size=setup.world_size, config=asdict(cfg))
     if cfg.resume:
-        state = resume(cfg, out, model, optimizer, scheduler, scaler, state)
-    train.start_output_dir(cfg, out)
-    log = MetricsLog(out / "metrics.jsonl", state.step if cfg.resume else None)
+        state = resume(cfg, out, model, optimizer, scheduler, scaler, state, setup)
+    if setup.is_main:
+        train.start_output_dir(cfg, out)
+    barrier(setup)
+    log = MetricsLog(out / "metrics.jsonl" if setup.is_main else None, state.step if cfg.resume else None)
     window = LossWindow(state.window_loss, state.window_batches)
     views = {t.name: model.task_classifier(t.name) for t in tasks}  # shared modules, for evaluation
 
@@ -187,7 +197,7 @@ def main(cfg: train.TrainConfig) -> dict:
         errors = []
         for t in tasks:
             report = train.evaluate(views[t.name], t.dev_docs, t.labels, cfg, device, tokenizer.pad_id,
-                                    f"dev {t.name}", ONE_PROCESS)
+                                    f"dev {t.name}", setup)
             log.write(step=state.step, epoch=epoch, split="dev_task", task=t.name, error=report["error"],
                       accuracy=report["accuracy"], macro_f1=report["macro_f1"])
             errors.append((report["error"], report["macro_f1"]))
@@ -196,13 +206,15 @@ def main(cfg: train.TrainConfig) -> dict:
         log.write(step=state.step, epoch=epoch, split="dev", error=mean_error, accuracy=1 - mean_error,
                   macro_f1=statistics.mean(f for _, f in errors))
         better = state.best_dev_error is None or mean_error < state.best_dev_error
-        tqdm.write(f"step {state.step}: mean dev error {100 * mean_error:.2f}% ("
+        say(f"step {state.step}: mean dev error {100 * mean_error:.2f}% ("
                    + ", ".join(f"{t.name} {100 * e:.2f}%" for t, (e, _) in zip(tasks, errors)) + ")"
                    + (" - best so far, saved" if better else ""))
         if better:
             state.best_dev_error, state.best_step, state.evals_without_improvement = mean_error, state.step, 0
-            save_multitask_classifier(out / "best", model, {t.name: t.labels for t in tasks}, encoding, tokenizer,
-                                      tokenizer.vocab_file, {"train_config.json": json.dumps(asdict(cfg), indent=2) + "\n"})
+            if setup.is_main:
+                save_multitask_classifier(out / "best", model, {t.name: t.labels for t in tasks}, encoding, tokenizer,
+                                          tokenizer.vocab_file,
+                                          {"train_config.json": json.dumps(asdict(cfg), indent=2) + "\n"})
         else:
             state.evals_without_improvement += 1
         state.stopped = cfg.early_stopping > 0 and state.evals_without_improvement >= cfg.early_stopping
@@ -213,22 +225,24 @@ def main(cfg: train.TrainConfig) -> dict:
             break
         train.set_trainable(cfg, model, epoch)
         train.train_mode(cfg, model)
+        train_model = train.wrap_for_training(cfg, model, setup, device)  # DDP under torchrun
         listed = epoch_schedule(task_batches(epoch), cfg.seed, epoch, cfg.task_temperature)
         # One optimizer step = grad_accum_steps micro-batches, each of one task.
         steps = [listed[i:i + cfg.grad_accum_steps] for i in range(0, len(listed), cfg.grad_accum_steps)]
         first = state.step - epoch * steps_per_epoch
         bar = tqdm(total=len(listed), initial=first * cfg.grad_accum_steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   unit="batch")
+                   unit="batch", disable=not setup.is_main)
         window_start, window_examples = time.time(), 0
         for s in range(first, len(steps)):
-            for task, micro_batch in steps[s]:
+            for m, (task, micro_batch) in enumerate(steps[s]):
                 batch = collate([docs[task][i] for i in micro_batch], cfg.hierarchical, tokenizer.pad_id)
-                with autocast(device, cfg.precision):
-                    logits = model(task, **model_inputs(batch, device))
-                loss = F.cross_entropy(logits.float(), batch["labels"].to(device), weight=weights.get(task))
-                if cfg.head == "bilstm_attention" and cfg.attention_penalty:
-                    loss = loss + cfg.attention_penalty * model.heads[task].penalty  # Lin et al. (2017) §2.2
-                scaler.scale(loss / len(steps[s])).backward()  # the step's gradient is the micro-batches' mean
+                with no_sync(train_model, last_micro_batch=m + 1 == len(steps[s])):
+                    with autocast(device, cfg.precision):
+                        logits = train_model(task, **model_inputs(batch, device))
+                    loss = F.cross_entropy(logits.float(), batch["labels"].to(device), weight=weights.get(task))
+                    if cfg.head == "bilstm_attention" and cfg.attention_penalty:
+                        loss = loss + cfg.attention_penalty * model.heads[task].penalty  # Lin et al. (2017) §2.2
+                    scaler.scale(loss / len(steps[s])).backward()  # the step's gradient is the micro-batches' mean
                 window.add(loss, state.step + 1)
                 window_examples += len(micro_batch)
                 bar.update(1)
@@ -243,8 +257,8 @@ def main(cfg: train.TrainConfig) -> dict:
             state.step += 1
             end_of_epoch = s + 1 == len(steps)
             if state.step % cfg.log_every == 0 or end_of_epoch:
-                speed = window_examples / (time.time() - window_start)
-                mean_loss = window.mean(state.step)
+                speed = window_examples * setup.world_size / (time.time() - window_start)
+                mean_loss = window.mean(state.step, lambda sums: all_reduce_sum(sums, setup))
                 log.write(step=state.step, epoch=epoch + (s + 1) / len(steps), split="train", loss=mean_loss, lr=lr,
                           examples_per_s=speed)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{speed:.1f}")
@@ -254,26 +268,39 @@ def main(cfg: train.TrainConfig) -> dict:
                 evaluate_dev(epoch + 1)
             if train.checkpoint_due(cfg, state.step, end_of_epoch):
                 state.window_loss, state.window_batches = window.state()
-                save_run(out / "last", model, optimizer, scheduler, scaler, state)
+                rng_states = gather_objects(capture_rng(), setup)  # every rank's dropout stream
+                if setup.is_main:
+                    save_run(out / "last", model, optimizer, scheduler, scaler, state, rng_states)
+                barrier(setup)
             if state.stopped:
-                tqdm.write(f"early stopping: {cfg.early_stopping} evaluations without a better mean dev error")
+                say(f"early stopping: {cfg.early_stopping} evaluations without a better mean dev error")
                 break
         bar.close()
     log.close()
+    barrier(setup)  # best/ is complete before any rank reads it
     if not state.stage1_done:
-        stage1 = evaluate_best(cfg, out, tasks, device, state)
-        plot_learning_curves(log.records, out / "learning_curves.png")
+        stage1 = evaluate_best(cfg, out, tasks, device, state, setup)
         state.stage1_done = True  # a --resume from here goes straight to stage 2
-        save_run(out / "last", model, optimizer, scheduler, scaler, state)
+        rng_states = gather_objects(capture_rng(), setup)
+        if setup.is_main:
+            plot_learning_curves(log.records, out / "learning_curves.png")
+            save_run(out / "last", model, optimizer, scheduler, scaler, state, rng_states)
+        barrier(setup)
     else:
         stage1 = json.loads((out / "multitask_results.json").read_text(encoding="utf-8"))
-    return finish(cfg, out, tasks, stage1, run_stage2(cfg, out, task_files))
+    stage2 = run_stage2(cfg, out, task_files, say)
+    results = finish(cfg, out, tasks, stage1, stage2) if setup.is_main else {}
+    barrier(setup)
+    shutdown(setup)
+    return results
 
 
-def resume(cfg, out: Path, model, optimizer, scheduler, scaler, fresh: MultiTaskState) -> MultiTaskState:
+def resume(cfg, out: Path, model, optimizer, scheduler, scaler, fresh: MultiTaskState,
+           setup: Distributed) -> MultiTaskState:
     """Restore stage 1 from out/last after checking the settings and the tasks' data are unchanged."""
     folder = find_run(out / "last")
-    state = MultiTaskState(**load_run(folder, model, optimizer, scheduler, scaler))
+    state = MultiTaskState(**load_run(folder, model, optimizer, scheduler, scaler, rank=setup.rank,
+                                      world_size=setup.world_size))
     may_change = train.RESUMABLE_CHANGES | set(STAGE2_OPTIONS)
     changed = [k for k, v in state.config.items() if k not in may_change and getattr(cfg, k, v) != v]
     if changed:
@@ -281,11 +308,12 @@ def resume(cfg, out: Path, model, optimizer, scheduler, scaler, fresh: MultiTask
     if state.data_sha256 != fresh.data_sha256 and not cfg.allow_data_change:
         raise ConfigError(f"--resume: a task's train or dev file changed since the run in {out} started "
                           "(--allow_data_change resumes anyway)")
-    print(f"resumed from {folder} at optimizer step {state.step}" + (" (stage 1 finished)" if state.stage1_done else ""))
+    if setup.is_main:
+        print(f"resumed from {folder} at optimizer step {state.step}" + (" (stage 1 finished)" if state.stage1_done else ""))
     return state
 
 
-def evaluate_best(cfg, out: Path, tasks: list[Task], device, state: MultiTaskState) -> dict:
+def evaluate_best(cfg, out: Path, tasks: list[Task], device, state: MultiTaskState, setup: Distributed) -> dict:
     """Stage 1's best model on every task's dev and test split -> multitask_results.json."""
     results = {"best_step": state.best_step, "steps": state.step, "mean_dev_error": state.best_dev_error, "tasks": {}}
     for t in tasks:
@@ -297,14 +325,15 @@ def evaluate_best(cfg, out: Path, tasks: list[Task], device, state: MultiTaskSta
                 continue
             split_docs = encode_examples(split.examples, split.labels, saved.tokenizer, saved.encoding)
             report = train.evaluate(saved.model, split_docs, t.labels, cfg, device, saved.tokenizer.pad_id,
-                                    f"{name} {t.name}", ONE_PROCESS)
+                                    f"{name} {t.name}", setup)
             scores.update({f"{name}_{k}": v for k, v in report.items()})
         results["tasks"][t.name] = scores
-    atomic_write_text(out / "multitask_results.json", json.dumps(results, indent=2) + "\n")
+    if setup.is_main:
+        atomic_write_text(out / "multitask_results.json", json.dumps(results, indent=2) + "\n")
     return results
 
 
-def run_stage2(cfg, out: Path, task_files) -> dict:
+def run_stage2(cfg, out: Path, task_files, say=print) -> dict:
     """Each task alone from the multi-task model (its own head kept), at the lower learning rate.
 
     Each is a train.py run in stage2/<task>/: a finished one is kept, an interrupted one resumed.
@@ -319,7 +348,7 @@ def run_stage2(cfg, out: Path, task_files) -> dict:
             results[files.name] = json.loads((folder / "results.json").read_text(encoding="utf-8"))
             continue
         resume_it = cfg.resume and find_run(folder / "last") is not None
-        print(f"stage 2: {files.name} from the multi-task model at lr {cfg.learning_rate * cfg.stage2_lr_factor:.2e}")
+        say(f"stage 2: {files.name} from the multi-task model at lr {cfg.learning_rate * cfg.stage2_lr_factor:.2e}")
         task_cfg = replace(cfg, tasks="", tasks_file="", train_file=files.train, dev_file=files.dev,
                            test_file=files.test, init=str(out / "best"), init_task=files.name,
                            learning_rate=cfg.learning_rate * cfg.stage2_lr_factor, epochs=cfg.stage2_epochs,

@@ -148,3 +148,41 @@ def test_torchrun_runs_train_py_with_two_cpu_processes(setup_files, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("test error") == 1  # rank 0 alone reports
     assert json.loads((tmp_path / "run" / "results.json").read_text())["test_count"] == 33
+
+
+@pytest.mark.slow
+def test_multitask_under_ddp_trains_as_one_process(tmp_path):
+    """--tasks under 2 ranks: every rank trains the same task at each step (same mixed epoch), and
+    the run equals one process with the global batch, other tasks' heads untouched included."""
+    from test_multitask import TASKS as MT_TASKS
+    from test_multitask import FILLER as MT_FILLER
+    from test_multitask import write_task
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
+        {w for classes in MT_TASKS.values() for words in classes.values() for w in words} | set(MT_FILLER))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    model_config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=48, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                              attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    save_minibert(tmp_path / "model", checkpoint_of(BertModel(model_config), tmp_path / "model" / "vocab.txt"))
+    write_task(tmp_path / "data" / "topics", "topics", sizes=(48, 12, 12), seed=1)
+    write_task(tmp_path / "data" / "sentiment", "sentiment", sizes=(32, 12, 12), seed=2)
+
+    def cfg(out, batch_size):
+        return train.TrainConfig(init=str(tmp_path / "model"), tasks="topics,sentiment", tasks_dir=str(tmp_path / "data"),
+                                 output_dir=str(out), max_seq_length=16, epochs=2, batch_size=batch_size,
+                                 learning_rate=5e-3, layer_decay=1.0, dropout=0.0, log_every=1, device="cpu",
+                                 seed=3, threads=1, stage2_epochs=0)
+
+    run_ranks(2, cfg(tmp_path / "ddp", 4))
+    train.main(cfg(tmp_path / "one", 8))
+    ddp_records, one_records = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
+    assert len(ddp_records) == len(one_records) and len(ddp_records) > 10
+    for a, b in zip(ddp_records, one_records):
+        assert a["step"] == b["step"] and a.get("task") == b.get("task")
+        if "loss" in a:
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    a, b = (load_file(tmp_path / run / "best" / "model.safetensors") for run in ("ddp", "one"))
+    assert set(a) == set(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4

@@ -33,6 +33,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this call created the process group (so it also ends it)
 
     @property
     def enabled(self) -> bool:
@@ -58,9 +59,10 @@ def init_distributed(device_type: str) -> Distributed:
             raise ConfigError(f"LOCAL_RANK {local_rank}: this machine has {torch.cuda.device_count()} GPUs; "
                               "start at most that many processes per node")
         torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
+    owns_group = not dist.is_initialized()  # a script run from another (multi-task stage 2) joins its group
+    if owns_group:
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return Distributed(rank, world_size, local_rank)
+    return Distributed(rank, world_size, local_rank, owns_group)
 
 
 def device_for(setup: Distributed, device: torch.device) -> torch.device:
@@ -142,5 +144,6 @@ def broadcast_object(value, setup: Distributed):
 
 
 def shutdown(setup: Distributed) -> None:
-    if setup.enabled and dist.is_initialized():
+    """End the process group, if this script's init_distributed created it."""
+    if setup.enabled and setup.owns_group and dist.is_initialized():
         dist.destroy_process_group()
