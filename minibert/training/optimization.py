@@ -40,11 +40,17 @@ class AdamWeightDecay(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),  # Google optimization.py beta_1, beta_2
         eps: float = 1e-6,  # Google optimization.py epsilon
         weight_decay: float = 0.0,
+        foreach: bool = True,
     ):
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"invalid AdamWeightDecay settings lr={lr} betas={betas} eps={eps} "
                              f"weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        # foreach=True runs each line of the update once over all tensors of a group (torch._foreach_*
+        # kernels): the same operations in the same order, so the same numbers as the written-out
+        # per-tensor loop (foreach=False, kept as the readable reference), in about a tenth of the
+        # Python and dispatch overhead. Not a state_dict entry: a checkpoint resumes with either.
+        self.foreach = foreach
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -54,35 +60,64 @@ class AdamWeightDecay(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if grad.is_sparse:
-                    raise RuntimeError("AdamWeightDecay does not support sparse gradients")
+            params = [p for p in group["params"] if p.grad is not None]
+            if any(p.grad.is_sparse for p in params):
+                raise RuntimeError("AdamWeightDecay does not support sparse gradients")
+            for p in params:
                 state = self.state[p]
                 if not state:
                     state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m, v = state["m"], state["v"]
-                m.mul_(beta1).add_(grad, alpha=1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                update = m / (v.sqrt() + group["eps"])
-                # Google: "correct" L2 decay, added to the update so it bypasses m and v.
-                if group["weight_decay"] > 0:
-                    update.add_(p, alpha=group["weight_decay"])
-                p.add_(update, alpha=-group["lr"])
+            if params:
+                update = _foreach_update if self.foreach else _per_tensor_update
+                update(params, [self.state[p]["m"] for p in params], [self.state[p]["v"] for p in params], group)
         return loss
 
 
-# name -> (class, eps used when build_optimizer gets eps=None)
+def _per_tensor_update(params: list, ms: list, vs: list, group: dict) -> None:
+    """Google's apply_gradients, one parameter at a time (the reference for _foreach_update)."""
+    beta1, beta2 = group["betas"]
+    for p, m, v in zip(params, ms, vs):
+        grad = p.grad
+        m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update = m / (v.sqrt() + group["eps"])
+        # Google: "correct" L2 decay, added to the update so it bypasses m and v.
+        if group["weight_decay"] > 0:
+            update.add_(p, alpha=group["weight_decay"])
+        p.add_(update, alpha=-group["lr"])
+
+
+def _foreach_update(params: list, ms: list, vs: list, group: dict) -> None:
+    """_per_tensor_update with every line applied to all tensors at once (same operations, same order)."""
+    beta1, beta2 = group["betas"]
+    grads = [p.grad for p in params]
+    torch._foreach_mul_(ms, beta1)
+    torch._foreach_add_(ms, grads, alpha=1 - beta1)
+    torch._foreach_mul_(vs, beta2)
+    torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+    denominators = torch._foreach_sqrt(vs)
+    torch._foreach_add_(denominators, group["eps"])
+    updates = torch._foreach_div(ms, denominators)
+    del denominators
+    if group["weight_decay"] > 0:
+        torch._foreach_add_(updates, params, alpha=group["weight_decay"])
+    torch._foreach_add_(params, updates, alpha=-group["lr"])
+
+
+def _adamw(groups: list[dict], **settings) -> torch.optim.AdamW:
+    """torch's AdamW with its fused kernel (one pass over each tensor for the whole update, on the CPU
+    and CUDA alike); its numbers equal the per-tensor implementation's (tests/test_optimization.py)."""
+    return torch.optim.AdamW(groups, fused=True, **settings)
+
+
+# name -> (constructor, eps used when build_optimizer gets eps=None)
 OPTIMIZERS = {
     # Google optimization.py / the paper's BERTAdam: no bias correction, eps 1e-6.
     "adam_weight_decay": (AdamWeightDecay, 1e-6),
     # Loshchilov & Hutter AdamW with Adam's bias correction; eps 1e-8 is Kingma & Ba's and torch's
     # default. Its decoupled decay p *= 1 - lr * wd equals Google's p -= lr * wd * p.
-    "adamw": (torch.optim.AdamW, 1e-8),
+    "adamw": (_adamw, 1e-8),
 }
 
 
@@ -97,10 +132,10 @@ def build_optimizer(
     for group in groups:
         if "lr" not in group or "weight_decay" not in group:
             raise ValueError(f"parameter group {group.get('name', '?')!r} lacks lr or weight_decay")
-    cls, default_eps = OPTIMIZERS[name]
+    make, default_eps = OPTIMIZERS[name]
     # torch fills the optimizer's defaults (eps, betas, ...) into the group dicts it is given;
     # copies keep `groups` reusable, e.g. to build a second optimizer with another eps.
-    return cls([dict(g) for g in groups], betas=betas, eps=default_eps if eps is None else eps)
+    return make([dict(g) for g in groups], betas=betas, eps=default_eps if eps is None else eps)
 
 
 def _depth_group(name: str, num_layers: int) -> str:

@@ -1,12 +1,23 @@
-"""Device and numeric precision, applied from outside the model (autocast, loss scaling)."""
+"""Device and numeric precision, applied from outside the model (autocast, loss scaling).
+
+`resolve_precision("auto", device)` picks bf16 autocast where the hardware computes bf16 natively
+(CPUs with AVX512-BF16 or AMX, CUDA GPUs of compute capability 8.0 or later) and fp32 elsewhere.
+On a CPU without those instructions bf16 is emulated and slower than fp32; on such a CPU with them,
+bf16 matrix multiplies run about 3x faster than fp32 ones (benchmarks/README.md).
+"""
 
 import contextlib
+from pathlib import Path
 
 import torch
 
 from minibert.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # what the scripts' --precision accepts
+
+# /proc/cpuinfo flags of the x86 instructions that compute bf16 products natively.
+NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,6 +37,39 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The feature flags of the first CPU in /proc/cpuinfo (empty where the file does not exist)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16) and torch's build uses
+    AVX-512 kernels (torch.backends.cpu.get_cpu_capability(); oneDNN then takes the bf16 paths)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith("AVX512"):
+        return False
+    return any(flag in cpu_flags(cpuinfo) for flag in NATIVE_BF16_CPU_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where the device has native bf16, else 'fp32'; other names are checked and
+    returned as they are. The scripts print and save the resolved name with the run."""
+    if precision not in PRECISION_CHOICES:
+        raise ConfigError(f"--precision {precision}: must be one of {', '.join(PRECISION_CHOICES)}")
+    if precision != "auto":
+        return precision
+    native = {"cpu": cpu_has_native_bf16, "cuda": lambda: torch.cuda.is_bf16_supported(including_emulation=False)}
+    check = native.get(device.type)
+    return "bf16" if check is not None and check() else "fp32"
+
+
 def autocast(device: torch.device, precision: str):
     """The autocast context for a precision; fp32 runs without autocast.
 
@@ -33,7 +77,8 @@ def autocast(device: torch.device, precision: str):
     fp16 is offered on CUDA only, where it comes with loss scaling (see grad_scaler).
     """
     if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision}: must be one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"--precision {precision}: must be one of {', '.join(PRECISIONS)} "
+                          "(resolve 'auto' with resolve_precision first)")
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("--precision fp16 needs a CUDA device (it needs loss scaling and is slow on CPU); use bf16")
     if PRECISIONS[precision] is None:
