@@ -1,17 +1,21 @@
 """The attention computation, in one place.
 
-Every encoder layer calls `attention()`; what runs underneath is picked here from a table, so a
-custom fused kernel or unpadded execution can be added without touching the model.
+Every encoder layer calls `attention()` (padded batches) or `varlen_attention()` (the unpadded
+encoder's packed tokens); what runs underneath is picked here from tables, so a custom fused kernel
+can be added without touching the model.
 
-Shapes: B batch, N heads, T tokens (Tq queries, Tk keys), D head size.
+Shapes: B batch, N heads, T tokens (Tq queries, Tk keys), D head size; packed: total tokens,
+cu_seqlens (B + 1,) int32 cumulative lengths, S = max_seqlen.
 """
 
+import importlib
 import math
 
 import torch
 import torch.nn.functional as F
 
 from minibert.model.blocked_attention import blocked_attention
+from minibert.model.packing import varlen_row_indices
 
 # Google's modeling.py adds -10000 to the scores of padded keys (create_attention_mask_from_input_mask
 # and attention_layer). In fp32 exp(-10000) is exactly 0, so this equals -inf masking for real rows,
@@ -70,3 +74,81 @@ def attention(q, k, v, bias, dropout_p: float = 0.0, implementation: str = "auto
     Returns (B, N, T, D).
     """
     return ATTENTION_IMPLEMENTATIONS[implementation](q, k, v, bias, dropout_p)
+
+
+# ------------------------------------------------------------------------------------------------
+# Variable-length (packed) attention: FlashAttention-2's varlen layout.
+
+
+def repad_varlen_attention(q, k, v, cu_seqlens, max_seqlen: int, dropout_p: float = 0.0,
+                           softmax_scale: float | None = None, padded_implementation: str = "auto"):
+    """Varlen attention on any device by re-padding inside attention only.
+
+    The packed q, k, v are scattered into (B, N, S, D) with S = max_seqlen, the padded kernel
+    ATTENTION_IMPLEMENTATIONS[padded_implementation] runs with the key-padding bias, and the real
+    rows are gathered back. Everything outside attention stays packed; on the CPU the padded
+    kernels (torch's fused SDPA, the blocked kernel with dropout) are faster than a per-sequence loop.
+    """
+    total, N, D = q.shape
+    B = len(cu_seqlens) - 1
+    if softmax_scale is not None and softmax_scale != 1 / math.sqrt(D):
+        q = q * (softmax_scale * math.sqrt(D))  # the padded kernels scale by 1/sqrt(D)
+    rows = varlen_row_indices(cu_seqlens, total, max_seqlen)  # (total,)
+
+    def repad(x):  # (total, N, D) -> (B, N, S, D), zeros at padding
+        padded = x.new_zeros(B * max_seqlen, N, D).index_copy(0, rows, x)
+        return padded.view(B, max_seqlen, N, D).transpose(1, 2)
+
+    lengths = cu_seqlens.diff()
+    padding = torch.arange(max_seqlen, device=q.device)[None, :] >= lengths[:, None]  # (B, S)
+    bias = (padding.to(q.dtype) * MASK_VALUE)[:, None, None, :]  # (B, 1, 1, S)
+    context = ATTENTION_IMPLEMENTATIONS[padded_implementation](repad(q), repad(k), repad(v), bias, dropout_p)
+    return context.transpose(1, 2).reshape(B * max_seqlen, N, D).index_select(0, rows)  # (total, N, D)
+
+
+def _triton_varlen_attention():
+    """The Triton CUDA kernel's varlen_attention, or None where it or Triton is not installed."""
+    try:
+        module = importlib.import_module("minibert.model.kernels.varlen_attention")
+    except ImportError:  # no triton, or a build without the kernels package
+        return None
+    return getattr(module, "varlen_attention", None)
+
+
+def triton_varlen_attention(q, k, v, cu_seqlens, max_seqlen: int, dropout_p: float = 0.0,
+                            softmax_scale: float | None = None, padded_implementation: str = "auto"):
+    """The fused Triton kernel (CUDA): outputs and gradients without any S x S tensor in memory."""
+    kernel = _triton_varlen_attention()
+    if kernel is None:
+        raise RuntimeError("varlen attention 'triton' needs triton and minibert.model.kernels.varlen_attention")
+    return kernel(q, k, v, cu_seqlens, max_seqlen, dropout_p=dropout_p, softmax_scale=softmax_scale)
+
+
+def auto_varlen_attention(q, k, v, cu_seqlens, max_seqlen: int, dropout_p: float = 0.0,
+                          softmax_scale: float | None = None, padded_implementation: str = "auto"):
+    """The Triton kernel on CUDA when it imports (with the padded implementation left at "auto"),
+    re-padded attention otherwise."""
+    if q.is_cuda and padded_implementation == "auto" and _triton_varlen_attention() is not None:
+        return triton_varlen_attention(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale)
+    return repad_varlen_attention(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, padded_implementation)
+
+
+VARLEN_ATTENTION_IMPLEMENTATIONS = {
+    "auto": auto_varlen_attention,
+    "repad": repad_varlen_attention,
+    "triton": triton_varlen_attention,
+}
+
+
+def varlen_attention(q, k, v, cu_seqlens, max_seqlen: int, dropout_p: float = 0.0,
+                     softmax_scale: float | None = None, implementation: str = "auto",
+                     padded_implementation: str = "auto") -> torch.Tensor:
+    """Attention within each packed sequence (FlashAttention-2's varlen interface).
+
+    q, k, v: (total, N, D); cu_seqlens: (B + 1,) int32; max_seqlen: the longest sequence;
+    softmax_scale: None = 1/sqrt(D). padded_implementation names the ATTENTION_IMPLEMENTATIONS
+    entry that re-padded attention uses (the model's config.attention_implementation).
+    Returns (total, N, D).
+    """
+    return VARLEN_ATTENTION_IMPLEMENTATIONS[implementation](
+        q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, padded_implementation)
