@@ -2,21 +2,27 @@
 
 Both libraries load the same weights; minibert gets the simplest classification head (pooled output
 -> dropout -> Linear(H, 5)), transformers its BertForSequenceClassification with the "sdpa" and the
-"eager" attention. The machines are shared, so absolute numbers drift: the libraries are timed
-interleaved (one call of each in turn, repeated) and the ratio of the medians is what to read.
+"eager" attention. minibert runs twice: padded (its default) and with the unpadded encoder
+("mb-unpad": only real tokens through the layers). The machines are shared, so absolute numbers
+drift: the engines are timed interleaved (one call of each in turn, repeated) and the ratio of the
+medians is what to read.
 
 Rows (B sequences of T tokens; seq/s = B / median seconds per call):
-  train      fwd + bwd + torch.optim.AdamW step, train mode (dropout on, as in fine-tuning)
+  train      fwd + bwd + AdamW step, train mode (dropout on, as in fine-tuning); each library's
+             default AdamW: minibert's build_optimizer("adamw") and Hugging Face Trainer's
+             "adamw_torch_fused", both torch's fused kernel
+  train var  the same on 16 sequences with lengths uniform in 20..128 (padded to the longest)
   infer      eval mode, no_grad
   var        inference on 64 sequences with lengths uniform in 20..512, in batches of 8 padded to
              the longest of each batch, in the given order ("unsorted") or sorted by length first
 each in fp32 and under torch.autocast("cpu", dtype=torch.bfloat16).
+ratio = minibert (padded) / hf-sdpa; unpad = mb-unpad / hf-sdpa.
 
 Peak RSS is the process's high-water mark during the call (reset before it through
 /proc/self/clear_refs), so it includes the three models and their optimizer states.
 
     python benchmarks/encoder_speed.py            # all rows, about 10 minutes on 2 cores
-    python benchmarks/encoder_speed.py --quick    # two rows, fewer repeats
+    python benchmarks/encoder_speed.py --quick    # the goal rows, fewer repeats (a few minutes)
 """
 
 import argparse
@@ -33,6 +39,7 @@ import torch.nn.functional as F
 from minibert.checkpoints.formats import load_pretrained
 from minibert.model.bert import BertModel
 from minibert.resources import minilm_folder
+from minibert.training.optimization import build_optimizer
 
 NUM_LABELS = 5
 VAR_SEQUENCES, VAR_BATCH, VAR_LENGTHS = 64, 8, (20, 512)
@@ -70,6 +77,9 @@ def load_engines(folder) -> dict[str, nn.Module]:
     transformers.logging.set_verbosity_error()  # the untrained classifier head is expected
     transformers.utils.logging.disable_progress_bar()
     engines = {"minibert": MinibertClassifier(load_pretrained(folder, BertModel))}
+    unpadded = MinibertClassifier(load_pretrained(folder, BertModel))
+    unpadded.bert.padding = "unpadded"
+    engines["mb-unpad"] = unpadded
     for implementation in ("sdpa", "eager"):
         hf = transformers.BertForSequenceClassification.from_pretrained(
             str(folder), num_labels=NUM_LABELS, attn_implementation=implementation)
@@ -132,11 +142,14 @@ def rows(quick: bool, vocab_size: int):
     fixed = lambda B, T: [make_batch([T] * B, vocab_size, g)]
     lengths = random.Random(0).choices(range(VAR_LENGTHS[0], VAR_LENGTHS[1] + 1), k=VAR_SEQUENCES)
     chunks = lambda ls: [make_batch(ls[i:i + VAR_BATCH], vocab_size, g) for i in range(0, len(ls), VAR_BATCH)]
+    short = random.Random(1).choices(range(20, 129), k=16)
     if quick:
-        return [("train 16x128", train_step, fixed(16, 128), 16, 3, ("fp32",)),
-                ("train 8x512", train_step, fixed(8, 512), 8, 3, ("fp32",))]
+        return [("train 16x128", train_step, fixed(16, 128), 16, 3, ("fp32", "bf16")),
+                ("train var", train_step, [make_batch(short, vocab_size, g)], 16, 3, ("fp32", "bf16")),
+                ("var sorted", infer, chunks(sorted(lengths)), VAR_SEQUENCES, 3, ("fp32", "bf16"))]
     return [
         ("train 16x128", train_step, fixed(16, 128), 16, 5, ("fp32", "bf16")),
+        ("train var", train_step, [make_batch(short, vocab_size, g)], 16, 5, ("fp32", "bf16")),
         ("train 8x512", train_step, fixed(8, 512), 8, 3, ("fp32", "bf16")),
         ("infer 32x128", infer, fixed(32, 128), 32, 5, ("fp32", "bf16")),
         ("infer 32x512", infer, fixed(32, 512), 32, 3, ("fp32", "bf16")),
@@ -163,7 +176,8 @@ def measure(engines, optimizers, work, batches, dtype, repeats) -> dict[str, tup
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="two training rows, fp32, 3 repeats")
+    parser.add_argument("--quick", action="store_true", help="the goal rows only (train 16x128, train var, "
+                        "var sorted), 3 repeats")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -171,12 +185,15 @@ def main():
 
     engines = load_engines(minilm_folder())
     # The optimizer steps of the training rows change the weights; speed does not depend on them.
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=2e-5) for name, m in engines.items()}
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=2e-5, fused=True) for name, m in engines.items()}
+    for name in ("minibert", "mb-unpad"):  # minibert's own default (also torch's fused AdamW)
+        optimizers[name] = build_optimizer("adamw", [{"params": list(engines[name].parameters()),
+                                                      "lr": 2e-5, "weight_decay": 0.01}])
     vocab_size = engines["minibert"].bert.config.vocab_size
     names = list(engines)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seq/s (median), "
-          f"ratio = minibert / hf-sdpa, peak RSS in MB")
-    header = f"{'row':<14}{'dtype':<6}" + "".join(f"{n:>10}" for n in names) + f"{'ratio':>8}  peak RSS"
+          f"ratio = minibert / hf-sdpa, unpad = mb-unpad / hf-sdpa, peak RSS in MB")
+    header = f"{'row':<14}{'dtype':<6}" + "".join(f"{n:>10}" for n in names) + f"{'ratio':>8}{'unpad':>8}  peak RSS"
     print(header)
     start = time.perf_counter()
     for row, work, batches, sequences, repeats, dtypes in rows(args.quick, vocab_size):
@@ -184,7 +201,7 @@ def main():
             result = measure(engines, optimizers, work, batches, dtype, repeats)
             speed = {n: sequences / result[n][0] for n in names}
             print(f"{row:<14}{dtype:<6}" + "".join(f"{speed[n]:>10.2f}" for n in names)
-                  + f"{speed['minibert'] / speed['hf-sdpa']:>8.2f}  "
+                  + f"{speed['minibert'] / speed['hf-sdpa']:>8.2f}{speed['mb-unpad'] / speed['hf-sdpa']:>8.2f}  "
                   + " / ".join(f"{result[n][1]:.0f}" for n in names), flush=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"total {time.perf_counter() - start:.0f} s; peak RSS of the process {peak:.0f} MB")

@@ -82,7 +82,7 @@ def config(init, data, out, **overrides):
     values = dict(init=str(init), train_file=str(data / "train.jsonl"), dev_file=str(data / "dev.jsonl"),
                   test_file=str(data / "test.jsonl"), output_dir=str(out), max_seq_length=24, head_tokens=6,
                   epochs=5, batch_size=8, learning_rate=5e-3, layer_decay=0.9, eval_batch_size=16,
-                  log_every=2, device="cpu", seed=7, pooler="false", threads=1)
+                  log_every=2, device="cpu", seed=7, pooler="false", threads=1, precision="fp32")
     values.update(overrides)
     return train.TrainConfig(**values)
 

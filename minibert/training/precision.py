@@ -1,4 +1,5 @@
-"""Device and numeric precision, applied from outside the model (autocast, loss scaling).
+"""Device, numeric precision and padding choices, applied from outside the model (autocast, loss
+scaling, int8 quantization, BertModel.padding).
 
 `resolve_precision("auto", device)` picks bf16 autocast where the hardware computes bf16 natively
 (CPUs with AVX512-BF16 or AMX, CUDA GPUs of compute capability 8.0 or later) and fp32 elsewhere.
@@ -7,9 +8,11 @@ bf16 matrix multiplies run about 3x faster than fp32 ones (benchmarks/README.md)
 """
 
 import contextlib
+import warnings
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from minibert.errors import ConfigError
 
@@ -70,6 +73,26 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if check is not None and check() else "fp32"
 
 
+# --padding auto: the unpadded encoder where it measured faster. On the CPU it runs only the real
+# tokens through the linear layers (benchmarks/README.md: 1.5x the padded encoder on training
+# batches of mixed lengths, equal on full batches); on CUDA it pays off with the fused varlen
+# kernel (attention.varlen_attention's "triton" entry), otherwise attention re-pads.
+PADDING_CHOICES = ("auto", "padded", "unpadded")
+
+
+def resolve_padding(padding: str, device: torch.device) -> str:
+    """'auto' -> 'unpadded' on the CPU, and on CUDA where the Triton varlen kernel imports; else 'padded'."""
+    if padding not in PADDING_CHOICES:
+        raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}")
+    if padding != "auto":
+        return padding
+    if device.type == "cpu":
+        return "unpadded"
+    from minibert.model.attention import _triton_varlen_attention  # the kernel is optional
+
+    return "unpadded" if device.type == "cuda" and _triton_varlen_attention() is not None else "padded"
+
+
 def autocast(device: torch.device, precision: str):
     """The autocast context for a precision; fp32 runs without autocast.
 
@@ -89,3 +112,17 @@ def autocast(device: torch.device, precision: str):
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """Dynamic loss scaling for fp16; a disabled scaler (a no-op) otherwise."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def quantize_linear_int8(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose nn.Linear layers are int8 dynamically quantized, for CPU inference.
+
+    Weights are stored as int8 (per-tensor scale); activations are quantized per batch on the fly
+    and the products accumulate in int32 (torch.ao.quantization.quantize_dynamic, fbgemm/oneDNN
+    kernels). Embeddings, LayerNorm and attention stay fp32. Run it without autocast: the
+    quantized layers take and return fp32.
+    """
+    with warnings.catch_warnings():  # torch marks its quantized tensor types as deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model.cpu(), {nn.Linear}, dtype=torch.qint8)

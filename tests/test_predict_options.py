@@ -1,0 +1,66 @@
+"""predict.py's speed options: --precision auto, --threads, --quantize int8, and the saved precision."""
+
+import json
+
+import pytest
+import torch
+
+import predict
+import train
+from minibert.training.precision import resolve_precision
+from test_train import config, data, tiny_model  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model, data, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("run")
+    results = train.main(config(tiny_model, data, out, epochs=3, precision="auto"))
+    return out / "best", results
+
+
+def predictions(model, data, tmp_path, **options):
+    cfg = predict.PredictConfig(model=str(model), input=str(data / "test.jsonl"),  # noqa: F811
+                                output=str(tmp_path / "p.jsonl"), device="cpu", **options)
+    return predict.main(cfg)
+
+
+def test_precision_auto_is_resolved_saved_and_printed(trained, capsys):
+    _, results = trained
+    assert results["precision"] == resolve_precision("auto", torch.device("cpu"))
+    saved = json.loads((trained[0].parent / "config.json").read_text())
+    assert saved["padding"] == "unpadded"  # auto on the CPU
+    assert saved["precision"] == results["precision"]  # the resolved name, never "auto"
+
+
+def test_int8_agrees_with_fp32_on_most_texts(trained, data, tmp_path, capsys):  # noqa: F811
+    fp32 = predictions(trained[0], data, tmp_path, precision="fp32")
+    int8 = predictions(trained[0], data, tmp_path, quantize="int8", threads=1)
+    assert "int8 linear layers" in capsys.readouterr().err
+    assert torch.get_num_threads() == 1
+    same = sum(a["label"] == b["label"] for a, b in zip(fp32, int8)) / len(fp32)
+    assert same >= 0.9, same
+    gaps = [abs(a["probabilities"][k] - b["probabilities"][k]) for a, b in zip(fp32, int8) for k in a["probabilities"]]
+    assert 0 < max(gaps) < 0.2  # quantization changes the numbers, a little
+
+
+def test_int8_needs_the_cpu(trained, data, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(predict, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)
+    with pytest.raises(SystemExit, match="--quantize int8 runs on the CPU only"):
+        predictions(trained[0], data, tmp_path, quantize="int8")
+
+
+def test_unpadded_and_padded_predictions_agree(trained, data, tmp_path, capsys):  # noqa: F811
+    unpadded = predictions(trained[0], data, tmp_path, precision="fp32", padding="unpadded")
+    padded = predictions(trained[0], data, tmp_path, precision="fp32", padding="padded")
+    assert "padded encoder" in capsys.readouterr().err
+    for a, b in zip(unpadded, padded):
+        assert a["label"] == b["label"]
+        assert all(abs(a["probabilities"][k] - b["probabilities"][k]) < 1e-5 for k in a["probabilities"])
