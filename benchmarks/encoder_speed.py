@@ -146,6 +146,7 @@ def rows(quick: bool, vocab_size: int):
     if quick:
         return [("train 16x128", train_step, fixed(16, 128), 16, 3, ("fp32", "bf16")),
                 ("train var", train_step, [make_batch(short, vocab_size, g)], 16, 3, ("fp32", "bf16")),
+                ("var unsorted", infer, chunks(lengths), VAR_SEQUENCES, 3, ("fp32", "bf16")),
                 ("var sorted", infer, chunks(sorted(lengths)), VAR_SEQUENCES, 3, ("fp32", "bf16"))]
     return [
         ("train 16x128", train_step, fixed(16, 128), 16, 5, ("fp32", "bf16")),
@@ -177,7 +178,7 @@ def measure(engines, optimizers, work, batches, dtype, repeats) -> dict[str, tup
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the goal rows only (train 16x128, train var, "
-                        "var sorted), 3 repeats")
+                        "var unsorted and sorted), 3 repeats")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
