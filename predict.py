@@ -26,7 +26,8 @@ from minibert.data.features import encode_examples
 from minibert.errors import ConfigError, DataError
 from minibert.files import atomic_write_text, remove_leftovers
 from minibert.training.evaluation import predict_probabilities
-from minibert.training.precision import autocast, resolve_device
+from minibert.training.precision import (PADDING_CHOICES, PRECISION_CHOICES, autocast, quantize_linear_int8, resolve_device,
+                                        resolve_padding, resolve_precision)
 
 
 @dataclass
@@ -38,8 +39,14 @@ class PredictConfig:
     text_field: str = option("text", "column/key of the text")
     text_b_field: str = option("text_b", "column/key of the optional second text")
     batch_size: int = option(64, "texts per forward pass")
-    precision: str = option("fp32", "fp32 or bf16 autocast", choices=("fp32", "bf16", "fp16"))
+    precision: str = option("auto", "auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32, bf16 "
+                            "or fp16 (GPU) autocast", choices=PRECISION_CHOICES)
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    threads: int = option(0, "CPU threads for torch (0 = torch's default)")
+    padding: str = option("auto", "unpadded: only real tokens through the encoder's layers (same math); "
+                          "auto: unpadded on CPU, and on CUDA with the Triton varlen kernel", choices=PADDING_CHOICES)
+    quantize: str = option("none", "int8: dynamic int8 quantization of the linear layers (CPU, runs in fp32)",
+                           choices=("none", "int8"))
     on_bad_row: str = option("error", "empty or malformed rows stop the run, or are skipped and reported",
                              choices=("error", "skip"))
 
@@ -72,18 +79,31 @@ def main(cfg: PredictConfig) -> list[dict]:
     if not cfg.model:
         raise SystemExit("usage: predict.py MODEL_FOLDER [INPUT] [--output FILE]")
     check_output(cfg.output)
+    if cfg.threads < 0:
+        raise ConfigError(f"--threads {cfg.threads}: must be at least 0 (0 = torch's default)")
+    device = resolve_device(cfg.device)
+    if cfg.quantize == "int8" and device.type != "cpu":
+        raise ConfigError("--quantize int8 runs on the CPU only: add --device cpu")
+    precision = resolve_precision(cfg.precision, device)
+    autocast(device, precision)  # refuses fp16 without CUDA, before any work
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     saved = load_classifier(cfg.model, cfg.task)
     for message in saved.warnings:
         print(f"warning: {message}", file=sys.stderr)
-    device = resolve_device(cfg.device)
-    saved.model.to(device)
+    model = saved.model.to(device)
+    model.bert.padding = resolve_padding(cfg.padding, device)
+    if cfg.quantize == "int8":
+        model, precision = quantize_linear_int8(model), "fp32"  # int8 products, fp32 elsewhere
+    print(f"precision {precision}{', int8 linear layers' if cfg.quantize == 'int8' else ''}, "
+          f"{model.bert.padding} encoder on {device}", file=sys.stderr)
     examples, bad = read_input(cfg)
     for message in bad:
         print(f"skipped {message}", file=sys.stderr)
     docs = encode_examples(examples, None, saved.tokenizer, saved.encoding)
     with tqdm(total=len(docs), desc="predict", unit="ex", file=sys.stderr) as bar:
-        probabilities = predict_probabilities(saved.model, docs, cfg.batch_size, device,
-                                              autocast(device, cfg.precision), saved.encoding.hierarchical, bar,
+        probabilities = predict_probabilities(model, docs, cfg.batch_size, device,
+                                              autocast(device, precision), saved.encoding.hierarchical, bar,
                                               pad_id=saved.tokenizer.pad_id)
     records = []
     for example, p in zip(examples, probabilities):

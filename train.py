@@ -17,7 +17,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,7 +48,8 @@ from minibert.training.metrics import classification_report
 from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.optimization import CLIPPING, build_optimizer, freeze_encoder, parameter_groups, unfreeze
 from minibert.training.plots import plot_learning_curves
-from minibert.training.precision import autocast, grad_scaler, resolve_device
+from minibert.training.precision import (PADDING_CHOICES, PRECISION_CHOICES, autocast, grad_scaler, resolve_device,
+                                        resolve_padding, resolve_precision)
 from minibert.training.run_state import capture_rng, find_run, load_run, save_run
 from minibert.training.schedules import SCHEDULES, build_scheduler
 
@@ -127,8 +128,10 @@ class TrainConfig:
     train_count: int = option(0, "few-shot: train on this many stratified examples (0 = use train_fraction)")
     # Running.
     seed: int = option(42, "seed of initialisation, data order, dropout and few-shot subsets")
-    precision: str = option("fp32", "fp32, bf16 autocast (CPU or GPU), fp16 with loss scaling (GPU)",
-                            choices=("fp32", "bf16", "fp16"))
+    precision: str = option("auto", "auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32, "
+                            "bf16 autocast (CPU or GPU), fp16 with loss scaling (GPU)", choices=PRECISION_CHOICES)
+    padding: str = option("auto", "unpadded: only real tokens through the encoder's layers (same math); "
+                          "auto: unpadded on CPU, and on CUDA with the Triton varlen kernel", choices=PADDING_CHOICES)
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     compile: bool = option(False, "torch.compile the model for training")
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
@@ -264,7 +267,7 @@ class TrainState:
 
 # Fields that may change between an interrupted run and its --resume; any other change is refused.
 RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_every", "compile",
-                     "overwrite_output_dir", "allow_data_change"}
+                     "overwrite_output_dir", "allow_data_change", "padding"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
 RUN_OUTPUTS = ("best", "best.old", "last", "last.old", "metrics.jsonl", "results.json", "config.json",
                "learning_curves.png", "multitask_results.json", "stage2")
@@ -423,6 +426,11 @@ def main(cfg: TrainConfig) -> dict:
     # Everything that can be wrong with the options, the model or the data is found here, before
     # the output folder is touched or any long work starts.
     check_options(cfg)
+    # "auto" precision and padding resolve to what this machine runs; config.json, results.json
+    # and --resume see the resolved names.
+    machine = resolve_device(cfg.device)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, machine),
+                  padding=resolve_padding(cfg.padding, machine))
     out = Path(cfg.output_dir)
     check_output_dir(cfg, out)
     if cfg.threads > 0:
@@ -437,6 +445,7 @@ def main(cfg: TrainConfig) -> dict:
     if setup.is_main:
         ensure_default_data(cfg)
     barrier(setup)
+    say(f"precision {cfg.precision}, {cfg.padding} encoder on {device}")
     pretrained = load_init(cfg, say)
 
     # Data: the label set is fixed by the training split; few-shot takes a stratified subset.
@@ -465,6 +474,7 @@ def main(cfg: TrainConfig) -> dict:
         f"model {num_parameters(model) / 1e6:.1f}M parameters"
         + (f"; {setup.world_size} processes" if setup.enabled else ""))
     model.to(device)
+    model.bert.padding = cfg.padding
     if setup.enabled:
         # A different dropout stream per rank (the weights are the same: DDP broadcasts rank 0's).
         torch.manual_seed(cfg.seed + 1_000_003 * setup.rank)
@@ -606,7 +616,9 @@ def finish(cfg: TrainConfig, out: Path, log: MetricsLog, state: TrainState, labe
     """Evaluate the best model on dev and test; write results.json and the learning curves (rank 0)."""
     saved = load_classifier(out / "best")
     saved.model.to(device)
-    results = {"best_step": state.best_step, "steps": state.step, "labels": label_names}
+    saved.model.bert.padding = cfg.padding
+    results = {"best_step": state.best_step, "steps": state.step, "labels": label_names,
+               "precision": cfg.precision}
     for name, split in {"dev": dev, "test": test}.items():
         if split is None:
             continue

@@ -7,6 +7,7 @@ import torch
 
 import predict
 import train
+from minibert.errors import ConfigError
 from minibert.training.precision import resolve_precision
 from test_train import config, data, tiny_model  # noqa: F401  (fixtures)
 
@@ -26,8 +27,9 @@ def trained(tiny_model, data, tmp_path_factory):  # noqa: F811
 
 
 def predictions(model, data, tmp_path, **options):
+    options = {"device": "cpu", **options}
     cfg = predict.PredictConfig(model=str(model), input=str(data / "test.jsonl"),  # noqa: F811
-                                output=str(tmp_path / "p.jsonl"), device="cpu", **options)
+                                output=str(tmp_path / "p.jsonl"), **options)
     return predict.main(cfg)
 
 
@@ -52,9 +54,13 @@ def test_int8_agrees_with_fp32_on_most_texts(trained, data, tmp_path, capsys):  
 
 def test_int8_needs_the_cpu(trained, data, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr(predict, "resolve_device", lambda name: torch.device("cuda"))
-    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)
-    with pytest.raises(SystemExit, match="--quantize int8 runs on the CPU only"):
-        predictions(trained[0], data, tmp_path, quantize="int8")
+    with pytest.raises(ConfigError, match="--quantize int8 runs on the CPU only"):
+        predictions(trained[0], data, tmp_path, quantize="int8", precision="fp32")
+
+
+def test_bad_threads_are_refused(trained, data, tmp_path):  # noqa: F811
+    with pytest.raises(ConfigError, match="--threads -1"):
+        predictions(trained[0], data, tmp_path, threads=-1)
 
 
 def test_unpadded_and_padded_predictions_agree(trained, data, tmp_path, capsys):  # noqa: F811
