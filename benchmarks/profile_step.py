@@ -22,6 +22,7 @@ absolute times drift, shares are steadier.
 
     python benchmarks/profile_step.py                    # train 16x128 and inference, fp32 and bf16
     python benchmarks/profile_step.py --rows train --precisions bf16 --steps 3
+    python benchmarks/profile_step.py --rows mixed --padding unpadded
 """
 
 import argparse
@@ -185,16 +186,20 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="profiled calls per row (after one warm-up)")
     parser.add_argument("--optimizer", default="adamw", choices=("adamw", "adam_weight_decay"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--padding", default="padded", choices=("padded", "unpadded"),
+                        help="the encoder's padding mode (BertModel.padding)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tag_model_regions()
     model = build_model()
+    model.bert.padding = args.padding
     groups = parameter_groups(model, lr=1e-4, weight_decay=0.01, layer_decay=0.95,
                               num_layers=model.config.num_hidden_layers)
     optimizer = build_optimizer(args.optimizer, groups)
     table = rows(model.config.vocab_size)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, optimizer {args.optimizer}; "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, optimizer {args.optimizer}, "
+          f"{args.padding} encoder; "
           f"median ms per call over {args.steps} profiled calls (share of the median call)")
     for key in args.rows.split(","):
         name, work, batches = table[key]
