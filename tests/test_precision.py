@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from minibert.errors import ConfigError
 from minibert.training import precision
 from minibert.training.precision import autocast, cpu_flags, cpu_has_native_bf16, resolve_precision
 
@@ -31,9 +32,9 @@ def test_native_bf16_needs_the_flag_and_avx512_kernels(tmp_path, monkeypatch, fl
 
 def test_explicit_precisions_pass_through_and_bad_names_fail():
     assert [resolve_precision(p, CPU) for p in ("fp32", "bf16", "fp16")] == ["fp32", "bf16", "fp16"]
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ConfigError, match="must be one of"):
         resolve_precision("int8", CPU)
-    with pytest.raises(ValueError, match="resolve 'auto'"):
+    with pytest.raises(ConfigError, match="resolve .auto."):
         autocast(CPU, "auto")
 
 

@@ -83,7 +83,7 @@ PADDING_CHOICES = ("auto", "padded", "unpadded")
 def resolve_padding(padding: str, device: torch.device) -> str:
     """'auto' -> 'unpadded' on the CPU, and on CUDA where the Triton varlen kernel imports; else 'padded'."""
     if padding not in PADDING_CHOICES:
-        raise ValueError(f"padding must be one of {PADDING_CHOICES}, got {padding!r}")
+        raise ConfigError(f"--padding {padding}: must be one of {', '.join(PADDING_CHOICES)}")
     if padding != "auto":
         return padding
     if device.type == "cpu":
