@@ -6,9 +6,12 @@ under bf16 autocast, in eval mode and in train mode with dropout off (dropout ma
 tensor shape, so with dropout on the two paths draw different masks).
 """
 
+import os
+
 import pytest
 import torch
 
+from minibert.model import attention as attention_module
 from minibert.model.attention import VARLEN_ATTENTION_IMPLEMENTATIONS, attention, attention_bias, varlen_attention
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
@@ -142,3 +145,33 @@ def test_triton_entry_is_in_the_table_and_says_what_it_needs():
         q = torch.zeros(2, 1, 4)
         with pytest.raises(RuntimeError, match="needs triton"):
             varlen_attention(q, q, q, torch.tensor([0, 2], dtype=torch.int32), 2, implementation="triton")
+
+
+def triton_kernel_or_skip():
+    """The Triton varlen kernel where it can run here: on CUDA, or on the CPU under TRITON_INTERPRET=1."""
+    pytest.importorskip("triton", reason="Triton is not installed (pip install -e '.[gpu]')")
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no GPU and TRITON_INTERPRET is not 1: Triton cannot run its kernels")
+    from minibert.model.kernels.varlen_attention import varlen_attention as kernel
+    return kernel
+
+
+def test_unpadded_encoder_through_the_triton_kernel_equals_padded(monkeypatch):
+    """The whole unpadded encoder with attention in the Triton kernel (the CUDA default), fp32,
+    train mode without dropout: outputs at real positions and gradients equal the padded encoder's."""
+    triton_kernel_or_skip()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    monkeypatch.setitem(attention_module.VARLEN_ATTENTION_IMPLEMENTATIONS, "auto",
+                        attention_module.triton_varlen_attention)
+    torch.manual_seed(0)
+    padded, unpadded = BertModel(NO_DROPOUT).to(device), BertModel(NO_DROPOUT, padding="unpadded").to(device)
+    unpadded.load_state_dict(padded.state_dict())
+    ids, types, mask = (t.to(device) for t in batch())
+    a, grads_a = run(padded, ids, types, mask, "fp32")
+    b, grads_b = run(unpadded, ids, types, mask, "fp32")
+    real = mask.bool()
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        assert (x[real] - y[real]).abs().max() < 2e-5
+    assert (a.pooled_output - b.pooled_output).abs().max() < 2e-5
+    for (name, _), ga, gb in zip(padded.named_parameters(), grads_a, grads_b):
+        assert ((ga - gb).abs().max() / ga.abs().max().clamp(min=1)) < 1e-4, name
