@@ -419,6 +419,11 @@ class Split:
 
 
 def main(cfg: TrainConfig) -> dict:
+    # "auto" precision and padding resolve to what this machine runs; config.json, results.json
+    # and --resume see the resolved names.
+    machine = resolve_device(cfg.device)
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, machine),
+                  padding=resolve_padding(cfg.padding, machine))
     if cfg.tasks or cfg.tasks_file:
         import train_multitask  # imports this module: loaded only when asked for
 
@@ -426,11 +431,6 @@ def main(cfg: TrainConfig) -> dict:
     # Everything that can be wrong with the options, the model or the data is found here, before
     # the output folder is touched or any long work starts.
     check_options(cfg)
-    # "auto" precision and padding resolve to what this machine runs; config.json, results.json
-    # and --resume see the resolved names.
-    machine = resolve_device(cfg.device)
-    cfg = replace(cfg, precision=resolve_precision(cfg.precision, machine),
-                  padding=resolve_padding(cfg.padding, machine))
     out = Path(cfg.output_dir)
     check_output_dir(cfg, out)
     if cfg.threads > 0:

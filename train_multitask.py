@@ -159,6 +159,7 @@ def main(cfg: train.TrainConfig) -> dict:
         say(f"task {t.name}: {len(t.train_docs)} train / {len(t.dev_docs)} dev examples, {len(t.labels)} classes")
     say(f"tokenized in {time.time() - start:.1f}s" + (f"; {setup.world_size} processes" if setup.enabled else ""))
     model.to(device)
+    model.bert.padding = cfg.padding  # resolved by train.main
     if setup.enabled:
         torch.manual_seed(cfg.seed + 1_000_003 * setup.rank)  # a dropout stream per rank, as in train.py
 
@@ -319,6 +320,7 @@ def evaluate_best(cfg, out: Path, tasks: list[Task], device, state: MultiTaskSta
     for t in tasks:
         saved = load_classifier(out / "best", t.name)
         saved.model.to(device)
+        saved.model.bert.padding = cfg.padding
         scores = {"labels": t.labels}
         for name, split in {"dev": t.dev, "test": t.test}.items():
             if split is None:
