@@ -5,7 +5,8 @@ A checkpoint with prefix P (e.g. `bert_model.ckpt`) is `P.index`, a sorted key/v
 and whose other keys are variable names mapped to BundleEntryProtos, and
 `P.data-00000-of-0000N`..., N shards of raw little-endian tensor bytes.
 
-Protobufs (tensorflow/core/protobuf/tensor_bundle.proto), decoded by hand below:
+Protobufs (tensorflow/core/protobuf/tensor_bundle.proto), decoded by hand below
+(with minibert.checkpoints.protobuf):
     BundleHeaderProto { int32 num_shards = 1; Endianness endianness = 2; VersionDef version = 3; }
     BundleEntryProto  { DataType dtype = 1; TensorShapeProto shape = 2; int32 shard_id = 3;
                         int64 offset = 4; int64 size = 5; fixed32 crc32c = 6;
@@ -25,7 +26,8 @@ from typing import NamedTuple
 import crc32c
 import torch
 
-from minibert.checkpoints.sstable import Malformed, build_table, mask_crc, read_table, read_varint, varint
+from minibert.checkpoints.protobuf import bytes_field, last, parse_message, signed, varint_field
+from minibert.checkpoints.sstable import Malformed, build_table, mask_crc, read_table
 from minibert.errors import CheckpointError
 from minibert.files import commit, temp_path
 
@@ -50,81 +52,33 @@ class _Entry(NamedTuple):
     crc: int  # masked crc32c of the bytes
 
 
-def _signed(value: int) -> int:
-    """Protobuf int32/int64 fields store negative numbers as 64-bit two's complement."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _parse_message(buf: bytes) -> dict[int, list]:
-    """Split a protobuf message into {field number: [values]}: varint and fixed-width fields
-    become ints, length-delimited ones bytes. Unknown fields are skipped by their wire type."""
-    if not isinstance(buf, bytes):
-        raise Malformed("a scalar field where a sub-message belongs")
-    fields: dict[int, list] = {}
-    pos = 0
-    while pos < len(buf):
-        tag, pos = read_varint(buf, pos)
-        number, wire_type = tag >> 3, tag & 7
-        if wire_type == 0:
-            value, pos = read_varint(buf, pos)
-        elif wire_type in (1, 5):  # fixed64, fixed32
-            width = 8 if wire_type == 1 else 4
-            value, pos = int.from_bytes(buf[pos:pos + width], "little"), pos + width
-        elif wire_type == 2:  # bytes or a sub-message
-            length, pos = read_varint(buf, pos)
-            value, pos = buf[pos:pos + length], pos + length
-        else:  # 3 and 4 are the deprecated groups, never used by these messages
-            raise Malformed(f"unexpected protobuf wire type {wire_type}")
-        if pos > len(buf):
-            raise Malformed("truncated protobuf field")
-        fields.setdefault(number, []).append(value)
-    return fields
-
-
-def _last(fields: dict[int, list], number: int, default=0):
-    """Proto3 semantics: a missing field has its default; a repeated scalar keeps the last."""
-    value = fields[number][-1] if number in fields else default
-    if type(value) is not type(default):
-        raise Malformed(f"protobuf field {number} has the wrong wire type")
-    return value
-
-
-def _varint_field(number: int, value: int) -> bytes:
-    # proto3 does not write scalar fields equal to their default 0.
-    return varint(number << 3) + varint(value) if value else b""
-
-
-def _bytes_field(number: int, payload: bytes) -> bytes:
-    return varint(number << 3 | 2) + varint(len(payload)) + payload
-
-
 def _parse_header(value: bytes) -> int:
     """Check a BundleHeaderProto; returns num_shards."""
-    fields = _parse_message(value)
-    num_shards = _signed(_last(fields, 1))
+    fields = parse_message(value)
+    num_shards = signed(last(fields, 1))
     if num_shards < 1:
         raise Malformed(f"header has num_shards={num_shards}")
-    if _last(fields, 2) != 0:
+    if last(fields, 2) != 0:
         raise Malformed("tensor data is big-endian, this reader only handles little-endian")
     return num_shards
 
 
 def _parse_entry(value: bytes, num_shards: int) -> _Entry:
-    fields = _parse_message(value)
+    fields = parse_message(value)
     if 7 in fields:
         raise Malformed("is a partitioned variable (saved in slices), which is not supported")
-    dtype = _last(fields, 1)
+    dtype = last(fields, 1)
     if dtype not in _TF_TO_TORCH:
         name = _OTHER_DTYPES.get(dtype, "unknown")
         raise Malformed(f"has unsupported dtype {dtype} ({name})")
-    shape_fields = _parse_message(_last(fields, 2, b""))
-    if _last(shape_fields, 3):
+    shape_fields = parse_message(last(fields, 2, b""))
+    if last(shape_fields, 3):
         raise Malformed("has unknown rank")
-    shape = tuple(_signed(_last(_parse_message(dim), 1)) for dim in shape_fields.get(2, []))
+    shape = tuple(signed(last(parse_message(dim), 1)) for dim in shape_fields.get(2, []))
     if any(size < 0 for size in shape):
         raise Malformed(f"has unknown dimensions in shape {list(shape)}")
-    entry = _Entry(dtype, shape, _signed(_last(fields, 3)), _signed(_last(fields, 4)),
-                   _signed(_last(fields, 5)), _last(fields, 6))
+    entry = _Entry(dtype, shape, signed(last(fields, 3)), signed(last(fields, 4)),
+                   signed(last(fields, 5)), last(fields, 6))
     if not 0 <= entry.shard_id < num_shards:
         raise Malformed(f"points to shard {entry.shard_id} of a {num_shards}-shard checkpoint")
     expected = _TF_TO_TORCH[dtype].itemsize * math.prod(shape)
@@ -136,17 +90,17 @@ def _parse_entry(value: bytes, num_shards: int) -> _Entry:
 
 def _encode_header(num_shards: int) -> bytes:
     # Endianness LITTLE is 0 and therefore not written, as TensorFlow does.
-    return _varint_field(1, num_shards) + _bytes_field(3, _varint_field(1, _BUNDLE_VERSION))
+    return varint_field(1, num_shards) + bytes_field(3, varint_field(1, _BUNDLE_VERSION))
 
 
 def _encode_entry(entry: _Entry) -> bytes:
     # The shape is a set sub-message, so it is written even when empty (a scalar); a dimension
     # of size 0 is an empty Dim message.
-    shape = b"".join(_bytes_field(2, _varint_field(1, size)) for size in entry.shape)
+    shape = b"".join(bytes_field(2, varint_field(1, size)) for size in entry.shape)
     crc = b"" if entry.crc == 0 else b"\x35" + struct.pack("<I", entry.crc)  # field 6, fixed32
-    return (_varint_field(1, entry.dtype) + _bytes_field(2, shape)
-            + _varint_field(3, entry.shard_id) + _varint_field(4, entry.offset)
-            + _varint_field(5, entry.size) + crc)
+    return (varint_field(1, entry.dtype) + bytes_field(2, shape)
+            + varint_field(3, entry.shard_id) + varint_field(4, entry.offset)
+            + varint_field(5, entry.size) + crc)
 
 
 def find_tf_prefix(path: str | Path) -> Path | None:
