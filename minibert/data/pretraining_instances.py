@@ -1,0 +1,299 @@
+"""Pre-training instances exactly as Google's create_pretraining_data.py makes them.
+
+Text (one sentence per line, a blank line between documents) -> documents of tokenized sentences
+-> instances "[CLS] A [SEP] B [SEP]" with a next-sentence label and masked positions. Every random
+choice comes from one `random.Random(random_seed)` and is made in the order of Google's functions
+create_training_instances, create_instances_from_document, truncate_seq_pair and
+create_masked_lm_predictions, so the same text, vocabulary, settings and seed give Google's
+instances record for record.
+
+Tokens are handled as ids (FullTokenizer.encode_text) rather than strings: the choices depend only
+on lengths, on which tokens are [CLS]/[SEP] and on which start with "##", so the ids give the same
+instances, and documents fit in compact int32 arrays instead of lists of Python strings.
+"""
+
+import random
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from minibert.errors import DataError
+from minibert.text.tokenization import FullTokenizer
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """create_pretraining_data.py's flags (same names and defaults) that shape the instances."""
+    max_seq_length: int = 128
+    max_predictions_per_seq: int = 20
+    masked_lm_prob: float = 0.15
+    short_seq_prob: float = 0.1
+    dupe_factor: int = 10  # Google's default; the paper's code used 5
+    do_whole_word_mask: bool = False
+
+    def check(self) -> None:
+        problems = []
+        if self.max_seq_length < 5:  # [CLS] a [SEP] b [SEP]
+            problems.append(f"max_seq_length={self.max_seq_length} (need >= 5)")
+        if self.max_predictions_per_seq < 1:
+            problems.append(f"max_predictions_per_seq={self.max_predictions_per_seq} (need >= 1)")
+        if not 0 < self.masked_lm_prob < 1:
+            problems.append(f"masked_lm_prob={self.masked_lm_prob} (need 0 < p < 1)")
+        if not 0 <= self.short_seq_prob <= 1:
+            problems.append(f"short_seq_prob={self.short_seq_prob} (need 0 <= p <= 1)")
+        if self.dupe_factor < 1:
+            problems.append(f"dupe_factor={self.dupe_factor} (need >= 1)")
+        if problems:
+            from minibert.errors import ConfigError
+            raise ConfigError("bad instance settings: " + ", ".join(problems))
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What masking needs to know about the vocabulary, by id."""
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    random_words: list[int]  # Google's vocab_words (the vocabulary in file order), as ids
+    continuation: frozenset[int]  # ids of "##" pieces, for whole-word masking
+
+    @classmethod
+    def of(cls, tokenizer: FullTokenizer) -> "Vocabulary":
+        vocab = tokenizer.vocab
+        return cls(tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id,
+                   # list(tokenizer.vocab.keys()): a random word can be [PAD], [unused..], [CLS], [MASK].
+                   [vocab[word] for word in vocab],
+                   frozenset(i for word, i in vocab.items() if word.startswith("##")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents
+
+
+class Documents:
+    """Tokenized documents in three flat arrays: token ids, sentence ends, document ends.
+
+    Sentence s is tokens[sentence_ends[s-1]:sentence_ends[s]]; document d is sentences
+    doc_ends[d-1]..doc_ends[d]-1 (with index -1 meaning 0).
+    """
+
+    def __init__(self):
+        self.tokens = array("i")
+        self.sentence_ends = array("q")
+        self.doc_ends = array("q")
+
+    def __len__(self) -> int:
+        return len(self.doc_ends)
+
+    def add_sentence(self, ids: list[int]) -> None:
+        self.tokens.extend(ids)
+        self.sentence_ends.append(len(self.tokens))
+
+    def end_document(self) -> None:
+        """Close the current document; an empty one is dropped (Google filters them out)."""
+        if len(self.sentence_ends) > (self.doc_ends[-1] if self.doc_ends else 0):
+            self.doc_ends.append(len(self.sentence_ends))
+
+    def sentences(self, d: int) -> list[list[int]]:
+        first = self.doc_ends[d - 1] if d else 0
+        ends, tokens = self.sentence_ends, self.tokens
+        return [tokens[(ends[s - 1] if s else 0):ends[s]].tolist() for s in range(first, self.doc_ends[d])]
+
+
+def read_documents(paths: Iterable[str | Path], tokenizer: FullTokenizer) -> Documents:
+    """create_training_instances' reading loop: every line is stripped and tokenized on its own,
+    a blank line starts a new document, and lines without tokens are dropped.
+
+    As in Google's code a document is not closed at the end of a file: the next file continues it
+    unless it starts with a blank line. Bytes that are not UTF-8 raise DataError naming file and line.
+    """
+    documents = Documents()
+    for path in paths:
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise DataError(f"{path}: cannot read: {e.strerror}") from None
+        with f:
+            # Binary lines split on "\n" only, as TensorFlow's GFile.readline does.
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8").strip()
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{path}:{number}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                if not line:
+                    documents.end_document()
+                    continue
+                ids = tokenizer.encode_text(line)
+                if ids:
+                    documents.add_sentence(ids)
+    documents.end_document()
+    return documents
+
+
+# ---------------------------------------------------------------------------------------------
+# Instances
+
+
+@dataclass
+class Instance:
+    """One training instance (Google's TrainingInstance), as ids.
+
+    tokens: [CLS] A [SEP] B [SEP] after masking; segment ids are 0 for the first a_length tokens
+    (A and its [CLS] and [SEP]) and 1 after; masked_positions ascending, masked_labels the
+    original ids there; is_random_next True when B came from another place (label 1).
+    """
+    tokens: list[int]
+    a_length: int
+    is_random_next: bool
+    masked_positions: list[int]
+    masked_labels: list[int]
+
+
+def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: random.Random) -> None:
+    """Google's truncate_seq_pair: while too long, cut one token from the longer side (B on a tie),
+    from its front or back with equal probability, so no side is always cut at the same end."""
+    while len(tokens_a) + len(tokens_b) > max_num_tokens:
+        trunc = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+        if rng.random() < 0.5:
+            del trunc[0]
+        else:
+            trunc.pop()
+
+
+def masking_groups(tokens: list[int], vocab: Vocabulary, whole_word: bool) -> list[list[int]]:
+    """create_masked_lm_predictions' cand_indexes: every position but [CLS]/[SEP], each its own
+    group, or with whole-word masking a "##" piece joins the group before it. The pass skips the
+    special tokens without closing the group, so a "##" right after [SEP] joins the previous word."""
+    groups: list[list[int]] = []
+    for i, token in enumerate(tokens):
+        if token == vocab.cls_id or token == vocab.sep_id:
+            continue
+        if whole_word and groups and token in vocab.continuation:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def mask_tokens(tokens: list[int], masked_lm_prob: float, max_predictions: int, vocab: Vocabulary,
+                whole_word: bool, rng: random.Random) -> tuple[list[int], list[int], list[int]]:
+    """Google's create_masked_lm_predictions: (masked tokens, positions ascending, original ids).
+
+    num_to_predict = min(max_predictions, max(1, round(len(tokens) * masked_lm_prob))), counting
+    [CLS]/[SEP]. Groups are visited in shuffled order; a group that would overshoot the count is
+    skipped. Each chosen position becomes [MASK] with probability 0.8, stays as it is with 0.1 and
+    becomes a uniformly random vocabulary word with 0.1.
+    """
+    groups = masking_groups(tokens, vocab, whole_word)
+    rng.shuffle(groups)
+    output = list(tokens)
+    num_to_predict = min(max_predictions, max(1, int(round(len(tokens) * masked_lm_prob))))
+    chosen: list[int] = []
+    for group in groups:
+        if len(chosen) >= num_to_predict:
+            break
+        if len(chosen) + len(group) > num_to_predict:
+            continue
+        # Google also skips groups that overlap a covered index; groups are disjoint, so none do.
+        for index in group:
+            if rng.random() < 0.8:
+                output[index] = vocab.mask_id
+            elif rng.random() < 0.5:
+                output[index] = tokens[index]
+            else:
+                output[index] = vocab.random_words[rng.randint(0, len(vocab.random_words) - 1)]
+            chosen.append(index)
+    chosen.sort()
+    return output, chosen, [tokens[i] for i in chosen]
+
+
+def _random_next(documents: Documents, document_index: int, target_b_length: int, rng: random.Random) -> list[int]:
+    """B from a random place in (normally) another document, long enough for target_b_length."""
+    # Up to 10 draws to find another document; after 10 misses it stays the same one (Google).
+    for _ in range(10):
+        random_index = rng.randint(0, len(documents) - 1)
+        if random_index != document_index:
+            break
+    sentences = documents.sentences(random_index)
+    tokens_b: list[int] = []
+    for sentence in sentences[rng.randint(0, len(sentences) - 1):]:
+        tokens_b.extend(sentence)
+        if len(tokens_b) >= target_b_length:
+            break
+    return tokens_b
+
+
+def instances_from_document(documents: Documents, document_index: int, settings: InstanceSettings,
+                            vocab: Vocabulary, rng: random.Random) -> list[Instance]:
+    """Google's create_instances_from_document for one document."""
+    document = documents.sentences(document_index)
+    max_num_tokens = settings.max_seq_length - 3  # [CLS], [SEP], [SEP]
+    # Mostly fill the sequence; sometimes (short_seq_prob) aim shorter, so that fine-tuning on short
+    # inputs does not meet a length the model never saw. Drawn once per document.
+    target_seq_length = max_num_tokens
+    if rng.random() < settings.short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+    instances = []
+    chunk: list[list[int]] = []
+    chunk_length = 0
+    i = 0
+    while i < len(document):
+        chunk.append(document[i])
+        chunk_length += len(document[i])
+        if i == len(document) - 1 or chunk_length >= target_seq_length:
+            # A = the chunk's first a_end sentences, a_end drawn when there is a choice.
+            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+            tokens_a = [t for sentence in chunk[:a_end] for t in sentence]
+            if len(chunk) == 1 or rng.random() < 0.5:
+                is_random_next = True
+                tokens_b = _random_next(documents, document_index, target_seq_length - len(tokens_a), rng)
+                # The chunk's sentences after A were not used: walk them again (Google "puts them back").
+                i -= len(chunk) - a_end
+            else:
+                is_random_next = False
+                tokens_b = [t for sentence in chunk[a_end:] for t in sentence]
+            truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+            tokens = [vocab.cls_id, *tokens_a, vocab.sep_id, *tokens_b, vocab.sep_id]
+            masked, positions, labels = mask_tokens(tokens, settings.masked_lm_prob,
+                                                    settings.max_predictions_per_seq, vocab,
+                                                    settings.do_whole_word_mask, rng)
+            instances.append(Instance(masked, len(tokens_a) + 2, is_random_next, positions, labels))
+            chunk, chunk_length = [], 0
+        i += 1
+    return instances
+
+
+def create_instances(documents: Documents, settings: InstanceSettings, vocab: Vocabulary,
+                     rng: random.Random, progress=None) -> list[Instance]:
+    """Google's create_training_instances after reading: shuffle the documents, make instances
+    from every document dupe_factor times (each round draws new masks), shuffle all instances.
+
+    `progress`, if given, is called with the number of documents done after each one.
+    """
+    if len(documents) == 0:
+        raise DataError("no documents: the input has no non-empty lines")
+    order = list(range(len(documents)))
+    rng.shuffle(order)  # rng.shuffle(all_documents): the same permutation as shuffling the documents
+    shuffled = _Reordered(documents, order)
+    instances: list[Instance] = []
+    for _ in range(settings.dupe_factor):
+        for document_index in range(len(documents)):
+            instances.extend(instances_from_document(shuffled, document_index, settings, vocab, rng))
+            if progress is not None:
+                progress(1)
+    rng.shuffle(instances)
+    return instances
+
+
+class _Reordered:
+    """Documents seen through a permutation (the shuffled all_documents list of Google's code)."""
+
+    def __init__(self, documents: Documents, order: list[int]):
+        self.documents, self.order = documents, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def sentences(self, d: int) -> list[list[int]]:
+        return self.documents.sentences(self.order[d])

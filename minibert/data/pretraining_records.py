@@ -1,0 +1,175 @@
+"""Pre-training records: instances -> Google's features, written as TFRecord or minibert's own format.
+
+The seven features are those of Google's write_instance_to_example_files (and the inputs of
+run_pretraining.py), for N records, T = max_seq_length, P = max_predictions_per_seq:
+
+    input_ids            (N, T) int   token ids after masking, zero-padded
+    input_mask           (N, T) int   1 for tokens, 0 for padding
+    segment_ids          (N, T) int   0 for [CLS] A [SEP], 1 for B [SEP], 0 for padding
+    masked_lm_positions  (N, P) int   positions of the predictions, zero-padded
+    masked_lm_ids        (N, P) int   the original ids there, zero-padded
+    masked_lm_weights    (N, P) float 1.0 for real predictions, 0.0 for padding
+    next_sentence_labels (N,)   int   1 = B is random, 0 = B follows A
+
+An output path ending in ".tfrecord" gets Google's TFRecord of tf.train.Example (run_pretraining.py
+reads it); any other path is a folder in minibert's format: one .npy array per feature, read back
+memory-mapped (no parsing, so a file larger than memory trains at full speed), and manifest.json.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from minibert.checkpoints.tfrecord import float_feature, int64_feature, read_examples, tfrecord_writers, encode_example
+from minibert.data.pretraining_instances import Instance
+from minibert.errors import DataError
+from minibert.files import atomic_file, atomic_write_text, replace_folder
+
+# Google's feature names in write_instance_to_example_files' order, with minibert's storage dtype.
+FEATURES = {
+    "input_ids": np.int32,
+    "input_mask": np.int8,
+    "segment_ids": np.int8,
+    "masked_lm_positions": np.int32,
+    "masked_lm_ids": np.int32,
+    "masked_lm_weights": np.float32,
+    "next_sentence_labels": np.int8,
+}
+NATIVE_FORMAT = "minibert-pretraining-records"
+NATIVE_VERSION = 1
+
+
+def is_tfrecord(path: str | Path) -> bool:
+    return str(path).endswith(".tfrecord")
+
+
+@dataclass
+class Records:
+    """The seven feature arrays of N records (numpy, possibly memory-mapped), and where they came from."""
+    arrays: dict[str, np.ndarray]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.arrays["next_sentence_labels"])
+
+
+def instance_arrays(instances: Sequence[Instance], max_seq_length: int, max_predictions: int) -> Records:
+    """The padded feature arrays of `instances` (write_instance_to_example_files' padding)."""
+    n = len(instances)
+    arrays = {name: np.zeros((n, max_predictions if name.startswith("masked_lm") else max_seq_length), dtype)
+              for name, dtype in FEATURES.items() if name != "next_sentence_labels"}
+    arrays["next_sentence_labels"] = np.zeros(n, FEATURES["next_sentence_labels"])
+    for row, instance in enumerate(instances):
+        length, count = len(instance.tokens), len(instance.masked_positions)
+        if length > max_seq_length or count > max_predictions:
+            raise DataError(f"instance {row + 1} has {length} tokens and {count} predictions, more than "
+                            f"max_seq_length={max_seq_length} / max_predictions_per_seq={max_predictions}")
+        arrays["input_ids"][row, :length] = instance.tokens
+        arrays["input_mask"][row, :length] = 1
+        arrays["segment_ids"][row, instance.a_length:length] = 1
+        arrays["masked_lm_positions"][row, :count] = instance.masked_positions
+        arrays["masked_lm_ids"][row, :count] = instance.masked_labels
+        arrays["masked_lm_weights"][row, :count] = 1.0
+        arrays["next_sentence_labels"][row] = int(instance.is_random_next)
+    return Records(arrays, "<instances>")
+
+
+def _example_of(records: Records, row: int) -> dict:
+    values = {name: array[row] for name, array in records.arrays.items()}
+    example = {name: int64_feature(np.atleast_1d(values[name]).tolist()) for name in FEATURES}
+    example["masked_lm_weights"] = float_feature(values["masked_lm_weights"].tolist())
+    return example
+
+
+def write_records(paths: Sequence[str | Path], records: Records, manifest: dict) -> list[int]:
+    """Write records round-robin over `paths` (record i to paths[i % len(paths)], as Google's
+    write_instance_to_example_files); returns the count per path. Every path is written under a
+    temporary name and renamed at the end, so an error leaves no partial output."""
+    paths = [Path(p) for p in paths]
+    kinds = {is_tfrecord(p) for p in paths}
+    if len(kinds) != 1:
+        raise DataError("output files must all end in .tfrecord or none of them")
+    counts = [len(range(k, len(records), len(paths))) for k in range(len(paths))]
+    if kinds == {True}:
+        with tfrecord_writers(paths) as writers:
+            for row in range(len(records)):
+                writers[row % len(paths)](encode_example(_example_of(records, row)))
+        return counts
+    for k, path in enumerate(paths):
+        part = {name: array[k::len(paths)] for name, array in records.arrays.items()}
+        replace_folder(path, lambda folder, part=part: _fill_native(folder, part, manifest))
+    return counts
+
+
+def _fill_native(folder: Path, arrays: dict[str, np.ndarray], manifest: dict) -> None:
+    for name, array in arrays.items():
+        with atomic_file(folder / f"{name}.npy", "wb") as f:  # a file object: np.save would append ".npy" to a path
+            np.save(f, array, allow_pickle=False)
+    info = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "records": len(arrays["next_sentence_labels"]),
+            "max_seq_length": arrays["input_ids"].shape[1],
+            "max_predictions_per_seq": arrays["masked_lm_positions"].shape[1], **manifest}
+    atomic_write_text(folder / "manifest.json", json.dumps(info, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_tfrecord(path: Path, max_seq_length: int, max_predictions: int) -> Records:
+    """All records of a TFRecord file in memory, checked as run_pretraining.py's FixedLenFeatures."""
+    widths = {name: max_predictions if name.startswith("masked_lm") else max_seq_length for name in FEATURES}
+    widths["next_sentence_labels"] = 1
+    columns = {name: [] for name in FEATURES}
+    for number, example in enumerate(read_examples(path), start=1):
+        for name, width in widths.items():
+            feature = example.get(name)
+            if feature is None:
+                raise DataError(f"{path}: record {number}: no feature {name!r}")
+            if len(feature.values) != width:
+                raise DataError(f"{path}: record {number}: {name} has {len(feature.values)} values, expected "
+                                f"{width} (max_seq_length={max_seq_length}, max_predictions_per_seq={max_predictions})")
+            columns[name].append(feature.values)
+    if not columns["input_ids"]:
+        raise DataError(f"{path}: no records")
+    arrays = {name: np.asarray(values, dtype=FEATURES[name]).reshape(len(values), -1) for name, values in columns.items()}
+    arrays["next_sentence_labels"] = arrays["next_sentence_labels"][:, 0]
+    return Records(arrays, str(path))
+
+
+def _read_native(path: Path, max_seq_length: int, max_predictions: int) -> Records:
+    manifest_path = path / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{manifest_path}: cannot read the manifest of a records folder: {e}") from None
+    if manifest.get("format") != NATIVE_FORMAT or manifest.get("version") != NATIVE_VERSION:
+        raise DataError(f"{manifest_path}: not a minibert pre-training records folder (version {NATIVE_VERSION})")
+    if (manifest["max_seq_length"], manifest["max_predictions_per_seq"]) != (max_seq_length, max_predictions):
+        raise DataError(f"{path}: records have max_seq_length={manifest['max_seq_length']}, max_predictions_per_seq="
+                        f"{manifest['max_predictions_per_seq']}; the run asks for {max_seq_length} / {max_predictions}")
+    arrays = {}
+    for name, dtype in FEATURES.items():
+        file = path / f"{name}.npy"
+        try:
+            # mmap: rows are read from disk as batches need them; allow_pickle=False never runs code.
+            array = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{file}: cannot read: {e}") from None
+        if array.dtype != dtype or len(array) != manifest["records"]:
+            raise DataError(f"{file}: expected {manifest['records']} rows of {np.dtype(dtype)}, "
+                            f"found {len(array)} of {array.dtype}")
+        arrays[name] = array
+    return Records(arrays, str(path))
+
+
+def read_records(path: str | Path, max_seq_length: int, max_predictions: int) -> Records:
+    """Records of one file: a TFRecord file (Google's or minibert's) or a minibert records folder."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _read_native(path, max_seq_length, max_predictions)
+    return _read_tfrecord(path, max_seq_length, max_predictions)

@@ -1,0 +1,243 @@
+"""Google's create_pretraining_data.py rules: the fixtures Google's script wrote are reproduced record
+for record, and each rule is checked on its own on synthetic documents."""
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pretrain
+from minibert.checkpoints.tfrecord import read_examples
+from minibert.data.pretraining_instances import (Documents, InstanceSettings, Vocabulary, create_instances,
+                                                 instances_from_document, mask_tokens, masking_groups,
+                                                 read_documents, truncate_seq_pair)
+from minibert.data.pretraining_records import read_records
+from minibert.errors import ConfigError, DataError
+from minibert.text.tokenization import FullTokenizer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pretraining_google"
+VOCAB_FILE = Path(__file__).parent / "fixtures" / "tiny_google" / "vocab.txt"
+FOLDERS = ("sample_text_64", "sample_text_128", "sample_text_64_wwm")
+
+
+def create_data_args(folder: str, output: Path) -> list[str]:
+    settings = json.loads((FIXTURES / folder / "settings.json").read_text())
+    return ["create_data", f"--input_file={FIXTURES / 'sample_text.txt'}", f"--output_file={output}",
+            f"--vocab_file={VOCAB_FILE}", f"--do_lower_case={settings['do_lower_case']}",
+            f"--do_whole_word_mask={settings['do_whole_word_mask']}",
+            f"--max_seq_length={settings['max_seq_length']}",
+            f"--max_predictions_per_seq={settings['max_predictions_per_seq']}",
+            f"--random_seed={settings['seed']}", f"--dupe_factor={settings['dupe_factor']}",
+            f"--masked_lm_prob={settings['masked_lm_prob']}", f"--short_seq_prob={settings['short_seq_prob']}"]
+
+
+def google_features(folder: str) -> list[dict]:
+    rows = [json.loads(line) for line in (FIXTURES / folder / "features.jsonl").read_text().splitlines()]
+    return [{k: v if isinstance(v, list) else [v] for k, v in row.items()} for row in rows]
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_create_data_reproduces_googles_tfrecord(tmp_path, folder):
+    pretrain.main(create_data_args(folder, tmp_path / "out.tfrecord"))
+    mine = [{k: f.values for k, f in ex.items()} for ex in read_examples(tmp_path / "out.tfrecord")]
+    assert mine == google_features(folder)
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_instances_equal_googles_instances(folder):
+    """The tokens after masking, segments, labels and masked positions of Google's instances.jsonl."""
+    settings = json.loads((FIXTURES / folder / "settings.json").read_text())
+    tokenizer = FullTokenizer(VOCAB_FILE, settings["do_lower_case"])
+    instances = create_instances(
+        read_documents([FIXTURES / "sample_text.txt"], tokenizer),
+        InstanceSettings(settings["max_seq_length"], settings["max_predictions_per_seq"], settings["masked_lm_prob"],
+                         settings["short_seq_prob"], settings["dupe_factor"], settings["do_whole_word_mask"]),
+        Vocabulary.of(tokenizer), random.Random(settings["seed"]))
+    mine = [{"tokens": tokenizer.convert_ids_to_tokens(i.tokens),
+             "segment_ids": [0] * i.a_length + [1] * (len(i.tokens) - i.a_length),
+             "is_random_next": i.is_random_next, "masked_lm_positions": i.masked_positions,
+             "masked_lm_labels": tokenizer.convert_ids_to_tokens(i.masked_labels)} for i in instances]
+    assert mine == [json.loads(line) for line in (FIXTURES / folder / "instances.jsonl").read_text().splitlines()]
+
+
+def test_native_format_holds_the_same_records(tmp_path):
+    pretrain.main(create_data_args("sample_text_64", tmp_path / "records"))
+    records = read_records(tmp_path / "records", 64, 10)
+    assert isinstance(records.arrays["input_ids"], np.memmap)
+    mine = [{name: np.atleast_1d(array[row]).tolist() for name, array in records.arrays.items()}
+            for row in range(len(records))]
+    assert mine == google_features("sample_text_64")
+
+
+def test_several_outputs_are_written_round_robin(tmp_path):
+    outputs = [tmp_path / "a.tfrecord", tmp_path / "b.tfrecord", tmp_path / "c.tfrecord"]
+    pretrain.main(create_data_args("sample_text_64", ",".join(map(str, outputs))))
+    parts = [[{k: f.values for k, f in ex.items()} for ex in read_examples(p)] for p in outputs]
+    expected = google_features("sample_text_64")
+    assert [len(p) for p in parts] == [32, 32, 31]
+    assert all(parts[i % 3][i // 3] == row for i, row in enumerate(expected))
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules on synthetic documents: token t of sentence s of document d is 1000 * (d + 1) + 10 * s + t.
+
+VOCAB = Vocabulary(cls_id=2, sep_id=3, mask_id=4, random_words=list(range(10_000)),
+                   continuation=frozenset(range(9000, 10_000)))
+
+
+def make_documents(shape: list[list[int]]) -> Documents:
+    """shape[d][s] = number of tokens of sentence s of document d."""
+    documents = Documents()
+    for d, sentences in enumerate(shape):
+        for s, length in enumerate(sentences):
+            documents.add_sentence([1000 * (d + 1) + 10 * s + t for t in range(length)])
+        documents.end_document()
+    return documents
+
+
+class ScriptedRandom(random.Random):
+    """random() returns the scripted values in turn; everything else is a seeded Random."""
+
+    def __init__(self, values):
+        super().__init__(0)
+        self.values = list(values)
+
+    def random(self):
+        return self.values.pop(0)
+
+
+def test_truncation_cuts_the_longer_side_at_a_random_end():
+    a, b = list(range(6)), list(range(10, 14))
+    # a (6) is longer: front (0.3 < 0.5), then back; then both are 4: b on a tie, back, then a, front.
+    truncate_seq_pair(a, b, 6, ScriptedRandom([0.3, 0.7, 0.9, 0.1]))
+    assert a == [2, 3, 4] and b == [10, 11, 12]
+
+
+def test_prediction_count_uses_pythons_round_min_one_and_cap():
+    def count(length, cap=100):
+        tokens = [2] + list(range(10, 10 + length - 2)) + [3]
+        return len(mask_tokens(tokens, 0.15, cap, VOCAB, False, random.Random(0))[1])
+
+    assert count(3) == 1  # round(0.45) = 0, at least one
+    assert count(10) == 2  # round(1.5) = 2 (ties to even)
+    assert count(30) == 4  # round(4.5) = 4 (ties to even), counting [CLS] and [SEP]
+    assert count(100) == 15
+    assert count(200, cap=20) == 20
+
+
+def test_80_10_10_rule():
+    rng, counts = random.Random(1), Counter()
+    tokens = [2] + list(range(10, 138)) + [3]
+    for _ in range(2000):
+        masked, positions, labels = mask_tokens(tokens, 0.15, 20, VOCAB, False, rng)
+        assert positions == sorted(positions) and labels == [tokens[p] for p in positions]
+        assert 2 not in [tokens[p] for p in positions] and 3 not in [tokens[p] for p in positions]
+        for p in positions:
+            counts["mask" if masked[p] == 4 else "kept" if masked[p] == tokens[p] else "random"] += 1
+        assert all(masked[i] == tokens[i] for i in range(len(tokens)) if i not in positions)
+    total = sum(counts.values())
+    assert total == 2000 * 20
+    # Binomial standard deviations at n = 40,000: 0.2% for 80%, 0.15% for 10%; allow ~5 of them.
+    assert abs(counts["mask"] / total - 0.8) < 0.01
+    assert abs(counts["kept"] / total - 0.1) < 0.0075  # a random word equal to the token also counts as kept
+    assert abs(counts["random"] / total - 0.1) < 0.0075
+
+
+def test_whole_word_groups_include_pieces_after_sep():
+    tokens = [2, 10, 9001, 9002, 11, 3, 9003, 12, 3]
+    assert masking_groups(tokens, VOCAB, whole_word=True) == [[1, 2, 3], [4, 6], [7]]
+    assert masking_groups(tokens, VOCAB, whole_word=False) == [[i] for i in (1, 2, 3, 4, 6, 7)]
+
+
+def test_whole_word_masking_masks_whole_words_and_skips_groups_that_overshoot():
+    tokens = [2] + [10, 9001, 9002, 11, 9003, 12, 13, 9004] * 5 + [3]
+    words = masking_groups(tokens, VOCAB, whole_word=True)
+    for seed in range(50):
+        _, positions, _ = mask_tokens(tokens, 0.15, 5, VOCAB, True, random.Random(seed))
+        assert len(positions) <= 5
+        for word in words:
+            assert set(word) <= set(positions) or not set(word) & set(positions)
+
+
+def test_random_next_comes_from_another_document_and_unused_sentences_are_put_back():
+    documents = make_documents([[5] * 12, [5] * 12, [5] * 12])
+    settings = InstanceSettings(max_seq_length=33, max_predictions_per_seq=1, masked_lm_prob=0.01,
+                                short_seq_prob=0.0, dupe_factor=1)
+    seen_random = seen_real = 0
+    for seed in range(20):
+        instances = instances_from_document(documents, 0, settings, VOCAB, random.Random(seed))
+        covered = set()
+        for instance in instances:
+            tokens = list(instance.tokens)
+            for p, label in zip(instance.masked_positions, instance.masked_labels):
+                tokens[p] = label  # the text before masking
+            a, b = tokens[1:instance.a_length - 1], tokens[instance.a_length:-1]
+            assert all(t // 1000 == 1 for t in a)
+            if instance.is_random_next:
+                seen_random += 1
+                assert all(t // 1000 in (2, 3) for t in b)  # another document (3 tries are enough here)
+            else:
+                seen_real += 1
+                assert all(t // 1000 == 1 for t in b) and min(b) > max(a)  # B continues A
+                covered |= {(t % 1000) // 10 for t in b}
+            covered |= {(t % 1000) // 10 for t in a}
+        # Sentences left over after a random B are walked again, so every sentence is used.
+        assert covered == set(range(12))
+    assert seen_random and seen_real
+
+
+def test_short_sequences_aim_below_the_maximum():
+    documents = make_documents([[3] * 40, [3] * 40])
+    long = InstanceSettings(max_seq_length=64, max_predictions_per_seq=5, short_seq_prob=0.0, dupe_factor=1)
+    short = InstanceSettings(max_seq_length=64, max_predictions_per_seq=5, short_seq_prob=1.0, dupe_factor=1)
+    rng = random.Random(3)
+    lengths_long = [len(i.tokens) for i in instances_from_document(documents, 0, long, VOCAB, rng)]
+    lengths_short = [len(i.tokens) for s in range(10)
+                     for i in instances_from_document(documents, 0, short, VOCAB, random.Random(s))]
+    assert max(lengths_long) <= 64 and np.mean(lengths_long) > 55
+    assert np.mean(lengths_short) < np.mean(lengths_long)
+
+
+def test_a_one_sentence_document_gets_a_random_next():
+    documents = make_documents([[4], [6, 6]])
+    settings = InstanceSettings(max_seq_length=20, max_predictions_per_seq=2, dupe_factor=1, short_seq_prob=0.0)
+    (instance,) = instances_from_document(documents, 0, settings, VOCAB, random.Random(0))
+    assert instance.is_random_next and instance.a_length == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line naming the file and line, nothing written.
+
+
+def test_non_utf8_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"a fine line.\n\nanother fine one.\nbroken \xff byte\n")
+    with pytest.raises(DataError, match=r"bad.txt:4: not UTF-8"):
+        read_documents([path], FullTokenizer(VOCAB_FILE))
+
+
+def test_empty_corpus_is_an_error_and_writes_nothing(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n \n\n")
+    with pytest.raises(SystemExit, match=r"empty.txt: no text"):
+        pretrain.main(["create_data", f"--input_file={tmp_path / 'empty.txt'}",
+                       f"--output_file={tmp_path / 'out.tfrecord'}", f"--vocab_file={VOCAB_FILE}"])
+    assert not (tmp_path / "out.tfrecord").exists()
+
+
+def test_vocabulary_without_mask_is_an_error(tmp_path):
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n")
+    (tmp_path / "text.txt").write_text("hello\n")
+    with pytest.raises(SystemExit, match=r"vocab.txt lacks the special tokens \['\[MASK\]'\]"):
+        pretrain.main(["create_data", f"--input_file={tmp_path / 'text.txt'}",
+                       f"--output_file={tmp_path / 'out.tfrecord'}", f"--vocab_file={tmp_path / 'vocab.txt'}"])
+
+
+def test_bad_settings_and_missing_inputs(tmp_path):
+    with pytest.raises(ConfigError, match="max_seq_length=4"):
+        InstanceSettings(max_seq_length=4).check()
+    with pytest.raises(SystemExit, match=r"nothing\*.txt matches no file"):
+        pretrain.main(["create_data", f"--input_file={tmp_path}/nothing*.txt", "--output_file=x.tfrecord",
+                       f"--vocab_file={VOCAB_FILE}"])
