@@ -153,3 +153,22 @@ def run_script(main, config_class, argv: list[str] | None, description: str, pos
         message = str(e).replace("\n", "\n  ")  # a list of names stays one message, indented
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def run_subcommands(commands: dict, argv: list[str] | None, description: str, default: str):
+    """run_script for a script with subcommands: `commands` maps a name to (main, config class, help).
+
+    The first argument names the subcommand; without one (no arguments, or a flag first) the
+    `default` subcommand runs. `-h` first lists the subcommands; `SUBCOMMAND --help` their options.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        width = max(map(len, commands))
+        lines = [f"  {name:<{width}}  {text}" for name, (_, _, text) in commands.items()]
+        print(f"{description}\nsubcommands (each has --help):\n" + "\n".join(lines))
+        raise SystemExit(0)
+    name = argv[0] if argv and not argv[0].startswith("-") else default
+    if name not in commands:
+        raise SystemExit(f"unknown subcommand {name!r}; choose one of {', '.join(commands)}")
+    main, config_class, text = commands[name]
+    return run_script(main, config_class, argv[1:] if argv and argv[0] == name else argv, f"{name}: {text}")

@@ -1,6 +1,9 @@
 import os
 from pathlib import Path
 
+import contextlib
+import re
+
 import pytest
 import torch
 
@@ -29,3 +32,16 @@ def minilm_dir() -> Path:
         return minilm_folder()
     except MissingPackageError as e:
         pytest.skip(str(e))
+
+
+@pytest.fixture
+def script_error(capsys):
+    """`with script_error(pattern):` the block must stop as a script does on bad input: exit status 2
+    and one `error: ...` line on stderr matching the pattern."""
+    @contextlib.contextmanager
+    def check(pattern: str):
+        with pytest.raises(SystemExit) as exit_info:
+            yield
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and re.search(pattern, err), err
+    return check

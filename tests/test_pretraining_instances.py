@@ -219,25 +219,25 @@ def test_non_utf8_line_names_file_and_line(tmp_path):
         read_documents([path], FullTokenizer(VOCAB_FILE))
 
 
-def test_empty_corpus_is_an_error_and_writes_nothing(tmp_path):
+def test_empty_corpus_is_an_error_and_writes_nothing(tmp_path, script_error):
     (tmp_path / "empty.txt").write_text("\n \n\n")
-    with pytest.raises(SystemExit, match=r"empty.txt: no text"):
+    with script_error(r"empty.txt: no text"):
         pretrain.main(["create_data", f"--input_file={tmp_path / 'empty.txt'}",
                        f"--output_file={tmp_path / 'out.tfrecord'}", f"--vocab_file={VOCAB_FILE}"])
     assert not (tmp_path / "out.tfrecord").exists()
 
 
-def test_vocabulary_without_mask_is_an_error(tmp_path):
+def test_vocabulary_without_mask_is_an_error(tmp_path, script_error):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n")
     (tmp_path / "text.txt").write_text("hello\n")
-    with pytest.raises(SystemExit, match=r"vocab.txt lacks the special tokens \['\[MASK\]'\]"):
+    with script_error(r"vocab.txt lacks the special tokens \['\[MASK\]'\]"):
         pretrain.main(["create_data", f"--input_file={tmp_path / 'text.txt'}",
                        f"--output_file={tmp_path / 'out.tfrecord'}", f"--vocab_file={tmp_path / 'vocab.txt'}"])
 
 
-def test_bad_settings_and_missing_inputs(tmp_path):
+def test_bad_settings_and_missing_inputs(tmp_path, script_error):
     with pytest.raises(ConfigError, match="max_seq_length=4"):
         InstanceSettings(max_seq_length=4).check()
-    with pytest.raises(SystemExit, match=r"nothing\*.txt matches no file"):
+    with script_error(r"nothing\*.txt matches no file"):
         pretrain.main(["create_data", f"--input_file={tmp_path}/nothing*.txt", "--output_file=x.tfrecord",
                        f"--vocab_file={VOCAB_FILE}"])

@@ -29,3 +29,25 @@ def plot_learning_curves(records: list[dict], path: str | Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda temp: fig.savefig(temp, dpi=100, format="png"))
     plt.close(fig)
+
+
+def plot_pretraining_curves(records: list[dict], path: str | Path) -> None:
+    """Three panels over optimizer steps: MLM/NSP/total training loss, learning rate, and the eval
+    records' MLM and NSP accuracy (empty without --eval_input_file)."""
+    train = [r for r in records if r["split"] == "train"]
+    evals = [r for r in records if r["split"] == "eval"]
+    fig, (loss_ax, lr_ax, eval_ax) = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [r["step"] for r in train]
+    for key in ("loss", "mlm_loss", "nsp_loss"):
+        loss_ax.plot(steps, [r[key] for r in train], label=key)
+    loss_ax.set(title="training loss", xlabel="optimizer step", ylabel="cross-entropy")
+    loss_ax.legend()
+    lr_ax.plot(steps, [r["lr"] for r in train])
+    lr_ax.set(title="learning rate", xlabel="optimizer step")
+    for key in ("mlm_accuracy", "nsp_accuracy"):
+        eval_ax.plot([r["step"] for r in evals], [100 * r[key] for r in evals], marker="o", label=key)
+    eval_ax.set(title="evaluation", xlabel="optimizer step", ylabel="accuracy %")
+    eval_ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda temp: fig.savefig(temp, dpi=100, format="png"))
+    plt.close(fig)

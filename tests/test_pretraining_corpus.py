@@ -1,0 +1,97 @@
+"""pretrain.py corpus: Google's text format from the project's splits, domain sets, the Yelp rule,
+training splits only, sentence splitting, and bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import pretrain
+from minibert.data.pretraining_corpus import DOMAINS, ENGLISH_DATASETS, chinese_splitter, expand_sources
+
+
+def write_jsonl(path: Path, texts: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": t, "label": "x"}) + "\n" for t in texts))
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    root = tmp_path / "data"
+    for name in ENGLISH_DATASETS:
+        for split in ("train", "dev", "test"):
+            write_jsonl(root / name / f"{split}.jsonl", [f"{name} {split} text one. It has two sentences!"])
+    write_jsonl(root / "yelp_full" / "train.jsonl", ["Great food. Would eat again.", "Shared review. In both sets.",
+                                                     "Slow service?   Yes,\nvery slow."])
+    write_jsonl(root / "yelp_polarity" / "test.jsonl", ["Shared  review. In both sets.", "Only in the test set."])
+    write_jsonl(root / "yelp_polarity" / "train.jsonl", ["Only in the test set.", "A polarity review."])
+    write_jsonl(root / "yelp_full" / "test.jsonl", ["A polarity review."])
+    return root
+
+
+def corpus(data_dir: Path, out: Path, *flags: str) -> tuple[list[list[str]], dict]:
+    pretrain.main(["corpus", f"--data_dir={data_dir}", f"--output_file={out}", *flags])
+    documents = [block.split("\n") for block in out.read_text().split("\n\n") if block]
+    return documents, json.loads(Path(f"{out}.manifest.json").read_text())
+
+
+def test_within_task_corpus_is_one_sentence_per_line(data_dir, tmp_path):
+    documents, manifest = corpus(data_dir, tmp_path / "c.txt", "--sources=imdb")
+    assert documents == [["imdb train text one.", "It has two sentences!"]]
+    assert manifest["splits"] == ["train"] and manifest["documents"] == 1 and manifest["sentences"] == 2
+    assert (tmp_path / "c.txt").read_text().endswith("sentences!\n\n")  # a blank line after every document
+
+
+def test_domains_and_cross_domain_use_the_training_splits_of_their_sets(data_dir):
+    assert DOMAINS == {"sentiment": ("imdb", "yelp_polarity", "yelp_full"), "question": ("trec", "yahoo_answers"),
+                       "topic": ("ag_news", "dbpedia")}
+    assert [(n, s) for n, s, _ in expand_sources("topic", data_dir, ("train",))] == [("ag_news", "train"), ("dbpedia", "train")]
+
+
+def test_cross_domain_never_includes_dev_or_test_text(data_dir, tmp_path):
+    documents, manifest = corpus(data_dir, tmp_path / "c.txt", "--sources=all")
+    text = "\n".join(line for doc in documents for line in doc)
+    assert {s["name"] for s in manifest["sources"]} == set(ENGLISH_DATASETS)
+    for name in ENGLISH_DATASETS:
+        assert f"{name} dev" not in text and f"{name} test" not in text
+
+
+def test_other_splits_only_when_asked_and_recorded(data_dir, tmp_path):
+    documents, manifest = corpus(data_dir, tmp_path / "c.txt", "--sources=trec", "--splits=train,test")
+    assert documents == [["trec train text one.", "It has two sentences!"], ["trec test text one.", "It has two sentences!"]]
+    assert manifest["splits"] == ["test", "train"]
+
+
+def test_yelp_overlap_rule(data_dir, tmp_path):
+    documents, manifest = corpus(data_dir, tmp_path / "c.txt", "--sources=yelp_full,yelp_polarity")
+    flat = [line for doc in documents for line in doc]
+    assert "Shared review." not in flat  # in Yelp P.'s test set (whitespace aside)
+    assert "A polarity review." not in flat  # in Yelp F.'s test set
+    assert "Only in the test set." in flat  # Yelp P. training text that is only in its own test set stays
+    assert ["Slow service?", "Yes,", "very slow."] in documents  # spaCy splits, line breaks end sentences
+    dropped = {s["name"]: s["dropped_overlap"] for s in manifest["sources"]}
+    assert dropped == {"yelp_full": 1, "yelp_polarity": 1}
+
+
+def test_chinese_sentences_end_at_full_stop_question_and_exclamation_marks():
+    (sentences,) = list(chinese_splitter()(["今天天气很好。你去吗？去！好的"]))
+    assert sentences == ["今天天气很好。", "你去吗？", "去！", "好的"]
+
+
+def test_user_text_files(tmp_path):
+    (tmp_path / "mine.txt").write_text("First document. Two sentences.\n\nSecond document.\n")
+    documents, manifest = corpus(tmp_path / "nodata", tmp_path / "c.txt", f"--sources={tmp_path / 'mine.txt'}")
+    assert documents == [["First document.", "Two sentences."], ["Second document."]]
+    assert manifest["sources"][0]["split"] == "user"
+
+
+def test_bad_input_names_file_and_line_and_writes_nothing(data_dir, tmp_path, script_error):
+    (data_dir / "trec" / "train.jsonl").write_bytes(b'{"text": "fine."}\n{"text": "bad \xff"}\n')
+    with script_error(r"trec/train.jsonl:2: not UTF-8"):
+        corpus(data_dir, tmp_path / "c.txt", "--sources=trec")
+    write_jsonl(data_dir / "trec" / "train.jsonl", ["   "])
+    with script_error(r"no text to write"):
+        corpus(data_dir, tmp_path / "c.txt", "--sources=trec")
+    with script_error(r"'nonsense' is not a data set"):
+        corpus(data_dir, tmp_path / "c.txt", "--sources=nonsense")
+    assert not list(tmp_path.glob("c.txt*"))
