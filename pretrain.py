@@ -20,7 +20,6 @@ import json
 import math
 import random
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,12 +29,13 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_state, save_minibert, state_of
+from minibert.checkpoints.integrity import check_vocab
 from minibert.cli import option, run_subcommands
 from minibert.data import corpora
-from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sources, manifest_path, write_corpus
 from minibert.data.pretraining_batches import DynamicMasking, RecordStream
+from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sources, manifest_path, write_corpus
 from minibert.data.pretraining_instances import InstanceSettings, Vocabulary, create_instances, read_documents
-from minibert.data.pretraining_records import instance_arrays, is_tfrecord, read_records, write_records
+from minibert.data.pretraining_records import instance_arrays, read_records, write_records
 from minibert.errors import CheckpointError, ConfigError, DataError, MinibertError
 from minibert.files import atomic_save_safetensors, atomic_torch_save, atomic_write_text, find_folder, replace_folder
 from minibert.model.bert import num_parameters
@@ -295,15 +295,11 @@ def read_config(path: str) -> BertConfig:
 
 
 def check_vocabulary(vocab_file: Path, config: BertConfig) -> Vocabulary:
-    """The vocabulary must be the model's: same size (Google's vocab_size is the file's line count)."""
-    try:
-        # Only ids are needed here (special tokens, "##" pieces), so the case check is off.
-        tokenizer = FullTokenizer(vocab_file, do_lower_case=True, check_case=False)
-    except ValueError as e:
-        raise DataError(str(e)) from None
-    if len(tokenizer.vocab) != config.vocab_size:
-        raise ConfigError(f"{vocab_file}: {len(tokenizer.vocab)} tokens, but the model's vocab_size is "
-                          f"{config.vocab_size}: not this model's vocabulary")
+    """The vocabulary must be the model's (minibert.checkpoints.integrity.check_vocab)."""
+    # Only ids are needed here (special tokens, "##" pieces), so the case check is off.
+    tokenizer = FullTokenizer(vocab_file, do_lower_case=True, check_case=False)
+    for warning in check_vocab(tokenizer, config, vocab_file):
+        print(f"warning: {warning}")
     return Vocabulary.of(tokenizer)
 
 
@@ -384,7 +380,7 @@ def check_train_config(cfg: PretrainConfig) -> None:
         problems.append(f"--train_batch_size={cfg.train_batch_size} must be a positive multiple of "
                         f"--grad_accum_steps={cfg.grad_accum_steps}")
     if cfg.num_train_steps < 1 or not 0 <= cfg.num_warmup_steps <= cfg.num_train_steps:
-        problems.append(f"need --num_train_steps >= 1 and 0 <= --num_warmup_steps <= --num_train_steps")
+        problems.append("need --num_train_steps >= 1 and 0 <= --num_warmup_steps <= --num_train_steps")
     if cfg.log_every < 1 or cfg.save_checkpoints_steps < 1:
         problems.append("--log_every and --save_checkpoints_steps must be at least 1")
     if problems:

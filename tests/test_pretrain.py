@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 import pretrain
 from minibert.checkpoints import names
 from minibert.checkpoints.formats import load_checkpoint
-from minibert.checkpoints.tfrecord import encode_example, int64_feature, float_feature, tfrecord_writers
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PRETRAINING = FIXTURES / "pretraining_google"
@@ -177,7 +176,7 @@ def test_heads_missing_from_the_checkpoint_are_initialised_and_reported(tmp_path
     import train
     checkpoints_convert.main(checkpoints_convert.ConvertConfig(src=str(out / "final"), dst=str(tmp_path / "tf"), format="tf"))
     assert load_checkpoint(tmp_path / "tf").architecture == "BertForPreTraining"
-    model, _, _ = train.build_model(train.TrainConfig(init=str(out / "final")), num_labels=3)
+    model, _ = train.build_model(train.TrainConfig(init=str(out / "final")), load_checkpoint(out / "final"), num_labels=3)
     assert torch.equal(model.bert.embeddings.word.weight, load_checkpoint(out / "final").state["bert.embeddings.word.weight"])
 
 
@@ -206,7 +205,7 @@ def test_records_shorter_than_the_run_expects_name_the_record(google_dir, tmp_pa
 def test_vocabulary_of_another_size_is_refused(google_dir, tmp_path, script_error):
     with open(google_dir / "vocab.txt", "a") as f:
         f.write("[unused-extra]\n")
-    with script_error(r"vocab.txt: 30523 tokens, but the model's vocab_size is 30522"):
+    with script_error(r"vocab.txt: 30523 tokens but the model's vocab_size is 30522"):
         run([f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
              f"--output_dir={tmp_path / 'out'}", "--max_seq_length=64", "--max_predictions_per_seq=10",
              "--num_train_steps=1", "--num_warmup_steps=0"])

@@ -230,7 +230,7 @@ def test_empty_corpus_is_an_error_and_writes_nothing(tmp_path, script_error):
 def test_vocabulary_without_mask_is_an_error(tmp_path, script_error):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n")
     (tmp_path / "text.txt").write_text("hello\n")
-    with script_error(r"vocab.txt lacks the special tokens \['\[MASK\]'\]"):
+    with script_error(r"vocab.txt: the vocabulary lacks the special tokens \['\[MASK\]'\]"):
         pretrain.main(["create_data", f"--input_file={tmp_path / 'text.txt'}",
                        f"--output_file={tmp_path / 'out.tfrecord'}", f"--vocab_file={tmp_path / 'vocab.txt'}"])
 
