@@ -19,6 +19,7 @@ import glob
 import json
 import math
 import random
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -231,6 +232,8 @@ class PretrainConfig:
     shuffle: bool = option(True, "shuffle records every epoch (false: file order, as given)")
     seed: int = option(12345, "seed of new weights, dropout, shuffling and dynamic masks")
     save_checkpoints_steps: int = option(1000, "write last/ every N steps (and at the end, and on SIGTERM)")
+    keep_checkpoints: int = option(1, "also keep the last K-1 saves as checkpoint-STEP/ folders (minibert folders "
+                                   "that train.py --init reads), e.g. for the paper's Figure 3")
     eval_input_file: str = option("", "records to evaluate on (MLM loss/accuracy, NSP accuracy)")
     eval_every: int = option(0, "evaluate every N steps (0 = at every checkpoint and at the end)")
     eval_batch_size: int = option(32, "sequences per evaluation forward pass")
@@ -243,7 +246,7 @@ class PretrainConfig:
 
 
 # Options that may change between an interrupted run and its --resume; any other change is refused.
-RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "save_checkpoints_steps", "eval_every",
+RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "save_checkpoints_steps", "keep_checkpoints", "eval_every",
                      "eval_batch_size", "eval_input_file"}
 
 
@@ -314,18 +317,29 @@ def load_stream(spec: str, cfg: PretrainConfig, vocab_size: int, masking: Dynami
     return RecordStream(sources, shuffle, cfg.seed, masking)
 
 
-def save_last(folder: Path, model, optimizer, scheduler, scaler, state: RunState) -> None:
-    """The resume checkpoint: weights, optimizer/scheduler/scaler state, RNG states and progress."""
+def save_last(folder: Path, model, optimizer, scheduler, scaler, state: RunState, vocab_file: Path) -> None:
+    """The resume checkpoint: a minibert folder of the model (so train.py --init reads it too) plus
+    trainer.pt with the optimizer/scheduler/scaler state, RNG states and progress."""
     rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def fill(tmp: Path) -> None:
-        atomic_save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
-                                tmp / "model.safetensors", {"format": "pt", "producer": "minibert"})
+        save_minibert(tmp, checkpoint_of(model, vocab_file))
         atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                            "scaler": scaler.state_dict(), "rng": rng, "state": asdict(state)}, tmp / "trainer.pt")
 
     replace_folder(folder, fill)
+
+
+def keep_checkpoint(out: Path, step: int, keep: int) -> None:
+    """With keep > 1, last/ is also copied to checkpoint-STEP/ and only the newest keep - 1 copies
+    stay (e.g. the models after 10k, 20k, ... steps for the paper's Figure 3)."""
+    if keep <= 1:
+        return
+    replace_folder(out / f"checkpoint-{step}", lambda tmp: [shutil.copy2(f, tmp / f.name) for f in (out / "last").iterdir()])
+    copies = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in copies[:-(keep - 1)]:
+        shutil.rmtree(old)
 
 
 def load_last(folder: Path, model, optimizer, scheduler, scaler) -> RunState:
@@ -381,8 +395,8 @@ def check_train_config(cfg: PretrainConfig) -> None:
                         f"--grad_accum_steps={cfg.grad_accum_steps}")
     if cfg.num_train_steps < 1 or not 0 <= cfg.num_warmup_steps <= cfg.num_train_steps:
         problems.append("need --num_train_steps >= 1 and 0 <= --num_warmup_steps <= --num_train_steps")
-    if cfg.log_every < 1 or cfg.save_checkpoints_steps < 1:
-        problems.append("--log_every and --save_checkpoints_steps must be at least 1")
+    if cfg.log_every < 1 or cfg.save_checkpoints_steps < 1 or cfg.keep_checkpoints < 1:
+        problems.append("--log_every, --save_checkpoints_steps and --keep_checkpoints must be at least 1")
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -486,7 +500,8 @@ def train(cfg: PretrainConfig) -> dict:
                        f"{100 * metrics['mlm_accuracy']:.2f}%, NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%")
         if state.step % cfg.save_checkpoints_steps == 0 or at_end:
             state.window = [*window.tolist(), window_steps, window_tokens]
-            save_last(out / "last", model, optimizer, scheduler, scaler, state)
+            save_last(out / "last", model, optimizer, scheduler, scaler, state, vocab_file)
+            keep_checkpoint(out, state.step, cfg.keep_checkpoints)
     bar.close()
     signal.signal(signal.SIGTERM, previous)
     if stop["signal"] is not None:

@@ -100,8 +100,11 @@ def test_resume_mid_epoch_is_bit_identical(google_dir, tmp_path, masking, monkey
     common = [f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
               "--train_batch_size=8", "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_warmup_steps=2",
               "--learning_rate=1e-3", "--log_every=1", "--save_checkpoints_steps=3", f"--masking={masking}",
-              "--num_train_steps=10"]
+              "--num_train_steps=10", "--keep_checkpoints=3"]
     run([*common, f"--output_dir={tmp_path / 'full'}"])
+    # Saved at steps 3, 6, 9, 10: last/ plus the two newest copies, each a folder train.py --init reads.
+    assert sorted(p.name for p in (tmp_path / "full").glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-9"]
+    assert load_checkpoint(tmp_path / "full" / "checkpoint-9").architecture == "BertForPreTraining"
     partial = tmp_path / "partial"
 
     class Stop(Exception):
@@ -111,7 +114,7 @@ def test_resume_mid_epoch_is_bit_identical(google_dir, tmp_path, masking, monkey
 
     def save_then_stop(folder, *args):
         real_save(folder, *args)
-        if args[-1].step == 6:  # 48 of 95 records: mid-epoch
+        if args[-2].step == 6:  # 48 of 95 records: mid-epoch
             raise Stop
 
     monkeypatch.setattr(pretrain, "save_last", save_then_stop)
@@ -241,3 +244,14 @@ def test_embedded_default_runs_end_to_end(tmp_path, minilm_dir, monkeypatch):
     assert final.architecture == "BertForPreTraining" and final.config.num_hidden_layers == 6
     manifest = json.loads((tmp_path / "itpt" / "bbc_dev.txt.manifest.json").read_text())
     assert manifest["splits"] == ["dev"]
+
+
+def test_every_pretraining_preset_has_the_papers_settings():
+    from minibert.cli import parse_config
+    presets = sorted((Path(__file__).parent.parent / "presets" / "pretrain").glob("*.json"))
+    assert len(presets) == 5
+    for preset in presets:
+        cfg = parse_config(pretrain.PretrainConfig, ["--preset", str(preset)])
+        # §5.2: batch 32, 128 tokens, lr 5e-5, 100,000 steps, 10,000 warm-up.
+        assert (cfg.train_batch_size, cfg.max_seq_length, cfg.learning_rate, cfg.num_train_steps,
+                cfg.num_warmup_steps) == (32, 128, 5e-5, 100_000, 10_000), preset

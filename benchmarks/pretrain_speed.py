@@ -1,0 +1,148 @@
+"""Pre-training step throughput: minibert's pretrain.py step against transformers' BertForPreTraining.
+
+Both models are all-MiniLM-L6-v2's encoder with freshly initialised MLM/NSP heads (MiniLM ships
+none), trained on the same batches of real records: BBC News training text turned into Google's
+instances (create_pretraining_data.py rules, 128 tokens, 20 predictions) with MiniLM's vocabulary.
+One step = forward, run_pretraining.py's loss (minibert: MLM logits at the 20 gathered positions
+only, as Google's get_masked_lm_output; transformers: logits at every position with labels -100
+elsewhere, as its BertForPreTraining computes them), backward, global-norm clipping and an AdamW
+update, in train mode (dropout 0.1). The engines are timed interleaved (one step of each in turn);
+the ratio of the medians is what to read on a shared machine.
+
+Instance creation is timed too (instances/s and the process's peak memory over create_data's work).
+
+    python benchmarks/pretrain_speed.py            # fp32 and bf16, 16 x 128, about 5 minutes on 2 cores
+    python benchmarks/pretrain_speed.py --quick    # fp32 only, fewer steps
+"""
+
+import argparse
+import contextlib
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from minibert.checkpoints.formats import load_checkpoint, load_state, state_of
+from minibert.data import corpora
+from minibert.data.pretraining_batches import RecordStream
+from minibert.data.pretraining_instances import (Documents, InstanceSettings, Vocabulary,
+                                                 create_instances)
+from minibert.data.pretraining_records import instance_arrays
+from minibert.model.pretraining import BertForPreTraining
+from minibert.resources import minilm_folder
+from minibert.text.tokenization import FullTokenizer
+from minibert.training.pretraining import forward, pretraining_loss_terms
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bbc_documents(tokenizer: FullTokenizer) -> Documents:
+    """BBC News training articles, one sentence per line as Google's reader sees them (line breaks)."""
+    split = Path("data/bbc_news/train.jsonl")
+    if not split.exists():
+        corpora.prepare_bbc_news("data/bbc_news")
+    import json
+    documents = Documents()
+    for line in split.read_text(encoding="utf-8").splitlines():
+        for sentence in json.loads(line)["text"].splitlines():
+            if sentence.strip() and (ids := tokenizer.encode_text(sentence.strip())):
+                documents.add_sentence(ids)
+        documents.end_document()
+    return documents
+
+
+def minibert_step(model, optimizer, batch, precision):
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(precision):
+        output = forward(model, batch)
+    weight = float(batch["masked_lm_weights"].sum())
+    mlm, nsp = pretraining_loss_terms(output, batch, weight, len(batch["input_ids"]))
+    (mlm + nsp).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+
+
+def hf_step(model, optimizer, batch, precision):
+    # transformers' form of the same targets: labels at the masked positions, -100 elsewhere.
+    labels = torch.full_like(batch["input_ids"], -100)
+    rows = torch.arange(len(labels))[:, None].expand_as(batch["masked_lm_positions"])
+    real = batch["masked_lm_weights"] > 0
+    labels[rows[real], batch["masked_lm_positions"][real]] = batch["masked_lm_ids"][real]
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(precision):
+        out = model(input_ids=batch["input_ids"], token_type_ids=batch["segment_ids"],
+                    attention_mask=batch["input_mask"])
+    mlm = F.cross_entropy(out.prediction_logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+    nsp = F.cross_entropy(out.seq_relationship_logits.float(), batch["next_sentence_labels"])
+    (mlm + nsp).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+
+
+def autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--batch", type=int, default=16)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    folder = minilm_folder()
+    tokenizer = FullTokenizer(folder / "vocab.txt")
+
+    start, rss_before = time.time(), peak_rss_mb()
+    documents = bbc_documents(tokenizer)
+    read_s = time.time() - start
+    settings = InstanceSettings(max_seq_length=128, max_predictions_per_seq=20, dupe_factor=2)
+    start = time.time()
+    instances = create_instances(documents, settings, Vocabulary.of(tokenizer), random.Random(12345))
+    records = instance_arrays(instances, 128, 20)
+    create_s = time.time() - start
+    print(f"instances: {len(documents)} BBC articles ({len(documents.tokens)} tokens) read and tokenized in "
+          f"{read_s:.1f}s; {len(instances)} instances (dupe_factor 2) in {create_s:.1f}s = "
+          f"{len(instances) / create_s:.0f} instances/s; peak RSS {peak_rss_mb():.0f} MB "
+          f"(was {rss_before:.0f} MB before reading)")
+
+    import transformers
+    transformers.logging.set_verbosity_error()
+    checkpoint = load_checkpoint(folder)
+    ours = BertForPreTraining(checkpoint.config)
+    load_state(ours, {**state_of(ours), **checkpoint.state}, str(folder))
+    hf = transformers.BertForPreTraining.from_pretrained(str(folder), attn_implementation="sdpa")
+    engines = {"minibert": (ours, minibert_step), "hf-sdpa": (hf, hf_step)}
+    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-5) for name, (model, _) in engines.items()}
+    for model, _ in engines.values():
+        model.train()
+    stream = RecordStream([records], shuffle=True, seed=0)
+    steps = 4 if args.quick else 8
+    tokens = []
+    for precision in ("fp32",) if args.quick else ("fp32", "bf16"):
+        times = {name: [] for name in engines}
+        for step in range(steps + 1):  # step 0 warms up and is not counted
+            batch = stream.batch(step * args.batch, args.batch)
+            tokens.append(int(batch["input_mask"].sum()))
+            for name, (model, step_fn) in engines.items():
+                t = time.perf_counter()
+                step_fn(model, optimizers[name], batch, precision)
+                if step:
+                    times[name].append(time.perf_counter() - t)
+        mean_tokens = statistics.mean(tokens)
+        medians = {name: statistics.median(ts) for name, ts in times.items()}
+        line = ", ".join(f"{name} {mean_tokens / s:.0f} tokens/s ({args.batch / s:.2f} seq/s)" for name, s in medians.items())
+        print(f"train step {args.batch}x128 {precision}: {line}; ratio minibert/hf "
+              f"{medians['hf-sdpa'] / medians['minibert']:.2f}x (medians of {steps} interleaved steps)")
+
+
+if __name__ == "__main__":
+    main()
