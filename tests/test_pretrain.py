@@ -255,3 +255,29 @@ def test_every_pretraining_preset_has_the_papers_settings():
         # §5.2: batch 32, 128 tokens, lr 5e-5, 100,000 steps, 10,000 warm-up.
         assert (cfg.train_batch_size, cfg.max_seq_length, cfg.learning_rate, cfg.num_train_steps,
                 cfg.num_warmup_steps) == (32, 128, 5e-5, 100_000, 10_000), preset
+
+
+def test_sigterm_saves_last_and_resume_finishes_the_same_run(google_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+    common = [f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+              "--train_batch_size=4", "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_train_steps=6",
+              "--num_warmup_steps=1", "--learning_rate=1e-3", "--log_every=1", "--save_checkpoints_steps=100"]
+    run([*common, f"--output_dir={tmp_path / 'full'}"])
+    real_forward, calls = pretrain.forward, []
+
+    def forward_then_term(model, batch):
+        calls.append(1)
+        if len(calls) == 4:  # during step 4: the step finishes, last/ is written, the run stops
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_forward(model, batch)
+
+    monkeypatch.setattr(pretrain, "forward", forward_then_term)
+    run([*common, f"--output_dir={tmp_path / 'stopped'}"])
+    assert not (tmp_path / "stopped" / "final").exists()
+    monkeypatch.setattr(pretrain, "forward", real_forward)
+    run([*common, f"--output_dir={tmp_path / 'stopped'}", "--resume=true"])
+    a = load_file(tmp_path / "full" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "stopped" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in train_records(tmp_path / "stopped")] == [r["loss"] for r in train_records(tmp_path / "full")]
