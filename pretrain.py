@@ -38,7 +38,7 @@ from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sou
 from minibert.data.pretraining_instances import InstanceSettings, Vocabulary, create_instances, read_documents
 from minibert.data.pretraining_records import instance_arrays, read_records, write_records
 from minibert.errors import CheckpointError, ConfigError, DataError, MinibertError
-from minibert.files import atomic_save_safetensors, atomic_torch_save, atomic_write_text, find_folder, replace_folder
+from minibert.files import atomic_torch_save, atomic_write_text, find_folder, replace_folder
 from minibert.model.bert import num_parameters
 from minibert.model.config import BertConfig
 from minibert.model.pretraining import BertForPreTraining

@@ -11,7 +11,7 @@ import struct
 
 from minibert.checkpoints.sstable import Malformed, read_varint, varint
 
-__all__ = ["Malformed", "bytes_field", "last", "packed_varints", "parse_message", "signed",
+__all__ = ["Malformed", "bytes_field", "last", "packed_floats", "packed_varints", "parse_message", "signed",
            "varint_field", "read_varint", "varint"]
 
 

@@ -12,7 +12,7 @@ The index block maps a separator key (>= every key of a data block, < every key 
 to the block's handle.
 
 read_table and build_table handle whole files; the varint and masked-crc32c helpers are shared
-with the protobuf and tensor code of minibert.tf_checkpoint.
+with minibert.checkpoints.protobuf and the tensor code of minibert.checkpoints.tf_checkpoint.
 """
 
 import struct
@@ -29,8 +29,8 @@ _RESTART_INTERVAL = 16
 
 
 class Malformed(Exception):
-    """Bytes that do not parse (a table here, a protobuf in minibert.tf_checkpoint); the public
-    functions of tf_checkpoint add the file and tensor name."""
+    """Bytes that do not parse (a table here, a protobuf in minibert.checkpoints.protobuf); the public
+    functions of tf_checkpoint and tfrecord add the file and the tensor or record."""
 
 
 def mask_crc(crc: int) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from minibert.errors import DataError
+from minibert.errors import ConfigError, DataError
 from minibert.text.tokenization import FullTokenizer
 
 
@@ -45,7 +45,6 @@ class InstanceSettings:
         if self.dupe_factor < 1:
             problems.append(f"dupe_factor={self.dupe_factor} (need >= 1)")
         if problems:
-            from minibert.errors import ConfigError
             raise ConfigError("bad instance settings: " + ", ".join(problems))
 
 

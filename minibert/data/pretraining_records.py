@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.checkpoints.tfrecord import float_feature, int64_feature, read_examples, tfrecord_writers, encode_example
+from minibert.checkpoints.tfrecord import encode_example, float_feature, int64_feature, read_examples, tfrecord_writers
 from minibert.data.pretraining_instances import Instance
 from minibert.errors import DataError
 from minibert.files import atomic_file, atomic_write_text, replace_folder
