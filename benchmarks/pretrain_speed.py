@@ -126,9 +126,8 @@ def main() -> None:
         model.train()
     stream = RecordStream([records], shuffle=True, seed=0)
     steps = 4 if args.quick else 8
-    tokens = []
     for precision in ("fp32",) if args.quick else ("fp32", "bf16"):
-        times = {name: [] for name in engines}
+        times, tokens = {name: [] for name in engines}, []
         for step in range(steps + 1):  # step 0 warms up and is not counted
             batch = stream.batch(step * args.batch, args.batch)
             tokens.append(int(batch["input_mask"].sum()))
