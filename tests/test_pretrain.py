@@ -281,3 +281,18 @@ def test_sigterm_saves_last_and_resume_finishes_the_same_run(google_dir, tmp_pat
     b = load_file(tmp_path / "stopped" / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in train_records(tmp_path / "stopped")] == [r["loss"] for r in train_records(tmp_path / "full")]
+
+
+def test_adamw_bf16_dynamic_whole_word_masking_and_eval_every(google_dir, tmp_path):
+    records = PRETRAINING / "sample_text_64" / "examples.tfrecord"
+    out = tmp_path / "out"
+    run([f"--init={google_dir}", f"--input_file={records}", f"--eval_input_file={records}", f"--output_dir={out}",
+         "--optimizer=adamw", "--precision=bf16", "--masking=dynamic", "--do_whole_word_mask=true",
+         "--masked_lm_prob=0.2", "--eval_every=2", "--num_train_steps=4", "--num_warmup_steps=1",
+         "--train_batch_size=4", "--max_seq_length=64", "--max_predictions_per_seq=10", "--log_every=2"])
+    records_ = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records_ if r["split"] == "eval"] == [0, 2, 4]
+    assert all(np.isfinite(r["loss"]) for r in records_ if r["split"] == "train")
+    trainer = torch.load(out / "last" / "trainer.pt", weights_only=True)
+    assert "exp_avg" in next(iter(trainer["optimizer"]["state"].values()))  # torch's AdamW, not Google's m/v
+    assert json.loads((out / "config.json").read_text())["masked_lm_prob"] == 0.2

@@ -81,3 +81,21 @@ def test_dynamic_masking_follows_googles_rule():
     assert abs(counts["mask"] / total - 0.8) < 0.012
     assert abs(counts["kept"] / total - 0.1) < 0.01
     assert abs(counts["random"] / total - 0.1) < 0.01
+
+
+def test_dynamic_whole_word_masking_masks_every_piece_of_a_word():
+    source = records()
+    tokenizer = FullTokenizer(FIXTURES / "tiny_google" / "vocab.txt")
+    masking = DynamicMasking(VOCAB, masked_lm_prob=0.3, whole_word=True, seed=5)
+    for row in range(20):
+        record = {name: np.asarray(array[row]) for name, array in source.arrays.items()}
+        masked = remask(record, masking, 0, row)
+        count = int(masked["masked_lm_weights"].sum())
+        chosen = set(masked["masked_lm_positions"][:count].tolist())
+        length = int(record["input_mask"].sum())
+        text = original_text({k: torch.from_numpy(np.asarray(v)[None]) for k, v in record.items()}, 0)[:length]
+        tokens = tokenizer.convert_ids_to_tokens(text.tolist())
+        for i in range(1, length):
+            # a "##" piece is masked exactly when the piece before it is (special tokens aside)
+            if tokens[i].startswith("##") and tokens[i - 1] not in ("[CLS]", "[SEP]"):
+                assert (i in chosen) == (i - 1 in chosen), (row, i, tokens[i - 1:i + 1])
