@@ -406,7 +406,11 @@ def train(cfg: PretrainConfig) -> dict:
     out = Path(cfg.output_dir)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    try:
+        device = resolve_device(cfg.device)
+        autocast(device, cfg.precision)  # fp16 needs CUDA: refuse it now, not at the first step
+    except ValueError as e:
+        raise ConfigError(f"--device={cfg.device} --precision={cfg.precision}: {e}") from None
     model, vocab_file, report = build_model(cfg)
     vocab = check_vocabulary(vocab_file, model.config)
     masking = (DynamicMasking(vocab, cfg.masked_lm_prob, cfg.do_whole_word_mask, cfg.seed)
