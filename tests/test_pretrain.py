@@ -229,7 +229,7 @@ def test_token_ids_outside_the_vocabulary_are_refused(tmp_path, script_error):
 def test_bad_options_are_refused(google_dir, tmp_path, script_error):
     with script_error(r"--train_batch_size=6 must be a positive multiple of --grad_accum_steps=4"):
         run([f"--init={google_dir}", "--input_file=x", "--train_batch_size=6", "--grad_accum_steps=4"])
-    with script_error(r"--precision=fp16: fp16 needs a CUDA device"):
+    with script_error(r"--precision=fp16: --precision fp16 needs a CUDA device"):
         run([f"--init={google_dir}", "--input_file=x", "--precision=fp16", "--device=cpu"])
     with script_error(r"--resume: no checkpoint"):
         run([f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
