@@ -241,3 +241,12 @@ def test_bad_settings_and_missing_inputs(tmp_path, script_error):
     with script_error(r"nothing\*.txt matches no file"):
         pretrain.main(["create_data", f"--input_file={tmp_path}/nothing*.txt", "--output_file=x.tfrecord",
                        f"--vocab_file={VOCAB_FILE}"])
+
+
+def test_documents_continue_across_files_as_in_googles_reader(tmp_path):
+    """create_training_instances never closes a document at the end of a file; only blank lines do."""
+    (tmp_path / "a.txt").write_text("the first line.\n\nsecond document.\n")
+    (tmp_path / "b.txt").write_text("still the second document.\n\nthird document.\n  \n\n")
+    documents = read_documents([tmp_path / "a.txt", tmp_path / "b.txt"], FullTokenizer(VOCAB_FILE))
+    assert len(documents) == 3
+    assert [len(documents.sentences(d)) for d in range(3)] == [1, 2, 1]
