@@ -58,7 +58,7 @@ def test_instances_equal_googles_instances(folder):
         Vocabulary.of(tokenizer), random.Random(settings["seed"]))
     mine = [{"tokens": tokenizer.convert_ids_to_tokens(i.tokens),
              "segment_ids": [0] * i.a_length + [1] * (len(i.tokens) - i.a_length),
-             "is_random_next": i.is_random_next, "masked_lm_positions": i.masked_positions,
+             "is_random_next": i.is_random_next, "masked_lm_positions": i.masked_positions.tolist(),
              "masked_lm_labels": tokenizer.convert_ids_to_tokens(i.masked_labels)} for i in instances]
     assert mine == [json.loads(line) for line in (FIXTURES / folder / "instances.jsonl").read_text().splitlines()]
 
