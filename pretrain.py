@@ -17,7 +17,6 @@ metrics.jsonl, pretraining_curves.png and config.json.
 
 import glob
 import json
-import math
 import random
 import shutil
 import signal
@@ -26,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_state, save_minibert, state_of
@@ -37,8 +35,8 @@ from minibert.data.pretraining_batches import DynamicMasking, RecordStream
 from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sources, manifest_path, write_corpus
 from minibert.data.pretraining_instances import InstanceSettings, Vocabulary, create_instances, read_documents
 from minibert.data.pretraining_records import instance_arrays, read_records, write_records
-from minibert.errors import CheckpointError, ConfigError, DataError, MinibertError
-from minibert.files import atomic_torch_save, atomic_write_text, find_folder, replace_folder
+from minibert.errors import CheckpointError, ConfigError, DataError
+from minibert.files import atomic_write_text, replace_folder
 from minibert.model.bert import num_parameters
 from minibert.model.config import BertConfig
 from minibert.model.pretraining import BertForPreTraining
@@ -48,7 +46,9 @@ from minibert.text.vocab_building import VocabReport, build_vocab
 from minibert.training.optimization import build_optimizer, parameter_groups
 from minibert.training.plots import plot_pretraining_curves
 from minibert.training.precision import autocast, grad_scaler, resolve_device
+from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.pretraining import evaluation_metrics, evaluation_sums, forward, pretraining_loss_terms
+from minibert.training.run_state import find_run, load_run, save_run
 from minibert.training.schedules import SCHEDULES, build_scheduler
 
 EMBEDDED_MODELS = {"minilm": minilm_folder}  # --init names that resolve to a model shipped by a package
@@ -232,8 +232,8 @@ class PretrainConfig:
     shuffle: bool = option(True, "shuffle records every epoch (false: file order, as given)")
     seed: int = option(12345, "seed of new weights, dropout, shuffling and dynamic masks")
     save_checkpoints_steps: int = option(1000, "write last/ every N steps (and at the end, and on SIGTERM)")
-    keep_checkpoints: int = option(1, "also keep the last K-1 saves as checkpoint-STEP/ folders (minibert folders "
-                                   "that train.py --init reads), e.g. for the paper's Figure 3")
+    keep_checkpoints: int = option(1, "K > 1: every save also writes the model as checkpoint-STEP/ (a minibert "
+                                   "folder train.py --init reads), the K-1 newest kept; e.g. the paper's Figure 3")
     eval_input_file: str = option("", "records to evaluate on (MLM loss/accuracy, NSP accuracy)")
     eval_every: int = option(0, "evaluate every N steps (0 = at every checkpoint and at the end)")
     eval_batch_size: int = option(32, "sequences per evaluation forward pass")
@@ -256,7 +256,11 @@ class RunState:
     step: int = 0
     records_seen: int = 0
     config: dict = field(default_factory=dict)
-    window: list = field(default_factory=lambda: [0.0, 0.0, 0, 0])  # loss sums of an unlogged window: mlm, nsp, steps, tokens
+    # The unlogged window, so a resumed run logs the same means: (sum, steps) of the MLM and NSP
+    # losses (LossWindow.state()) and the tokens seen.
+    mlm_window: tuple = (0.0, 0)
+    nsp_window: tuple = (0.0, 0)
+    window_tokens: int = 0
 
 
 def build_model(cfg: PretrainConfig) -> tuple[BertForPreTraining, Path, list[str]]:
@@ -317,61 +321,15 @@ def load_stream(spec: str, cfg: PretrainConfig, vocab_size: int, masking: Dynami
     return RecordStream(sources, shuffle, cfg.seed, masking)
 
 
-def save_last(folder: Path, model, optimizer, scheduler, scaler, state: RunState, vocab_file: Path) -> None:
-    """The resume checkpoint: a minibert folder of the model (so train.py --init reads it too) plus
-    trainer.pt with the optimizer/scheduler/scaler state, RNG states and progress."""
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
-           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-    def fill(tmp: Path) -> None:
-        save_minibert(tmp, checkpoint_of(model, vocab_file))
-        atomic_torch_save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                           "scaler": scaler.state_dict(), "rng": rng, "state": asdict(state)}, tmp / "trainer.pt")
-
-    replace_folder(folder, fill)
-
-
-def keep_checkpoint(out: Path, step: int, keep: int) -> None:
-    """With keep > 1, last/ is also copied to checkpoint-STEP/ and only the newest keep - 1 copies
-    stay (e.g. the models after 10k, 20k, ... steps for the paper's Figure 3)."""
+def keep_checkpoint(out: Path, model: BertForPreTraining, vocab_file: Path, step: int, keep: int) -> None:
+    """With keep > 1, the model is also saved as checkpoint-STEP/ (a minibert folder that train.py
+    --init reads) and only the newest keep - 1 stay (e.g. after 10k, 20k, ... steps for Figure 3)."""
     if keep <= 1:
         return
-    replace_folder(out / f"checkpoint-{step}", lambda tmp: [shutil.copy2(f, tmp / f.name) for f in (out / "last").iterdir()])
+    replace_folder(out / f"checkpoint-{step}", lambda tmp: save_minibert(tmp, checkpoint_of(model, vocab_file)))
     copies = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     for old in copies[:-(keep - 1)]:
         shutil.rmtree(old)
-
-
-def load_last(folder: Path, model, optimizer, scheduler, scaler) -> RunState:
-    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
-    # weights_only: the unpickler only rebuilds tensors and plain containers, never runs code.
-    saved = torch.load(folder / "trainer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    scaler.load_state_dict(saved["scaler"])
-    torch.set_rng_state(saved["rng"]["torch"])
-    random.setstate(saved["rng"]["python"])
-    if saved["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
-    return RunState(**saved["state"])
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON record per line, flushed as it goes; a resumed run drops the records
-    written after its checkpoint."""
-
-    def __init__(self, path: Path, keep_until_step: int | None):
-        self.path = path
-        self.records = []
-        if keep_until_step is not None and path.exists():
-            self.records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= keep_until_step]
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
-        self.file = open(path, "a", encoding="utf-8")
-
-    def write(self, **record) -> None:
-        self.records.append(record)
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
 
 
 @torch.no_grad()
@@ -433,10 +391,10 @@ def train(cfg: PretrainConfig) -> dict:
     scaler = grad_scaler(device, cfg.precision)
     state = RunState(config=asdict(cfg))
     if cfg.resume:
-        last = find_folder(out / "last")
+        last = find_run(out / "last")
         if last is None:
             raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
-        state = load_last(last, model, optimizer, scheduler, scaler)
+        state = RunState(**load_run(last, model, optimizer, scheduler, scaler))
         changed = [k for k, v in state.config.items() if k not in RESUMABLE_CHANGES and getattr(cfg, k) != v]
         if changed:
             raise ConfigError(f"--resume: the run in {out} used other values of {', '.join(changed)}")
@@ -451,15 +409,17 @@ def train(cfg: PretrainConfig) -> dict:
     stop = {"signal": None}  # SIGTERM: finish the step, save last/, exit
     previous = signal.signal(signal.SIGTERM, lambda number, frame: stop.update(signal=number))
     micro = cfg.train_batch_size // cfg.grad_accum_steps
-    # Loss sums of the current logging window stay on the device: .item() only when a record is written.
-    window = torch.tensor(state.window[:2], dtype=torch.float64, device=device)
-    window_steps, window_tokens, window_start = state.window[2], state.window[3], time.time()
+    # The losses of the steps since the last record (LossWindow reads them only when logging, and
+    # stops the run at a NaN/inf loss).
+    mlm_window, nsp_window = LossWindow(*state.mlm_window), LossWindow(*state.nsp_window)
+    window_tokens, window_start = state.window_tokens, time.time()
     bar = tqdm(total=cfg.num_train_steps, initial=state.step, desc="pre-training", unit="step")
     while state.step < cfg.num_train_steps and stop["signal"] is None:
         # Every micro-batch of the step is assembled first: the MLM loss divides by the weight sum
         # of the whole step's batch (run_pretraining.py), which accumulation must not change.
         batches = [stream.batch(state.records_seen + k * micro, micro) for k in range(cfg.grad_accum_steps)]
         weight_total = float(sum(b["masked_lm_weights"].sum() for b in batches))
+        step_mlm = step_nsp = 0.0
         for batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(device, cfg.precision):
@@ -467,9 +427,11 @@ def train(cfg: PretrainConfig) -> dict:
             mlm, nsp = pretraining_loss_terms(output, batch, weight_total, cfg.train_batch_size)
             loss = mlm + nsp if cfg.next_sentence else mlm
             scaler.scale(loss).backward()
-            window += torch.stack([mlm.detach(), nsp.detach()]).double()
+            step_mlm, step_nsp = step_mlm + mlm.detach(), step_nsp + nsp.detach()
             window_tokens += int(batch["input_mask"].sum())
         state.records_seen += cfg.train_batch_size
+        mlm_window.add(step_mlm, state.step + 1)
+        nsp_window.add(step_nsp, state.step + 1)
         scaler.unscale_(optimizer)
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)  # Google: global norm
@@ -479,13 +441,10 @@ def train(cfg: PretrainConfig) -> dict:
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         state.step += 1
-        window_steps += 1
         bar.update(1)
         if state.step % cfg.log_every == 0 or state.step == cfg.num_train_steps:
-            mlm_loss, nsp_loss = (window / window_steps).tolist()
-            if not math.isfinite(mlm_loss + nsp_loss):
-                raise MinibertError(f"step {state.step}: the loss is not finite (mlm {mlm_loss}, nsp {nsp_loss}); "
-                                    f"try --precision fp32 or a lower --learning_rate")
+            window_steps = mlm_window.batches
+            mlm_loss, nsp_loss = mlm_window.mean(state.step), nsp_window.mean(state.step)
             seconds = time.time() - window_start
             record = dict(step=state.step, split="train", loss=mlm_loss + (nsp_loss if cfg.next_sentence else 0.0),
                           mlm_loss=mlm_loss, nsp_loss=nsp_loss, lr=lr,
@@ -493,8 +452,9 @@ def train(cfg: PretrainConfig) -> dict:
                           tokens_per_s=window_tokens / seconds)
             log.write(**record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", seq_s=f"{record['sequences_per_s']:.1f}")
-            window.zero_()
-            window_steps, window_tokens, window_start = 0, 0, time.time()
+            mlm_window.reset()
+            nsp_window.reset()
+            window_tokens, window_start = 0, time.time()
         at_end = state.step == cfg.num_train_steps or stop["signal"] is not None
         if eval_stream is not None and ((cfg.eval_every and state.step % cfg.eval_every == 0)
                                         or (not cfg.eval_every and (state.step % cfg.save_checkpoints_steps == 0 or at_end))):
@@ -503,9 +463,9 @@ def train(cfg: PretrainConfig) -> dict:
             tqdm.write(f"step {state.step}: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy "
                        f"{100 * metrics['mlm_accuracy']:.2f}%, NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%")
         if state.step % cfg.save_checkpoints_steps == 0 or at_end:
-            state.window = [*window.tolist(), window_steps, window_tokens]
-            save_last(out / "last", model, optimizer, scheduler, scaler, state, vocab_file)
-            keep_checkpoint(out, state.step, cfg.keep_checkpoints)
+            state.mlm_window, state.nsp_window, state.window_tokens = mlm_window.state(), nsp_window.state(), window_tokens
+            save_run(out / "last", model, optimizer, scheduler, scaler, state)
+            keep_checkpoint(out, model, vocab_file, state.step, cfg.keep_checkpoints)
     bar.close()
     signal.signal(signal.SIGTERM, previous)
     if stop["signal"] is not None:

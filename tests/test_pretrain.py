@@ -110,17 +110,17 @@ def test_resume_mid_epoch_is_bit_identical(google_dir, tmp_path, masking, monkey
     class Stop(Exception):
         pass
 
-    real_save = pretrain.save_last
+    real_save = pretrain.save_run
 
     def save_then_stop(folder, *args):
         real_save(folder, *args)
-        if args[-2].step == 6:  # 48 of 95 records: mid-epoch
+        if args[-1].step == 6:  # 48 of 95 records: mid-epoch
             raise Stop
 
-    monkeypatch.setattr(pretrain, "save_last", save_then_stop)
+    monkeypatch.setattr(pretrain, "save_run", save_then_stop)
     with pytest.raises(Stop):
         run([*common, f"--output_dir={partial}"])
-    monkeypatch.setattr(pretrain, "save_last", real_save)
+    monkeypatch.setattr(pretrain, "save_run", real_save)
     run([*common, f"--output_dir={partial}", "--resume=true"])
 
     def losses(out):
@@ -179,7 +179,7 @@ def test_heads_missing_from_the_checkpoint_are_initialised_and_reported(tmp_path
     import train
     checkpoints_convert.main(checkpoints_convert.ConvertConfig(src=str(out / "final"), dst=str(tmp_path / "tf"), format="tf"))
     assert load_checkpoint(tmp_path / "tf").architecture == "BertForPreTraining"
-    model, _ = train.build_model(train.TrainConfig(init=str(out / "final")), load_checkpoint(out / "final"), num_labels=3)
+    model, _ = train.build_model(train.TrainConfig(init=str(out / "final")), load_checkpoint(out / "final"), ["a", "b", "c"])
     assert torch.equal(model.bert.embeddings.word.weight, load_checkpoint(out / "final").state["bert.embeddings.word.weight"])
 
 
