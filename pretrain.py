@@ -21,7 +21,7 @@ import random
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -36,7 +36,7 @@ from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sou
 from minibert.data.pretraining_instances import InstanceSettings, Vocabulary, create_instances, read_documents
 from minibert.data.pretraining_records import instance_arrays, read_records, write_records
 from minibert.errors import CheckpointError, ConfigError, DataError
-from minibert.files import atomic_write_text, replace_folder
+from minibert.files import atomic_write_text, remove_leftovers, replace_folder
 from minibert.model.bert import num_parameters
 from minibert.model.config import BertConfig
 from minibert.model.pretraining import BertForPreTraining
@@ -45,10 +45,12 @@ from minibert.text.tokenization import FullTokenizer
 from minibert.text.vocab_building import VocabReport, build_vocab
 from minibert.training.optimization import build_optimizer, parameter_groups
 from minibert.training.plots import plot_pretraining_curves
-from minibert.training.precision import autocast, grad_scaler, resolve_device
+from minibert.training.distributed import (Distributed, all_reduce_sum, barrier, device_for, gather_objects,
+                                           init_distributed, no_sync, shutdown)
+from minibert.training.precision import PRECISION_CHOICES, autocast, grad_scaler, resolve_device, resolve_precision
 from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.pretraining import evaluation_metrics, evaluation_sums, forward, pretraining_loss_terms
-from minibert.training.run_state import find_run, load_run, save_run
+from minibert.training.run_state import capture_rng, check_output_dir, find_run, load_run, save_run
 from minibert.training.schedules import SCHEDULES, build_scheduler
 
 EMBEDDED_MODELS = {"minilm": minilm_folder}  # --init names that resolve to a model shipped by a package
@@ -238,23 +240,25 @@ class PretrainConfig:
     eval_every: int = option(0, "evaluate every N steps (0 = at every checkpoint and at the end)")
     eval_batch_size: int = option(32, "sequences per evaluation forward pass")
     log_every: int = option(10, "write a metrics.jsonl record of the last N steps' mean losses every N steps")
-    precision: str = option("fp32", "fp32, bf16 autocast, or fp16 with loss scaling (GPU)",
-                            choices=("fp32", "bf16", "fp16"))
+    precision: str = option("auto", "auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32, bf16 "
+                            "autocast, or fp16 with loss scaling (GPU)", choices=PRECISION_CHOICES)
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
     resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
+    overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
 
 
 # Options that may change between an interrupted run and its --resume; any other change is refused.
 RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "save_checkpoints_steps", "keep_checkpoints", "eval_every",
-                     "eval_batch_size", "eval_input_file"}
+                     "eval_batch_size", "eval_input_file", "overwrite_output_dir"}
 
 
 @dataclass
 class RunState:
     """Progress saved in last/: optimizer steps done and records consumed (the data position)."""
     step: int = 0
-    records_seen: int = 0
+    records_seen: int = 0  # by all processes together
+    world_size: int = 1  # processes (torchrun); a resume needs as many
     config: dict = field(default_factory=dict)
     # The unlogged window, so a resumed run logs the same means: (sum, steps) of the MLM and NSP
     # losses (LossWindow.state()) and the tokens seen.
@@ -333,17 +337,19 @@ def keep_checkpoint(out: Path, model: BertForPreTraining, vocab_file: Path, step
 
 
 @torch.no_grad()
-def evaluate(model, stream: RecordStream, cfg: PretrainConfig, device) -> dict:
-    """run_pretraining.py's eval metrics over every record of `stream`, once, in file order."""
+def evaluate(model, stream: RecordStream, cfg: PretrainConfig, device, setup: Distributed) -> dict:
+    """run_pretraining.py's eval metrics over every record of `stream`, once, in file order; under
+    torchrun each process takes every N-th batch and the sums are added up."""
     model.eval()
     sums = torch.zeros(6, dtype=torch.float64)
-    for start in tqdm(range(0, len(stream), cfg.eval_batch_size), desc="eval", leave=False, unit="batch"):
+    starts = range(setup.rank * cfg.eval_batch_size, len(stream), cfg.eval_batch_size * setup.world_size)
+    for start in tqdm(starts, desc="eval", leave=False, unit="batch", disable=not setup.is_main):
         batch = {k: v.to(device) for k, v in stream.batch(start, min(cfg.eval_batch_size, len(stream) - start)).items()}
         with autocast(device, cfg.precision):
             output = forward(model, batch)
         sums += evaluation_sums(output, batch).cpu()
     model.train()
-    return evaluation_metrics(sums)
+    return evaluation_metrics(all_reduce_sum(sums, setup))
 
 
 def check_train_config(cfg: PretrainConfig) -> None:
@@ -362,13 +368,18 @@ def check_train_config(cfg: PretrainConfig) -> None:
 def train(cfg: PretrainConfig) -> dict:
     check_train_config(cfg)
     out = Path(cfg.output_dir)
+    check_output_dir(out, cfg.resume, cfg.overwrite_output_dir)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     try:
         device = resolve_device(cfg.device)
+        cfg = replace(cfg, precision=resolve_precision(cfg.precision, device))  # "auto" -> what runs, saved
         autocast(device, cfg.precision)  # fp16 needs CUDA: refuse it now, not at the first step
     except ValueError as e:
         raise ConfigError(f"--device={cfg.device} --precision={cfg.precision}: {e}") from None
+    setup = init_distributed(device.type)  # one process, or this process's rank under torchrun
+    device = device_for(setup, device)
+    say = tqdm.write if setup.is_main else (lambda text: None)  # rank 0 speaks for all
     model, vocab_file, report = build_model(cfg)
     vocab = check_vocabulary(vocab_file, model.config)
     masking = (DynamicMasking(vocab, cfg.masked_lm_prob, cfg.do_whole_word_mask, cfg.seed)
@@ -376,12 +387,18 @@ def train(cfg: PretrainConfig) -> dict:
     stream = load_stream(cfg.input_file, cfg, model.config.vocab_size, masking, cfg.shuffle, "input_file")
     eval_stream = (load_stream(cfg.eval_input_file, cfg, model.config.vocab_size, None, False, "eval_input_file")
                    if cfg.eval_input_file else None)
-    print("\n".join(report))
-    print(f"{len(stream)} training records; {cfg.num_train_steps} steps of {cfg.train_batch_size} sequences "
-          f"= {cfg.num_train_steps * cfg.train_batch_size / len(stream):.2f} epochs")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    say("\n".join(report))
+    per_step = cfg.train_batch_size * setup.world_size  # sequences per optimizer step, all processes
+    say(f"{len(stream)} training records; {cfg.num_train_steps} steps of {per_step} sequences "
+        f"= {cfg.num_train_steps * per_step / len(stream):.2f} epochs; precision {cfg.precision}"
+        + (f"; {setup.world_size} processes of {cfg.train_batch_size}" if setup.enabled else ""))
     model.to(device).train()
+    if setup.enabled:
+        torch.manual_seed(cfg.seed + 1_000_003 * setup.rank)  # a dropout stream per rank (weights: rank 0's)
+    # DDP under torchrun; without NSP its head gets no gradient, which DDP must be told.
+    train_model = (torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=not cfg.next_sentence) if setup.enabled else model)
 
     # Google's optimization.py: AdamWeightDecay, decay on everything but LayerNorm and biases.
     groups = parameter_groups(model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
@@ -389,22 +406,24 @@ def train(cfg: PretrainConfig) -> dict:
     optimizer = build_optimizer(cfg.optimizer, groups)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.num_train_steps, cfg.num_warmup_steps)
     scaler = grad_scaler(device, cfg.precision)
-    state = RunState(config=asdict(cfg))
+    state = RunState(world_size=setup.world_size, config=asdict(cfg))
     if cfg.resume:
         last = find_run(out / "last")
-        if last is None:
-            raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
-        state = RunState(**load_run(last, model, optimizer, scheduler, scaler))
+        state = RunState(**load_run(last, model, optimizer, scheduler, scaler, rank=setup.rank,
+                                    world_size=setup.world_size))
         changed = [k for k, v in state.config.items() if k not in RESUMABLE_CHANGES and getattr(cfg, k) != v]
         if changed:
             raise ConfigError(f"--resume: the run in {out} used other values of {', '.join(changed)}")
-        print(f"resumed from {last} at step {state.step}")
-    log = MetricsLog(out / "metrics.jsonl", state.step if cfg.resume else None)
+        say(f"resumed from {last} at step {state.step}")
+    if setup.is_main:  # every input has been read: only now is the output folder written
+        start_output_dir(out, cfg)
+    barrier(setup)
+    log = MetricsLog(out / "metrics.jsonl" if setup.is_main else None, state.step if cfg.resume else None)
 
     if eval_stream is not None and state.step == 0:  # where the run starts, for the curve and the comparison
-        metrics = evaluate(model, eval_stream, cfg, device)
+        metrics = evaluate(model, eval_stream, cfg, device, setup)
         log.write(step=0, split="eval", **metrics)
-        print(f"step 0: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy {100 * metrics['mlm_accuracy']:.2f}%, "
+        say(f"step 0: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy {100 * metrics['mlm_accuracy']:.2f}%, "
               f"NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%")
     stop = {"signal": None}  # SIGTERM: finish the step, save last/, exit
     previous = signal.signal(signal.SIGTERM, lambda number, frame: stop.update(signal=number))
@@ -413,23 +432,31 @@ def train(cfg: PretrainConfig) -> dict:
     # stops the run at a NaN/inf loss).
     mlm_window, nsp_window = LossWindow(*state.mlm_window), LossWindow(*state.nsp_window)
     window_tokens, window_start = state.window_tokens, time.time()
-    bar = tqdm(total=cfg.num_train_steps, initial=state.step, desc="pre-training", unit="step")
-    while state.step < cfg.num_train_steps and stop["signal"] is None:
+    bar = tqdm(total=cfg.num_train_steps, initial=state.step, desc="pre-training", unit="step", disable=not setup.is_main)
+    W = setup.world_size
+    while state.step < cfg.num_train_steps and not stop_requested(stop, setup):
         # Every micro-batch of the step is assembled first: the MLM loss divides by the weight sum
-        # of the whole step's batch (run_pretraining.py), which accumulation must not change.
-        batches = [stream.batch(state.records_seen + k * micro, micro) for k in range(cfg.grad_accum_steps)]
-        weight_total = float(sum(b["masked_lm_weights"].sum() for b in batches))
+        # of the whole step's batch (run_pretraining.py), which accumulation must not change. Under
+        # torchrun the step's batch is W * train_batch_size records, this rank's the r-th slice.
+        first = state.records_seen + setup.rank * cfg.train_batch_size
+        batches = [stream.batch(first + k * micro, micro) for k in range(cfg.grad_accum_steps)]
+        weights = torch.stack([b["masked_lm_weights"].sum() for b in batches]).sum().double()
+        weight_total = float(all_reduce_sum(weights.to(device), setup))  # of the whole global batch
         step_mlm = step_nsp = 0.0
-        for batch in batches:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with autocast(device, cfg.precision):
-                output = forward(model, batch)
-            mlm, nsp = pretraining_loss_terms(output, batch, weight_total, cfg.train_batch_size)
-            loss = mlm + nsp if cfg.next_sentence else mlm
-            scaler.scale(loss).backward()
+        for k, batch in enumerate(batches):
+            batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
+            with no_sync(train_model, last_micro_batch=k + 1 == len(batches)):
+                with autocast(device, cfg.precision):
+                    output = forward(train_model, batch)
+                # This rank's shares of the global batch's losses; DDP averages gradients over the W
+                # ranks, so the shares are scaled by W: the gradient is exactly the global batch's.
+                mlm, nsp = pretraining_loss_terms(output, batch, weight_total, cfg.train_batch_size * W)
+                mlm, nsp = W * mlm, W * nsp
+                loss = mlm + nsp if cfg.next_sentence else mlm
+                scaler.scale(loss).backward()
             step_mlm, step_nsp = step_mlm + mlm.detach(), step_nsp + nsp.detach()
             window_tokens += int(batch["input_mask"].sum())
-        state.records_seen += cfg.train_batch_size
+        state.records_seen += cfg.train_batch_size * W
         mlm_window.add(step_mlm, state.step + 1)
         nsp_window.add(step_nsp, state.step + 1)
         scaler.unscale_(optimizer)
@@ -444,39 +471,69 @@ def train(cfg: PretrainConfig) -> dict:
         bar.update(1)
         if state.step % cfg.log_every == 0 or state.step == cfg.num_train_steps:
             window_steps = mlm_window.batches
-            mlm_loss, nsp_loss = mlm_window.mean(state.step), nsp_window.mean(state.step)
+            # Summed over ranks and divided by W * steps: each rank added W times its share.
+            reduce = lambda sums: all_reduce_sum(sums, setup)  # noqa: E731
+            mlm_loss, nsp_loss = mlm_window.mean(state.step, reduce), nsp_window.mean(state.step, reduce)
             seconds = time.time() - window_start
+            tokens = float(all_reduce_sum(torch.tensor(float(window_tokens), device=device), setup))
             record = dict(step=state.step, split="train", loss=mlm_loss + (nsp_loss if cfg.next_sentence else 0.0),
                           mlm_loss=mlm_loss, nsp_loss=nsp_loss, lr=lr,
-                          sequences_per_s=window_steps * cfg.train_batch_size / seconds,
-                          tokens_per_s=window_tokens / seconds)
+                          sequences_per_s=window_steps * cfg.train_batch_size * W / seconds,
+                          tokens_per_s=tokens / seconds)
             log.write(**record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", seq_s=f"{record['sequences_per_s']:.1f}")
             mlm_window.reset()
             nsp_window.reset()
             window_tokens, window_start = 0, time.time()
-        at_end = state.step == cfg.num_train_steps or stop["signal"] is not None
+        at_end = state.step == cfg.num_train_steps or stop_requested(stop, setup)
         if eval_stream is not None and ((cfg.eval_every and state.step % cfg.eval_every == 0)
                                         or (not cfg.eval_every and (state.step % cfg.save_checkpoints_steps == 0 or at_end))):
-            metrics = evaluate(model, eval_stream, cfg, device)
+            metrics = evaluate(model, eval_stream, cfg, device, setup)
             log.write(step=state.step, split="eval", **metrics)
-            tqdm.write(f"step {state.step}: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy "
-                       f"{100 * metrics['mlm_accuracy']:.2f}%, NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%")
+            say(f"step {state.step}: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy "
+                f"{100 * metrics['mlm_accuracy']:.2f}%, NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%")
         if state.step % cfg.save_checkpoints_steps == 0 or at_end:
             state.mlm_window, state.nsp_window, state.window_tokens = mlm_window.state(), nsp_window.state(), window_tokens
-            save_run(out / "last", model, optimizer, scheduler, scaler, state)
-            keep_checkpoint(out, model, vocab_file, state.step, cfg.keep_checkpoints)
+            rng_states = gather_objects(capture_rng(), setup)  # every rank's dropout stream
+            if setup.is_main:
+                save_run(out / "last", model, optimizer, scheduler, scaler, state, rng_states)
+                keep_checkpoint(out, model, vocab_file, state.step, cfg.keep_checkpoints)
+            barrier(setup)
     bar.close()
     signal.signal(signal.SIGTERM, previous)
-    if stop["signal"] is not None:
-        print(f"stopped by signal at step {state.step}; continue with --resume")
+    if stop_requested(stop, setup):
+        say(f"stopped by signal at step {state.step}; continue with --resume")
+        shutdown(setup)
         return {"step": state.step, "stopped": True}
-    final = checkpoint_of(model, vocab_file)
-    replace_folder(out / "final", lambda folder: save_minibert(folder, final))
-    plot_pretraining_curves(log.records, out / "pretraining_curves.png")
-    print(f"model: {out / 'final'}  metrics: {out / 'metrics.jsonl'}  plot: {out / 'pretraining_curves.png'}")
-    print(f"fine-tune it: python train.py --init {out / 'final'}")
+    if setup.is_main:
+        final = checkpoint_of(model, vocab_file)
+        replace_folder(out / "final", lambda folder: save_minibert(folder, final))
+        plot_pretraining_curves(log.records, out / "pretraining_curves.png")
+        print(f"model: {out / 'final'}  metrics: {out / 'metrics.jsonl'}  plot: {out / 'pretraining_curves.png'}")
+        print(f"fine-tune it: python train.py --init {out / 'final'}")
+    barrier(setup)
+    shutdown(setup)
     return {"step": state.step, "records": log.records}
+
+
+def stop_requested(stop: dict, setup: Distributed) -> bool:
+    """Whether any process got SIGTERM: all stop after the same step (one small all-reduce per step
+    under torchrun), so none waits forever for the others at the next collective."""
+    flag = torch.tensor(float(stop["signal"] is not None))
+    return bool(all_reduce_sum(flag, setup) > 0) if setup.enabled else bool(flag)
+
+
+def start_output_dir(out: Path, cfg: PretrainConfig) -> None:
+    """Clear what a killed run left (and an overwritten run's files), then record the config."""
+    out.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out)
+    if not cfg.resume:
+        for name in ("last", "last.old", "final", "final.old", "metrics.jsonl", "config.json", "pretraining_curves.png"):
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        for old in out.glob("checkpoint-*"):
+            shutil.rmtree(old)
+    atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -491,7 +548,8 @@ class DefaultConfig:
     max_seq_length: int = option(128, "tokens per record (the paper: 128)")
     learning_rate: float = option(1e-4, "peak learning rate (the paper: 5e-5; higher here because "
                                   "MiniLM's MLM/NSP heads start untrained)")
-    precision: str = option("fp32", "fp32, or bf16 autocast", choices=("fp32", "bf16"))
+    precision: str = option("auto", "auto (bf16 where the CPU has native bf16), fp32, or bf16 autocast",
+                            choices=("auto", "fp32", "bf16"))
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
 
 

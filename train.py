@@ -50,6 +50,7 @@ from minibert.training.optimization import CLIPPING, build_optimizer, freeze_enc
 from minibert.training.plots import plot_learning_curves
 from minibert.training.precision import (PADDING_CHOICES, PRECISION_CHOICES, autocast, grad_scaler, resolve_device,
                                         resolve_padding, resolve_precision)
+from minibert.training import run_state
 from minibert.training.run_state import capture_rng, find_run, load_run, save_run
 from minibert.training.schedules import SCHEDULES, build_scheduler
 
@@ -322,15 +323,7 @@ def check_options(cfg: TrainConfig) -> None:
 
 def check_output_dir(cfg: TrainConfig, out: Path) -> None:
     """A new run never writes over an earlier one unless told to; --resume needs one."""
-    if cfg.resume:
-        if find_run(out / "last") is None:
-            raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
-        return
-    earlier = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
-    if earlier and not cfg.overwrite_output_dir:
-        raise ConfigError(f"--output_dir {out} is not empty ({', '.join(earlier[:5])}"
-                          f"{', ...' if len(earlier) > 5 else ''}): --resume continues that run, "
-                          "--overwrite_output_dir replaces it")
+    run_state.check_output_dir(out, cfg.resume, cfg.overwrite_output_dir)
 
 
 def start_output_dir(cfg: TrainConfig, out: Path) -> None:

@@ -186,3 +186,41 @@ def test_multitask_under_ddp_trains_as_one_process(tmp_path):
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     a, b = (load_file(tmp_path / run / "best" / "model.safetensors") for run in ("ddp", "one"))
     assert set(a) == set(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+@pytest.mark.slow
+def test_torchrun_pretraining_equals_one_process_with_the_global_batch(tmp_path):
+    """pretrain.py train under torchrun (2 CPU processes x 2 records per step) against one process
+    with 4 records per step, on Google's records and the dropout-free tiny Google model: the same
+    losses and final weights (the MLM loss is normalised over the global batch's weights)."""
+    import shutil
+
+    import pretrain
+    from test_pretrain import FIXTURES, PRETRAINING
+
+    init = tmp_path / "init"  # test_pretrain's acceptance model: tiny_google, no dropout, tanh GELU
+    init.mkdir()
+    for path in (FIXTURES / "tiny_google").glob("*"):
+        if path.name.startswith(("bert_", "vocab")):
+            shutil.copy(path, init)
+    config = json.loads((init / "bert_config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, hidden_act="gelu_tanh")
+    (init / "bert_config.json").write_text(json.dumps(config))
+    common = [f"--init={init}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+              f"--eval_input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+              "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_train_steps=6", "--num_warmup_steps=2",
+              "--learning_rate=1e-3", "--log_every=1", "--save_checkpoints_steps=3", "--shuffle=false",
+              "--precision=fp32", "--threads=1", "--device=cpu"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               "pretrain.py", "train", *common, "--train_batch_size=2", f"--output_dir={tmp_path / 'ddp'}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    pretrain.main(["train", *common, "--train_batch_size=4", f"--output_dir={tmp_path / 'one'}"])
+    ddp, one = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
+    assert [r["step"] for r in ddp] == [r["step"] for r in one] and len(ddp) == 6 + 3  # 6 train, 3 eval records
+    for a, b in zip(ddp, one):
+        for key in ("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5), (key, a, b)
+    a, b = (load_file(tmp_path / run / "final" / "model.safetensors") for run in ("ddp", "one"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5

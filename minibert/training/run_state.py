@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from minibert.errors import CheckpointError
+from minibert.errors import CheckpointError, ConfigError
 from minibert.files import (
     atomic_save_safetensors,
     atomic_torch_save,
@@ -119,3 +119,16 @@ def _read_sums(path: Path) -> dict:
     if not isinstance(sums, dict):
         raise CheckpointError(f"{path}: corrupt (sha256 is not an object)")
     return sums
+
+
+def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """A new run never writes over an earlier one unless told to; --resume needs one (ConfigError)."""
+    if resume:
+        if find_run(out / "last") is None:
+            raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
+        return
+    earlier = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if earlier and not overwrite:
+        raise ConfigError(f"--output_dir {out} is not empty ({', '.join(earlier[:5])}"
+                          f"{', ...' if len(earlier) > 5 else ''}): --resume continues that run, "
+                          "--overwrite_output_dir replaces it")
