@@ -301,3 +301,13 @@ def test_adamw_bf16_dynamic_whole_word_masking_and_eval_every(google_dir, tmp_pa
     trainer = torch.load(out / "last" / "trainer.pt", weights_only=True)
     assert "exp_avg" in next(iter(trainer["optimizer"]["state"].values()))  # torch's AdamW, not Google's m/v
     assert json.loads((out / "config.json").read_text())["masked_lm_prob"] == 0.2
+
+
+def test_max_seq_length_beyond_the_position_table_is_refused(google_dir, tmp_path, capsys):
+    records = PRETRAINING / "sample_text_64" / "examples.tfrecord"
+    with pytest.raises(SystemExit):
+        run([f"--init={google_dir}", f"--input_file={records}", f"--output_dir={tmp_path / 'out'}",
+             "--max_seq_length=128", "--max_predictions_per_seq=20", "--num_train_steps=1"])
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --max_seq_length 128 is more than the model's max_position_embeddings (64)"]
+    assert not (tmp_path / "out").exists()
