@@ -389,6 +389,20 @@ def wrap_for_training(cfg: TrainConfig, model: BertClassifier, setup: Distribute
     return torch.compile(model, dynamic=True) if cfg.compile else model
 
 
+def build_optimisation(cfg: TrainConfig, model, total_steps: int, device: torch.device):
+    """Optimizer (with layer-wise lrs and Google's decay exclusions), schedule and loss scaler.
+
+    total_steps counts optimizer steps, i.e. after gradient accumulation.
+    """
+    groups = parameter_groups(model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                              layer_decay=cfg.layer_decay, num_layers=model.config.num_hidden_layers)
+    optimizer = build_optimizer(cfg.optimizer, groups)
+    schedule_options = {"ratio": cfg.slanted_ratio} if cfg.schedule == "slanted_triangular" else {}
+    scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, round(cfg.warmup_proportion * total_steps),
+                                **schedule_options)
+    return optimizer, scheduler, grad_scaler(device, cfg.precision)
+
+
 def evaluation_due(cfg: TrainConfig, step: int, end_of_epoch: bool) -> bool:
     """Evaluate on dev at the end of every epoch, and every eval_every steps when set."""
     return end_of_epoch or (cfg.eval_every > 0 and step % cfg.eval_every == 0)
@@ -476,14 +490,7 @@ def main(cfg: TrainConfig) -> dict:
     # after gradient accumulation.
     batches_per_epoch = len(epoch_batches(cfg, train_docs, 0, setup))
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
-    total_steps = cfg.epochs * steps_per_epoch
-    groups = parameter_groups(model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                              layer_decay=cfg.layer_decay, num_layers=model.config.num_hidden_layers)
-    optimizer = build_optimizer(cfg.optimizer, groups)
-    schedule_options = {"ratio": cfg.slanted_ratio} if cfg.schedule == "slanted_triangular" else {}
-    scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, round(cfg.warmup_proportion * total_steps),
-                                **schedule_options)
-    scaler = grad_scaler(device, cfg.precision)
+    optimizer, scheduler, scaler = build_optimisation(cfg, model, cfg.epochs * steps_per_epoch, device)
     weights = class_weights(train_labels, len(labels)).to(device) if cfg.class_weighted_loss else None
 
     state = TrainState(data_sha256=data_sha256(cfg), world_size=setup.world_size, config=asdict(cfg))

@@ -44,11 +44,10 @@ from minibert.text.tokenization import FullTokenizer
 from minibert.training.distributed import (Distributed, all_reduce_sum, barrier, device_for, gather_objects,
                                            init_distributed, no_sync, shard_batches, shutdown)
 from minibert.training.metrics_log import LossWindow, MetricsLog
-from minibert.training.optimization import CLIPPING, build_optimizer, parameter_groups
+from minibert.training.optimization import CLIPPING
 from minibert.training.plots import plot_learning_curves
-from minibert.training.precision import autocast, grad_scaler, resolve_device
+from minibert.training.precision import autocast, resolve_device
 from minibert.training.run_state import capture_rng, find_run, load_run, save_run
-from minibert.training.schedules import build_scheduler
 
 # The paper fine-tunes each task again "with a lower learning rate" and gives no value. Half the
 # multi-task rate (1e-5 after 2e-5) keeps stage 2 inside the range Table 4 found safe for BERT-base
@@ -173,14 +172,7 @@ def main(cfg: train.TrainConfig) -> dict:
 
     batches_per_epoch = sum(task_counts({k: len(v) for k, v in task_batches(0).items()}).values())
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum_steps)
-    total_steps = cfg.epochs * steps_per_epoch
-    groups = parameter_groups(model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                              layer_decay=cfg.layer_decay, num_layers=model.config.num_hidden_layers)
-    optimizer = build_optimizer(cfg.optimizer, groups)
-    schedule_options = {"ratio": cfg.slanted_ratio} if cfg.schedule == "slanted_triangular" else {}
-    scheduler = build_scheduler(optimizer, cfg.schedule, total_steps, round(cfg.warmup_proportion * total_steps),
-                                **schedule_options)
-    scaler = grad_scaler(device, cfg.precision)
+    optimizer, scheduler, scaler = train.build_optimisation(cfg, model, cfg.epochs * steps_per_epoch, device)
     weights = {t.name: train.class_weights([d.label for d in t.train_docs], len(t.labels)).to(device)
                for t in tasks} if cfg.class_weighted_loss else {}
 
