@@ -174,7 +174,7 @@ def test_multitask_under_ddp_trains_as_one_process(tmp_path):
         return train.TrainConfig(init=str(tmp_path / "model"), tasks="topics,sentiment", tasks_dir=str(tmp_path / "data"),
                                  output_dir=str(out), max_seq_length=16, epochs=2, batch_size=batch_size,
                                  learning_rate=5e-3, layer_decay=1.0, dropout=0.0, log_every=1, device="cpu",
-                                 seed=3, threads=1, stage2_epochs=0)
+                                 seed=3, threads=1, stage2_epochs=0, precision="fp32")
 
     run_ranks(2, cfg(tmp_path / "ddp", 4))
     train.main(cfg(tmp_path / "one", 8))

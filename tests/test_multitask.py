@@ -79,7 +79,7 @@ def config(root, out, **overrides):
     values = dict(init=str(root / "model"), tasks="topics,sentiment", tasks_dir=str(root / "data"),
                   output_dir=str(out), max_seq_length=16,
                   epochs=4, batch_size=8, learning_rate=3e-3, layer_decay=0.9, eval_batch_size=16, log_every=2,
-                  device="cpu", seed=3, threads=1, stage2_epochs=1)
+                  device="cpu", seed=3, threads=1, stage2_epochs=1, precision="fp32")  # as test_train's runs
     values.update(overrides)
     return train.TrainConfig(**values)
 
