@@ -600,15 +600,21 @@ def resume(cfg: TrainConfig, out: Path, model, optimizer, scheduler, scaler, fre
     folder = find_run(out / "last")
     state = TrainState(**load_run(folder, model, optimizer, scheduler, scaler, rank=setup.rank,
                                   world_size=setup.world_size))
-    changed = [k for k, v in state.config.items() if k not in RESUMABLE_CHANGES and getattr(cfg, k, v) != v]
-    if changed:
-        raise ConfigError(f"--resume: the run in {out} used other values of {', '.join(changed)}")
-    if state.data_sha256 != fresh.data_sha256 and not cfg.allow_data_change:
-        raise ConfigError(f"--resume: {cfg.train_file} or {cfg.dev_file} changed since the run in {out} started "
-                          "(--allow_data_change resumes anyway)")
+    check_resumable(cfg, out, state.config, RESUMABLE_CHANGES, state.data_sha256 == fresh.data_sha256,
+                    f"{cfg.train_file} or {cfg.dev_file}")
     if setup.is_main:
         print(f"resumed from {folder} at optimizer step {state.step}")
     return state
+
+
+def check_resumable(cfg: TrainConfig, out: Path, saved: dict, may_change: set, same_data: bool, data: str) -> None:
+    """A resumed run must have the settings it was started with (but those in may_change) and,
+    unless --allow_data_change, the same train and dev data."""
+    changed = [k for k, v in saved.items() if k not in may_change and getattr(cfg, k, v) != v]
+    if changed:
+        raise ConfigError(f"--resume: the run in {out} used other values of {', '.join(changed)}")
+    if not same_data and not cfg.allow_data_change:
+        raise ConfigError(f"--resume: {data} changed since the run in {out} started (--allow_data_change resumes anyway)")
 
 
 def finish(cfg: TrainConfig, out: Path, log: MetricsLog, state: TrainState, label_names: list[str],

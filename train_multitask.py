@@ -294,13 +294,8 @@ def resume(cfg, out: Path, model, optimizer, scheduler, scaler, fresh: MultiTask
     folder = find_run(out / "last")
     state = MultiTaskState(**load_run(folder, model, optimizer, scheduler, scaler, rank=setup.rank,
                                       world_size=setup.world_size))
-    may_change = train.RESUMABLE_CHANGES | set(STAGE2_OPTIONS)
-    changed = [k for k, v in state.config.items() if k not in may_change and getattr(cfg, k, v) != v]
-    if changed:
-        raise ConfigError(f"--resume: the run in {out} used other values of {', '.join(changed)}")
-    if state.data_sha256 != fresh.data_sha256 and not cfg.allow_data_change:
-        raise ConfigError(f"--resume: a task's train or dev file changed since the run in {out} started "
-                          "(--allow_data_change resumes anyway)")
+    train.check_resumable(cfg, out, state.config, train.RESUMABLE_CHANGES | set(STAGE2_OPTIONS),
+                          state.data_sha256 == fresh.data_sha256, "a task's train or dev file")
     if setup.is_main:
         print(f"resumed from {folder} at optimizer step {state.step}" + (" (stage 1 finished)" if state.stage1_done else ""))
     return state

@@ -193,19 +193,10 @@ def test_torchrun_pretraining_equals_one_process_with_the_global_batch(tmp_path)
     """pretrain.py train under torchrun (2 CPU processes x 2 records per step) against one process
     with 4 records per step, on Google's records and the dropout-free tiny Google model: the same
     losses and final weights (the MLM loss is normalised over the global batch's weights)."""
-    import shutil
-
     import pretrain
-    from test_pretrain import FIXTURES, PRETRAINING
+    from test_pretrain import PRETRAINING, make_google_dir
 
-    init = tmp_path / "init"  # test_pretrain's acceptance model: tiny_google, no dropout, tanh GELU
-    init.mkdir()
-    for path in (FIXTURES / "tiny_google").glob("*"):
-        if path.name.startswith(("bert_", "vocab")):
-            shutil.copy(path, init)
-    config = json.loads((init / "bert_config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, hidden_act="gelu_tanh")
-    (init / "bert_config.json").write_text(json.dumps(config))
+    init = make_google_dir(tmp_path / "init")  # the acceptance run's model: tiny_google, no dropout, tanh GELU
     common = [f"--init={init}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
               f"--eval_input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
               "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_train_steps=6", "--num_warmup_steps=2",

@@ -34,10 +34,8 @@ def keep_thread_count():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture
-def google_dir(tmp_path):
+def make_google_dir(folder: Path) -> Path:
     """A copy of tiny_google whose config has no dropout and the tanh GELU, as Google's run used."""
-    folder = tmp_path / "init"
     folder.mkdir()
     for path in (FIXTURES / "tiny_google").glob("*"):
         if path.name.startswith(("bert_", "vocab")):
@@ -46,6 +44,11 @@ def google_dir(tmp_path):
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, hidden_act="gelu_tanh")
     (folder / "bert_config.json").write_text(json.dumps(config))
     return folder
+
+
+@pytest.fixture
+def google_dir(tmp_path):
+    return make_google_dir(tmp_path / "init")
 
 
 def run(args: list[str]):
