@@ -381,15 +381,15 @@ def train(cfg: PretrainConfig) -> dict:
     device = device_for(setup, device)
     say = tqdm.write if setup.is_main else (lambda text: None)  # rank 0 speaks for all
     model, vocab_file, report = build_model(cfg)
-    if cfg.max_seq_length > model.config.max_position_embeddings:
-        raise ConfigError(f"--max_seq_length {cfg.max_seq_length} is more than the model's max_position_embeddings "
-                          f"({model.config.max_position_embeddings})")
     vocab = check_vocabulary(vocab_file, model.config)
     masking = (DynamicMasking(vocab, cfg.masked_lm_prob, cfg.do_whole_word_mask, cfg.seed)
                if cfg.masking == "dynamic" else None)
     stream = load_stream(cfg.input_file, cfg, model.config.vocab_size, masking, cfg.shuffle, "input_file")
     eval_stream = (load_stream(cfg.eval_input_file, cfg, model.config.vocab_size, None, False, "eval_input_file")
                    if cfg.eval_input_file else None)
+    if cfg.max_seq_length > model.config.max_position_embeddings:
+        raise ConfigError(f"--max_seq_length {cfg.max_seq_length} is more than the model's max_position_embeddings "
+                          f"({model.config.max_position_embeddings})")
     say("\n".join(report))
     per_step = cfg.train_batch_size * setup.world_size  # sequences per optimizer step, all processes
     say(f"{len(stream)} training records; {cfg.num_train_steps} steps of {per_step} sequences "

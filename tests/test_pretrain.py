@@ -307,7 +307,7 @@ def test_adamw_bf16_dynamic_whole_word_masking_and_eval_every(google_dir, tmp_pa
 
 
 def test_max_seq_length_beyond_the_position_table_is_refused(google_dir, tmp_path, capsys):
-    records = PRETRAINING / "sample_text_64" / "examples.tfrecord"
+    records = PRETRAINING / "sample_text_128" / "examples.tfrecord"  # right for 128 tokens, the model has 64
     with pytest.raises(SystemExit):
         run([f"--init={google_dir}", f"--input_file={records}", f"--output_dir={tmp_path / 'out'}",
              "--max_seq_length=128", "--max_predictions_per_seq=20", "--num_train_steps=1", "--num_warmup_steps=0"])
