@@ -6,7 +6,12 @@ hyper-parameters: AdamW lr 1e-4, weight decay 0.01, warm-up 10% then linear deca
 4 epochs, dev evaluation every epoch keeping the best model, then the test error. Trainer has no
 layer-wise learning-rate decay, so this is compared with `python train.py --layer_decay 1.0` too.
 
-    python benchmarks/hf_trainer_bbc.py [--epochs 4] [--max_seq_length 128] [--head_tokens 32] [--bf16]
+    python benchmarks/hf_trainer_bbc.py [--epochs 4] [--max_seq_length 128] [--head_tokens 32]
+                                        [--group_by_length] [--bf16]
+
+With neither flag this is Trainer's defaults (fp32, randomly sampled batches padded to their
+longest text): the comparison for `time python train.py` against `time python
+benchmarks/hf_trainer_bbc.py`, whole processes. --group_by_length and --bf16 are the tuned Trainer.
 
 Needs transformers and accelerate (benchmark-only dependencies) and the prepared data/bbc_news splits.
 """
@@ -51,6 +56,8 @@ def main():
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--output_dir", default="runs/hf_trainer_bbc")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast, as train.py --precision bf16")
+    parser.add_argument("--group_by_length", action="store_true",
+                        help="batches of similar lengths (Trainer's group_by_length); default: random batches")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     args = parser.parse_args()
     if args.threads:
@@ -69,7 +76,7 @@ def main():
         weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", per_device_train_batch_size=24,
         per_device_eval_batch_size=64, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
         metric_for_best_model="accuracy", save_total_limit=1, seed=42, report_to=[], logging_steps=10,
-        train_sampling_strategy="group_by_length", use_cpu=True, bf16=args.bf16)
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random", use_cpu=True, bf16=args.bf16)
 
     def accuracy(prediction):
         return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
