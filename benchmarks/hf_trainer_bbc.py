@@ -13,7 +13,7 @@ With neither flag this is Trainer's defaults (fp32, randomly sampled batches pad
 longest text): the comparison for `time python train.py` against `time python
 benchmarks/hf_trainer_bbc.py`, whole processes. --group_by_length and --bf16 are the tuned Trainer.
 
-Needs transformers and accelerate (benchmark-only dependencies) and the prepared data/bbc_news splits.
+Needs transformers and accelerate (`pip install -e ".[bench]"`) and the prepared data/bbc_news splits.
 """
 
 import argparse
