@@ -43,7 +43,7 @@ from minibert.model.pretraining import BertForPreTraining
 from minibert.resources import minilm_folder
 from minibert.text.tokenization import FullTokenizer
 from minibert.text.vocab_building import VocabReport, build_vocab
-from minibert.training.optimization import build_optimizer, parameter_groups
+from minibert.training.optimization import build_optimizer, optimizer_step, parameter_groups
 from minibert.training.plots import plot_pretraining_curves
 from minibert.training.distributed import (Distributed, all_reduce_sum, barrier, device_for, gather_objects,
                                            init_distributed, no_sync, shutdown)
@@ -462,14 +462,7 @@ def train(cfg: PretrainConfig) -> dict:
         state.records_seen += cfg.train_batch_size * W
         mlm_window.add(step_mlm, state.step + 1)
         nsp_window.add(step_nsp, state.step + 1)
-        scaler.unscale_(optimizer)
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)  # Google: global norm
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
+        lr = optimizer_step(model, optimizer, scheduler, scaler, cfg.max_grad_norm)  # Google: global-norm clip
         state.step += 1
         bar.update(1)
         if state.step % cfg.log_every == 0 or state.step == cfg.num_train_steps:

@@ -46,7 +46,8 @@ from minibert.training.distributed import (Distributed, all_reduce_sum, barrier,
 from minibert.training.evaluation import predict_probabilities
 from minibert.training.metrics import classification_report
 from minibert.training.metrics_log import LossWindow, MetricsLog
-from minibert.training.optimization import CLIPPING, build_optimizer, freeze_encoder, parameter_groups, unfreeze
+from minibert.training.optimization import (CLIPPING, build_optimizer, freeze_encoder, optimizer_step,
+                                            parameter_groups, unfreeze)
 from minibert.training.plots import plot_learning_curves
 from minibert.training.precision import (PADDING_CHOICES, PRECISION_CHOICES, autocast, grad_scaler, resolve_device,
                                         resolve_padding, resolve_precision)
@@ -556,14 +557,7 @@ def main(cfg: TrainConfig) -> dict:
                 window.add(loss, state.step + 1)
                 window_examples += len(micro_batch)
                 bar.update(1)
-            scaler.unscale_(optimizer)
-            if cfg.max_grad_norm > 0:
-                CLIPPING[cfg.clip_mode](model.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            lr = scheduler.get_last_lr()[-1]  # the head's group: the base learning rate
-            scheduler.step()
+            lr = optimizer_step(model, optimizer, scheduler, scaler, cfg.max_grad_norm, cfg.clip_mode)
             state.step += 1
             end_of_epoch = s + 1 == len(steps)
             if state.step % cfg.log_every == 0 or end_of_epoch:

@@ -44,7 +44,7 @@ from minibert.text.tokenization import FullTokenizer
 from minibert.training.distributed import (Distributed, all_reduce_sum, barrier, device_for, gather_objects,
                                            init_distributed, no_sync, shard_batches, shutdown)
 from minibert.training.metrics_log import LossWindow, MetricsLog
-from minibert.training.optimization import CLIPPING
+from minibert.training.optimization import optimizer_step
 from minibert.training.plots import plot_learning_curves
 from minibert.training.precision import autocast, resolve_device
 from minibert.training.run_state import capture_rng, find_run, load_run, save_run
@@ -239,14 +239,8 @@ def main(cfg: train.TrainConfig) -> dict:
                 window.add(loss, state.step + 1)
                 window_examples += len(micro_batch)
                 bar.update(1)
-            scaler.unscale_(optimizer)
-            if cfg.max_grad_norm > 0:
-                CLIPPING[cfg.clip_mode](model.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)  # None, not zero: the other tasks' heads stay untouched
-            lr = scheduler.get_last_lr()[-1]
-            scheduler.step()
+            # Gradients are cleared to None, not zero: the other tasks' heads stay untouched.
+            lr = optimizer_step(model, optimizer, scheduler, scaler, cfg.max_grad_norm, cfg.clip_mode)
             state.step += 1
             end_of_epoch = s + 1 == len(steps)
             if state.step % cfg.log_every == 0 or end_of_epoch:

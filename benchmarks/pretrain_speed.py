@@ -5,14 +5,18 @@ none), trained on the same batches of real records: BBC News training text turne
 instances (create_pretraining_data.py rules, 128 tokens, 20 predictions) with MiniLM's vocabulary.
 One step = forward, run_pretraining.py's loss (minibert: MLM logits at the 20 gathered positions
 only, as Google's get_masked_lm_output; transformers: logits at every position with labels -100
-elsewhere, as its BertForPreTraining computes them), backward, global-norm clipping and an AdamW
-update, in train mode (dropout 0.1). The engines are timed interleaved (one step of each in turn);
+elsewhere, as its BertForPreTraining computes them), backward, global-norm clipping and an
+optimizer update, in train mode (dropout 0.1). Each engine gets the optimizer its trainer uses by
+default: minibert pretrain.py's (`--optimizer`, Google's AdamWeightDecay unless told otherwise,
+built by the same code), transformers Trainer's for torch >= 2.8 (`adamw_torch_fused`: torch's
+fused AdamW), both with weight decay 0.01 on everything but biases and LayerNorm. The engines are timed interleaved (one step of each in turn);
 the ratio of the medians is what to read on a shared machine.
 
 Instance creation is timed too (instances/s and the process's peak memory over create_data's work).
 
     python benchmarks/pretrain_speed.py            # fp32 and bf16, 16 x 128, about 5 minutes on 2 cores
     python benchmarks/pretrain_speed.py --quick    # fp32 only, fewer steps
+    python benchmarks/pretrain_speed.py --threads 1 --optimizer adamw
 """
 
 import argparse
@@ -34,6 +38,7 @@ from minibert.data.pretraining_records import instance_arrays
 from minibert.model.pretraining import BertForPreTraining
 from minibert.resources import minilm_folder
 from minibert.text.tokenization import FullTokenizer
+from minibert.training.optimization import OPTIMIZERS, build_optimizer, parameter_groups
 from minibert.training.pretraining import forward, pretraining_loss_terms
 
 
@@ -58,6 +63,13 @@ def bbc_documents(tokenizer: FullTokenizer) -> Documents:
                 documents.add_sentence(ids)
         documents.end_document()
     return documents
+
+
+def hf_parameter_groups(model, weight_decay: float) -> list[dict]:
+    """Trainer's grouping: weight decay on every parameter except biases and LayerNorm weights."""
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def minibert_step(model, optimizer, batch, precision):
@@ -96,7 +108,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--optimizer", default="adam_weight_decay", choices=sorted(OPTIMIZERS),
+                        help="minibert's optimizer, as pretrain.py --optimizer")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     folder = minilm_folder()
     tokenizer = FullTokenizer(folder / "vocab.txt")
@@ -121,7 +138,13 @@ def main() -> None:
     load_state(ours, {**state_of(ours), **checkpoint.state}, str(folder))
     hf = transformers.BertForPreTraining.from_pretrained(str(folder), attn_implementation="sdpa")
     engines = {"minibert": (ours, minibert_step), "hf-sdpa": (hf, hf_step)}
-    optimizers = {name: torch.optim.AdamW(model.parameters(), lr=1e-5) for name, (model, _) in engines.items()}
+    optimizers = {
+        "minibert": build_optimizer(args.optimizer, parameter_groups(ours, lr=1e-5, weight_decay=0.01,
+                                                                     num_layers=ours.config.num_hidden_layers)),
+        "hf-sdpa": torch.optim.AdamW(hf_parameter_groups(hf, 0.01), lr=1e-5, fused=True),
+    }
+    print(f"optimizers: minibert {args.optimizer}, transformers fused AdamW (Trainer's default); "
+          f"{torch.get_num_threads()} threads")
     for model, _ in engines.values():
         model.train()
     stream = RecordStream([records], shuffle=True, seed=0)

@@ -22,6 +22,7 @@ from minibert.errors import ConfigError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.text.long_text import paper_head_tokens
+from minibert.training import optimization
 
 TOPICS = {
     "sport": "football match goal team player coach league season win score stadium cup",
@@ -292,8 +293,8 @@ def test_paper_settings_by_default(tiny_model, data, tmp_path, monkeypatch):
 
     calls = []
     spy = {name: (lambda fn, name: lambda params, norm: calls.append(name) or fn(params, norm))(fn, name)
-           for name, fn in train.CLIPPING.items()}
-    monkeypatch.setattr(train, "CLIPPING", spy)
+           for name, fn in optimization.CLIPPING.items()}
+    monkeypatch.setattr(optimization, "CLIPPING", spy)  # optimizer_step looks the mode up there
     cfg = config(tiny_model, data, tmp_path / "auto", head_tokens=0, pooler="auto", layers="1", epochs=1,
                  clip_mode="per_tensor")
     train.main(cfg)

@@ -261,3 +261,24 @@ def clip_per_tensor(parameters: Iterable[torch.Tensor], max_norm: float) -> torc
 
 # --clip_mode: how gradients are clipped to max_grad_norm before the optimizer step.
 CLIPPING = {"global": torch.nn.utils.clip_grad_norm_, "per_tensor": clip_per_tensor}
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler,
+                   max_grad_norm: float, clip_mode: str = "global") -> float:
+    """One update from the gradients the step's micro-batches accumulated: unscale them (fp16's
+    GradScaler; a no-op otherwise), clip to max_grad_norm (0 = no clipping) by CLIPPING[clip_mode],
+    step, clear the gradients to None (parameters that got no gradient, e.g. another task's head or
+    a frozen layer, are then skipped by the next step), and advance the schedule.
+
+    Returns the learning rate this update used, of the last parameter group (the head's in
+    train.py, where it is the base rate; every group's in pretrain.py).
+    """
+    scaler.unscale_(optimizer)
+    if max_grad_norm > 0:
+        CLIPPING[clip_mode](model.parameters(), max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    lr = scheduler.get_last_lr()[-1]
+    scheduler.step()
+    return lr
