@@ -2,9 +2,12 @@
 
 A run's folder is OUTPUT/<scale>/<experiment>/<data set>/<row>/seed<k>/. A run whose results.json
 exists is finished and skipped; one with a last/ checkpoint is continued with --resume (train.py
-then gives the same result as an uninterrupted run); any other starts afresh. The library never
-imports the scripts: whoever calls `execute` passes the function that runs one train.py config
-(in-process for one device, a subprocess per run for several).
+then gives the same result as an uninterrupted run); any other starts afresh. Rows that fine-tune a
+further pre-trained model get a PretrainJob (minibert.experiments.pretraining), one per corpus and
+starting model under OUTPUT/<scale>/pretrain/, shared by every run that needs it and run before
+them. The library never imports the scripts: whoever calls `execute` passes the functions that run
+one train.py config and one pre-training's pretrain.py stages (in-process for one device, a
+subprocess per run for several).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from pathlib import Path
 from minibert.data.examples import write_jsonl
 from minibert.data.splits import few_shot_subset
 from minibert.errors import ConfigError, DataError
-from minibert.experiments.paper import CHINESE, PAPER_RECIPE, TABLE1_TRAIN, Experiment, Row
+from minibert.experiments.paper import CHINESE, PAPER_PRETRAIN, PAPER_RECIPE, TABLE1_TRAIN, Experiment, Row
+from minibert.experiments.pretraining import (PretrainJob, checkpoint_refusal, corpus_of, job_state, model_name,
+                                              new_job)
 from minibert.files import find_folder
 
 SPLITS = ("train", "dev", "test")
@@ -33,6 +38,8 @@ class Scale:
     train/dev/test_examples: a seeded stratified subset of each split (0 = all of it).
     curve_every / curve_train_examples: Figure 2's evaluation interval (optimizer steps) and the size
     of the training subset whose error is measured alongside dev.
+    pretrain: PretrainConfig values of every further pre-training (Figure 3 fine-tunes the model
+    saved every save_checkpoints_steps).
     """
 
     name: str
@@ -45,20 +52,27 @@ class Scale:
     curve_train_examples: int = 2000
     english_init: str = ""  # "" = the runner's --init
     num_layers: int = 0  # the scale's own model's layers (0 = whatever --init has), for Table 3's rows
+    pretrain: dict = field(default_factory=lambda: dict(PAPER_PRETRAIN))
 
 
 # Deviation from reference: --scale small is a budget, not the paper's setting. The embedded
 # MiniLM (6 layers, 384 wide) at 128 tokens on 600 training examples with lr 1e-4 (MiniLM learns
 # too little at 2e-5 in 100 steps) lets a whole table run on a 2-core CPU in under an hour.
 # Hierarchical rows keep at most 4 chunks of 126 tokens: about the paper's 510-token span, and a
-# bounded cost per text.
+# bounded cost per text. Further pre-training is pretrain.py's embedded budget (300 steps of 16
+# sequences at lr 1e-4: MiniLM's MLM/NSP heads start untrained) on the subsets' training text,
+# saved every 100 steps for Figure 3.
+SMALL_PRETRAIN = {**PAPER_PRETRAIN, "train_batch_size": 16, "learning_rate": 1e-4, "num_train_steps": 300,
+                  "num_warmup_steps": 30, "save_checkpoints_steps": 100}
 SCALES = {
     "paper": Scale("paper", PAPER_RECIPE, "the paper's settings: BERT-base, 512 tokens, full data sets"),
     "small": Scale("small", {**PAPER_RECIPE, "max_seq_length": 128, "learning_rate": 1e-4, "eval_batch_size": 64,
                              "max_chunks": 4},
                    "NOT the paper's setting: all-MiniLM-L6-v2, 128 tokens (hierarchical: at most 4 chunks), "
-                   "lr 1e-4, stratified subsets of 600 train / 200 dev / 400 test examples", 600, 200, 400, curve_every=5,
-                   curve_train_examples=200, english_init="minilm", num_layers=6),
+                   "lr 1e-4, stratified subsets of 600 train / 200 dev / 400 test examples; further pre-training: "
+                   "300 steps of 16 sequences at lr 1e-4 on the subsets' training text", 600, 200, 400,
+                   curve_every=5, curve_train_examples=200, english_init="minilm", num_layers=6,
+                   pretrain=SMALL_PRETRAIN),
 }
 
 
@@ -67,7 +81,8 @@ class Run:
     """One train.py run: which experiment row, data set(s) and seed, its folder and TrainConfig values.
 
     refused: why it cannot run ("" if it can). state: "done", "resume", "new" or "refused" when
-    planned; "failed" after an error (error holds the message).
+    planned; "failed" after an error (error holds the message). job: the further pre-training it
+    fine-tunes from (shared with every run that needs the same one), or None.
     """
 
     experiment: str
@@ -79,6 +94,7 @@ class Run:
     refused: str = ""
     state: str = "new"
     error: str = ""
+    job: PretrainJob | None = None
 
 
 def slug(name: str) -> str:
@@ -123,17 +139,18 @@ def plan(experiment: Experiment, scale: Scale, datasets: list[str], seeds: list[
          data_folders: dict[str, Path], output_dir: Path, extra: dict | None = None) -> list[Run]:
     """Every run of the experiment's rows on `datasets` (the experiment's own when empty) x seeds.
 
-    data_folders: data set -> folder holding {train,dev,test}.jsonl (already subset for the scale).
-    extra: TrainConfig values for every run (e.g. precision). Nothing is run or written.
+    data_folders: data set -> folder holding {train,dev,test}.jsonl (already subset for the scale),
+    including the data sets the rows' pre-training corpora read. extra: TrainConfig values for every
+    run (e.g. precision; threads and precision also go to pre-training). Nothing is run or written.
     """
-    runs = []
+    runs, jobs = [], _Jobs(scale, output_dir, data_folders, extra or {})
     for row in experiment.rows:
         for dataset in datasets or experiment.datasets:
             for seed in seeds:
                 # A multi-task row is one run over all the data sets, listed once per data set.
                 group = "multitask" if row.multi_task else dataset
                 folder = output_dir / scale.name / experiment.name / group / slug(row.name) / f"seed{seed}"
-                run = _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra or {})
+                run = _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra or {}, jobs)
                 if row.multi_task and run.config:
                     _multi_task(run, datasets or experiment.datasets, data_folders)
                 runs.append(run)
@@ -151,12 +168,39 @@ def _multi_task(run: Run, datasets, data_folders: dict[str, Path]) -> None:
     run.config.update(tasks=",".join(datasets), tasks_dir=str(parents.pop()))
 
 
-def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra) -> Run:
+def jobs_of(runs: list[Run]) -> list[PretrainJob]:
+    """The distinct pre-training jobs of the runs, in plan order."""
+    return list({id(run.job): run.job for run in runs if run.job is not None}.values())
+
+
+class _Jobs:
+    """The plan's pre-training jobs: one per corpus and starting model, made on first use."""
+
+    def __init__(self, scale: Scale, output_dir: Path, data_folders: dict[str, Path], extra: dict):
+        self.root = output_dir / scale.name / "pretrain"
+        self.settings = {**scale.pretrain, **{k: v for k, v in extra.items() if k in ("threads", "precision")}}
+        self.data_folders, self.jobs = data_folders, {}
+
+    def for_row(self, row: Row, dataset: str, init: str) -> tuple[PretrainJob | None, str]:
+        """The job `row` fine-tunes from on `dataset` when starting from `init`, and a refusal reason."""
+        corpus, refused = corpus_of(row, dataset)
+        if refused:
+            return None, refused
+        folder = self.root / f"{slug(corpus)}_{slug(model_name(init))}"
+        if folder not in self.jobs:
+            self.jobs[folder] = new_job(corpus, init, folder, self.settings, self.data_folders)
+        job = self.jobs[folder]
+        return job, job.refused or checkpoint_refusal(job, row.pretrain_step)
+
+
+def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra, jobs) -> Run:
     run = Run(experiment.name, row, dataset, seed, folder)
     init, refused = inits.for_run(scale, row, dataset)
-    if row.needs:
-        run.refused = f"needs {row.needs}, which this version cannot make yet"
-    elif refused:
+    if not refused and row.pretrain:  # fine-tune the further pre-trained model instead of init
+        run.job, refused = jobs.for_row(row, dataset, init)
+        if run.job is not None:
+            init = str(run.job.model(row.pretrain_step))
+    if refused:
         run.refused = refused
     elif scale.num_layers and row.config.get("layers", "").isdigit() and int(row.config["layers"]) > scale.num_layers:
         run.refused = f"needs layer {row.config['layers']}; the {scale.name} scale's model has {scale.num_layers}"
@@ -198,41 +242,83 @@ def subset_data(source: Path, target: Path, scale: Scale, seed: int = 0) -> Path
 
 
 def execute(runs: list[Run], devices: list[str], launch: Callable[[dict, str], None],
-            log: Callable[[str], None] = lambda message: None) -> list[Run]:
+            log: Callable[[str], None] = lambda message: None,
+            pretrain: Callable[[list[tuple[str, dict]], str], None] | None = None) -> list[Run]:
     """Run every run that is not done or refused: one worker per device takes the next run from a
     queue, so each device runs one run at a time. launch(config, device) runs train.py with the
     config (device set by the worker). A failing run is marked "failed" and the others go on.
-    Runs sharing a folder (a multi-task row) are launched once. Returns the runs that were pending."""
+    Runs sharing a folder (a multi-task row) are launched once. Returns the runs that were pending.
+
+    First, the same way, every pre-training job the pending runs need that is not done:
+    pretrain(stages, device) runs its pretrain.py stages (PretrainJob.stages). A run whose job
+    failed fails with the job's message, without being launched."""
     pending = [run for run in runs if run.state in ("new", "resume")]
+    jobs = [job for job in jobs_of(pending) if job.state in ("new", "resume")]
+    if jobs and pretrain is None:
+        raise ValueError("execute: runs need pre-training but no pretrain function was given")
+
+    def run_job(job: PretrainJob, device: str) -> None:
+        log(f"{'resuming' if job.state == 'resume' else 'starting'} pre-training {job.folder} on {device}")
+        try:
+            pretrain(job.stages(device), device)
+            job.state = job_state(job.folder)
+            if job.state != "done":
+                job.state = "failed"
+                job.error = f"pretrain.py stopped before {job.run_dir / 'final'} (run again to resume)"
+        except (Exception, SystemExit) as e:  # one bad job must not stop the others
+            job.state, job.error = "failed", str(e) or type(e).__name__
+        log(f"{job.state} pre-training {job.folder}" + (f": {job.error}" if job.error else ""))
+
+    _drain(jobs, devices, run_job)
+    for run in pending:
+        if run.job is not None and run.job.state == "failed":
+            run.state, run.error = "failed", f"pre-training {run.job.folder} failed: {run.job.error}"
+
     by_folder: dict[Path, list[Run]] = {}  # a multi-task run is listed once per data set, launched once
     for run in pending:
-        by_folder.setdefault(run.folder, []).append(run)
-    work: queue.Queue[list[Run]] = queue.Queue()
-    for group in by_folder.values():
-        work.put(group)
+        if run.state != "failed":
+            by_folder.setdefault(run.folder, []).append(run)
+
+    def run_group(group: list[Run], device: str) -> None:
+        run = group[0]
+        log(f"{'resuming' if run.state == 'resume' else 'starting'} {run.folder} on {device}")
+        try:
+            launch({**run.config, "device": device}, device)
+            run.state = run_state(run.folder)
+            if run.state != "done":
+                run.state, run.error = "failed", "train.py finished without results.json"
+        except (Exception, SystemExit) as e:  # one bad run must not stop the queue; its message is reported
+            run.state, run.error = "failed", str(e) or type(e).__name__
+        for other in group[1:]:
+            other.state, other.error = run.state, run.error
+        log(f"{run.state} {run.folder}" + (f": {run.error}" if run.error else ""))
+
+    _drain(list(by_folder.values()), devices, run_group)
+    return pending
+
+
+def _drain(items: list, devices: list[str], work: Callable[[object, str], None]) -> None:
+    """One thread per device takes the next item from a shared queue until none is left. With one
+    device the items run in this thread: pretrain.py's SIGTERM handler (stop after the step, save
+    last/) can only be installed in the main thread, and Ctrl-C reaches the running item."""
+    if len(devices) == 1:
+        for item in items:
+            work(item, devices[0])
+        return
+    todo: queue.Queue = queue.Queue()
+    for item in items:
+        todo.put(item)
 
     def worker(device: str) -> None:
         while True:
             try:
-                group = work.get_nowait()
+                item = todo.get_nowait()
             except queue.Empty:
                 return
-            run = group[0]
-            log(f"{'resuming' if run.state == 'resume' else 'starting'} {run.folder} on {device}")
-            try:
-                launch({**run.config, "device": device}, device)
-                run.state = run_state(run.folder)
-                if run.state != "done":
-                    run.state, run.error = "failed", "train.py finished without results.json"
-            except (Exception, SystemExit) as e:  # one bad run must not stop the queue; its message is reported
-                run.state, run.error = "failed", str(e) or type(e).__name__
-            for other in group[1:]:
-                other.state, other.error = run.state, run.error
-            log(f"{run.state} {run.folder}" + (f": {run.error}" if run.error else ""))
+            work(item, device)
 
     threads = [threading.Thread(target=worker, args=(device,), daemon=True) for device in devices]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return pending
