@@ -19,6 +19,8 @@ or a corpus's data set that is missing) are listed with the reason.
 """
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -111,7 +113,11 @@ def pretrain_in_process(stages: list[tuple[str, dict]], device: str) -> None:
     """A pre-training job's pretrain.py stages (corpus, create_data, train) in this process."""
     for name, config in stages:
         function, config_class, _ = pretrain.COMMANDS[name]
-        function(config_class(**config))
+        result = function(config_class(**config))
+        if name == "train" and result.get("stopped"):
+            # pretrain.py finished its step and saved last/ on SIGTERM, then put the default handler
+            # back: the runner now ends as SIGTERM asks, and the same command resumes the job.
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def pretrain_as_subprocess(stages: list[tuple[str, dict]], device: str) -> None:
