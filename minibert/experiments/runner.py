@@ -57,7 +57,7 @@ class Scale:
 
 # Deviation from reference: --scale small is a budget, not the paper's setting. The embedded
 # MiniLM (6 layers, 384 wide) at 128 tokens on 600 training examples with lr 1e-4 (MiniLM learns
-# too little at 2e-5 in 100 steps) lets a whole table run on a 2-core CPU in under an hour.
+# too little at 2e-5 in 100 steps) lets a fine-tuning table run on a 2-core CPU in under an hour.
 # Hierarchical rows keep at most 4 chunks of 126 tokens: about the paper's 510-token span, and a
 # bounded cost per text. Further pre-training is pretrain.py's embedded budget (300 steps of 16
 # sequences at lr 1e-4: MiniLM's MLM/NSP heads start untrained) on the subsets' training text,
