@@ -17,7 +17,6 @@ metrics.jsonl, pretraining_curves.png and config.json.
 
 import glob
 import json
-import random
 import shutil
 import signal
 import time
@@ -33,8 +32,9 @@ from minibert.cli import option, run_subcommands
 from minibert.data import corpora
 from minibert.data.pretraining_batches import DynamicMasking, RecordStream
 from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sources, manifest_path, write_corpus
-from minibert.data.pretraining_instances import InstanceSettings, Vocabulary, create_instances, read_documents
-from minibert.data.pretraining_records import instance_arrays, read_records, write_records
+from minibert.data.pretraining_instances import InstanceSettings, Vocabulary
+from minibert.data.pretraining_records import read_records
+from minibert.data.pretraining_shards import Job, check_shards, run_job, run_jobs, shard_output, shard_seed
 from minibert.errors import CheckpointError, ConfigError, DataError
 from minibert.files import atomic_write_text, remove_leftovers, replace_folder
 from minibert.model.bert import num_parameters
@@ -91,6 +91,8 @@ class CorpusConfig:
     language: str = option("en", "en: spaCy sentences; zh: split after 。？！ (paper §5.2)", choices=("en", "zh"))
     spacy_model: str = option("", "an installed trained spaCy pipeline (e.g. en_core_web_sm); "
                               "empty = the rule-based sentencizer")
+    shard_size_mb: float = option(0.0, "> 0: write shards of about this many MB, ending at documents, "
+                                  "OUTPUT-0000K-of-0000N.txt (for create_data --sharded); 0 = one file")
 
 
 def build_corpus(cfg: CorpusConfig) -> CorpusReport:
@@ -105,15 +107,20 @@ def build_corpus(cfg: CorpusConfig) -> CorpusReport:
     if splits != ("train",):
         print(f"note: the corpus includes {', '.join(s for s in splits if s != 'train')} text (recorded in the manifest)")
     segmenter = "chinese 。？！" if cfg.language == "zh" else f"spacy {cfg.spacy_model or 'blank en + sentencizer'}"
+    if cfg.shard_size_mb < 0:
+        raise ConfigError(f"--shard_size_mb={cfg.shard_size_mb}: use 0 (one file) or a positive size")
     splitter = SPLITTERS[cfg.language](cfg.spacy_model)
     with tqdm(desc="documents", unit="doc") as bar:
-        report = write_corpus(Path(cfg.output_file), sources, splitter, segmenter, data_dir, bar.update)
+        report = write_corpus(Path(cfg.output_file), sources, splitter, segmenter, data_dir, bar.update,
+                              round(cfg.shard_size_mb * 1e6))
     for note in report.notes:
         print(note)
     for source in report.sources:
         print(f"{source['file']}: {source['documents']} documents"
               + (f", {source['dropped_overlap']} dropped by the Yelp overlap rule" if source["dropped_overlap"] else ""))
-    print(f"wrote {report.documents} documents, {report.sentences} sentences to {cfg.output_file} "
+    where = (cfg.output_file if len(report.files) == 1 else
+             f"{len(report.files)} shards {report.files[0]} .. {report.files[-1]}")
+    print(f"wrote {report.documents} documents, {report.sentences} sentences to {where} "
           f"(manifest {manifest_path(Path(cfg.output_file))})")
     return report
 
@@ -166,34 +173,69 @@ class CreateDataConfig:
     dupe_factor: int = option(10, "how many times the text is used, with different masks (paper's code: 5)")
     masked_lm_prob: float = option(0.15, "share of tokens to mask")
     short_seq_prob: float = option(0.1, "probability of aiming for a shorter instance")
+    # minibert's additions (not in Google's script).
+    next_sentence: bool = option(True, "sentence pairs with a next-sentence label (Google); false: masked LM only, "
+                                 "one segment of contiguous sentences of a document per instance (RoBERTa's "
+                                 "DOC-SENTENCES), for train --next_sentence=false")
+    sharded: bool = option(False, "each input file alone (a shard: its own documents, seed and output "
+                           "OUTPUT-0000K-of-0000N), so memory holds one shard per worker, not the corpus; "
+                           "not Google's: nothing mixes across files")
+    num_workers: int = option(1, "processes for --sharded, each making one shard at a time")
 
 
 def create_data(cfg: CreateDataConfig) -> list[int]:
-    """Instances from text exactly as Google's script; returns the number of records per output."""
+    """Instances from text exactly as Google's script (or one shard per input file); returns the
+    number of records per output."""
     inputs = expand_files(cfg.input_file, "input_file")
     outputs = [p.strip() for p in cfg.output_file.split(",") if p.strip()]
     if not outputs or not cfg.vocab_file:
         raise ConfigError("--output_file and --vocab_file are required")
+    if cfg.num_workers < 1 or (cfg.num_workers > 1 and not cfg.sharded):
+        raise ConfigError(f"--num_workers={cfg.num_workers}: use 1, or more with --sharded=true (Google's "
+                          f"single run shuffles all inputs together in one process)")
     settings = InstanceSettings(cfg.max_seq_length, cfg.max_predictions_per_seq, cfg.masked_lm_prob,
-                                cfg.short_seq_prob, cfg.dupe_factor, cfg.do_whole_word_mask)
+                                cfg.short_seq_prob, cfg.dupe_factor, cfg.do_whole_word_mask, cfg.next_sentence)
     settings.check()  # every check before the long work starts
     tokenizer = load_tokenizer(cfg.vocab_file, cfg.do_lower_case)
-    start = time.time()
-    documents = read_documents(inputs, tokenizer)
-    if len(documents) == 0:
-        raise DataError(f"{', '.join(map(str, inputs))}: no text (every line is empty)")
-    print(f"read {len(documents)} documents, {len(documents.sentence_ends)} sentences, "
-          f"{len(documents.tokens)} tokens in {time.time() - start:.1f}s")
-    with tqdm(total=len(documents) * settings.dupe_factor, desc="instances", unit="doc") as bar:
-        instances = create_instances(documents, settings, Vocabulary.of(tokenizer),
-                                     random.Random(cfg.random_seed), bar.update)
-    records = instance_arrays(instances, cfg.max_seq_length, cfg.max_predictions_per_seq)
-    counts = write_records(outputs, records, {"create_data": asdict(cfg), "vocab_size": len(tokenizer.vocab)})
-    rate = len(instances) / (time.time() - start)
-    for path, count in zip(outputs, counts):
+    manifest = {"create_data": asdict(cfg), "vocab_size": len(tokenizer.vocab)}
+    if cfg.sharded:
+        return create_shards(cfg, inputs, outputs, settings, manifest)
+    job = Job(tuple(map(str, inputs)), tuple(outputs), cfg.random_seed, manifest)
+    with tqdm(desc="instances", unit="doc") as bar:
+        def on_read(documents):
+            bar.total = len(documents) * settings.dupe_factor
+            bar.write(f"read {len(documents)} documents, {len(documents.sentence_ends)} sentences, "
+                      f"{len(documents.tokens)} tokens")
+        report = run_job(job, settings, tokenizer, on_read, bar.update)
+    for path, count in zip(outputs, report.counts):
         print(f"wrote {count} records to {path}")
-    print(f"{len(instances)} instances in {time.time() - start:.1f}s ({rate:.0f} instances/s)")
-    return counts
+    print(f"{report.instances} instances in {report.seconds:.1f}s ({report.instances / report.seconds:.0f} instances/s)")
+    return list(report.counts)
+
+
+def create_shards(cfg: CreateDataConfig, inputs: list[Path], outputs: list[str], settings: InstanceSettings,
+                  manifest: dict) -> list[int]:
+    """--sharded: input file k -> OUTPUT-0000k-of-0000n, seed shard_seed(random_seed, k), in a pool."""
+    if len(outputs) != 1:
+        raise ConfigError("--sharded writes one output per input file, named after one --output_file "
+                          f"(got {len(outputs)} comma-separated outputs)")
+    n = len(inputs)
+    jobs = [Job((str(path),), (shard_output(outputs[0], k, n),), shard_seed(cfg.random_seed, k),
+                {**manifest, "shard": {"index": k, "count": n, "input": str(path),
+                                       "random_seed": shard_seed(cfg.random_seed, k)}})
+            for k, path in enumerate(inputs)]
+    check_shards(inputs, [out for job in jobs for out in job.outputs], cfg.num_workers)
+    start, megabytes = time.time(), sum(p.stat().st_size for p in inputs) / 1e6
+    with tqdm(total=round(megabytes, 1), desc=f"shards ({cfg.num_workers} processes)", unit="MB") as bar:
+        reports = run_jobs(jobs, settings, cfg.vocab_file, cfg.do_lower_case, cfg.num_workers,
+                           lambda report: bar.update(round(report.text_bytes / 1e6, 1)))
+    seconds = time.time() - start
+    instances = sum(r.instances for r in reports)
+    print(f"wrote {n} shards {shard_output(outputs[0], 0, n)} .. {shard_output(outputs[0], n - 1, n)}: "
+          f"{sum(r.documents for r in reports)} documents, {instances} instances")
+    print(f"{instances} instances from {megabytes:.1f} MB of text in {seconds:.1f}s ({instances / seconds:.0f} "
+          f"instances/s, {megabytes / seconds:.2f} MB/s)")
+    return [count for report in reports for count in report.counts]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,7 +271,8 @@ class PretrainConfig:
                           "per epoch and record", choices=("static", "dynamic"))
     do_whole_word_mask: bool = option(False, "dynamic masking: mask whole words")
     masked_lm_prob: float = option(0.15, "dynamic masking: share of tokens to mask")
-    next_sentence: bool = option(True, "add the next-sentence loss (false: masked LM only, e.g. from scratch)")
+    next_sentence: bool = option(True, "add the next-sentence loss (false: masked LM only, e.g. from scratch, on "
+                                 "records from create_data --next_sentence=false)")
     # Running.
     shuffle: bool = option(True, "shuffle records every epoch (false: file order, as given)")
     seed: int = option(12345, "seed of new weights, dropout, shuffling and dynamic masks")
@@ -314,10 +357,24 @@ def check_vocabulary(vocab_file: Path, config: BertConfig) -> Vocabulary:
     return Vocabulary.of(tokenizer)
 
 
+# Records and --next_sentence must agree: pairs, half with a random second segment, would teach
+# masked-LM-only training text that does not follow on; single segments have no NSP labels at all.
+NSP_MISMATCH = {
+    True: "{source}: sentence-pair records (half the second segments are random text) with --next_sentence=false; "
+          "make masked-LM-only records with create_data --next_sentence=false",
+    False: "{source}: masked-LM-only records (create_data --next_sentence=false) have no next-sentence labels; "
+           "train them with --next_sentence=false",
+}
+
+
 def load_stream(spec: str, cfg: PretrainConfig, vocab_size: int, masking: DynamicMasking | None,
                 shuffle: bool, flag: str) -> RecordStream:
-    sources = [read_records(p, cfg.max_seq_length, cfg.max_predictions_per_seq) for p in expand_files(spec, flag)]
+    # A glob such as records/x-* also matches the manifests create_data writes beside TFRecord files.
+    paths = [p for p in expand_files(spec, flag) if not p.name.endswith(".tfrecord.manifest.json")]
+    sources = [read_records(p, cfg.max_seq_length, cfg.max_predictions_per_seq) for p in paths]
     for records in sources:
+        if records.next_sentence != cfg.next_sentence:
+            raise ConfigError(NSP_MISMATCH[records.next_sentence].format(source=records.source))
         largest = int(records.arrays["input_ids"].max(initial=0))
         if largest >= vocab_size:
             raise DataError(f"{records.source}: token id {largest} is outside the model's vocabulary "
@@ -350,6 +407,12 @@ def evaluate(model, stream: RecordStream, cfg: PretrainConfig, device, setup: Di
         sums += evaluation_sums(output, batch).cpu()
     model.train()
     return evaluation_metrics(all_reduce_sum(sums, setup))
+
+
+def eval_line(step: int, metrics: dict, next_sentence: bool) -> str:
+    """The evaluation's one line (NSP accuracy only where the records have next-sentence labels)."""
+    line = f"step {step}: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy {100 * metrics['mlm_accuracy']:.2f}%"
+    return line + (f", NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%" if next_sentence else "")
 
 
 def check_train_config(cfg: PretrainConfig) -> None:
@@ -426,8 +489,7 @@ def train(cfg: PretrainConfig) -> dict:
     if eval_stream is not None and state.step == 0:  # where the run starts, for the curve and the comparison
         metrics = evaluate(model, eval_stream, cfg, device, setup)
         log.write(step=0, split="eval", **metrics)
-        say(f"step 0: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy {100 * metrics['mlm_accuracy']:.2f}%, "
-              f"NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%")
+        say(eval_line(0, metrics, cfg.next_sentence))
     stop = {"signal": None}  # SIGTERM: finish the step, save last/, exit
     previous = signal.signal(signal.SIGTERM, lambda number, frame: stop.update(signal=number))
     micro = cfg.train_batch_size // cfg.grad_accum_steps
@@ -486,8 +548,7 @@ def train(cfg: PretrainConfig) -> dict:
                                         or (not cfg.eval_every and (state.step % cfg.save_checkpoints_steps == 0 or at_end))):
             metrics = evaluate(model, eval_stream, cfg, device, setup)
             log.write(step=state.step, split="eval", **metrics)
-            say(f"step {state.step}: eval MLM loss {metrics['mlm_loss']:.4f}, MLM accuracy "
-                f"{100 * metrics['mlm_accuracy']:.2f}%, NSP accuracy {100 * metrics['nsp_accuracy']:.2f}%")
+            say(eval_line(state.step, metrics, cfg.next_sentence))
         if state.step % cfg.save_checkpoints_steps == 0 or at_end:
             state.mlm_window, state.nsp_window, state.window_tokens = mlm_window.state(), nsp_window.state(), window_tokens
             rng_states = gather_objects(capture_rng(), setup)  # every rank's dropout stream

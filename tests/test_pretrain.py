@@ -193,10 +193,16 @@ def test_mlm_only_from_scratch_loss_falls(tmp_path):
     config = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
               "intermediate_size": 37, "max_position_embeddings": 64, "hidden_act": "gelu"}
     (tmp_path / "bert_config.json").write_text(json.dumps(config))
-    out = tmp_path / "out"
-    run([f"--bert_config_file={tmp_path / 'bert_config.json'}", f"--vocab_file={FIXTURES / 'tiny_google' / 'vocab.txt'}",
-         f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}", f"--output_dir={out}",
-         "--next_sentence=false", "--masking=dynamic", "--num_train_steps=40", "--num_warmup_steps=4",
+    out, vocab = tmp_path / "out", FIXTURES / "tiny_google" / "vocab.txt"
+    # Masked-LM-only records (single segments), written as two shards and read back by a glob.
+    lines = (PRETRAINING / "sample_text.txt").read_text().split("\n")
+    (tmp_path / "part-0.txt").write_text("\n".join(lines[:17]) + "\n")
+    (tmp_path / "part-1.txt").write_text("\n".join(lines[18:]))
+    pretrain.main(["create_data", f"--input_file={tmp_path}/part-*.txt", f"--output_file={tmp_path / 'mlm'}",
+                   f"--vocab_file={vocab}", "--max_seq_length=64", "--max_predictions_per_seq=10",
+                   "--next_sentence=false", "--sharded=true", "--num_workers=2", "--dupe_factor=2"])
+    run([f"--bert_config_file={tmp_path / 'bert_config.json'}", f"--vocab_file={vocab}",
+         f"--input_file={tmp_path}/mlm-*-of-00002", f"--output_dir={out}", "--next_sentence=false", "--masking=dynamic", "--num_train_steps=40", "--num_warmup_steps=4",
          "--learning_rate=2e-3", "--train_batch_size=8", "--max_seq_length=64", "--max_predictions_per_seq=10",
          "--log_every=5"])
     records = train_records(out)

@@ -16,7 +16,8 @@ applied: Yelp F. text that appears in Yelp P.'s test set is dropped, and the rev
 Sentences are split with spaCy: its rule-based sentencizer by default (no model download), or a
 trained pipeline the user names; Chinese text splits after "。", "？" and "！" (paper §5.2).
 Everything streams: one document at a time is in memory, apart from the hashes of the other
-Yelp set's test texts.
+Yelp set's test texts. A large corpus can be written as shards of a given size (CorpusFiles), which
+`create_data --sharded` turns into records one file per process.
 """
 
 import hashlib
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minibert.errors import ConfigError, DataError
-from minibert.files import atomic_file, atomic_write_text
+from minibert.data.pretraining_shards import shard_name
+from minibert.files import atomic_write_text, commit, temp_path
 
 DOMAINS = {
     "sentiment": ("imdb", "yelp_polarity", "yelp_full"),
@@ -50,6 +52,7 @@ class CorpusReport:
     sentences: int = 0
     segmenter: str = ""
     notes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # the corpus file, or its shards in order
 
 
 def expand_sources(spec: str, data_dir: Path, splits: tuple[str, ...]) -> list[tuple[str, str, Path]]:
@@ -170,12 +173,59 @@ def spacy_splitter(model: str, batch_size: int = 64) -> Callable[[list[str]], It
 SPLITTERS = {"en": spacy_splitter, "zh": lambda model: chinese_splitter()}
 
 
+class CorpusFiles:
+    """Where the corpus goes: one file, or shards of about `shard_bytes` each that end at document
+    boundaries (OUTPUT-00000-of-0000N.txt, the count known only at the end). Everything is written
+    under temporary names and renamed into place together when the corpus is complete, so a failed
+    run leaves no partial corpus (minibert.files)."""
+
+    def __init__(self, output: Path, shard_bytes: int = 0):
+        self.output, self.shard_bytes = output, shard_bytes
+        self.temps: list[Path] = []
+        self.file, self.size = None, 0
+
+    def write_document(self, lines: list[str]) -> None:
+        if self.file is None or (self.shard_bytes and self.size >= self.shard_bytes):
+            self._next_file()
+        text = "\n".join(lines) + "\n\n"
+        self.file.write(text)
+        self.size += len(text.encode("utf-8"))
+
+    def _next_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        self.temps.append(temp_path(self.output))
+        self.file, self.size = open(self.temps[-1], "w", encoding="utf-8", newline="\n"), 0
+
+    def paths(self) -> list[Path]:
+        """The final names (after commit)."""
+        if not self.shard_bytes:
+            return [self.output]
+        n = len(self.temps)
+        return [Path(shard_name(str(self.output), k, n, ".txt")) for k in range(n)]
+
+    def commit(self) -> list[Path]:
+        self.file.close()
+        for temp, path in zip(self.temps, self.paths()):
+            commit(temp, path)
+        return self.paths()
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        for temp in self.temps:
+            temp.unlink(missing_ok=True)
+
+
 def write_corpus(output: Path, sources: list[tuple[str, str, Path]], splitter, segmenter: str, data_dir: Path,
-                 progress: Callable[[int], None] | None = None) -> CorpusReport:
-    """Write the corpus (one sentence per line, a blank line after every document) atomically,
-    and its manifest next to it (`<output>.manifest.json`)."""
+                 progress: Callable[[int], None] | None = None, shard_bytes: int = 0) -> CorpusReport:
+    """Write the corpus (one sentence per line, a blank line after every document) atomically, as
+    one file or, with shard_bytes > 0, as shards of about that size (CorpusFiles), and its
+    manifest next to `output` (`<output>.manifest.json`). One document at a time is in memory."""
     report = CorpusReport(segmenter=segmenter)
-    with atomic_file(output, "w") as out:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    files = CorpusFiles(output, shard_bytes)
+    try:
         for name, split, path in sources:
             # The Yelp rule concerns training text; a user who adds dev/test text chose to include it.
             drop, note = overlap_keys(data_dir, name) if name in OVERLAP_PARTNERS and split == "train" else (set(), "")
@@ -195,7 +245,7 @@ def write_corpus(output: Path, sources: list[tuple[str, str, Path]], splitter, s
                 lines = [_WHITESPACE.sub(" ", s) for s in sentences]
                 if not lines:
                     continue
-                out.write("\n".join(lines) + "\n\n")
+                files.write_document(lines)
                 entry["documents"] += 1
                 report.sentences += len(lines)
                 if progress is not None:
@@ -204,9 +254,13 @@ def write_corpus(output: Path, sources: list[tuple[str, str, Path]], splitter, s
             report.sources.append(entry)
         if report.documents == 0:
             raise DataError(f"{', '.join(str(p) for _, _, p in sources)}: no text to write")
-    manifest = {"corpus": str(output), "documents": report.documents, "sentences": report.sentences,
-                "splits": sorted({s["split"] for s in report.sources}), "sources": report.sources,
-                "segmenter": report.segmenter, "notes": report.notes}
+        report.files = [str(p) for p in files.commit()]
+    except BaseException:
+        files.discard()
+        raise
+    manifest = {"corpus": str(output), "files": report.files, "documents": report.documents,
+                "sentences": report.sentences, "splits": sorted({s["split"] for s in report.sources}),
+                "sources": report.sources, "segmenter": report.segmenter, "notes": report.notes}
     atomic_write_text(manifest_path(output), json.dumps(manifest, indent=2) + "\n")
     return report
 

@@ -1,7 +1,8 @@
 """Pre-training instances exactly as Google's create_pretraining_data.py makes them.
 
 Text (one sentence per line, a blank line between documents) -> documents of tokenized sentences
--> instances "[CLS] A [SEP] B [SEP]" with a next-sentence label and masked positions. Every random
+-> instances "[CLS] A [SEP] B [SEP]" with a next-sentence label and masked positions (or, for
+masked-LM-only pre-training, "[CLS] sentences [SEP]": single_segment_instances). Every random
 choice comes from one `random.Random(random_seed)` and is made in the order of Google's functions
 create_training_instances, create_instances_from_document, truncate_seq_pair and
 create_masked_lm_predictions, so the same text, vocabulary, settings and seed give Google's
@@ -31,6 +32,9 @@ class InstanceSettings:
     short_seq_prob: float = 0.1
     dupe_factor: int = 10  # Google's default; the paper's code used 5
     do_whole_word_mask: bool = False
+    # True: Google's sentence pairs with a next-sentence label; False: one segment of contiguous
+    # sentences per instance, for masked-LM-only pre-training (single_segment_instances).
+    next_sentence: bool = True
 
     def check(self) -> None:
         problems = []
@@ -140,9 +144,8 @@ class Instance:
 
     tokens: [CLS] A [SEP] B [SEP] after masking; segment ids are 0 for the first a_length tokens
     (A and its [CLS] and [SEP]) and 1 after; masked_positions ascending, masked_labels the
-    original ids there; is_random_next True when B came from another place (label 1).
-    The id sequences are int32 arrays: Google's script keeps every instance in memory until its
-    final shuffle, and arrays take about a quarter of the memory of lists of Python ints.
+    original ids there; is_random_next True when B came from another place (label 1). A
+    single-segment (masked-LM-only) instance has a_length = len(tokens) and is_random_next False.
     """
     tokens: array
     a_length: int
@@ -266,8 +269,91 @@ def instances_from_document(documents: Documents, document_index: int, settings:
     return instances
 
 
+def single_segment_instances(documents: Documents, document_index: int, settings: InstanceSettings,
+                             vocab: Vocabulary, rng: random.Random) -> list[Instance]:
+    """Masked-LM-only instances "[CLS] tokens [SEP]" of one document: its sentences packed in order.
+
+    Deviation from reference: Google's script only makes sentence pairs for NSP. This is RoBERTa's
+    DOC-SENTENCES input (Liu et al. 2019, §4.2): contiguous full sentences of one document, never
+    crossing into another, with no next-sentence task. A sentence joins the current instance while
+    the instance stays within the target length; otherwise it starts the next one. A sentence longer
+    than max_seq_length - 2 is cut into pieces of that length, so no text is dropped. The target is
+    drawn once per document as in Google's create_instances_from_document (short_seq_prob), and the
+    masks follow Google's create_masked_lm_predictions; segment ids are all 0, the label 0.
+    """
+    max_num_tokens = settings.max_seq_length - 2  # [CLS], [SEP]
+    target_seq_length = max_num_tokens
+    if rng.random() < settings.short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+    instances: list[Instance] = []
+
+    def emit(chunk: list[int]) -> None:
+        tokens = [vocab.cls_id, *chunk, vocab.sep_id]
+        masked, positions, labels = mask_tokens(tokens, settings.masked_lm_prob, settings.max_predictions_per_seq,
+                                                vocab, settings.do_whole_word_mask, rng)
+        instances.append(Instance(array("i", masked), len(tokens), False, array("i", positions), array("i", labels)))
+
+    chunk: list[int] = []
+    for sentence in documents.sentences(document_index):
+        for start in range(0, len(sentence), max_num_tokens):
+            piece = sentence[start:start + max_num_tokens]
+            if chunk and len(chunk) + len(piece) > target_seq_length:
+                emit(chunk)
+                chunk = []
+            chunk += piece
+    if chunk:
+        emit(chunk)
+    return instances
+
+
+# Instances of one document, by InstanceSettings.next_sentence.
+INSTANCE_BUILDERS = {True: instances_from_document, False: single_segment_instances}
+
+
+class Instances:
+    """Instances packed into flat arrays (about 4 bytes a token), read back as `Instance` objects.
+
+    Google's script keeps every instance as Python lists until its final shuffle; here they are
+    appended to int32 arrays in creation order, and `shuffle` draws Google's permutation of them
+    (random.shuffle makes the same draws whatever the list holds), so instances[k] is the k-th
+    instance of Google's output and the records can be written in chunks.
+    """
+
+    def __init__(self):
+        self.tokens, self.token_ends = array("i"), array("q")
+        self.predictions, self.labels, self.prediction_ends = array("i"), array("i"), array("q")
+        self.a_lengths, self.is_random_next = array("i"), array("b")
+        self.order: array | None = None  # output position -> creation index, after shuffle()
+
+    def __len__(self) -> int:
+        return len(self.token_ends)
+
+    def append(self, instance: Instance) -> None:
+        self.tokens.extend(instance.tokens)
+        self.token_ends.append(len(self.tokens))
+        self.predictions.extend(instance.masked_positions)
+        self.labels.extend(instance.masked_labels)
+        self.prediction_ends.append(len(self.predictions))
+        self.a_lengths.append(instance.a_length)
+        self.is_random_next.append(instance.is_random_next)
+
+    def shuffle(self, rng: random.Random) -> None:
+        # An int64 array, not a list of ints: 8 bytes an instance (random.shuffle works on any sequence).
+        self.order = array("q", range(len(self)))
+        rng.shuffle(self.order)
+
+    def __getitem__(self, k: int) -> Instance:
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        i = self.order[k] if self.order is not None else k
+        t0, p0 = (self.token_ends[i - 1], self.prediction_ends[i - 1]) if i else (0, 0)
+        t1, p1 = self.token_ends[i], self.prediction_ends[i]
+        return Instance(self.tokens[t0:t1], self.a_lengths[i], bool(self.is_random_next[i]),
+                        self.predictions[p0:p1], self.labels[p0:p1])
+
+
 def create_instances(documents: Documents, settings: InstanceSettings, vocab: Vocabulary,
-                     rng: random.Random, progress=None) -> list[Instance]:
+                     rng: random.Random, progress=None) -> Instances:
     """Google's create_training_instances after reading: shuffle the documents, make instances
     from every document dupe_factor times (each round draws new masks), shuffle all instances.
 
@@ -278,13 +364,15 @@ def create_instances(documents: Documents, settings: InstanceSettings, vocab: Vo
     order = list(range(len(documents)))
     rng.shuffle(order)  # rng.shuffle(all_documents): the same permutation as shuffling the documents
     shuffled = _Reordered(documents, order)
-    instances: list[Instance] = []
+    build = INSTANCE_BUILDERS[settings.next_sentence]
+    instances = Instances()
     for _ in range(settings.dupe_factor):
         for document_index in range(len(documents)):
-            instances.extend(instances_from_document(shuffled, document_index, settings, vocab, rng))
+            for instance in build(shuffled, document_index, settings, vocab, rng):
+                instances.append(instance)
             if progress is not None:
                 progress(1)
-    rng.shuffle(instances)
+    instances.shuffle(rng)
     return instances
 
 

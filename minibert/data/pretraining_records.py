@@ -12,8 +12,10 @@ run_pretraining.py), for N records, T = max_seq_length, P = max_predictions_per_
     next_sentence_labels (N,)   int   1 = B is random, 0 = B follows A
 
 An output path ending in ".tfrecord" gets Google's TFRecord of tf.train.Example (run_pretraining.py
-reads it); any other path is a folder in minibert's format: one .npy array per feature, read back
-memory-mapped (no parsing, so a file larger than memory trains at full speed), and manifest.json.
+reads it) and FILE.manifest.json beside it; any other path is a folder in minibert's format: one
+.npy array per feature, read back memory-mapped (no parsing, so a file larger than memory trains at
+full speed), and manifest.json. A manifest records how the records were made, and whether they are
+sentence pairs for NSP or single segments for masked LM only ("next_sentence").
 """
 
 import json
@@ -26,7 +28,7 @@ import numpy as np
 from minibert.checkpoints.tfrecord import encode_example, float_feature, int64_feature, read_examples, tfrecord_writers
 from minibert.data.pretraining_instances import Instance
 from minibert.errors import DataError
-from minibert.files import atomic_file, atomic_write_text, replace_folder
+from minibert.files import atomic_write_text, commit, replace_folder, temp_path
 
 # Google's feature names in write_instance_to_example_files' order, with minibert's storage dtype.
 FEATURES = {
@@ -51,6 +53,9 @@ class Records:
     """The seven feature arrays of N records (numpy, possibly memory-mapped), and where they came from."""
     arrays: dict[str, np.ndarray]
     source: str
+    # Sentence pairs with next-sentence labels (Google's), or single segments for masked LM only
+    # (create_data --next_sentence=false), as the manifest says; Google's files have no manifest: pairs.
+    next_sentence: bool = True
 
     def __len__(self) -> int:
         return len(self.arrays["next_sentence_labels"])
@@ -84,33 +89,69 @@ def _example_of(records: Records, row: int) -> dict:
     return example
 
 
-def write_records(paths: Sequence[str | Path], records: Records, manifest: dict) -> list[int]:
-    """Write records round-robin over `paths` (record i to paths[i % len(paths)], as Google's
-    write_instance_to_example_files); returns the count per path. Every path is written under a
-    temporary name and renamed at the end, so an error leaves no partial output."""
+def write_records(paths: Sequence[str | Path], instances: Sequence[Instance], max_seq_length: int,
+                  max_predictions: int, manifest: dict) -> list[int]:
+    """Write instances round-robin over `paths` (record i to paths[i % len(paths)], as Google's
+    write_instance_to_example_files); returns the count per path.
+
+    Records are padded and written CHUNK at a time, so the padded copy of all instances is never in
+    memory. Every path is written under a temporary name and renamed at the end, so an error leaves
+    no partial output. A records folder holds `manifest` in its manifest.json; a TFRecord file gets
+    it beside it, in FILE.manifest.json (Google's TFRecord has no room for it), with the counts and
+    shapes added. `manifest["next_sentence"]` says whether the records are sentence pairs.
+    """
     paths = [Path(p) for p in paths]
     kinds = {is_tfrecord(p) for p in paths}
     if len(kinds) != 1:
         raise DataError("output files must all end in .tfrecord or none of them")
-    counts = [len(range(k, len(records), len(paths))) for k in range(len(paths))]
+    n, m = len(instances), len(paths)
+    counts = [len(range(k, n, m)) for k in range(m)]
+    shapes = {"max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions}
     if kinds == {True}:
         with tfrecord_writers(paths) as writers:
-            for row in range(len(records)):
-                writers[row % len(paths)](encode_example(_example_of(records, row)))
+            for start in range(0, n, CHUNK):
+                chunk = instance_arrays([instances[i] for i in range(start, min(n, start + CHUNK))],
+                                        max_seq_length, max_predictions)
+                for row in range(len(chunk)):
+                    writers[(start + row) % m](encode_example(_example_of(chunk, row)))
+        for path, count in zip(paths, counts):
+            info = {"format": "tfrecord", "records": count, **shapes, **manifest}
+            atomic_write_text(manifest_of(path), json.dumps(info, indent=2) + "\n")
         return counts
     for k, path in enumerate(paths):
-        part = {name: array[k::len(paths)] for name, array in records.arrays.items()}
-        replace_folder(path, lambda folder, part=part: _fill_native(folder, part, manifest))
+        rows = range(k, n, m)
+        replace_folder(path, lambda folder, rows=rows: _fill_native(folder, instances, rows, shapes, manifest))
     return counts
 
 
-def _fill_native(folder: Path, arrays: dict[str, np.ndarray], manifest: dict) -> None:
-    for name, array in arrays.items():
-        with atomic_file(folder / f"{name}.npy", "wb") as f:  # a file object: np.save would append ".npy" to a path
-            np.save(f, array, allow_pickle=False)
-    info = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "records": len(arrays["next_sentence_labels"]),
-            "max_seq_length": arrays["input_ids"].shape[1],
-            "max_predictions_per_seq": arrays["masked_lm_positions"].shape[1], **manifest}
+CHUNK = 4096  # records padded at a time while writing
+
+
+def manifest_of(tfrecord: Path) -> Path:
+    """Where a TFRecord file's manifest is: beside it, FILE.manifest.json."""
+    return tfrecord.with_name(tfrecord.name + ".manifest.json")
+
+
+def _fill_native(folder: Path, instances: Sequence[Instance], rows: range, shapes: dict, manifest: dict) -> None:
+    """The records `rows` of `instances` as .npy files in `folder` (the temporary folder that
+    replace_folder renames into place), filled a chunk at a time through memory maps."""
+    widths = {name: shapes["max_predictions_per_seq"] if name.startswith("masked_lm") else shapes["max_seq_length"]
+              for name in FEATURES}
+    temps = {name: temp_path(folder / f"{name}.npy") for name in FEATURES}
+    files = {name: np.lib.format.open_memmap(temps[name], mode="w+", dtype=dtype,
+                                             shape=(len(rows),) if name == "next_sentence_labels"
+                                             else (len(rows), widths[name]))
+             for name, dtype in FEATURES.items()}
+    for start in range(0, len(rows), CHUNK):
+        chunk = instance_arrays([instances[i] for i in rows[start:start + CHUNK]],
+                                shapes["max_seq_length"], shapes["max_predictions_per_seq"])
+        for name, array in chunk.arrays.items():
+            files[name][start:start + len(chunk)] = array
+    for name, array in files.items():
+        array.flush()
+        commit(temps[name], folder / f"{name}.npy")  # fsync, then the final name
+    files.clear()
+    info = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "records": len(rows), **shapes, **manifest}
     atomic_write_text(folder / "manifest.json", json.dumps(info, indent=2) + "\n")
 
 
@@ -136,7 +177,21 @@ def _read_tfrecord(path: Path, max_seq_length: int, max_predictions: int) -> Rec
         raise DataError(f"{path}: no records")
     arrays = {name: np.asarray(values, dtype=FEATURES[name]).reshape(len(values), -1) for name, values in columns.items()}
     arrays["next_sentence_labels"] = arrays["next_sentence_labels"][:, 0]
-    return Records(arrays, str(path))
+    return Records(arrays, str(path), _tfrecord_manifest(path).get("next_sentence", True))
+
+
+def _tfrecord_manifest(path: Path) -> dict:
+    """The manifest create_data wrote beside a TFRecord file; {} for Google's files, which have none."""
+    sidecar = manifest_of(path)
+    if not sidecar.exists():
+        return {}
+    try:
+        manifest = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{sidecar}: cannot read the manifest of {path.name}: {e}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("next_sentence", True), bool):
+        raise DataError(f"{sidecar}: not a records manifest (expected an object with a boolean next_sentence)")
+    return manifest
 
 
 def _read_native(path: Path, max_seq_length: int, max_predictions: int) -> Records:
@@ -162,7 +217,10 @@ def _read_native(path: Path, max_seq_length: int, max_predictions: int) -> Recor
             raise DataError(f"{file}: expected {manifest['records']} rows of {np.dtype(dtype)}, "
                             f"found {len(array)} of {array.dtype}")
         arrays[name] = array
-    return Records(arrays, str(path))
+    next_sentence = manifest.get("next_sentence", True)  # folders written before the key existed held pairs
+    if not isinstance(next_sentence, bool):
+        raise DataError(f"{manifest_path}: next_sentence must be true or false, found {next_sentence!r}")
+    return Records(arrays, str(path), next_sentence)
 
 
 def read_records(path: str | Path, max_seq_length: int, max_predictions: int) -> Records:
