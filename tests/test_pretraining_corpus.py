@@ -95,3 +95,24 @@ def test_bad_input_names_file_and_line_and_writes_nothing(data_dir, tmp_path, sc
     with script_error(r"'nonsense' is not a data set"):
         corpus(data_dir, tmp_path / "c.txt", "--sources=nonsense")
     assert not list(tmp_path.glob("c.txt*"))
+
+
+def test_shards_end_at_documents_and_hold_the_same_text(tmp_path, script_error):
+    texts = [f"Document {d} begins here. " + "More words follow. " * d for d in range(7)]
+    (tmp_path / "mine.txt").write_text("\n".join(texts) + "\n")
+    _, whole = corpus(tmp_path / "nodata", tmp_path / "c.txt", f"--sources={tmp_path / 'mine.txt'}")
+    pretrain.main(["corpus", f"--sources={tmp_path / 'mine.txt'}", f"--output_file={tmp_path / 's' / 'c.txt'}",
+                   "--shard_size_mb=0.0001"])  # 100 bytes: a shard closes once it holds at least that much
+    manifest = json.loads((tmp_path / "s" / "c.txt.manifest.json").read_text())
+    paths = [Path(p) for p in manifest["files"]]
+    assert [p.name for p in paths] == [f"c-{k:05d}-of-{len(paths):05d}.txt" for k in range(len(paths))]
+    assert len(paths) > 2 and sorted((tmp_path / "s").iterdir()) == sorted([*paths, tmp_path / "s" / "c.txt.manifest.json"])
+    parts = [p.read_text() for p in paths]
+    assert "".join(parts) == (tmp_path / "c.txt").read_text()  # the same corpus, cut between documents
+    for part in parts[:-1]:
+        blocks = part.split("\n\n")[:-1]
+        assert part.endswith("\n\n") and len(part.encode()) >= 100 > len(part.encode()) - len(blocks[-1]) - 2
+    assert manifest["documents"] == whole["documents"] == 7
+    with script_error(r"--shard_size_mb=-1.0: use 0 \(one file\) or a positive size"):
+        pretrain.main(["corpus", f"--sources={tmp_path / 'mine.txt'}", f"--output_file={tmp_path / 'x.txt'}",
+                       "--shard_size_mb=-1"])
