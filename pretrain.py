@@ -10,6 +10,12 @@ vocabulary, settings and seed, the same records); `train` is run_pretraining.py'
 (same flag names where Google has one). Each subcommand's options are the fields of its config
 dataclass below; `python pretrain.py SUBCOMMAND --help` lists them.
 
+A corpus larger than memory: `corpus --shard_size_mb=64` writes it as shards, streaming;
+`create_data --sharded=true --num_workers=N` makes each shard's records in its own process (one
+shard in memory per worker; not Google's: nothing mixes across shards), and `train --input_file`
+takes the shards by glob. `create_data --next_sentence=false` makes masked-LM-only records (one
+segment of contiguous sentences, RoBERTa's DOC-SENTENCES) for `train --next_sentence=false`.
+
 `train` writes to output_dir: final/ (a minibert folder with the MLM and NSP heads, which
 `train.py --init` and `checkpoints_convert.py` read), last/ (what --resume continues from),
 metrics.jsonl, pretraining_curves.png and config.json.
@@ -646,7 +652,8 @@ COMMANDS = {
     "default": (embedded_default, DefaultConfig, "the embedded job: MiniLM further pre-trained on BBC News training text"),
     "corpus": (build_corpus, CorpusConfig, "data sets -> Google's text format, one sentence per line (paper §4.2)"),
     "vocab": (build_vocabulary, VocabConfig, "learn a WordPiece vocab.txt with sentencepiece (pre-training from scratch)"),
-    "create_data": (create_data, CreateDataConfig, "text -> pre-training records (Google's create_pretraining_data.py)"),
+    "create_data": (create_data, CreateDataConfig, "text -> pre-training records (Google's create_pretraining_data.py; "
+                    "--sharded: one process per input file)"),
     "train": (train, PretrainConfig, "MLM + NSP pre-training from records (Google's run_pretraining.py)"),
 }
 
