@@ -18,6 +18,7 @@ full speed), and manifest.json. A manifest records how the records were made, an
 sentence pairs for NSP or single segments for masked LM only ("next_sentence").
 """
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import numpy as np
 from minibert.checkpoints.tfrecord import encode_example, float_feature, int64_feature, read_examples, tfrecord_writers
 from minibert.data.pretraining_instances import Instance
 from minibert.errors import DataError
-from minibert.files import atomic_write_text, commit, replace_folder, temp_path
+from minibert.files import atomic_file, atomic_write_text, replace_folder
 
 # Google's feature names in write_instance_to_example_files' order, with minibert's storage dtype.
 FEATURES = {
@@ -134,23 +135,22 @@ def manifest_of(tfrecord: Path) -> Path:
 
 def _fill_native(folder: Path, instances: Sequence[Instance], rows: range, shapes: dict, manifest: dict) -> None:
     """The records `rows` of `instances` as .npy files in `folder` (the temporary folder that
-    replace_folder renames into place), filled a chunk at a time through memory maps."""
+    replace_folder renames into place): each file's header first (the row count is known), then
+    its rows appended a chunk at a time. Plain writes, not a memory map: the written pages are not
+    part of the process's memory."""
     widths = {name: shapes["max_predictions_per_seq"] if name.startswith("masked_lm") else shapes["max_seq_length"]
               for name in FEATURES}
-    temps = {name: temp_path(folder / f"{name}.npy") for name in FEATURES}
-    files = {name: np.lib.format.open_memmap(temps[name], mode="w+", dtype=dtype,
-                                             shape=(len(rows),) if name == "next_sentence_labels"
-                                             else (len(rows), widths[name]))
-             for name, dtype in FEATURES.items()}
-    for start in range(0, len(rows), CHUNK):
-        chunk = instance_arrays([instances[i] for i in rows[start:start + CHUNK]],
-                                shapes["max_seq_length"], shapes["max_predictions_per_seq"])
-        for name, array in chunk.arrays.items():
-            files[name][start:start + len(chunk)] = array
-    for name, array in files.items():
-        array.flush()
-        commit(temps[name], folder / f"{name}.npy")  # fsync, then the final name
-    files.clear()
+    with contextlib.ExitStack() as stack:
+        files = {name: stack.enter_context(atomic_file(folder / f"{name}.npy", "wb")) for name in FEATURES}
+        for name, dtype in FEATURES.items():
+            shape = (len(rows),) if name == "next_sentence_labels" else (len(rows), widths[name])
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(files[name], header)
+        for start in range(0, len(rows), CHUNK):
+            chunk = instance_arrays([instances[i] for i in rows[start:start + CHUNK]],
+                                    shapes["max_seq_length"], shapes["max_predictions_per_seq"])
+            for name, array in chunk.arrays.items():
+                files[name].write(np.ascontiguousarray(array).tobytes())
     info = {"format": NATIVE_FORMAT, "version": NATIVE_VERSION, "records": len(rows), **shapes, **manifest}
     atomic_write_text(folder / "manifest.json", json.dumps(info, indent=2) + "\n")
 
