@@ -119,9 +119,9 @@ def _pool_job(task: tuple) -> JobReport:
 def run_jobs(jobs: Sequence[Job], settings: InstanceSettings, vocab_file: str, do_lower_case: bool,
              num_workers: int, done: Callable[[JobReport], None] | None = None) -> list[JobReport]:
     """Run independent jobs on `num_workers` processes; reports in job order, `done` called as each
-    finishes. One worker runs them here, one after the other; more run in a pool where every job
-    gets a fresh process (maxtasksperchild=1), so the memory of a finished shard goes back to the
-    system. The first error stops the pool; outputs of jobs that finished stay (each is complete)."""
+    finishes. One worker runs them here, one after the other; more run in a pool, each worker one
+    job at a time (a finished shard's arrays are freed, and large blocks go back to the system).
+    The first error stops the pool; outputs of jobs that finished stay (each is complete)."""
     if num_workers == 1:
         tokenizer = FullTokenizer(vocab_file, do_lower_case)
         reports = []
@@ -131,10 +131,13 @@ def run_jobs(jobs: Sequence[Job], settings: InstanceSettings, vocab_file: str, d
                 done(reports[-1])
         return reports
     # fork where there is one: a worker starts in milliseconds without importing anything again.
+    # The pool forks all its workers here, on this thread, and keeps them: a fork from the pool's
+    # own threads (maxtasksperchild) can copy a lock another thread holds, e.g. stderr's while a
+    # progress bar writes, and the child then hangs when it flushes stderr at exit.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     tasks = [(job, settings, vocab_file, do_lower_case) for job in jobs]
     by_output = {}
-    with multiprocessing.get_context(method).Pool(min(num_workers, len(jobs)), maxtasksperchild=1) as pool:
+    with multiprocessing.get_context(method).Pool(min(num_workers, len(jobs))) as pool:
         for report in pool.imap_unordered(_pool_job, tasks):
             by_output[report.outputs] = report
             if done is not None:
