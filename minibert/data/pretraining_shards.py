@@ -130,11 +130,10 @@ def run_jobs(jobs: Sequence[Job], settings: InstanceSettings, vocab_file: str, d
             if done is not None:
                 done(reports[-1])
         return reports
-    # fork where there is one: a worker starts in milliseconds without importing anything again.
-    # The pool forks all its workers here, on this thread, and keeps them: a fork from the pool's
-    # own threads (maxtasksperchild) can copy a lock another thread holds, e.g. stderr's while a
-    # progress bar writes, and the child then hangs when it flushes stderr at exit.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    # spawn: each worker is a fresh interpreter (about two seconds to import torch with
+    # minibert.files). A forked worker inherits the parent's locks as they are at the fork,
+    # including process-shared ones (tqdm's), and was seen to hang on one under pytest.
+    method = "spawn"
     tasks = [(job, settings, vocab_file, do_lower_case) for job in jobs]
     by_output = {}
     with multiprocessing.get_context(method).Pool(min(num_workers, len(jobs))) as pool:
