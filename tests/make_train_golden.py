@@ -33,7 +33,8 @@ def golden_run(tmp: Path) -> list[dict]:
         write_split(tmp / f"{name}.jsonl", n, seed)
     model = make_tiny_model(tmp / "model")
     # padding="padded": dropout masks are drawn per tensor shape, so the unpadded encoder (same math)
-    # draws other masks and other losses; these were stored from the padded encoder.
+    # draws other masks and other losses; these were stored from the padded encoder, with the
+    # default last_layer="needed" (the last layer's masks at [CLS] only).
     cfg = config(model, tmp, tmp / "run", epochs=2, batch_size=5, grad_accum_steps=2, log_every=1,
                  warmup_proportion=0.25, test_file="", pooler="true", padding="padded")
     train.main(cfg)

@@ -66,6 +66,20 @@ def test_dropout_equals_formula_with_the_same_mask(block_bytes):
     assert_close(got, value_and_grads(formula(q, k, v, bias, keep, 0.3), q, k, v), 1e-5)
 
 
+@pytest.mark.parametrize("implementation", ["blocked", "sdpa", "reference"])
+def test_fewer_queries_than_keys(block_bytes, implementation):
+    """Queries at 4 of the 11 positions (the encoder's reduced last layer): the formula's rows, with
+    the same dropout mask for the blocked kernel, values and gradients."""
+    q, k, v, bias = inputs()
+    q4 = q.detach()[:, :, [0, 3, 5, 6]].requires_grad_()  # (2, 3, 4, 5)
+    got = value_and_grads(attention(q4, k, v, bias, 0.0, implementation), q4, k, v)
+    assert_close(got, value_and_grads(formula(q4, k, v, bias), q4, k, v), 1e-5)
+    if implementation == "blocked":
+        keep = dropout_keep_mask((2, 3, 4, 11), 0.3, q.device)
+        got = value_and_grads(BlockedAttention.apply(q4, k, v, bias, keep, 0.3), q4, k, v)
+        assert_close(got, value_and_grads(formula(q4, k, v, bias, keep, 0.3), q4, k, v), 1e-5)
+
+
 def test_dropout_mask_comes_from_the_seed():
     """blocked_attention draws its mask with dropout_keep_mask from torch's generator, so seeding repeats it."""
     q, k, v, bias = inputs()

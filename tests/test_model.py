@@ -124,7 +124,7 @@ def test_mlm_decoder_is_tied_and_gathers_positions():
         full = model(ids, types, mask)
     expected = gather_positions(full.mlm_logits, positions)
     assert (out.mlm_logits - expected).abs().max() < 1e-5
-    h = out.encoder.sequence_output[0, 3]
+    h = out.encoder.last_layer_at_positions[0, 2]  # [CLS], then the positions: row 0's position 3
     t = model.mlm.norm(torch.nn.functional.gelu(model.mlm.transform(h)))
     assert torch.allclose(out.mlm_logits[0, 1], t @ model.bert.embeddings.word.weight.T + model.mlm.bias, atol=1e-5)
 

@@ -69,9 +69,10 @@ ATTENTION_IMPLEMENTATIONS = {
 def attention(q, k, v, bias, dropout_p: float = 0.0, implementation: str = "auto") -> torch.Tensor:
     """Masked scaled-dot-product attention.
 
-    q, k, v: (B, N, T, D); bias: additive (B, 1, 1, T) from `attention_bias`, or None.
+    q: (B, N, Tq, D); k, v: (B, N, Tk, D) (Tq = Tk for self-attention over all tokens, Tq < Tk when
+    only some positions are queried); bias: additive (B, 1, 1, Tk) from `attention_bias`, or None.
     dropout_p: dropout on the attention probabilities (pass 0.0 in eval mode).
-    Returns (B, N, T, D).
+    Returns (B, N, Tq, D).
     """
     return ATTENTION_IMPLEMENTATIONS[implementation](q, k, v, bias, dropout_p)
 
@@ -94,16 +95,40 @@ def repad_varlen_attention(q, k, v, cu_seqlens, max_seqlen: int, dropout_p: floa
     if softmax_scale is not None and softmax_scale != 1 / math.sqrt(D):
         q = q * (softmax_scale * math.sqrt(D))  # the padded kernels scale by 1/sqrt(D)
     rows = varlen_row_indices(cu_seqlens, total, max_seqlen)  # (total,)
-
-    def repad(x):  # (total, N, D) -> (B, N, S, D), zeros at padding
-        padded = x.new_zeros(B * max_seqlen, N, D).index_copy(0, rows, x)
-        return padded.view(B, max_seqlen, N, D).transpose(1, 2)
-
-    lengths = cu_seqlens.diff()
-    padding = torch.arange(max_seqlen, device=q.device)[None, :] >= lengths[:, None]  # (B, S)
-    bias = (padding.to(q.dtype) * MASK_VALUE)[:, None, None, :]  # (B, 1, 1, S)
-    context = ATTENTION_IMPLEMENTATIONS[padded_implementation](repad(q), repad(k), repad(v), bias, dropout_p)
+    bias = repadded_bias(cu_seqlens, max_seqlen, q.dtype)
+    q, k, v = (repad(x, rows, B, max_seqlen) for x in (q, k, v))  # each (B, N, S, D)
+    context = ATTENTION_IMPLEMENTATIONS[padded_implementation](q, k, v, bias, dropout_p)
     return context.transpose(1, 2).reshape(B * max_seqlen, N, D).index_select(0, rows)  # (total, N, D)
+
+
+def repad(x: torch.Tensor, rows: torch.Tensor, batch: int, max_seqlen: int) -> torch.Tensor:
+    """Packed (total, N, D) -> (B, N, S, D) with zeros at padding; rows from varlen_row_indices."""
+    _, N, D = x.shape
+    padded = x.new_zeros(batch * max_seqlen, N, D).index_copy(0, rows, x)
+    return padded.view(batch, max_seqlen, N, D).transpose(1, 2)
+
+
+def repadded_bias(cu_seqlens: torch.Tensor, max_seqlen: int, dtype: torch.dtype) -> torch.Tensor:
+    """The key-padding bias (B, 1, 1, S) of the re-padded (B, S) batch, as `attention_bias`."""
+    lengths = cu_seqlens.diff()
+    padding = torch.arange(max_seqlen, device=cu_seqlens.device)[None, :] >= lengths[:, None]  # (B, S)
+    return (padding.to(dtype) * MASK_VALUE)[:, None, None, :]
+
+
+def packed_keys_attention(q, k, v, cu_seqlens, max_seqlen: int, dropout_p: float = 0.0,
+                          implementation: str = "auto") -> torch.Tensor:
+    """Some queries per sequence against all of that sequence's packed keys.
+
+    q: (B, N, P, D), P queries of each sequence (the unpadded encoder's reduced last layer); k, v:
+    (total, N, D) packed as in `varlen_attention`. The keys and values are re-padded to (B, N, S, D)
+    and ATTENTION_IMPLEMENTATIONS[implementation] runs with the key-padding bias; with P much smaller
+    than S this is a small part of the layer on any device. Returns (B, N, P, D).
+    """
+    B = len(cu_seqlens) - 1
+    rows = varlen_row_indices(cu_seqlens, k.shape[0], max_seqlen)  # (total,)
+    k, v = repad(k, rows, B, max_seqlen), repad(v, rows, B, max_seqlen)  # each (B, N, S, D)
+    bias = repadded_bias(cu_seqlens, max_seqlen, q.dtype)
+    return ATTENTION_IMPLEMENTATIONS[implementation](q, k, v, bias, dropout_p)
 
 
 def _triton_varlen_attention():

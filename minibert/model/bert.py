@@ -1,7 +1,7 @@
 """BERT encoder, numerically as in Google's modeling.py.
 
 Shape legend: B batch, T tokens, H hidden size, N attention heads, D = H / N head size,
-I intermediate size, L layers, V vocabulary.
+I intermediate size, L layers, V vocabulary, P positions at which a caller reads the last layer.
 
 The module attributes are short; minibert/checkpoints/names.py maps them to Google's and Hugging
 Face's names with explicit tables. Loading weights lives with the loaders
@@ -16,45 +16,80 @@ import torch
 import torch.nn as nn
 
 from minibert.model.activations import ACTIVATIONS
-from minibert.model.attention import attention, attention_bias, varlen_attention
+from minibert.model.attention import attention, attention_bias, packed_keys_attention, varlen_attention
 from minibert.model.config import BertConfig
 from minibert.model.dropout import dropout
-from minibert.model.packing import Packing, pack, pack_mask, unpack
+from minibert.model.packing import Packing, pack, pack_mask, packed_rows, unpack
 
 
-class PaddedLayers(Sequence):
-    """The unpadded encoder's per-layer outputs, padded to (B, T, H) only when a caller reads one.
+class HiddenStates(Sequence):
+    """The encoder's L + 1 hidden states as a read-only sequence: embeddings, then each layer.
 
-    Padded positions hold zeros (the padded encoder computes values there that no real token reads).
+    `stored` holds the ones the encoder computed, as it left them: (B, T, H) from the padded
+    encoder, or (total, H) from the unpadded one, padded back to (B, T, H) on first read when a
+    `packing` is given (zeros at padded positions; the padded encoder computes values there that no
+    real token reads). `length` is L + 1 even when the last layer was computed at some positions only
+    (BertModel.last_layer = "needed"): reading it then raises instead of returning something else, so a
+    head that needs every token cannot misread the output; its rows are BertOutput.last_layer_at_positions.
     """
 
-    def __init__(self, packed: list[torch.Tensor], packing: Packing):
-        self.packed, self.packing = packed, packing
+    def __init__(self, stored: list[torch.Tensor], length: int, packing: Packing | None = None):
+        self.stored, self.length, self.packing = stored, length, packing
         self._padded = {}
 
     def __len__(self) -> int:
-        return len(self.packed)
+        return self.length
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return tuple(self[j] for j in range(*i.indices(len(self))))
         i = range(len(self))[i]
+        if i >= len(self.stored):
+            # Not IndexError: iterating would then stop silently one layer early.
+            raise ValueError(f"hidden state {i} (the last layer) was computed at last_layer_positions only: "
+                             "read BertOutput.last_layer_at_positions, or set BertModel.last_layer = 'all'")
+        if self.packing is None:
+            return self.stored[i]
         if i not in self._padded:
-            self._padded[i] = unpack(self.packed[i], self.packing)
+            self._padded[i] = unpack(self.stored[i], self.packing)
         return self._padded[i]
 
 
 @dataclass
 class BertOutput:
+    """What the encoder returns.
+
+    With `last_layer_positions` (B, P) in BertModel.forward, the last layer exists at those positions
+    only: `last_layer_at_positions` (B, P, H) holds it (column 0 is [CLS]), and reading
+    hidden_states[L] (or sequence_output) raises, unless the model ran with last_layer = "all".
+    """
+
     pooled_output: torch.Tensor  # (B, H) tanh(W h_[CLS]) of the last layer
     hidden_states: Sequence[torch.Tensor]  # L + 1 tensors (B, T, H): embeddings, then each layer
     packing: Packing | None = None  # where the real tokens are, when the encoder ran unpadded
-    packed_hidden_states: list[torch.Tensor] | None = None  # unpadded: L + 1 tensors (total, H)
+    packed_hidden_states: Sequence[torch.Tensor] | None = None  # unpadded: L + 1 tensors (total, H)
+    last_layer_positions: torch.Tensor | None = None  # (B, P) int64, the positions asked for
+    last_layer_at_positions: torch.Tensor | None = None  # (B, P, H): the last layer at those positions
 
     @property
     def sequence_output(self) -> torch.Tensor:
         """(B, T, H): the last layer."""
         return self.hidden_states[-1]
+
+    def cls_vectors(self, i: int) -> torch.Tensor:
+        """(B, H): the [CLS] vector of hidden state i (0 = embeddings, L = last layer), from wherever
+        the encoder has it (without padding a packed layer back)."""
+        if self.last_layer_at_positions is not None and i == len(self.hidden_states) - 1:
+            return self.last_layer_at_positions[:, 0]
+        if self.packing is not None:
+            return self.packed_hidden_states[i].index_select(0, self.packing.first_rows)
+        return self.hidden_states[i][:, 0]
+
+
+def gather_positions(sequence: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """sequence (B, T, H), positions (B, P) -> (B, P, H) (run_pretraining.py gather_indexes)."""
+    index = positions.long().unsqueeze(-1).expand(-1, -1, sequence.shape[-1])  # (B, P, H)
+    return sequence.gather(1, index)
 
 
 class Embeddings(nn.Module):
@@ -103,11 +138,23 @@ class Layer(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Padded: x (B, T, H), bias (B, 1, 1, T) or None -> (B, T, H)."""
-        B, T, H = x.shape
-        q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
+        return self._attend(x, x, bias)
+
+    def forward_at(self, x: torch.Tensor, bias: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+        """The block's output at some positions only: x (B, T, H), positions (B, P) -> (B, P, H).
+
+        Keys and values come from every token, queries and the rest of the block from the P rows:
+        each output row is the same function of x as in `forward`.
+        """
+        return self._attend(gather_positions(x, positions), x, bias)
+
+    def _attend(self, rows: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """rows (B, P, H) attend to the tokens x (B, T, H) -> the block's output at the rows (B, P, H)."""
+        B, P, H = rows.shape
+        q, k, v = self._heads(self.query(rows)), self._heads(self.key(x)), self._heads(self.value(x))
         dropout_p = self.attention_dropout if self.training else 0.0
-        context = attention(q, k, v, bias, dropout_p, self.attention_implementation)  # (B, N, T, D)
-        return self._output(x, context.transpose(1, 2).reshape(B, T, H))
+        context = attention(q, k, v, bias, dropout_p, self.attention_implementation)  # (B, N, P, D)
+        return self._output(rows, context.transpose(1, 2).reshape(B, P, H))
 
     def forward_packed(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
         """Unpadded: x (total, H) of the real tokens -> (total, H); the same math per token."""
@@ -118,6 +165,21 @@ class Layer(nn.Module):
         context = varlen_attention(q, k, v, packing.cu_seqlens, packing.max_seqlen, dropout_p,
                                    padded_implementation=self.attention_implementation)  # (total, N, D)
         return self._output(x, context.reshape(total, H))
+
+    def forward_packed_at(self, x: torch.Tensor, packing: Packing, rows: torch.Tensor) -> torch.Tensor:
+        """Unpadded, at some tokens only: x (total, H), rows (B, P) packed row indices -> (B, P, H).
+
+        Queries at the rows attend to all real tokens of their sequence (keys re-padded to
+        (B, N, S, D) inside attention only); the rest of the block runs on the B * P rows.
+        """
+        total, H = x.shape
+        B, P = rows.shape
+        selected = x.index_select(0, rows.flatten()).view(B, P, H)
+        k, v = (linear(x).view(total, self.num_heads, H // self.num_heads) for linear in (self.key, self.value))
+        dropout_p = self.attention_dropout if self.training else 0.0
+        context = packed_keys_attention(self._heads(self.query(selected)), k, v, packing.cu_seqlens,
+                                        packing.max_seqlen, dropout_p, self.attention_implementation)  # (B, N, P, D)
+        return self._output(selected, context.transpose(1, 2).reshape(B, P, H))
 
     def _output(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The rest of the block, per token: x and context (..., H) -> (..., H)."""
@@ -139,12 +201,21 @@ class BertModel(nn.Module):
                   padded back (zeros at padding) only when read. The same math per real token, so
                   equal outputs at real positions and pooled outputs, up to float rounding
     A batch without padding, or whose rows do not all start with a real token, runs padded.
+
+    `last_layer` says which rows of the last layer run when the caller names the positions it will
+    read (forward's last_layer_positions; the classifier heads and BertForPreTraining do):
+      "needed"    queries, attention output, FFN and LayerNorms at those positions only; keys and
+                  values of every token. No row of the transformer depends on another row except
+                  through keys and values, so this changes no number, only which rows are computed:
+                  a [CLS] classifier skips ~5/6 of its last layer, pre-training (21 of 128 rows) ~3/4
+      "all"       every position, then the requested rows are gathered (the plain computation)
     """
 
-    def __init__(self, config: BertConfig, padding: str = "padded"):
+    def __init__(self, config: BertConfig, padding: str = "padded", last_layer: str = "needed"):
         super().__init__()
         self.config = config
         self.padding = padding
+        self.last_layer = last_layer
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
@@ -160,38 +231,99 @@ class BertModel(nn.Module):
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {value!r}")
         self._padding = value
 
+    @property
+    def last_layer(self) -> str:
+        return self._last_layer
+
+    @last_layer.setter
+    def last_layer(self, value: str) -> None:
+        if value not in LAST_LAYER_MODES:
+            raise ValueError(f"last_layer must be one of {LAST_LAYER_MODES}, got {value!r}")
+        self._last_layer = value
+
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> BertOutput:
-        """input_ids, token_type_ids, attention_mask: (B, T) integer tensors; mask 1 = token."""
+                attention_mask: torch.Tensor | None = None,
+                last_layer_positions: torch.Tensor | None = None) -> BertOutput:
+        """input_ids, token_type_ids, attention_mask: (B, T) integer tensors; mask 1 = token.
+
+        last_layer_positions: (B, P) integer positions at which the caller reads the last layer,
+        column 0 being 0 ([CLS], which the pooler reads); they are then in the output's
+        last_layer_at_positions (B, P, H), and with last_layer = "needed" the last layer is computed
+        there only (BertOutput says what that leaves readable). None: every position, as Google's.
+        """
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
+        if last_layer_positions is not None:
+            last_layer_positions = last_layer_positions.long()
+            check_positions(last_layer_positions, input_ids.shape[1])
         if self.padding == "unpadded" and attention_mask is not None and not bool(attention_mask.all()):
             packing = pack_mask(attention_mask)
             if packing is not None:
-                return self._forward_packed(input_ids, token_type_ids, packing)
+                return self._forward_packed(input_ids, token_type_ids, packing, last_layer_positions)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         bias = None if attention_mask is None else attention_bias(attention_mask, x.dtype)
         hidden_states = [x]
-        for layer in self.layers:
+        for layer in self._full_layers(last_layer_positions):
             x = layer(x, bias)
             hidden_states.append(x)
-        pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, H): modeling.py pools the [CLS] token only
-        return BertOutput(pooled_output=pooled, hidden_states=tuple(hidden_states))
+        if last_layer_positions is None:
+            pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, H): modeling.py pools the [CLS] token only
+            return BertOutput(pooled_output=pooled, hidden_states=tuple(hidden_states))
+        if len(hidden_states) == len(self.layers):  # "needed": the last layer at the positions only
+            selected = self.layers[-1].forward_at(x, bias, last_layer_positions)
+        else:
+            selected = gather_positions(x, last_layer_positions)
+        return self._output_at(selected, last_layer_positions,
+                               HiddenStates(hidden_states, len(self.layers) + 1))
 
-    def _forward_packed(self, input_ids, token_type_ids, packing: Packing) -> BertOutput:
+    def _forward_packed(self, input_ids, token_type_ids, packing: Packing,
+                        last_layer_positions: torch.Tensor | None) -> BertOutput:
         # Packing the ids (not the embedded vectors) gives the same (total, H) embeddings: each
         # token's sum and LayerNorm do not depend on other positions.
         x = self.embeddings(pack(input_ids, packing), pack(token_type_ids, packing), packing.positions)
         packed = [x]  # (total, H) each
-        for layer in self.layers:
+        for layer in self._full_layers(last_layer_positions):
             x = layer.forward_packed(x, packing)
             packed.append(x)
-        pooled = torch.tanh(self.pooler(x.index_select(0, packing.first_rows)))  # (B, H): [CLS] rows
-        return BertOutput(pooled_output=pooled, hidden_states=PaddedLayers(packed, packing),
-                          packing=packing, packed_hidden_states=packed)
+        length = len(self.layers) + 1
+        states = HiddenStates(packed, length, packing), HiddenStates(packed, length)
+        if last_layer_positions is None:
+            pooled = torch.tanh(self.pooler(x.index_select(0, packing.first_rows)))  # (B, H): [CLS] rows
+            return BertOutput(pooled_output=pooled, hidden_states=states[0], packing=packing,
+                              packed_hidden_states=states[1])
+        rows = packed_rows(packing, last_layer_positions)  # (B, P)
+        if len(packed) == len(self.layers):  # "needed": the last layer at the positions only
+            selected = self.layers[-1].forward_packed_at(x, packing, rows)
+        else:
+            selected = x[rows]  # (B, P, H)
+        return self._output_at(selected, last_layer_positions, *states, packing)
+
+    def _full_layers(self, last_layer_positions: torch.Tensor | None):
+        """The layers that run at every token: all of them, or all but the last one."""
+        if last_layer_positions is None or self.last_layer == "all":
+            return self.layers
+        return self.layers[:-1]
+
+    def _output_at(self, selected: torch.Tensor, positions: torch.Tensor, hidden_states: HiddenStates,
+                   packed_hidden_states: HiddenStates | None = None, packing: Packing | None = None) -> BertOutput:
+        """The output when the last layer was asked for at `positions` (B, P): selected (B, P, H)."""
+        pooled = torch.tanh(self.pooler(selected[:, 0]))  # (B, H): [CLS] is column 0 (check_positions)
+        return BertOutput(pooled_output=pooled, hidden_states=hidden_states, packing=packing,
+                          packed_hidden_states=packed_hidden_states, last_layer_positions=positions,
+                          last_layer_at_positions=selected)
 
 
 PADDING_MODES = ("padded", "unpadded")
+LAST_LAYER_MODES = ("needed", "all")
+
+
+def check_positions(positions: torch.Tensor, length: int) -> None:
+    """last_layer_positions (B, P) must start with [CLS] (the pooler reads column 0) and lie in
+    0..T-1. One host sync, on the small (B, P) tensor."""
+    if positions.dim() != 2 or positions.shape[1] == 0:
+        raise ValueError(f"last_layer_positions must be (B, P) with P >= 1, got shape {tuple(positions.shape)}")
+    if not bool(((positions[:, 0] == 0) & (positions >= 0).all(1) & (positions < length).all(1)).all()):
+        raise ValueError(f"last_layer_positions must have 0 ([CLS]) in column 0 and lie in 0..{length - 1}")
 
 
 def init_weights(module: nn.Module, std: float) -> None:

@@ -5,7 +5,9 @@ training (BERT's attention dropout 0.1) torch falls back to its unfused math pat
 whole B x N x T x T probability tensor and is slow. `BlockedAttention` computes the same formula
 block by block and keeps only a one-byte dropout mask (measurements in benchmarks/README.md).
 
-Shapes: B batch, N heads, T tokens, D head size, R rows (batch x head) of one block.
+Shapes: B batch, N heads, Tq queries, Tk keys (Tq = Tk = T in self-attention over all tokens; Tq < Tk
+when only some positions are queried, as in the encoder's reduced last layer), D head size,
+R rows (batch x head) of one block.
 """
 
 import math
@@ -21,12 +23,13 @@ BLOCK_BYTES = 12 << 20
 
 
 def _probabilities(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q k^T + bias) for (R, T, D) blocks; q already carries the 1/sqrt(D) factor. -> (R, T, T)"""
+    """softmax(q k^T + bias) for q (R, Tq, D), k (R, Tk, D); q already carries the 1/sqrt(D) factor.
+    -> (R, Tq, Tk)"""
     if bias is None:
         scores = torch.bmm(q, k.transpose(1, 2))
     else:
         scores = torch.baddbmm(bias, q, k.transpose(1, 2))
-    return torch.softmax(scores, dim=-1, out=scores)  # in place: one T x T buffer per block
+    return torch.softmax(scores, dim=-1, out=scores)  # in place: one Tq x Tk buffer per block
 
 
 class BlockedAttention(torch.autograd.Function):
@@ -34,21 +37,23 @@ class BlockedAttention(torch.autograd.Function):
 
     Equals `reference_attention` with the given keep mask. Saves only q, k, v, bias, the mask (bool)
     and the output: the probabilities are recomputed block by block in backward, as FlashAttention
-    does (Dao et al. 2022), so no B x N x T x T float tensor outlives a block.
+    does (Dao et al. 2022), so no B x N x Tq x Tk float tensor outlives a block.
     """
 
     @staticmethod
     def forward(ctx, q, k, v, bias, keep, dropout_p: float):
-        """q, k, v: (B, N, T, D); bias: (B, 1, 1, T) or None; keep: (B, N, T, T) bool or None."""
-        B, N, T, D = q.shape
-        q = torch.mul(q, 1 / math.sqrt(D)).reshape(B * N, T, D)  # (BN, T, D), scaled once for fwd and bwd
-        k, v = k.reshape(B * N, T, D), v.reshape(B * N, T, D)
+        """q: (B, N, Tq, D); k, v: (B, N, Tk, D); bias: (B, 1, 1, Tk) or None; keep: (B, N, Tq, Tk)
+        bool or None."""
+        B, N, Tq, D = q.shape
+        Tk = k.shape[2]
+        q = torch.mul(q, 1 / math.sqrt(D)).reshape(B * N, Tq, D)  # (BN, Tq, D), scaled once for fwd and bwd
+        k, v = k.reshape(B * N, Tk, D), v.reshape(B * N, Tk, D)
         if bias is not None:
-            bias = bias.to(q.dtype).expand(B, N, 1, T).reshape(B * N, 1, T)
+            bias = bias.to(q.dtype).expand(B, N, 1, Tk).reshape(B * N, 1, Tk)
         if keep is not None:
-            keep = keep.reshape(B * N, T, T).view(torch.uint8)  # uint8 -> float converts ~6x faster than bool
+            keep = keep.reshape(B * N, Tq, Tk).view(torch.uint8)  # uint8 -> float converts ~6x faster than bool
         out = torch.empty_like(q)
-        for rows in _row_blocks(B * N, T, q.element_size()):
+        for rows in _row_blocks(B * N, Tq * Tk, q.element_size()):
             probs = _probabilities(q[rows], k[rows], None if bias is None else bias[rows])
             if keep is not None:
                 probs.mul_(keep[rows].to(probs.dtype))  # in place: backward recomputes the dropped ones
@@ -56,7 +61,7 @@ class BlockedAttention(torch.autograd.Function):
         out.mul_(1 / (1 - dropout_p))  # inverted dropout: kept probabilities are scaled by 1/(1-p)
         ctx.save_for_backward(q, k, v, bias, keep, out)
         ctx.dropout_p = dropout_p
-        return out.view(B, N, T, D)
+        return out.view(B, N, Tq, D)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -66,35 +71,37 @@ class BlockedAttention(torch.autograd.Function):
         # Computed as dS = (1/(1-p)) * (Pk * dA - P * delta * (1-p)) with Pk = P * keep; the scalar factors
         # are applied once to the (BN, T, D) results.
         q, k, v, bias, keep, out = ctx.saved_tensors
-        B, N, T, D = grad_out.shape
+        B, N, Tq, D = grad_out.shape
+        Tk = k.shape[1]
         keep_scale = 1 / (1 - ctx.dropout_p)
-        grad_out = grad_out.reshape(B * N, T, D)
-        delta = (grad_out * out).sum(-1, keepdim=True).mul_(1 - ctx.dropout_p)  # (BN, T, 1)
+        grad_out = grad_out.reshape(B * N, Tq, D)
+        delta = (grad_out * out).sum(-1, keepdim=True).mul_(1 - ctx.dropout_p)  # (BN, Tq, 1)
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        for rows in _row_blocks(B * N, T, q.element_size()):
+        for rows in _row_blocks(B * N, Tq * Tk, q.element_size()):
             probs = _probabilities(q[rows], k[rows], None if bias is None else bias[rows])
             kept = probs if keep is None else keep[rows].to(probs.dtype).mul_(probs)
             torch.bmm(kept.transpose(1, 2), grad_out[rows], out=grad_v[rows])
-            grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2))  # dA, (R, T, T)
+            grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2))  # dA, (R, Tq, Tk)
             grad_scores.mul_(kept).addcmul_(probs, delta[rows], value=-1)  # dS (1-p)
             torch.bmm(grad_scores, k[rows], out=grad_q[rows])
             torch.bmm(grad_scores.transpose(1, 2), q[rows], out=grad_k[rows])
         grad_q.mul_(keep_scale / math.sqrt(D))  # dS k / sqrt(D)
         grad_k.mul_(keep_scale)  # dS^T q / sqrt(D): q carries the factor
         grad_v.mul_(keep_scale)
-        shape = (B, N, T, D)
-        return grad_q.view(shape), grad_k.view(shape), grad_v.view(shape), None, None, None
+        return (grad_q.view(B, N, Tq, D), grad_k.view(B, N, Tk, D), grad_v.view(B, N, Tk, D),
+                None, None, None)
 
 
-def _row_blocks(rows: int, T: int, element_size: int) -> list[slice]:
-    step = max(1, BLOCK_BYTES // (T * T * element_size))
+def _row_blocks(rows: int, scores_per_row: int, element_size: int) -> list[slice]:
+    """Slices of the BN rows with at most BLOCK_BYTES of scores (Tq x Tk per row) each."""
+    step = max(1, BLOCK_BYTES // (scores_per_row * element_size))
     return [slice(i, i + step) for i in range(0, rows, step)]
 
 
 def blocked_attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
     """`BlockedAttention` with a fresh dropout mask; computes in q's dtype with autocast off inside."""
-    B, N, T, _ = q.shape
-    keep = dropout_keep_mask((B, N, T, T), dropout_p, q.device) if dropout_p > 0 else None
+    B, N, Tq, _ = q.shape
+    keep = dropout_keep_mask((B, N, Tq, k.shape[2]), dropout_p, q.device) if dropout_p > 0 else None
     # Autocast has already chosen the projections' dtype; inside the kernel the probabilities stay in
     # that dtype, as in `reference_attention` under autocast (matmul in bf16, softmax of bf16 in bf16).
     with torch.autocast(q.device.type, enabled=False):

@@ -3,6 +3,11 @@ classifier, how they are combined, how chunks of a long text are combined, and B
 
 Shapes: B documents, C chunks (all documents' chunks stacked; C = B without hierarchical encoding),
 T tokens, H hidden, L layers, F feature size, K classes.
+
+Every head says where it reads the encoder's last layer (`last_layer_positions`): [CLS] only for
+ClsHead (chunk pooling combines chunks, not tokens), every token for the BiLSTM head. The
+classifiers pass that to BertModel, which then computes the last layer at those rows only
+(BertModel.last_layer; the same numbers).
 """
 
 from dataclasses import dataclass
@@ -127,11 +132,15 @@ class ClsHead(nn.Module):
         self.dropout = nn.Dropout(head.dropout)
         self.out = nn.Linear(size, head.num_labels)
 
+    def last_layer_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(C, 1): the head reads the last layer (and the pooled output) at [CLS] only."""
+        return input_ids.new_zeros(input_ids.shape[0], 1, dtype=torch.long)
+
     def features(self, encoded: BertOutput, pooler: nn.Linear) -> torch.Tensor:
         """(C, F) feature of every chunk."""
         if self.use_pooler and self.indices == [len(encoded.hidden_states) - 1]:
             return encoded.pooled_output  # the encoder already pooled the last layer
-        vectors = [encoded.hidden_states[i][:, 0] for i in self.indices]  # each (C, H)
+        vectors = [encoded.cls_vectors(i) for i in self.indices]  # each (C, H)
         combined = COMBINE[self.combine](vectors)
         # The pooler (trained on the last layer's [CLS] in pre-training) applied to the chosen feature.
         return torch.tanh(pooler(combined)) if self.use_pooler else combined
@@ -178,6 +187,10 @@ class BiLSTMAttentionHead(nn.Module):
         self.out = nn.Linear(size, head.num_labels)
         self.penalty = None
 
+    def last_layer_positions(self, input_ids: torch.Tensor) -> None:
+        """None: the BiLSTM reads the last layer at every token."""
+        return None
+
     def forward(self, encoded: BertOutput, attention_mask, pooler, doc_index, num_docs) -> torch.Tensor:
         if doc_index is not None:
             raise ValueError("the BiLSTM head reads one sequence per document: use a truncation strategy")
@@ -221,7 +234,7 @@ class BertClassifier(nn.Module):
         each chunk belongs to. Returns logits (B, K)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        encoded = self.bert(input_ids, token_type_ids, attention_mask)
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, self.head.last_layer_positions(input_ids))
         return self.head(encoded, attention_mask, self.bert.pooler, doc_index, num_docs)
 
     # Hierarchical texts in pieces: forward() == classify_chunks(chunk_features(...)) with the chunks'
@@ -233,7 +246,8 @@ class BertClassifier(nn.Module):
             raise ValueError(f"the {self.head_config.head} head has no per-chunk features")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        return self.head.features(self.bert(input_ids, token_type_ids, attention_mask), self.bert.pooler)
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, self.head.last_layer_positions(input_ids))
+        return self.head.features(encoded, self.bert.pooler)
 
     def classify_chunks(self, features: torch.Tensor, doc_index: torch.Tensor, num_docs: int) -> torch.Tensor:
         """Chunk features (C, F) of num_docs documents (doc_index (C,)) -> logits (B, K)."""
@@ -263,8 +277,9 @@ class MultiTaskClassifier(nn.Module):
         """Logits (B, K_task) of `task`'s head; inputs as BertClassifier.forward."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        encoded = self.bert(input_ids, token_type_ids, attention_mask)
-        return self.heads[task](encoded, attention_mask, self.bert.pooler, doc_index, num_docs)
+        head = self.heads[task]
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, head.last_layer_positions(input_ids))
+        return head(encoded, attention_mask, self.bert.pooler, doc_index, num_docs)
 
     def task_classifier(self, task: str) -> "BertClassifier":
         """`task`'s classifier: a BertClassifier made of this model's encoder and that task's head

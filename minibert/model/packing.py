@@ -73,3 +73,16 @@ def varlen_row_indices(cu_seqlens: torch.Tensor, total: int, max_seqlen: int) ->
                                   output_size=total)  # (total,) sequence of each token
     offset = torch.arange(total, device=cu_seqlens.device) - starts[row]  # position within it
     return row * max_seqlen + offset
+
+
+def packed_rows(packing: Packing, positions: torch.Tensor) -> torch.Tensor:
+    """positions (B, P) in the padded (B, T) batch -> their rows (B, P) int64 in the packed tensor.
+
+    Raises ValueError when a position is a padded one: the unpadded encoder computes nothing there.
+    """
+    row_of = torch.full((packing.batch * packing.length,), -1, dtype=torch.long, device=positions.device)
+    row_of[packing.indices] = torch.arange(len(packing.indices), device=positions.device)
+    rows = row_of.view(packing.batch, packing.length).gather(1, positions)  # (B, P)
+    if not bool((rows >= 0).all()):
+        raise ValueError("last_layer_positions name padded positions, which the unpadded encoder does not compute")
+    return rows

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minibert.model.activations import ACTIVATIONS
-from minibert.model.bert import BertModel, BertOutput, init_weights
+from minibert.model.bert import BertModel, BertOutput, gather_positions, init_weights
 from minibert.model.config import BertConfig
 
 
@@ -31,12 +31,6 @@ class MaskedLMHead(nn.Module):
         h = self.norm(self.act(self.transform(hidden)))
         # The decoder weight is tied to the input word embeddings (modeling.py get_embedding_table).
         return F.linear(h, word_embeddings, self.bias)
-
-
-def gather_positions(sequence: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """sequence (B, T, H), positions (B, P) -> (B, P, H) (run_pretraining.py gather_indexes)."""
-    index = positions.long().unsqueeze(-1).expand(-1, -1, sequence.shape[-1])  # (B, P, H)
-    return sequence.gather(1, index)
 
 
 @dataclass
@@ -61,10 +55,18 @@ class BertForPreTraining(nn.Module):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None,
                 masked_lm_positions: torch.Tensor | None = None) -> PreTrainingOutput:
-        """Inputs (B, T); masked_lm_positions (B, P). Without positions, MLM logits cover every token."""
-        encoder = self.bert(input_ids, token_type_ids, attention_mask)
-        hidden = encoder.sequence_output
-        if masked_lm_positions is not None:
-            hidden = gather_positions(hidden, masked_lm_positions)  # (B, P, H)
+        """Inputs (B, T); masked_lm_positions (B, P). Without positions, MLM logits cover every token.
+
+        The heads read the last layer at [CLS] (NSP, through the pooler) and at the masked positions
+        (MLM) only, so the encoder is asked for exactly those rows (BertModel.last_layer).
+        """
+        if masked_lm_positions is None:
+            encoder = self.bert(input_ids, token_type_ids, attention_mask)
+            hidden = encoder.sequence_output  # (B, T, H)
+        else:
+            cls = torch.zeros_like(masked_lm_positions[:, :1])
+            encoder = self.bert(input_ids, token_type_ids, attention_mask,
+                                last_layer_positions=torch.cat([cls, masked_lm_positions], 1))
+            hidden = encoder.last_layer_at_positions[:, 1:]  # (B, P, H): gather_indexes' rows
         mlm_logits = self.mlm(hidden, self.bert.embeddings.word.weight)
         return PreTrainingOutput(mlm_logits, self.nsp(encoder.pooled_output), encoder)
