@@ -1,7 +1,8 @@
 """Speed of minibert against Hugging Face transformers on all-MiniLM-L6-v2, on the CPU.
 
-Both libraries load the same weights; minibert gets the simplest classification head (pooled output
--> dropout -> Linear(H, 5)), transformers its BertForSequenceClassification with the "sdpa" and the
+Both libraries load the same weights; minibert runs its default classifier (BertClassifier with the
+default head: pooled output -> dropout -> Linear(H, 5), and the encoder's default of computing the
+last layer at [CLS] only), transformers its BertForSequenceClassification with the "sdpa" and the
 "eager" attention. minibert runs twice: padded (its default) and with the unpadded encoder
 ("mb-unpad": only real tokens through the layers). The machines are shared, so absolute numbers
 drift: the engines are timed interleaved (one call of each in turn, repeated) and the ratio of the
@@ -37,7 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minibert.checkpoints.formats import load_pretrained
-from minibert.model.bert import BertModel
+from minibert.model.bert import BertModel, init_weights
+from minibert.model.heads import BertClassifier, ClsHead, HeadConfig
 from minibert.resources import minilm_folder
 from minibert.training.optimization import build_optimizer
 
@@ -45,18 +47,16 @@ NUM_LABELS = 5
 VAR_SEQUENCES, VAR_BATCH, VAR_LENGTHS = 64, 8, (20, 512)
 
 
-class MinibertClassifier(nn.Module):
-    """pooled output -> dropout -> Linear(H, 5): the simplest head, as in Google's run_classifier.py."""
-
-    def __init__(self, bert: BertModel):
-        super().__init__()
-        self.bert = bert
-        self.dropout = nn.Dropout(bert.config.hidden_dropout_prob)
-        self.out = nn.Linear(bert.config.hidden_size, NUM_LABELS)
-
-    def forward(self, input_ids, token_type_ids, attention_mask):
-        pooled = self.bert(input_ids, token_type_ids, attention_mask).pooled_output
-        return self.out(self.dropout(pooled))  # (B, 5)
+def minibert_classifier(folder, padding: str) -> BertClassifier:
+    """The library's default classifier (ClsHead: pooled [CLS] -> dropout 0.1 -> Linear(H, 5), as
+    Google's run_classifier.py) over the loaded encoder, with the library's default execution (the
+    last layer at [CLS] only, BertModel.last_layer) and the given padding."""
+    bert = load_pretrained(folder, BertModel)
+    bert.padding = padding
+    config = HeadConfig(num_labels=NUM_LABELS)
+    head = ClsHead(bert.config, config)
+    head.apply(lambda module: init_weights(module, bert.config.initializer_range))
+    return BertClassifier.from_parts(bert.config, config, bert, head)
 
 
 class HFClassifier(nn.Module):
@@ -76,10 +76,7 @@ def load_engines(folder) -> dict[str, nn.Module]:
 
     transformers.logging.set_verbosity_error()  # the untrained classifier head is expected
     transformers.utils.logging.disable_progress_bar()
-    engines = {"minibert": MinibertClassifier(load_pretrained(folder, BertModel))}
-    unpadded = MinibertClassifier(load_pretrained(folder, BertModel))
-    unpadded.bert.padding = "unpadded"
-    engines["mb-unpad"] = unpadded
+    engines = {"minibert": minibert_classifier(folder, "padded"), "mb-unpad": minibert_classifier(folder, "unpadded")}
     for implementation in ("sdpa", "eager"):
         hf = transformers.BertForSequenceClassification.from_pretrained(
             str(folder), num_labels=NUM_LABELS, attn_implementation=implementation)

@@ -4,8 +4,9 @@ Both models are all-MiniLM-L6-v2's encoder with freshly initialised MLM/NSP head
 none), trained on the same batches of real records: BBC News training text turned into Google's
 instances (create_pretraining_data.py rules, 128 tokens, 20 predictions) with MiniLM's vocabulary.
 One step = forward, run_pretraining.py's loss (minibert: MLM logits at the 20 gathered positions
-only, as Google's get_masked_lm_output; transformers: logits at every position with labels -100
-elsewhere, as its BertForPreTraining computes them), backward, global-norm clipping and an
+only, as Google's get_masked_lm_output, and by the library's default the last encoder layer computed
+at [CLS] and those positions only (BertModel.last_layer); transformers: logits at every position with
+labels -100 elsewhere, as its BertForPreTraining computes them), backward, global-norm clipping and an
 optimizer update, in train mode (dropout 0.1). Each engine gets the optimizer its trainer uses by
 default: minibert pretrain.py's (`--optimizer`, Google's AdamWeightDecay unless told otherwise,
 built by the same code), transformers Trainer's for torch >= 2.8 (`adamw_torch_fused`: torch's

@@ -207,7 +207,7 @@ class BertModel(nn.Module):
       "needed"    queries, attention output, FFN and LayerNorms at those positions only; keys and
                   values of every token. No row of the transformer depends on another row except
                   through keys and values, so this changes no number, only which rows are computed:
-                  a [CLS] classifier skips ~5/6 of its last layer, pre-training (21 of 128 rows) ~3/4
+                  a [CLS] classifier skips ~5/6 of its last layer, pre-training (21 of 128 rows) ~70%
       "all"       every position, then the requested rows are gathered (the plain computation)
     """
 
