@@ -606,7 +606,8 @@ def start_output_dir(out: Path, cfg: PretrainConfig) -> None:
 @dataclass
 class DefaultConfig:
     output_dir: str = option("runs/bbc_itpt", "corpora, records, and the pre-training run (output_dir/run)")
-    num_train_steps: int = option(300, "optimizer steps (the paper: 100,000; this default fits ~10 minutes on 2 cores)")
+    num_train_steps: int = option(300, "optimizer steps (the paper: 100,000; the whole default takes about "
+                                  "5 minutes on 2 idle cores)")
     train_batch_size: int = option(16, "sequences per step (the paper: 32)")
     max_seq_length: int = option(128, "tokens per record (the paper: 128)")
     learning_rate: float = option(1e-4, "peak learning rate (the paper: 5e-5; higher here because "
