@@ -16,6 +16,15 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TINY_GOOGLE = FIXTURES / "tiny_google"
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (modules opt in with pytestmark), then as it was."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_google() -> Path:
     """Folder of the Google-written tiny checkpoint (see fixtures/tiny_google/README.md)."""

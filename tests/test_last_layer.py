@@ -26,12 +26,7 @@ LENGTHS = (17, 11, 4, 1)  # a full row, two padded ones and a row of just [CLS]
 PRECISIONS = [("fp32", 1e-5), ("bf16", 3e-2)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and repeatable
 
 
 def batch(lengths=LENGTHS, T=17, seed=0):

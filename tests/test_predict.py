@@ -24,12 +24,7 @@ CONFIG = BertConfig(vocab_size=len(WORDS) + 5, hidden_size=12, num_hidden_layers
                     intermediate_size=20, max_position_embeddings=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and repeatable
 
 
 def classifier(folder, head=None, max_seq_length=8, hierarchical=False):

@@ -23,12 +23,7 @@ NO_DROPOUT = BertConfig(**{**TINY.to_dict(), "hidden_dropout_prob": 0.0, "attent
 LENGTHS = (17, 11, 4, 1)  # a full row, two padded ones and a row of just [CLS]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and repeatable
 
 
 def batch(lengths=LENGTHS, T=17, seed=0):

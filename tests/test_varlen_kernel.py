@@ -40,12 +40,7 @@ LENGTHS = [1, 7, 0, 16, 21]
 N, D = 3, 5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and repeatable
 
 
 @pytest.fixture(params=["16x16 tiles", pytest.param("mixed tiles", marks=pytest.mark.slow)])
