@@ -27,24 +27,14 @@ import time
 import torch
 import torch.nn.functional as F
 
+from encoder_speed import minibert_classifier  # the same classifier as the ratio against transformers
 from minibert.checkpoints.formats import load_checkpoint, load_pretrained, load_state, state_of
-from minibert.model.bert import BertModel, init_weights
-from minibert.model.heads import BertClassifier, ClsHead, HeadConfig
+from minibert.model.bert import BertModel
 from minibert.model.pretraining import BertForPreTraining
 from minibert.resources import minilm_folder
 from minibert.training.optimization import build_optimizer
 
-NUM_LABELS, PREDICTIONS = 5, 20
-
-
-def classifier(folder, padding: str) -> BertClassifier:
-    """The default classifier head over MiniLM's encoder (as encoder_speed.py builds it)."""
-    bert = load_pretrained(folder, BertModel)
-    bert.padding = padding
-    config = HeadConfig(num_labels=NUM_LABELS)
-    head = ClsHead(bert.config, config)
-    head.apply(lambda module: init_weights(module, bert.config.initializer_range))
-    return BertClassifier.from_parts(bert.config, config, bert, head)
+PREDICTIONS = 20
 
 
 def random_batch(lengths: list[int], vocab_size: int, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -133,11 +123,11 @@ def main():
         load_state(model, {**state_of(model), **checkpoint.state}, str(folder))
         return model
 
-    rows = [("train 16x128", lambda: pair(lambda: classifier(folder, "padded")), train_classifier,
+    rows = [("train 16x128", lambda: pair(lambda: minibert_classifier(folder, "padded")), train_classifier,
              [random_batch([128] * 16, vocab_size, g)], 16),
-            ("infer 32x128", lambda: pair(lambda: classifier(folder, "padded")), infer_classifier,
+            ("infer 32x128", lambda: pair(lambda: minibert_classifier(folder, "padded")), infer_classifier,
              [random_batch([128] * 32, vocab_size, g)], 32),
-            ("infer var", lambda: pair(lambda: classifier(folder, "unpadded")), infer_classifier, var, 64),
+            ("infer var", lambda: pair(lambda: minibert_classifier(folder, "unpadded")), infer_classifier, var, 64),
             ("pretrain", lambda: pair(pretraining), train_pretraining, [random_batch([128] * 16, vocab_size, g)], 16)]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seq/s (median of {args.repeats} "
           f"interleaved calls); gain = needed / all")

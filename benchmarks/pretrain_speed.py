@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from encoder_speed import peak_rss_mb
 from minibert.checkpoints.formats import load_checkpoint, load_state, state_of
 from minibert.data import corpora
 from minibert.data.pretraining_batches import RecordStream
@@ -41,14 +42,6 @@ from minibert.resources import minilm_folder
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.optimization import OPTIMIZERS, build_optimizer, parameter_groups
 from minibert.training.pretraining import forward, pretraining_loss_terms
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def bbc_documents(tokenizer: FullTokenizer) -> Documents:

