@@ -133,10 +133,9 @@ def run_jobs(jobs: Sequence[Job], settings: InstanceSettings, vocab_file: str, d
     # spawn: each worker is a fresh interpreter (about two seconds to import torch with
     # minibert.files). A forked worker inherits the parent's locks as they are at the fork,
     # including process-shared ones (tqdm's), and was seen to hang on one under pytest.
-    method = "spawn"
     tasks = [(job, settings, vocab_file, do_lower_case) for job in jobs]
     by_output = {}
-    with multiprocessing.get_context(method).Pool(min(num_workers, len(jobs))) as pool:
+    with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs))) as pool:
         for report in pool.imap_unordered(_pool_job, tasks):
             by_output[report.outputs] = report
             if done is not None:
