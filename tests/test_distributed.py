@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from minibert.training.distributed import Distributed, eval_shard, shard_batches
 from test_train import FILLER, TOPICS, config, write_split
 
 ROOT = Path(__file__).parent.parent
+RANKS_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +74,20 @@ def _worker(rank: int, world_size: int, port: int, cfg: train.TrainConfig, crash
 
 
 def run_ranks(world_size: int, cfg: train.TrainConfig, crash_after: int | None = None) -> None:
-    mp.start_processes(_worker, args=(world_size, free_port(), cfg, crash_after), nprocs=world_size,
-                       start_method="fork")
+    """Start the ranks and wait for them; a hung rank fails the test after RANKS_TIMEOUT_S.
+
+    Spawned, not forked: a forked child inherits the parent's locks as they are at the fork (tqdm's
+    monitor thread, left over from earlier tests, holds its lock for a moment every few seconds),
+    and a rank that inherits a held lock waits forever.
+    """
+    context = mp.start_processes(_worker, args=(world_size, free_port(), cfg, crash_after), nprocs=world_size,
+                                 join=False, start_method="spawn")
+    deadline = time.monotonic() + RANKS_TIMEOUT_S
+    while not context.join(timeout=5):  # raises as soon as a rank fails
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{world_size} ranks did not finish within {RANKS_TIMEOUT_S} s")
 
 
 def options(files, out, **overrides):
