@@ -35,7 +35,7 @@ def formula(q, k, v, bias, keep=None, dropout_p=0.0):
 
 
 def value_and_grads(out, q, k, v, seed=1):
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype).to(out.device)
     return (out,) + torch.autograd.grad((out * weights).sum(), (q, k, v))
 
 
