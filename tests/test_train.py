@@ -57,14 +57,14 @@ def tiny_model(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
 
-def make_tiny_model(folder: Path) -> Path:
+def make_tiny_model(folder: Path, **config_overrides) -> Path:
     """A freshly initialised 2-layer BERT over the topic words, saved as a minibert folder."""
     folder.mkdir(parents=True, exist_ok=True)
     words = sorted(set(" ".join(TOPICS.values()).split()) | set(FILLER))
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", "."] + words
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=64)
+                        intermediate_size=48, max_position_embeddings=64, **config_overrides)
     torch.manual_seed(0)
     save_minibert(folder, checkpoint_of(BertModel(config), folder / "vocab.txt"))
     return folder

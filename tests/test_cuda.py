@@ -1,0 +1,101 @@
+"""The scripts on a CUDA device: the same numbers as on the CPU, and the GPU-only paths (bf16 and
+fp16 autocast, the Triton varlen kernel under --padding auto). NCCL needs two GPUs: train.py
+under torchrun runs one process per GPU, and a single process joins no group.
+
+Skipped without a CUDA device (CI has none); run them on a GPU machine with
+`python -m pytest -m gpu`. The CPU runs they compare with are the ones the rest of the suite checks
+against Google's and Hugging Face's numbers. Matrix products stay in exact fp32 (torch leaves TF32
+off for them by default), so fp32 runs differ from the CPU's only by the order of additions.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_pretrain import ACCEPTANCE, PRETRAINING, STEPS, make_google_dir
+from test_train import config, make_tiny_model, write_split
+
+import predict
+import pretrain
+import train
+from minibert.checkpoints import names
+from minibert.checkpoints.formats import load_checkpoint
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cuda")
+    make_tiny_model(folder / "model")
+    make_tiny_model(folder / "model_no_dropout", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    for name, n, seed in (("train", 150, 1), ("dev", 30, 2), ("test", 45, 3)):
+        write_split(folder / f"{name}.jsonl", n, seed)
+    return folder
+
+
+def records(out: Path, split: str) -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
+
+
+@pytest.mark.parametrize("padding", ["padded", "unpadded"])
+def test_fp32_training_on_cuda_equals_the_cpu_run(files, tmp_path, padding):
+    """Dropout off (the devices draw different masks), fp32: every logged loss and dev error of the CUDA run (padded: torch's SDPA;
+    unpadded: the Triton varlen kernel) equals the CPU run's."""
+    runs = {}
+    for device in ("cpu", "cuda"):
+        cfg = config(files / "model_no_dropout", files, tmp_path / device, dropout=0.0, epochs=2, log_every=1,
+                     padding=padding if device == "cuda" else "padded", device=device)
+        runs[device] = train.main(cfg)
+    cpu, cuda = records(tmp_path / "cpu", "train"), records(tmp_path / "cuda", "train")
+    assert [r["step"] for r in cpu] == [r["step"] for r in cuda] and len(cpu) == 38
+    worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(cpu, cuda))
+    print(f"\n{padding}: largest relative loss difference CPU vs CUDA over {len(cpu)} steps: {worst:.2e}")
+    assert worst < 1e-4
+    assert [r["error"] for r in records(tmp_path / "cpu", "dev")] == [r["error"] for r in records(tmp_path / "cuda", "dev")]
+    assert runs["cuda"]["test_accuracy"] == runs["cpu"]["test_accuracy"]
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp16"])
+def test_mixed_precision_on_cuda_learns_and_predicts(files, tmp_path, precision):
+    """auto is bf16 on GPUs with native bf16 and takes the Triton kernel (padding auto); fp16 runs
+    with loss scaling. Both learn the topics; predict.py on the GPU agrees with training's test score."""
+    cfg = config(files / "model", files, tmp_path / "run", precision=precision, padding="auto", device="cuda")
+    results = train.main(cfg)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    assert results["precision"] == (expected if precision == "auto" else "fp16")
+    assert saved["padding"] == "unpadded"  # the Triton kernel imports here
+    assert results["test_accuracy"] > 0.8  # chance is 1/3
+    predictions = predict.main(predict.PredictConfig(model=str(tmp_path / "run" / "best"), input=str(files / "test.jsonl"),
+                                                     output=str(tmp_path / "p.jsonl"), device="cuda",
+                                                     precision=results["precision"]))
+    gold = [json.loads(line)["label"] for line in (files / "test.jsonl").read_text().splitlines()]
+    accuracy = sum(p["label"] == g for p, g in zip(predictions, gold)) / len(gold)
+    assert accuracy == pytest.approx(results["test_accuracy"], abs=1 / 45)  # at most one borderline text
+
+
+def test_pretraining_on_cuda_matches_googles_run(tmp_path, monkeypatch):
+    """test_pretrain's acceptance run (Google's 20 steps of run_pretraining.py) on the GPU."""
+    init = make_google_dir(tmp_path / "init")
+    monkeypatch.chdir(PRETRAINING)
+    out = tmp_path / "out"
+    pretrain.main(["train", f"--init={init}", "--input_file=sample_text_64/examples.tfrecord", f"--output_dir={out}",
+                   *ACCEPTANCE, "--device=cuda"])
+    expected = json.loads((STEPS / "steps.json").read_text())["steps"]
+    mine = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    assert [r["step"] for r in mine] == [s["step"] for s in expected]
+    worst = max(abs(m[k] - g[k]) / abs(g[k]) for m, g in zip(mine, expected) for k in ("loss", "mlm_loss", "nsp_loss"))
+    checkpoint = load_checkpoint(out / "final")
+    final = np.load(STEPS / "final.npz")
+    table = {tf: ours for ours, tf, _ in names.expand(checkpoint.config.num_hidden_layers)}
+    weights = 0.0
+    for tf_name in final.files:
+        value = checkpoint.state[table[tf_name]].numpy()
+        value = value.T if names.tf_is_transposed(tf_name) else value
+        weights = max(weights, float(np.abs(value - final[tf_name]).max()))
+    print(f"\nCUDA vs Google: losses within {worst:.2e} relative, final weights within {weights:.2e}")
+    assert worst < 1e-5 and weights < 2e-5  # the CPU run's tolerances
+
