@@ -115,8 +115,8 @@ class Batch:
     """One benchmark batch twice: packed (T, N, D) for the varlen kernels and padded (B, N, L, D)
     for SDPA, each with its own leaves and dout, so that no engine is timed padding or unpadding."""
 
-    def __init__(self, lengths):
-        self.q, self.k, self.v, self.cu, self.L = packed(lengths, HEADS, HEAD_DIM, torch.bfloat16)
+    def __init__(self, lengths, head_dim=HEAD_DIM):
+        self.q, self.k, self.v, self.cu, self.L = packed(lengths, HEADS, head_dim, torch.bfloat16)
         self.grad_out = torch.randn_like(self.q)
         rows, real = padding_index(self.cu, self.L)
         padded = [to_padded(t.detach(), rows, len(lengths), self.L) for t in (self.q, self.k, self.v, self.grad_out)]
