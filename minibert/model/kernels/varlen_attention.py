@@ -55,7 +55,7 @@ def kernel_blocks(head_dim: int, dtype: torch.dtype) -> dict[str, Blocks]:
 
     Measured on an H200 (Triton 3.6, benchmarks/varlen_tiles.py): at head size 64 the bf16 table
     below was within noise of every candidate tried. At head sizes over 64, a dk/dv kernel streaming
-    32 (or 16) queries per step gave wrong dk in bf16 and fp16 (errors 20-150 times SDPA's, with 4
+    32 (or 16) queries per step gave wrong dk in bf16 and fp16 (errors 20-370 times SDPA's, with 4
     or 8 warps, 2 or 3 stages; dq and dv right), so it streams 64: 1.0-1.3 times SDPA's error.
     """
     warps = 8 if head_dim > 64 else 4
