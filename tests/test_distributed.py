@@ -8,6 +8,7 @@ rounding (the order of additions in the gradient all-reduce).
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from minibert.training.distributed import Distributed, eval_shard, shard_batches
 from test_train import FILLER, TOPICS, config, write_split
 
 ROOT = Path(__file__).parent.parent
-RANKS_TIMEOUT_S = 600
+RANKS_TIMEOUT_S = 240  # each run takes seconds; a test makes up to 3 within pytest-timeout's 900 s
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +79,35 @@ def run_ranks(world_size: int, cfg: train.TrainConfig, crash_after: int | None =
 
     Spawned, not forked: a forked child inherits the parent's locks as they are at the fork (tqdm's
     monitor thread, left over from earlier tests, holds its lock for a moment every few seconds),
-    and a rank that inherits a held lock waits forever.
+    and a rank that inherits a held lock waits forever. Whatever ends the wait (a failed rank, the
+    timeout, pytest-timeout, Ctrl-C), no rank outlives this call.
     """
     context = mp.start_processes(_worker, args=(world_size, free_port(), cfg, crash_after), nprocs=world_size,
                                  join=False, start_method="spawn")
     deadline = time.monotonic() + RANKS_TIMEOUT_S
-    while not context.join(timeout=5):  # raises as soon as a rank fails
-        if time.monotonic() > deadline:
-            for process in context.processes:
+    try:
+        while not context.join(timeout=5):  # raises as soon as a rank fails
+            if time.monotonic() > deadline:
+                pytest.fail(f"{world_size} ranks did not finish within {RANKS_TIMEOUT_S} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
                 process.kill()
-            pytest.fail(f"{world_size} ranks did not finish within {RANKS_TIMEOUT_S} s")
+            process.join()
+
+
+def run_command(command: list[str]) -> subprocess.CompletedProcess:
+    """A torchrun command in its own process group: on timeout the group (torchrun and every rank
+    it started) is killed, not torchrun alone."""
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=RANKS_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            pytest.fail(f"{' '.join(command[:5])} ... did not finish within {RANKS_TIMEOUT_S} s")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def options(files, out, **overrides):
@@ -158,7 +178,7 @@ def test_torchrun_runs_train_py_with_two_cpu_processes(setup_files, tmp_path):
                "--dev_file", str(setup_files / "dev.jsonl"), "--test_file", str(setup_files / "test.jsonl"),
                "--output_dir", str(tmp_path / "run"), "--max_seq_length", "24", "--head_tokens", "6", "--epochs", "1",
                "--batch_size", "4", "--threads", "1", "--device", "cpu"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = run_command(command)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("test error") == 1  # rank 0 alone reports
     assert json.loads((tmp_path / "run" / "results.json").read_text())["test_count"] == 33
@@ -218,7 +238,7 @@ def test_torchrun_pretraining_equals_one_process_with_the_global_batch(tmp_path)
               "--precision=fp32", "--threads=1", "--device=cpu"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                "pretrain.py", "train", *common, "--train_batch_size=2", f"--output_dir={tmp_path / 'ddp'}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = run_command(command)
     assert done.returncode == 0, done.stderr[-2000:]
     pretrain.main(["train", *common, "--train_batch_size=4", f"--output_dir={tmp_path / 'one'}"])
     ddp, one = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
