@@ -22,6 +22,7 @@ import pretrain
 import train
 from minibert.checkpoints import names
 from minibert.checkpoints.formats import load_checkpoint
+from minibert.model.kernels import triton_available
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -42,20 +43,20 @@ def records(out: Path, split: str) -> list[dict]:
 
 @pytest.mark.parametrize("padding", ["padded", "unpadded"])
 def test_fp32_training_on_cuda_equals_the_cpu_run(files, tmp_path, padding):
-    """Dropout off (the devices draw different masks), fp32: every logged loss and dev error of the CUDA run (padded: torch's SDPA;
-    unpadded: the Triton varlen kernel) equals the CPU run's."""
+    """Dropout off (the devices draw different masks), fp32, 5 epochs: every logged loss of the CUDA
+    run (padded: torch's SDPA; unpadded: the Triton varlen kernel where Triton is installed, else
+    attention re-padded) equals the CPU run's, and both learn the topics."""
     runs = {}
     for device in ("cpu", "cuda"):
-        cfg = config(files / "model_no_dropout", files, tmp_path / device, dropout=0.0, epochs=2, log_every=1,
+        cfg = config(files / "model_no_dropout", files, tmp_path / device, dropout=0.0, log_every=1,
                      padding=padding if device == "cuda" else "padded", device=device)
         runs[device] = train.main(cfg)
     cpu, cuda = records(tmp_path / "cpu", "train"), records(tmp_path / "cuda", "train")
-    assert [r["step"] for r in cpu] == [r["step"] for r in cuda] and len(cpu) == 38
+    assert [r["step"] for r in cpu] == [r["step"] for r in cuda] and len(cpu) == 95
     worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(cpu, cuda))
     print(f"\n{padding}: largest relative loss difference CPU vs CUDA over {len(cpu)} steps: {worst:.2e}")
     assert worst < 1e-4
-    assert [r["error"] for r in records(tmp_path / "cpu", "dev")] == [r["error"] for r in records(tmp_path / "cuda", "dev")]
-    assert runs["cuda"]["test_accuracy"] == runs["cpu"]["test_accuracy"]
+    assert runs["cpu"]["test_accuracy"] > 0.8 and runs["cuda"]["test_accuracy"] == runs["cpu"]["test_accuracy"]
 
 
 @pytest.mark.parametrize("precision", ["auto", "fp16"])
@@ -67,7 +68,7 @@ def test_mixed_precision_on_cuda_learns_and_predicts(files, tmp_path, precision)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
     assert results["precision"] == (expected if precision == "auto" else "fp16")
-    assert saved["padding"] == "unpadded"  # the Triton kernel imports here
+    assert saved["padding"] == ("unpadded" if triton_available() else "padded")  # auto: the kernel where it imports
     assert results["test_accuracy"] > 0.8  # chance is 1/3
     predictions = predict.main(predict.PredictConfig(model=str(tmp_path / "run" / "best"), input=str(files / "test.jsonl"),
                                                      output=str(tmp_path / "p.jsonl"), device="cuda",

@@ -40,8 +40,9 @@ def run(model, ids, types, mask, precision):
     g = torch.Generator().manual_seed(5)
     real = mask.bool()
     # A loss that reads every real position of every layer and the pooled output.
-    loss = sum((h.float()[real] * torch.randn(h[real].shape, generator=g)).sum() for h in out.hidden_states)
-    loss = loss + (out.pooled_output.float() * torch.randn(out.pooled_output.shape, generator=g)).sum()
+    weights = lambda x: torch.randn(x.shape, generator=g).to(x.device)  # drawn on the CPU: the same on any device
+    loss = sum((h.float()[real] * weights(h[real])).sum() for h in out.hidden_states)
+    loss = loss + (out.pooled_output.float() * weights(out.pooled_output)).sum()
     grads = torch.autograd.grad(loss, list(model.parameters()))
     return out, grads
 
