@@ -115,8 +115,8 @@ class Batch:
     """One benchmark batch twice: packed (T, N, D) for the varlen kernels and padded (B, N, L, D)
     for SDPA, each with its own leaves and dout, so that no engine is timed padding or unpadding."""
 
-    def __init__(self, lengths, head_dim=HEAD_DIM):
-        self.q, self.k, self.v, self.cu, self.L = packed(lengths, HEADS, head_dim, torch.bfloat16)
+    def __init__(self, lengths, head_dim=HEAD_DIM, dtype=torch.bfloat16):
+        self.q, self.k, self.v, self.cu, self.L = packed(lengths, HEADS, head_dim, dtype)
         self.grad_out = torch.randn_like(self.q)
         rows, real = padding_index(self.cu, self.L)
         padded = [to_padded(t.detach(), rows, len(lengths), self.L) for t in (self.q, self.k, self.v, self.grad_out)]
@@ -204,7 +204,10 @@ def main() -> int:
         return 1
     from minibert.model.kernels.varlen_attention import varlen_attention
 
-    print(torch.cuda.get_device_name(), "torch", torch.__version__)
+    import triton
+
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
+    torch.manual_seed(0)  # the checks' random output gradients (drawn on the GPU)
     g = torch.Generator().manual_seed(2)
     mixed = [1, 512, *torch.randint(1, 513, (14,), generator=g).tolist()]
     ok = all([

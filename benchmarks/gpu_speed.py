@@ -15,8 +15,9 @@ with bf16; dropout on in training):
   infer BxT   eval mode, no_grad
   infer var   1,024 texts of 20..512 tokens in batches of 64 in their given order (unsorted)
 The engines are timed interleaved (one call of each in turn, repeated) with the GPU synchronised
-around each call; ratio = minibert / hf-sdpa, unpad = mb-unpad / hf-sdpa. Peak memory is
-torch.cuda.max_memory_allocated during the call (the model, its optimizer state and activations).
+around each call; ratio = minibert / hf-sdpa, unpad = mb-unpad / hf-sdpa. "peak MB" is what one
+call allocates beyond what was already allocated when it started (the three models, their
+optimizer states and gradients stay on the GPU throughout): activations, gradients and temporaries.
 
     python benchmarks/gpu_speed.py          # about a minute on an H100/H200
 """
@@ -51,6 +52,14 @@ def write_models(folder: Path) -> tuple[Path, Path]:
     save_minibert(folder / "minibert", checkpoint)
     save_hf(folder / "hf", checkpoint)
     return folder / "minibert", folder / "hf"
+
+
+def triton_version() -> str:
+    try:
+        import triton
+    except ImportError:
+        return "not installed (mb-unpad re-pads inside attention)"
+    return triton.__version__
 
 
 def load_engines(minibert_folder: Path, hf_folder: Path) -> dict:
@@ -109,7 +118,7 @@ def rows():
 
 
 def measure(engines, optimizers, work, batches, repeats) -> dict[str, tuple[float, float]]:
-    """Median seconds per call and peak GPU memory (MB) of each engine, calls interleaved."""
+    """Median seconds per call and peak GPU memory (MB) each call adds, engines interleaved."""
     times, peak = {name: [] for name in engines}, dict.fromkeys(engines, 0.0)
     for name, model in engines.items():  # warm-up: kernels compiled/autotuned, allocator caches
         for _ in range(2):
@@ -118,11 +127,12 @@ def measure(engines, optimizers, work, batches, repeats) -> dict[str, tuple[floa
         for name, model in engines.items():
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+            resident = torch.cuda.memory_allocated()
             start = time.perf_counter()
             work(model, optimizers[name], batches)
             torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
-            peak[name] = max(peak[name], torch.cuda.max_memory_allocated() / 2**20)
+            peak[name] = max(peak[name], (torch.cuda.max_memory_allocated() - resident) / 2**20)
     return {name: (statistics.median(times[name]), peak[name]) for name in engines}
 
 
@@ -134,7 +144,8 @@ def main():
         raise SystemExit("gpu_speed.py needs a CUDA device")
     with tempfile.TemporaryDirectory() as folder:
         engines = load_engines(*write_models(Path(folder)))
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; BERT-base, random weights")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton_version()}; "
+          "BERT-base, random weights")
     print(f"pooled output, fp32: largest difference minibert vs transformers {check_same_numbers(engines):.2e}")
     optimizers = {name: build_optimizer("adamw", [{"params": list(m.parameters()), "lr": 2e-5, "weight_decay": 0.01}])
                   for name, m in engines.items()}  # torch's fused AdamW for all three (Trainer's default)

@@ -48,15 +48,18 @@ def kernel_blocks(head_dim: int, dtype: torch.dtype) -> dict[str, Blocks]:
     """Tiles of the forward, dk/dv ("keys") and dq ("queries") kernels for a head size and dtype.
 
     BM and BN are multiples of 16 (tl.dot) and BN of 4 (`_keep_mask`). Forward holds a 128-query
-    block and streams the keys; the dk/dv kernel holds a key block and streams 32 queries, the dq
-    kernel the reverse, as in Triton's fused-attention tutorial. fp32 tiles are halved with two
-    stages to stay under 100 KB of shared memory; tests/compile_varlen_kernels.py checks every
+    block and streams the keys; the dk/dv kernel holds a key block and streams query blocks of BM,
+    the dq kernel the reverse, as in Triton's fused-attention tutorial. fp32 tiles are halved with
+    two stages to stay under 100 KB of shared memory; tests/compile_varlen_kernels.py checks every
     table entry against sm_80, sm_89 and sm_90.
 
-    Measured on an H200 (Triton 3.6, benchmarks/varlen_tiles.py): at head size 64 the bf16 table
-    below was within noise of every candidate tried. At head sizes over 64, a dk/dv kernel streaming
-    32 (or 16) queries per step gave wrong dk in bf16 and fp16 (errors 20-370 times SDPA's, with 4
-    or 8 warps, 2 or 3 stages; dq and dv right), so it streams 64: 1.0-1.3 times SDPA's error.
+    Measured on an H200 (Triton 3.6, benchmarks/varlen_tiles.py, bf16): at head sizes over 64, a
+    dk/dv kernel streaming 16 or 32 queries per step gave wrong dk in bf16 and fp16 (errors 20-370
+    times SDPA's, with 4 or 8 warps, 2 or 3 stages; dq and dv right); both tiles tried with 64 were
+    right (1.0-1.3 times SDPA's error), so it streams 64 there. The fp32 tiles were right at head
+    sizes 64 and 128. At head size 64 the table's own speed ratio to flash SDPA spread over
+    1.58-1.89 on mixed lengths within one run; one candidate measured above that (forward 128 x 32,
+    4 warps: 2.04, and 0.85 at 512 tokens like the table), too little from one run to change the table.
     """
     warps = 8 if head_dim > 64 else 4
     if dtype == torch.float32:
