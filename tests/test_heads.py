@@ -47,6 +47,26 @@ def test_cls_features_are_the_chosen_layers(layers, combine, pooler):
     assert torch.allclose(logits, model.head.out(expected), atol=1e-6)
 
 
+@pytest.mark.parametrize("padding", ["padded", "unpadded"])
+def test_encoder_keeps_only_the_hidden_states_asked_for(padding):
+    """keep_hidden_states (what the classifiers pass: the layers their head reads): those and the
+    last layer are returned exactly as without it; reading another one names the option."""
+    torch.manual_seed(0)
+    model = BertClassifier(CONFIG, HeadConfig(num_labels=4, layers="first4", pooler=False)).eval()
+    model.bert.padding = padding
+    ids, mask = batch()
+    with torch.no_grad():
+        full = model.bert(ids, None, mask)
+        kept = model.bert(ids, None, mask, keep_hidden_states=model.head.hidden_states_read())
+    assert model.head.hidden_states_read() == [1, 2, 3, 4]
+    for i in (1, 2, 3, 4, 6):
+        assert torch.equal(kept.hidden_states[i], full.hidden_states[i])
+    assert torch.equal(kept.pooled_output, full.pooled_output)
+    for i in (0, 5):
+        with pytest.raises(ValueError, match=f"hidden state {i} was not kept: .*keep_hidden_states"):
+            kept.hidden_states[i]
+
+
 def test_default_head_is_run_classifier():
     """Pooled output of the last layer -> dropout -> linear, as Google's run_classifier.py."""
     torch.manual_seed(0)

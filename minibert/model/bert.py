@@ -9,7 +9,7 @@ Face's names with explicit tables. Loading weights lives with the loaders
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +25,9 @@ from minibert.model.packing import Packing, pack, pack_mask, packed_rows, unpack
 class HiddenStates(Sequence):
     """The encoder's L + 1 hidden states as a read-only sequence: embeddings, then each layer.
 
-    `stored` holds the ones the encoder computed, as it left them: (B, T, H) from the padded
-    encoder, or (total, H) from the unpadded one, padded back to (B, T, H) on first read when a
+    `stored` holds the ones the encoder computed, as it left them (None where it did not keep
+    them, see BertModel.forward's keep_hidden_states): (B, T, H) from the padded encoder, or
+    (total, H) from the unpadded one, padded back to (B, T, H) on first read when a
     `packing` is given (zeros at padded positions; the padded encoder computes values there that no
     real token reads). `length` is L + 1 even when the last layer was computed at some positions only
     (BertModel.last_layer = "needed"): reading it then raises instead of returning something else, so a
@@ -48,6 +49,9 @@ class HiddenStates(Sequence):
             # Not IndexError: iterating would then stop silently one layer early.
             raise ValueError(f"hidden state {i} (the last layer) was computed at last_layer_positions only: "
                              "read BertOutput.last_layer_at_positions, or set BertModel.last_layer = 'all'")
+        if self.stored[i] is None:
+            raise ValueError(f"hidden state {i} was not kept: the encoder ran with keep_hidden_states "
+                             "(the layers its head reads); call it without to keep every layer")
         if self.packing is None:
             return self.stored[i]
         if i not in self._padded:
@@ -243,32 +247,38 @@ class BertModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,
-                last_layer_positions: torch.Tensor | None = None) -> BertOutput:
+                last_layer_positions: torch.Tensor | None = None,
+                keep_hidden_states: Collection[int] | None = None) -> BertOutput:
         """input_ids, token_type_ids, attention_mask: (B, T) integer tensors; mask 1 = token.
 
         last_layer_positions: (B, P) integer positions at which the caller reads the last layer,
         column 0 being 0 ([CLS], which the pooler reads); they are then in the output's
         last_layer_at_positions (B, P, H), and with last_layer = "needed" the last layer is computed
         there only (BertOutput says what that leaves readable). None: every position, as Google's.
+        keep_hidden_states: the indices of hidden_states the caller reads (0 = embeddings, i = layer
+        i); the others are let go as soon as the next layer has read them, so that inference holds
+        about one layer's activations instead of all of them (in training autograd keeps them
+        anyway). None keeps every one.
         """
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if last_layer_positions is not None:
             last_layer_positions = last_layer_positions.long()
             check_positions(last_layer_positions, input_ids.shape[1])
+        keep = range(len(self.layers) + 1) if keep_hidden_states is None else frozenset(keep_hidden_states)
         if self.padding == "unpadded" and attention_mask is not None and not bool(attention_mask.all()):
             packing = pack_mask(attention_mask)
             if packing is not None:
-                return self._forward_packed(input_ids, token_type_ids, packing, last_layer_positions)
+                return self._forward_packed(input_ids, token_type_ids, packing, last_layer_positions, keep)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         bias = None if attention_mask is None else attention_bias(attention_mask, x.dtype)
-        hidden_states = [x]
-        for layer in self._full_layers(last_layer_positions):
+        hidden_states = [x if 0 in keep else None]
+        for i, layer in enumerate(self._full_layers(last_layer_positions), start=1):
             x = layer(x, bias)
-            hidden_states.append(x)
+            hidden_states.append(x if i in keep or i == len(self.layers) else None)
         if last_layer_positions is None:
             pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, H): modeling.py pools the [CLS] token only
-            return BertOutput(pooled_output=pooled, hidden_states=tuple(hidden_states))
+            return BertOutput(pooled_output=pooled, hidden_states=HiddenStates(hidden_states, len(hidden_states)))
         if len(hidden_states) == len(self.layers):  # "needed": the last layer at the positions only
             selected = self.layers[-1].forward_at(x, bias, last_layer_positions)
         else:
@@ -277,14 +287,14 @@ class BertModel(nn.Module):
                                HiddenStates(hidden_states, len(self.layers) + 1))
 
     def _forward_packed(self, input_ids, token_type_ids, packing: Packing,
-                        last_layer_positions: torch.Tensor | None) -> BertOutput:
+                        last_layer_positions: torch.Tensor | None, keep: Collection[int]) -> BertOutput:
         # Packing the ids (not the embedded vectors) gives the same (total, H) embeddings: each
         # token's sum and LayerNorm do not depend on other positions.
         x = self.embeddings(pack(input_ids, packing), pack(token_type_ids, packing), packing.positions)
-        packed = [x]  # (total, H) each
-        for layer in self._full_layers(last_layer_positions):
+        packed = [x if 0 in keep else None]  # (total, H) each
+        for i, layer in enumerate(self._full_layers(last_layer_positions), start=1):
             x = layer.forward_packed(x, packing)
-            packed.append(x)
+            packed.append(x if i in keep or i == len(self.layers) else None)
         length = len(self.layers) + 1
         states = HiddenStates(packed, length, packing), HiddenStates(packed, length)
         if last_layer_positions is None:

@@ -7,7 +7,9 @@ T tokens, H hidden, L layers, F feature size, K classes.
 Every head says where it reads the encoder's last layer (`last_layer_positions`): [CLS] only for
 ClsHead (chunk pooling combines chunks, not tokens), every token for the BiLSTM head. The
 classifiers pass that to BertModel, which then computes the last layer at those rows only
-(BertModel.last_layer; the same numbers).
+(BertModel.last_layer; the same numbers). Every head also says which hidden states it reads
+(`hidden_states_read`); the encoder keeps only those (and the last layer), so inference does not
+hold every layer's output until the call returns.
 """
 
 from dataclasses import dataclass
@@ -136,6 +138,10 @@ class ClsHead(nn.Module):
         """(C, 1): the head reads the last layer (and the pooled output) at [CLS] only."""
         return input_ids.new_zeros(input_ids.shape[0], 1, dtype=torch.long)
 
+    def hidden_states_read(self) -> list[int]:
+        """The hidden states `features` reads (BertModel.forward's keep_hidden_states)."""
+        return self.indices
+
     def features(self, encoded: BertOutput, pooler: nn.Linear) -> torch.Tensor:
         """(C, F) feature of every chunk."""
         if self.use_pooler and self.indices == [len(encoded.hidden_states) - 1]:
@@ -191,6 +197,10 @@ class BiLSTMAttentionHead(nn.Module):
         """None: the BiLSTM reads the last layer at every token."""
         return None
 
+    def hidden_states_read(self) -> list[int]:
+        """Only the last layer (BertModel.forward's keep_hidden_states; the encoder always keeps it)."""
+        return []
+
     def forward(self, encoded: BertOutput, attention_mask, pooler, doc_index, num_docs) -> torch.Tensor:
         if doc_index is not None:
             raise ValueError("the BiLSTM head reads one sequence per document: use a truncation strategy")
@@ -234,7 +244,8 @@ class BertClassifier(nn.Module):
         each chunk belongs to. Returns logits (B, K)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        encoded = self.bert(input_ids, token_type_ids, attention_mask, self.head.last_layer_positions(input_ids))
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, self.head.last_layer_positions(input_ids),
+                           self.head.hidden_states_read())
         return self.head(encoded, attention_mask, self.bert.pooler, doc_index, num_docs)
 
     # Hierarchical texts in pieces: forward() == classify_chunks(chunk_features(...)) with the chunks'
@@ -246,7 +257,8 @@ class BertClassifier(nn.Module):
             raise ValueError(f"the {self.head_config.head} head has no per-chunk features")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        encoded = self.bert(input_ids, token_type_ids, attention_mask, self.head.last_layer_positions(input_ids))
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, self.head.last_layer_positions(input_ids),
+                           self.head.hidden_states_read())
         return self.head.features(encoded, self.bert.pooler)
 
     def classify_chunks(self, features: torch.Tensor, doc_index: torch.Tensor, num_docs: int) -> torch.Tensor:
@@ -278,7 +290,8 @@ class MultiTaskClassifier(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         head = self.heads[task]
-        encoded = self.bert(input_ids, token_type_ids, attention_mask, head.last_layer_positions(input_ids))
+        encoded = self.bert(input_ids, token_type_ids, attention_mask, head.last_layer_positions(input_ids),
+                           head.hidden_states_read())
         return head(encoded, attention_mask, self.bert.pooler, doc_index, num_docs)
 
     def task_classifier(self, task: str) -> "BertClassifier":
