@@ -22,6 +22,29 @@ from minibert.model.dropout import dropout
 from minibert.model.packing import Packing, pack, pack_mask, packed_rows, unpack
 
 
+PADDING_MODES = ("padded", "unpadded")
+LAST_LAYER_MODES = ("needed", "all")
+
+
+class Choice:
+    """A string attribute that takes one of `choices`, checked whenever it is set (BertModel's
+    execution modes, which callers switch on a loaded model)."""
+
+    def __init__(self, choices: tuple[str, ...]):
+        self.choices = choices
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else obj.__dict__[self.name]
+
+    def __set__(self, obj, value: str) -> None:
+        if value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {self.choices}, got {value!r}")
+        obj.__dict__[self.name] = value
+
+
 class HiddenStates(Sequence):
     """The encoder's L + 1 hidden states as a read-only sequence: embeddings, then each layer.
 
@@ -215,6 +238,9 @@ class BertModel(nn.Module):
       "all"       every position, then the requested rows are gathered (the plain computation)
     """
 
+    padding = Choice(PADDING_MODES)
+    last_layer = Choice(LAST_LAYER_MODES)
+
     def __init__(self, config: BertConfig, padding: str = "padded", last_layer: str = "needed"):
         super().__init__()
         self.config = config
@@ -224,26 +250,6 @@ class BertModel(nn.Module):
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.apply(lambda module: init_weights(module, config.initializer_range))
-
-    @property
-    def padding(self) -> str:
-        return self._padding
-
-    @padding.setter
-    def padding(self, value: str) -> None:
-        if value not in PADDING_MODES:
-            raise ValueError(f"padding must be one of {PADDING_MODES}, got {value!r}")
-        self._padding = value
-
-    @property
-    def last_layer(self) -> str:
-        return self._last_layer
-
-    @last_layer.setter
-    def last_layer(self, value: str) -> None:
-        if value not in LAST_LAYER_MODES:
-            raise ValueError(f"last_layer must be one of {LAST_LAYER_MODES}, got {value!r}")
-        self._last_layer = value
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None,
@@ -265,54 +271,59 @@ class BertModel(nn.Module):
         if last_layer_positions is not None:
             last_layer_positions = last_layer_positions.long()
             check_positions(last_layer_positions, input_ids.shape[1])
-        keep = range(len(self.layers) + 1) if keep_hidden_states is None else frozenset(keep_hidden_states)
         if self.padding == "unpadded" and attention_mask is not None and not bool(attention_mask.all()):
             packing = pack_mask(attention_mask)
             if packing is not None:
-                return self._forward_packed(input_ids, token_type_ids, packing, last_layer_positions, keep)
+                return self._forward_packed(input_ids, token_type_ids, packing, last_layer_positions,
+                                            keep_hidden_states)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         bias = None if attention_mask is None else attention_bias(attention_mask, x.dtype)
-        hidden_states = [x if 0 in keep else None]
-        for i, layer in enumerate(self._full_layers(last_layer_positions), start=1):
-            x = layer(x, bias)
-            hidden_states.append(x if i in keep or i == len(self.layers) else None)
+        x, states, last_layer_done = self._run_layers(x, lambda layer, x: layer(x, bias), last_layer_positions,
+                                                      keep_hidden_states)
         if last_layer_positions is None:
             pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, H): modeling.py pools the [CLS] token only
-            return BertOutput(pooled_output=pooled, hidden_states=HiddenStates(hidden_states, len(hidden_states)))
-        if len(hidden_states) == len(self.layers):  # "needed": the last layer at the positions only
-            selected = self.layers[-1].forward_at(x, bias, last_layer_positions)
-        else:
+            return BertOutput(pooled_output=pooled, hidden_states=states)
+        if last_layer_done:
             selected = gather_positions(x, last_layer_positions)
-        return self._output_at(selected, last_layer_positions,
-                               HiddenStates(hidden_states, len(self.layers) + 1))
+        else:  # "needed": the last layer at the positions only
+            selected = self.layers[-1].forward_at(x, bias, last_layer_positions)
+        return self._output_at(selected, last_layer_positions, states)
 
     def _forward_packed(self, input_ids, token_type_ids, packing: Packing,
-                        last_layer_positions: torch.Tensor | None, keep: Collection[int]) -> BertOutput:
+                        last_layer_positions: torch.Tensor | None,
+                        keep_hidden_states: Collection[int] | None) -> BertOutput:
         # Packing the ids (not the embedded vectors) gives the same (total, H) embeddings: each
         # token's sum and LayerNorm do not depend on other positions.
         x = self.embeddings(pack(input_ids, packing), pack(token_type_ids, packing), packing.positions)
-        packed = [x if 0 in keep else None]  # (total, H) each
-        for i, layer in enumerate(self._full_layers(last_layer_positions), start=1):
-            x = layer.forward_packed(x, packing)
-            packed.append(x if i in keep or i == len(self.layers) else None)
-        length = len(self.layers) + 1
-        states = HiddenStates(packed, length, packing), HiddenStates(packed, length)
+        x, packed, last_layer_done = self._run_layers(x, lambda layer, x: layer.forward_packed(x, packing),
+                                                      last_layer_positions, keep_hidden_states)
+        padded = HiddenStates(packed.stored, packed.length, packing)  # (B, T, H) on first read
         if last_layer_positions is None:
             pooled = torch.tanh(self.pooler(x.index_select(0, packing.first_rows)))  # (B, H): [CLS] rows
-            return BertOutput(pooled_output=pooled, hidden_states=states[0], packing=packing,
-                              packed_hidden_states=states[1])
+            return BertOutput(pooled_output=pooled, hidden_states=padded, packing=packing,
+                              packed_hidden_states=packed)
         rows = packed_rows(packing, last_layer_positions)  # (B, P)
-        if len(packed) == len(self.layers):  # "needed": the last layer at the positions only
-            selected = self.layers[-1].forward_packed_at(x, packing, rows)
-        else:
+        if last_layer_done:
             selected = x[rows]  # (B, P, H)
-        return self._output_at(selected, last_layer_positions, *states, packing)
+        else:  # "needed": the last layer at the positions only
+            selected = self.layers[-1].forward_packed_at(x, packing, rows)
+        return self._output_at(selected, last_layer_positions, padded, packed, packing)
 
-    def _full_layers(self, last_layer_positions: torch.Tensor | None):
-        """The layers that run at every token: all of them, or all but the last one."""
-        if last_layer_positions is None or self.last_layer == "all":
-            return self.layers
-        return self.layers[:-1]
+    def _run_layers(self, x: torch.Tensor, step, last_layer_positions: torch.Tensor | None,
+                    keep_hidden_states: Collection[int] | None) -> tuple[torch.Tensor, HiddenStates, bool]:
+        """The embeddings' output x through the layers that run at every token: all of them, or all
+        but the last when the caller names positions and last_layer is "needed". step(layer, x) runs
+        one layer. Returns the last output, the hidden states (those in keep_hidden_states and the
+        last one computed, which the pooler and the heads read; None = all) and whether the last
+        layer ran at every token."""
+        last_layer_done = last_layer_positions is None or self.last_layer == "all"
+        layers = self.layers if last_layer_done else self.layers[:-1]
+        keep = range(len(layers) + 1) if keep_hidden_states is None else {*keep_hidden_states, len(layers)}
+        stored = [x if 0 in keep else None]
+        for i, layer in enumerate(layers, start=1):
+            x = step(layer, x)
+            stored.append(x if i in keep else None)
+        return x, HiddenStates(stored, len(self.layers) + 1), last_layer_done
 
     def _output_at(self, selected: torch.Tensor, positions: torch.Tensor, hidden_states: HiddenStates,
                    packed_hidden_states: HiddenStates | None = None, packing: Packing | None = None) -> BertOutput:
@@ -323,8 +334,6 @@ class BertModel(nn.Module):
                           last_layer_at_positions=selected)
 
 
-PADDING_MODES = ("padded", "unpadded")
-LAST_LAYER_MODES = ("needed", "all")
 
 
 def check_positions(positions: torch.Tensor, length: int) -> None:
