@@ -17,24 +17,15 @@ from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig, MultiTaskClassifier
 from minibert.model.packing import pack, pack_mask
 from minibert.model.pretraining import BertForPreTraining
+from test_unpadded import LENGTHS, NO_DROPOUT, batch
 
-# Odd sizes, as in Google's modeling_test.py; dropout off unless a test turns it on.
-TINY = BertConfig(vocab_size=99, hidden_size=30, num_hidden_layers=3, num_attention_heads=5,
-                  intermediate_size=37, max_position_embeddings=40, type_vocab_size=3,
-                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-LENGTHS = (17, 11, 4, 1)  # a full row, two padded ones and a row of just [CLS]
+# test_unpadded's tiny model (odd sizes, as in Google's modeling_test.py) with dropout off, unless a
+# test turns it on, and its batch of a full row, two padded ones and a row of just [CLS].
+TINY = NO_DROPOUT
 PRECISIONS = [("fp32", 1e-5), ("bf16", 3e-2)]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and repeatable
-
-
-def batch(lengths=LENGTHS, T=17, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, TINY.vocab_size, (len(lengths), T), generator=g)
-    types = torch.randint(0, TINY.type_vocab_size, (len(lengths), T), generator=g)
-    mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).long()
-    return ids * mask, types * mask, mask
 
 
 def positions_in(lengths=LENGTHS, P=4, seed=1):
