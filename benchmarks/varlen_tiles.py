@@ -69,6 +69,12 @@ def main() -> int:
     parser.add_argument("--head_dims", default="64,128", help="comma-separated head sizes (default 64,128)")
     parser.add_argument("--kernels", default="forward,keys,queries", help="which kernels' tiles to vary")
     args = parser.parse_args()
+    for flag, given, known in (("--dtypes", args.dtypes, DTYPES), ("--kernels", args.kernels, CANDIDATES)):
+        unknown = sorted(set(given.split(",")) - set(known))
+        if unknown:
+            parser.error(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
+    if not all(d.isdigit() for d in args.head_dims.split(",")):
+        parser.error(f"--head_dims: comma-separated whole numbers, got {args.head_dims!r}")
     if not torch.cuda.is_available() or not triton_available():
         print("varlen_tiles.py needs a CUDA device and Triton (pip install -e '.[gpu]')")
         return 1
