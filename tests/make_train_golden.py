@@ -25,7 +25,7 @@ def golden_run(tmp: Path) -> list[dict]:
     """The train records of the run: step, loss, lr."""
     import torch
 
-    import train
+    from minibert.finetune import FinetuneConfig, FitHooks, finetune
     from test_train import config, make_tiny_model, write_split
 
     torch.set_num_threads(1)
@@ -37,7 +37,7 @@ def golden_run(tmp: Path) -> list[dict]:
     # default last_layer="needed" (the last layer's masks at [CLS] only).
     cfg = config(model, tmp, tmp / "run", epochs=2, batch_size=5, grad_accum_steps=2, log_every=1,
                  warmup_proportion=0.25, test_file="", pooler="true", padding="padded")
-    train.main(cfg)
+    finetune(cfg)
     records = [json.loads(line) for line in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     return [{"step": r["step"], "loss": r["loss"], "lr": r["lr"]} for r in records if r["split"] == "train"][:STEPS]
 

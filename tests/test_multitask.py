@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import predict
-import train
-import train_multitask
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.checkpoints.classifier import load_classifier
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.data.multitask import epoch_schedule, read_tasks_file, task_counts, tasks_from_names
@@ -76,7 +75,7 @@ def config(root, out, **overrides):
                   epochs=4, batch_size=8, learning_rate=3e-3, layer_decay=0.9, eval_batch_size=16, log_every=2,
                   device="cpu", seed=3, threads=1, stage2_epochs=1, precision="fp32")  # as test_train's runs
     values.update(overrides)
-    return train.TrainConfig(**values)
+    return FinetuneConfig.of(**values)
 
 
 def in_data_dir(root, monkeypatch):
@@ -146,30 +145,24 @@ def token_sets(vocab):
 def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monkeypatch, capsys):
     root, vocab = setup
     in_data_dir(root, monkeypatch)
-    words = token_sets(vocab)
-    seen = []
-    real_collate = train_multitask.collate
-
-    def collate(docs, hierarchical, pad_id):
-        batch = real_collate(docs, hierarchical, pad_id)
-        if docs[0].label >= 0 and len(docs) <= 8:
-            ids = set(batch["input_ids"].flatten().tolist())
-            seen.append([task for task, task_words in words.items() if ids & task_words])
-        return batch
-
-    monkeypatch.setattr(train_multitask, "collate", collate)
-    results = train.main(config(root, tmp_path / "mt", tasks_dir="data"))  # relative to the working directory
+    micro_batches, steps = [], []  # the loop's (step, task) per micro-batch, and its optimizer steps
+    hooks = FitHooks(loss=lambda step, task, loss: micro_batches.append((step, task)) or loss,
+                     after_step=steps.append)
+    results = finetune(config(root, tmp_path / "mt", tasks_dir="data"), hooks)  # relative to the working directory
     out = tmp_path / "mt"
-    # Each training batch holds one task's texts: its words come from one vocabulary only.
-    assert seen and all(len(tasks) == 1 for tasks in seen)
-    assert Counter(tasks[0] for tasks in seen) == {"topics": 4 * 8, "sentiment": 4 * 5}  # 60/8, 40/8 batches
+    # Stage 1 lists every batch of each task once per epoch (60/8 and 40/8 batches, 4 epochs), each
+    # micro-batch of one task; stage 2 is the same loop on each task alone (its one head: task "").
+    stage1 = [task for _, task in micro_batches if task]
+    assert Counter(stage1) == {"topics": 4 * 8, "sentiment": 4 * 5} and len(set(stage1[:13])) == 2
+    assert steps == [*range(1, 4 * 13 + 1), *range(1, 8 + 1), *range(1, 5 + 1)]
+    assert [task for _, task in micro_batches[len(stage1):]] == [""] * (8 + 5)
     stage1 = json.loads((out / "multitask_results.json").read_text())["tasks"]
     assert stage1["topics"]["test_accuracy"] > 0.7 and stage1["sentiment"]["test_accuracy"] > 0.75  # chance 1/3, 1/2
     assert set(results["stage2"]["tasks"]) == {"topics", "sentiment"}
     for task in ("topics", "sentiment"):
         stage2 = json.loads((out / "stage2" / task / "config.json").read_text())
         assert stage2["learning_rate"] == pytest.approx(3e-3 * 0.5) and stage2["epochs"] == 1
-        assert stage2["init_task"] == task and stage2["init"] == str(out / "best")
+        assert stage2["tasks"] == "" and stage2["train_file"] == f"data/{task}/train.jsonl"
         lrs = [r["lr"] for r in map(json.loads, (out / "stage2" / task / "metrics.jsonl").read_text().splitlines())
                if r["split"] == "train"]
         assert max(lrs) <= 3e-3 * 0.5
@@ -198,25 +191,18 @@ def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monke
 
 
 @pytest.mark.slow
-def test_multitask_resume_is_bit_identical(setup, tmp_path, monkeypatch):
+def test_multitask_resume_is_bit_identical(setup, tmp_path):
     root, _ = setup
     options = dict(epochs=2, checkpoint_every=3, grad_accum_steps=2, stage2_epochs=1)
-    full = train.main(config(root, tmp_path / "full", **options))
-    calls = {"n": 0}
-    real_collate = train_multitask.collate
+    full = finetune(config(root, tmp_path / "full", **options))
 
-    def crash(docs, hierarchical, pad_id):
-        if docs[0].label >= 0 and len(docs) <= 8:
-            calls["n"] += 1
-            if calls["n"] > 17:  # 13 batches -> 7 steps per epoch; crash in step 9, last checkpoint at 6
-                raise KeyboardInterrupt
-        return real_collate(docs, hierarchical, pad_id)
+    def crash(step):
+        if step == 9:  # 13 batches -> 7 steps per epoch; the last checkpoint is at step 7
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_multitask, "collate", crash)
     with pytest.raises(KeyboardInterrupt):
-        train.main(config(root, tmp_path / "resumed", **options))
-    monkeypatch.setattr(train_multitask, "collate", real_collate)
-    resumed = train.main(config(root, tmp_path / "resumed", resume=True, **options))
+        finetune(config(root, tmp_path / "resumed", **options), FitHooks(after_step=crash))
+    resumed = finetune(config(root, tmp_path / "resumed", resume=True, **options))
     for folder in ("best", "last", "stage2/topics/best", "stage2/sentiment/best"):
         a = load_file(tmp_path / "full" / folder / "model.safetensors")
         b = load_file(tmp_path / "resumed" / folder / "model.safetensors")
@@ -226,9 +212,9 @@ def test_multitask_resume_is_bit_identical(setup, tmp_path, monkeypatch):
                           for line in path.read_text().splitlines()]
     assert strip(tmp_path / "full" / "metrics.jsonl") == strip(tmp_path / "resumed" / "metrics.jsonl")
     # Resuming a finished run redoes nothing and gives the same results.
-    assert train.main(config(root, tmp_path / "resumed", resume=True, **options)) == full
+    assert finetune(config(root, tmp_path / "resumed", resume=True, **options)) == full
     with pytest.raises(ConfigError, match="learning_rate"):
-        train.main(config(root, tmp_path / "resumed", resume=True, **{**options, "learning_rate": 1e-3}))
+        finetune(config(root, tmp_path / "resumed", resume=True, **{**options, "learning_rate": 1e-3}))
 
 
 def test_multitask_option_errors(setup, tmp_path):
@@ -237,7 +223,7 @@ def test_multitask_option_errors(setup, tmp_path):
                                (dict(task_temperature=0.0), "task_temperature"),
                                (dict(tasks_file="x.json"), "not both"), (dict(tasks="topics,nope"), "nope/train.jsonl")):
         with pytest.raises(MinibertError, match=message):
-            train.main(config(root, tmp_path / "bad", **overrides))
+            finetune(config(root, tmp_path / "bad", **overrides))
 
 
 @pytest.mark.parametrize("overrides", [
@@ -246,7 +232,7 @@ def test_multitask_option_errors(setup, tmp_path):
     dict(head="bilstm_attention", freeze_encoder=True, lstm_size=8, attention_size=4, task_temperature=2.0),
 ])
 def test_single_task_options_apply_to_every_task(setup, tmp_path, overrides):
-    results = train.main(config(setup[0], tmp_path / "o", epochs=1, stage2_epochs=0, **overrides))
+    results = finetune(config(setup[0], tmp_path / "o", epochs=1, stage2_epochs=0, **overrides))
     assert set(results["multitask"]["tasks"]) == {"topics", "sentiment"} and "stage2" not in results
     saved = json.loads((tmp_path / "o" / "best" / "classifier.json").read_text())
     for task in ("topics", "sentiment"):

@@ -15,10 +15,12 @@ import torch
 from safetensors.torch import load_file
 
 import predict
-import train
+from minibert.finetune import FinetuneConfig, FitHooks, finetune, summary_lines
 from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, save_minibert
 from minibert.cli import parse_config
 from minibert.errors import ConfigError
+from minibert.finetune.config import TextOptions
+from minibert.finetune.model_setup import resolve_pooler, text_encoding
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.text.long_text import paper_head_tokens
@@ -85,11 +87,11 @@ def config(init, data, out, **overrides):
                   epochs=5, batch_size=8, learning_rate=5e-3, layer_decay=0.9, eval_batch_size=16,
                   log_every=2, device="cpu", seed=7, pooler="false", threads=1, precision="fp32")
     values.update(overrides)
-    return train.TrainConfig(**values)
+    return FinetuneConfig.of(**values)
 
 
 def test_tiny_run_learns_saves_and_predicts(tiny_model, data, tmp_path, capsys):
-    results = train.main(config(tiny_model, data, tmp_path / "run"))
+    results = finetune(config(tiny_model, data, tmp_path / "run"))
     assert results["test_accuracy"] > 0.8  # chance is 1/3
     assert results["test_error"] == pytest.approx(1 - results["test_accuracy"])
     assert sum(map(sum, results["test_confusion_matrix"])) == 45
@@ -99,7 +101,8 @@ def test_tiny_run_learns_saves_and_predicts(tiny_model, data, tmp_path, capsys):
     assert [r["step"] for r in records if r["split"] == "dev"] == [19, 38, 57, 76, 95]  # 150 / 8 -> 19 steps per epoch
     assert all({"loss", "lr", "examples_per_s"} <= set(r) for r in records if r["split"] == "train")
     assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 10_000
-    assert "test error" in capsys.readouterr().out
+    assert "dev error" in capsys.readouterr().out
+    assert any(line.startswith("test error") for line in summary_lines(results, tmp_path / "run"))
 
     classifier = json.loads((tmp_path / "run" / "best" / "classifier.json").read_text())
     assert classifier["labels"] == ["business", "sport", "tech"]
@@ -113,32 +116,31 @@ def test_tiny_run_learns_saves_and_predicts(tiny_model, data, tmp_path, capsys):
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 45
 
 
-def run_interrupted(cfg, monkeypatch, after_batches):
-    """Run train.main and crash it (as a kill would) after a number of training batches."""
-    calls = {"n": 0}
-    real_collate = train.collate
-
-    def collate(docs, hierarchical, pad_id):
-        if len(docs) == cfg.batch_size and docs[0].label >= 0:  # training batches only
-            calls["n"] += 1
-            if calls["n"] > after_batches:
-                raise KeyboardInterrupt
-        return real_collate(docs, hierarchical, pad_id)
-
-    monkeypatch.setattr(train, "collate", collate)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(cfg)
-    monkeypatch.setattr(train, "collate", real_collate)
+class Crash(Exception):
+    """Raised by the step hook: the run ends there, as a kill would end it."""
 
 
-def test_resume_gives_the_same_result(tiny_model, data, tmp_path, monkeypatch):
+def crash_after(step: int) -> FitHooks:
+    """Hooks that end the run right after optimizer step `step` (and its checkpoint, if one is due)."""
+    def after_step(done: int) -> None:
+        if done == step:
+            raise Crash(step)
+    return FitHooks(after_step=after_step)
+
+
+def run_interrupted(cfg, step):
+    with pytest.raises(Crash):
+        finetune(cfg, crash_after(step))
+
+
+def test_resume_gives_the_same_result(tiny_model, data, tmp_path):
     options = dict(epochs=2, checkpoint_every=5, grad_accum_steps=2, batch_size=6)
-    full = train.main(config(tiny_model, data, tmp_path / "full", **options))
+    full = finetune(config(tiny_model, data, tmp_path / "full", **options))
     cfg = config(tiny_model, data, tmp_path / "resumed", **options)
-    # 25 batches -> 13 steps per epoch; crash at step 16, mid-epoch 2; the last checkpoint is step 15.
-    run_interrupted(cfg, monkeypatch, after_batches=31)
+    # 25 batches -> 13 steps per epoch; crash after step 16, mid-epoch 2; the last checkpoint is step 15.
+    run_interrupted(cfg, 16)
     assert json.loads((tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 16
-    resumed = train.main(config(tiny_model, data, tmp_path / "resumed", resume=True, **options))
+    resumed = finetune(config(tiny_model, data, tmp_path / "resumed", resume=True, **options))
     a = load_file(tmp_path / "full" / "best" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "best" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -150,7 +152,7 @@ def test_resume_gives_the_same_result(tiny_model, data, tmp_path, monkeypatch):
     b_last = load_file(tmp_path / "resumed" / "last" / "model.safetensors")
     assert all(torch.equal(a_last[k], b_last[k]) for k in a_last)
     with pytest.raises(ConfigError, match="batch_size"):  # a resume must not change the run
-        train.main(config(tiny_model, data, tmp_path / "resumed", resume=True, **{**options, "batch_size": 5}))
+        finetune(config(tiny_model, data, tmp_path / "resumed", resume=True, **{**options, "batch_size": 5}))
 
 
 def encoder_unchanged(run_dir, init):
@@ -160,14 +162,14 @@ def encoder_unchanged(run_dir, init):
 
 
 def test_frozen_encoder_and_bert_feat(tiny_model, data, tmp_path):
-    results = train.main(config(tiny_model, data, tmp_path / "feat", head="bilstm_attention", freeze_encoder=True,
+    results = finetune(config(tiny_model, data, tmp_path / "feat", head="bilstm_attention", freeze_encoder=True,
                                 epochs=4, learning_rate=5e-3))
     assert all(encoder_unchanged(tmp_path / "feat", tiny_model).values())
     assert results["test_accuracy"] > 0.6
 
 
 def test_gradual_unfreezing_trains_the_head_first(tiny_model, data, tmp_path):
-    train.main(config(tiny_model, data, tmp_path / "gu", gradual_unfreezing=True, epochs=1, pooler="true"))
+    finetune(config(tiny_model, data, tmp_path / "gu", gradual_unfreezing=True, epochs=1, pooler="true"))
     unchanged = encoder_unchanged(tmp_path / "gu", tiny_model)
     assert not unchanged["bert.pooler.weight"]  # the pooler belongs to the top (head) group
     assert all(same for name, same in unchanged.items() if not name.startswith("bert.pooler"))
@@ -188,7 +190,7 @@ def test_gradual_unfreezing_trains_the_head_first(tiny_model, data, tmp_path):
 ])
 @pytest.mark.slow
 def test_options_train_a_working_classifier(tiny_model, data, tmp_path, overrides):
-    results = train.main(config(tiny_model, data, tmp_path / "run", **overrides))
+    results = finetune(config(tiny_model, data, tmp_path / "run", **overrides))
     assert results["test_accuracy"] > 0.6
     saved = json.loads((tmp_path / "run" / "best" / "classifier.json").read_text())
     for key in ("hierarchical", "max_chunks", "truncation"):
@@ -199,14 +201,14 @@ def test_options_train_a_working_classifier(tiny_model, data, tmp_path, override
 
 
 def test_threads_option_sets_torch_threads(tiny_model, data, tmp_path):
-    train.main(config(tiny_model, data, tmp_path / "t", threads=2, epochs=1))
+    finetune(config(tiny_model, data, tmp_path / "t", threads=2, epochs=1))
     assert torch.get_num_threads() == 2
-    train.main(config(tiny_model, data, tmp_path / "t", threads=1, epochs=1, overwrite_output_dir=True))
+    finetune(config(tiny_model, data, tmp_path / "t", threads=1, epochs=1, overwrite_output_dir=True))
     assert torch.get_num_threads() == 1
 
 
 def test_steps_evaluation_and_early_stopping(tiny_model, data, tmp_path):
-    train.main(config(tiny_model, data, tmp_path / "es", grad_accum_steps=2, eval_every=4, early_stopping=2,
+    finetune(config(tiny_model, data, tmp_path / "es", grad_accum_steps=2, eval_every=4, early_stopping=2,
                       learning_rate=0.0, epochs=4))
     records = [json.loads(line) for line in (tmp_path / "es" / "metrics.jsonl").read_text().splitlines()]
     # 19 batches -> 10 optimizer steps per epoch; evaluations every 4 steps and at epoch ends;
@@ -215,7 +217,7 @@ def test_steps_evaluation_and_early_stopping(tiny_model, data, tmp_path):
 
 
 def test_training_error_at_each_evaluation(tiny_model, data, tmp_path):
-    train.main(config(tiny_model, data, tmp_path / "te", eval_every=5, train_eval_count=12, epochs=2))
+    finetune(config(tiny_model, data, tmp_path / "te", eval_every=5, train_eval_count=12, epochs=2))
     records = [json.loads(line) for line in (tmp_path / "te" / "metrics.jsonl").read_text().splitlines()]
     train_eval = [r for r in records if r["split"] == "train_eval"]
     # 150 examples / 8 = 19 steps per epoch: evaluations at 5, 10, 15, 19 (epoch end), 20, 25, ...
@@ -226,9 +228,9 @@ def test_training_error_at_each_evaluation(tiny_model, data, tmp_path):
 
 
 def test_few_shot_subsets(tiny_model, data, tmp_path, capsys):
-    train.main(config(tiny_model, data, tmp_path / "fs", train_fraction=0.2, epochs=1))
+    finetune(config(tiny_model, data, tmp_path / "fs", train_fraction=0.2, epochs=1))
     assert "30 train / 30 dev examples" in capsys.readouterr().out
-    train.main(config(tiny_model, data, tmp_path / "fc", train_count=9, epochs=1))
+    finetune(config(tiny_model, data, tmp_path / "fc", train_count=9, epochs=1))
     assert "9 train / 30 dev examples" in capsys.readouterr().out
 
 
@@ -238,15 +240,15 @@ def test_bad_rows_stop_or_are_skipped(tiny_google, tmp_path, capsys):
     cfg = dict(init=str(tiny_google), train_file=str(tmp_path / "train.jsonl"), dev_file=str(tmp_path / "dev.jsonl"),
                test_file="", output_dir=str(tmp_path / "run"), max_seq_length=16, head_tokens=4, epochs=1, device="cpu")
     with pytest.raises(ValueError, match="train.jsonl:31"):
-        train.main(train.TrainConfig(**cfg))
-    train.main(train.TrainConfig(**cfg, on_bad_row="skip"))
+        finetune(FinetuneConfig.of(**cfg))
+    finetune(FinetuneConfig.of(**cfg, on_bad_row="skip"))
     cfg["overwrite_output_dir"] = True
     assert "skipped 1 bad rows" in capsys.readouterr().out
     write_split(tmp_path / "train.jsonl", 30, 1)
     with open(tmp_path / "dev.jsonl", "a") as f:
         f.write(json.dumps({"text": "a new topic", "label": "weather"}) + "\n")
     with pytest.raises(ValueError, match="dev.jsonl:10.*weather"):
-        train.main(train.TrainConfig(**cfg))
+        finetune(FinetuneConfig.of(**cfg))
 
 
 def test_csv_fields_and_resume_without_checkpoint(tiny_google, tmp_path):
@@ -255,28 +257,31 @@ def test_csv_fields_and_resume_without_checkpoint(tiny_google, tmp_path):
     cfg = dict(init=str(tiny_google), train_file=str(tmp_path / "train.csv"), dev_file=str(tmp_path / "train.csv"),
                test_file="", output_dir=str(tmp_path / "run"), text_field="body", label_field="topic",
                max_seq_length=16, head_tokens=4, epochs=1, device="cpu")
-    results = train.main(train.TrainConfig(**cfg))
+    results = finetune(FinetuneConfig.of(**cfg))
     assert results["labels"] == ["business", "sport", "tech"] and results["dev_count"] == 12
     with pytest.raises(ConfigError, match="no checkpoint"):
-        train.main(train.TrainConfig(**{**cfg, "output_dir": str(tmp_path / "other")}, resume=True))
+        finetune(FinetuneConfig.of(**{**cfg, "output_dir": str(tmp_path / "other")}, resume=True))
 
 
 def test_command_line_and_presets(tmp_path):
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps({"_paper": "Table 2", "truncation": "tail", "epochs": 2}))
-    cfg = parse_config(train.TrainConfig, ["--preset", str(preset), "--epochs", "3", "--hierarchical", "true"])
-    assert (cfg.truncation, cfg.epochs, cfg.hierarchical) == ("tail", 3, True)
+    cfg = parse_config(FinetuneConfig, ["--preset", str(preset), "--epochs", "3", "--hierarchical", "true"])
+    assert (cfg.text.truncation, cfg.optim.epochs, cfg.text.hierarchical) == ("tail", 3, True)
     preset.write_text(json.dumps({"trunc": "tail"}))
-    with pytest.raises(SystemExit, match="trunc"):
-        parse_config(train.TrainConfig, ["--preset", str(preset)])
+    with pytest.raises(ConfigError, match="trunc"):
+        parse_config(FinetuneConfig, ["--preset", str(preset)])
     preset.write_text(json.dumps({"truncation": "middle"}))
-    with pytest.raises(SystemExit, match="truncation='middle'"):
-        parse_config(train.TrainConfig, ["--preset", str(preset)])
+    with pytest.raises(ConfigError, match="truncation='middle'"):
+        parse_config(FinetuneConfig, ["--preset", str(preset)])
+    preset.write_text('{"epochs": 2, "epochs": 3}')
+    with pytest.raises(ConfigError, match="epochs given twice"):
+        parse_config(FinetuneConfig, ["--preset", str(preset)])
 
 
 @pytest.mark.slow
 def test_compile(tiny_model, data, tmp_path):
-    results = train.main(config(tiny_model, data, tmp_path / "c", compile=True))
+    results = finetune(config(tiny_model, data, tmp_path / "c", compile=True))
     assert results["test_accuracy"] > 0.6
 
 
@@ -285,11 +290,11 @@ def test_paper_settings_by_default(tiny_model, data, tmp_path, monkeypatch):
     """head_tokens 0 = the paper's 128/510 ratio; --pooler auto is on only for the last layer;
     --clip_mode picks the clipping function; Lin et al.'s penalty reaches the BERT-Feat loss."""
     assert [paper_head_tokens(n) for n in (512, 128, 24)] == [128, 32, 6]
-    assert train.text_encoding(train.TrainConfig(max_seq_length=512)).head_tokens == 128
-    assert train.text_encoding(train.TrainConfig(max_seq_length=128, head_tokens=20)).head_tokens == 20
-    assert [train.resolve_pooler("auto", layers, 12) for layers in ("last", "12", "11", "last4", "0")] == \
+    assert text_encoding(TextOptions(max_seq_length=512)).head_tokens == 128
+    assert text_encoding(TextOptions(max_seq_length=128, head_tokens=20)).head_tokens == 20
+    assert [resolve_pooler("auto", layers, 12) for layers in ("last", "12", "11", "last4", "0")] == \
         [True, True, False, False, False]
-    assert train.resolve_pooler("true", "3", 12) and not train.resolve_pooler("false", "last", 12)
+    assert resolve_pooler("true", "3", 12) and not resolve_pooler("false", "last", 12)
 
     calls = []
     spy = {name: (lambda fn, name: lambda params, norm: calls.append(name) or fn(params, norm))(fn, name)
@@ -297,13 +302,13 @@ def test_paper_settings_by_default(tiny_model, data, tmp_path, monkeypatch):
     monkeypatch.setattr(optimization, "CLIPPING", spy)  # optimizer_step looks the mode up there
     cfg = config(tiny_model, data, tmp_path / "auto", head_tokens=0, pooler="auto", layers="1", epochs=1,
                  clip_mode="per_tensor")
-    train.main(cfg)
+    finetune(cfg)
     saved = json.loads((tmp_path / "auto" / "best" / "classifier.json").read_text())
     assert saved["encoding"]["head_tokens"] == 6 and saved["head"]["pooler"] is False
     assert calls and set(calls) == {"per_tensor"}
 
     def first_loss(out, penalty):
-        train.main(config(tiny_model, data, tmp_path / out, head="bilstm_attention", freeze_encoder=True, epochs=1,
+        finetune(config(tiny_model, data, tmp_path / out, head="bilstm_attention", freeze_encoder=True, epochs=1,
                           attention_penalty=penalty, attention_hops=3, lstm_size=8, attention_size=5))
         head = json.loads((tmp_path / out / "best" / "classifier.json").read_text())["head"]
         assert (head["attention_hops"], head["lstm_size"], head["attention_size"]) == (3, 8, 5)

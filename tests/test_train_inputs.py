@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_train import config, data, keep_thread_count, tiny_model  # noqa: F401  (fixtures)
 
-import train
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.cli import parse_config
 from minibert.errors import ConfigError, DataError
 from minibert.training.metrics_log import NonFiniteLoss
@@ -23,7 +23,14 @@ def folder_bytes(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("learning_rate", -1e-3, "--learning_rate -0.001: must be at least 0"),
+    ("learning_rate", -1e-3, "--learning_rate -0.001: must be a finite number, at least 0"),
+    ("learning_rate", float("inf"), "--learning_rate inf: must be a finite number, at least 0"),
+    ("stage2_epochs", 3, r"^--stage2_epochs applies to multi-task runs \(--tasks\)$"),
+    ("task_temperature", 2.0, r"^--task_temperature applies to multi-task runs \(--tasks\)$"),
+    ("lstm_size", 8, "^--lstm_size applies to --head bilstm_attention$"),
+    ("chunk_pooling", "max", r"^--chunk_pooling applies to hierarchical runs \(--hierarchical true\)$"),
+    ("max_chunks", 4, r"^--max_chunks applies to hierarchical runs \(--hierarchical true\)$"),
+    ("slanted_ratio", 10.0, "^--slanted_ratio applies to --schedule slanted_triangular$"),
     ("early_stopping", -1, "--early_stopping -1: must be at least 0"),
     ("train_fraction", 0.0, r"--train_fraction 0.0: must be in \(0, 1\]"),
     ("train_fraction", 1.5, r"--train_fraction 1.5: must be in \(0, 1\]"),
@@ -44,24 +51,24 @@ def test_bad_options_stop_before_anything_is_written(tiny_model, data, tmp_path,
         pytest.skip("this machine has a cuda:3")
     cfg = config(tiny_model, data, tmp_path / "run", **{option: value})
     with pytest.raises((ConfigError, DataError), match=message):
-        train.main(cfg)
+        finetune(cfg)
     assert not (tmp_path / "run").exists()
 
 
 def test_an_earlier_run_is_never_replaced_silently(tiny_model, data, tmp_path):
     out = tmp_path / "run"
-    train.main(config(tiny_model, data, out, epochs=1))
+    finetune(config(tiny_model, data, out, epochs=1))
     before = folder_bytes(out)
     with pytest.raises(ConfigError, match="is not empty .*--resume continues that run, --overwrite_output_dir replaces it"):
-        train.main(config(tiny_model, data, out, epochs=1))
+        finetune(config(tiny_model, data, out, epochs=1))
     assert folder_bytes(out) == before
     # Even with --overwrite_output_dir, bad data stops the run before the old one is touched.
     (tmp_path / "bad.jsonl").write_text('{"text": "a text", "label": "sport"}\n{"text": ""}\n')
     with pytest.raises(DataError, match="bad.jsonl:2"):
-        train.main(config(tiny_model, data, out, epochs=1, overwrite_output_dir=True,
+        finetune(config(tiny_model, data, out, epochs=1, overwrite_output_dir=True,
                           dev_file=str(tmp_path / "bad.jsonl")))
     assert folder_bytes(out) == before
-    train.main(config(tiny_model, data, out, epochs=2, overwrite_output_dir=True))
+    finetune(config(tiny_model, data, out, epochs=2, overwrite_output_dir=True))
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
     assert max(json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()) == 38
 
@@ -70,58 +77,51 @@ def test_resume_refuses_changed_data_and_cleans_leftovers(tiny_model, data, tmp_
     out = tmp_path / "run"
     train_file = tmp_path / "train.jsonl"
     train_file.write_bytes((data / "train.jsonl").read_bytes())
-    train.main(config(tiny_model, data, out, epochs=1, train_file=str(train_file)))
+    finetune(config(tiny_model, data, out, epochs=1, train_file=str(train_file)))
     leftover = out / ".last.0123abcd.tmp"
     leftover.mkdir()
     (leftover / "model.safetensors").write_bytes(b"half a file")
     with open(train_file, "a") as f:
         f.write(json.dumps({"text": "football goal", "label": "sport"}) + "\n")
     with pytest.raises(ConfigError, match="train.jsonl or .*dev.jsonl changed since the run"):
-        train.main(config(tiny_model, data, out, epochs=1, resume=True, train_file=str(train_file)))
-    train.main(config(tiny_model, data, out, epochs=1, resume=True, train_file=str(train_file), allow_data_change=True))
+        finetune(config(tiny_model, data, out, epochs=1, resume=True, train_file=str(train_file)))
+    finetune(config(tiny_model, data, out, epochs=1, resume=True, train_file=str(train_file), allow_data_change=True))
     assert not leftover.exists()
 
 
 def test_a_corrupt_resume_checkpoint_names_its_file(tiny_model, data, tmp_path):
     out = tmp_path / "run"
-    train.main(config(tiny_model, data, out, epochs=1))
+    finetune(config(tiny_model, data, out, epochs=1))
     weights = out / "last" / "model.safetensors"
     raw = bytearray(weights.read_bytes())
     raw[-5] ^= 0xFF  # one flipped bit in a tensor's bytes: safetensors itself would not notice
     weights.write_bytes(bytes(raw))
     with pytest.raises(Exception, match="last/model.safetensors: corrupt"):
-        train.main(config(tiny_model, data, out, epochs=1, resume=True))
+        finetune(config(tiny_model, data, out, epochs=1, resume=True))
 
 
-def test_a_non_finite_loss_stops_the_run_at_its_step(tiny_model, data, tmp_path, monkeypatch):
-    real = train.F.cross_entropy
-    calls = {"n": 0}
-
-    def cross_entropy(*args, **kwargs):
-        calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 5 else loss
-
-    monkeypatch.setattr(train.F, "cross_entropy", cross_entropy)
+def test_a_non_finite_loss_stops_the_run_at_its_step(tiny_model, data, tmp_path):
+    hooks = FitHooks(loss=lambda step, task, loss: loss * float("nan") if step == 3 else loss)
     with pytest.raises(NonFiniteLoss, match="became nan at optimizer step 3"):
-        train.main(config(tiny_model, data, tmp_path / "run", grad_accum_steps=2))
+        finetune(config(tiny_model, data, tmp_path / "run", grad_accum_steps=2), hooks)
 
 
 def test_presets_get_the_flags_types_and_checks(tmp_path):
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps({"freeze_encoder": "false", "epochs": "1", "layers": 4, "learning_rate": 1,
                                   "hierarchical": True}))
-    cfg = parse_config(train.TrainConfig, ["--preset", str(preset)])
-    assert (cfg.freeze_encoder, cfg.epochs, cfg.layers, cfg.learning_rate, cfg.hierarchical) == (False, 1, "4", 1.0, True)
+    cfg = parse_config(FinetuneConfig, ["--preset", str(preset)]).flat()
+    assert [cfg[k] for k in ("freeze_encoder", "epochs", "layers", "learning_rate", "hierarchical")] == \
+        [False, 1, "4", 1.0, True]
     for bad, message in [({"epochs": [1, 2]}, "epochs: expected int, got \\[1, 2\\]"),
                          ({"freeze_encoder": "maybe"}, "freeze_encoder: expected true or false"),
                          ({"epochs": 1.5}, "epochs: expected int, got 1.5"),
                          ({"init": None}, "init: expected str, got null")]:
         preset.write_text(json.dumps(bad))
-        with pytest.raises(SystemExit, match=message):
-            parse_config(train.TrainConfig, ["--preset", str(preset)])
+        with pytest.raises(ConfigError, match=message):
+            parse_config(FinetuneConfig, ["--preset", str(preset)])
     with pytest.raises(SystemExit):  # no prefix matching: --epoch is not --epochs
-        parse_config(train.TrainConfig, ["--epoch", "3"])
+        parse_config(FinetuneConfig, ["--epoch", "3"])
 
 
 def test_scripts_print_bad_input_as_one_line(tiny_model, data, tmp_path):
@@ -136,8 +136,12 @@ def test_scripts_print_bad_input_as_one_line(tiny_model, data, tmp_path):
     assert done.returncode == 2 and "Traceback" in done.stderr
 
 
-def test_hierarchical_training_caps_the_chunks_of_very_long_texts(tiny_model, data, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train, "TRAIN_CHUNK_CAP", 2)
-    train.main(config(tiny_model, data, tmp_path / "run", hierarchical=True, max_seq_length=12, epochs=1))
+def test_hierarchical_training_caps_the_chunks_of_very_long_texts(tiny_model, data, tmp_path, capsys):
+    """At 12 tokens a chunk holds 10 text tokens: a 300-word text has 30 chunks, over the cap of 16."""
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()][:20]
+    rows[3]["text"] = " ".join([rows[3]["text"]] * 40)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    finetune(config(tiny_model, data, tmp_path / "run", train_file=str(tmp_path / "train.jsonl"), hierarchical=True,
+                    max_seq_length=12, epochs=1))
     out = capsys.readouterr().out
-    assert "have more than 2 chunks" in out and "train.jsonl:" in out and "only their first 2 chunks" in out
+    assert "have more than 16 chunks" in out and "train.jsonl:4" in out and "only their first 16 chunks" in out

