@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from minibert.checkpoints.classifier import load_classifier
 from minibert.cli import option, run_script
-from minibert.data.examples import parse_examples, read_examples
+from minibert.data.examples import BAD_ROW_POLICIES, parse_examples, read_examples
 from minibert.data.features import encode_examples
 from minibert.errors import ConfigError, DataError
 from minibert.files import atomic_write_text, remove_leftovers
 from minibert.training.evaluation import predict_probabilities
-from minibert.training.precision import (PADDING_CHOICES, PRECISION_CHOICES, autocast, quantize_linear_int8, resolve_device,
+from minibert.training.machine import (PADDING_CHOICES, PRECISION_CHOICES, autocast, quantize_linear_int8, resolve_device,
                                         resolve_padding, resolve_precision)
 
 
@@ -48,7 +48,7 @@ class PredictConfig:
     quantize: str = option("none", "int8: dynamic int8 quantization of the linear layers (CPU, runs in fp32)",
                            choices=("none", "int8"))
     on_bad_row: str = option("error", "empty or malformed rows stop the run, or are skipped and reported",
-                             choices=("error", "skip"))
+                             choices=BAD_ROW_POLICIES)
 
 
 def read_input(cfg: PredictConfig):
@@ -81,9 +81,9 @@ def main(cfg: PredictConfig) -> list[dict]:
     check_output(cfg.output)
     if cfg.threads < 0:
         raise ConfigError(f"--threads {cfg.threads}: must be at least 0 (0 = torch's default)")
-    device = resolve_device(cfg.device)
-    if cfg.quantize == "int8" and device.type != "cpu":
-        raise ConfigError("--quantize int8 runs on the CPU only: add --device cpu")
+    if cfg.quantize == "int8" and cfg.device not in ("cpu", "auto"):
+        raise ConfigError(f"--quantize int8 runs on the CPU only: --device {cfg.device}; use --device cpu")
+    device = resolve_device("cpu" if cfg.quantize == "int8" else cfg.device)  # auto: the CPU for int8
     precision = resolve_precision(cfg.precision, device)
     autocast(device, precision)  # refuses fp16 without CUDA, before any work
     if cfg.threads > 0:

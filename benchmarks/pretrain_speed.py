@@ -38,10 +38,10 @@ from minibert.data.pretraining_instances import (Documents, InstanceSettings, Vo
                                                  create_instances)
 from minibert.data.pretraining_records import instance_arrays
 from minibert.model.pretraining import BertForPreTraining
+from minibert.pretraining.losses import pretraining_loss_terms, pretraining_outputs
 from minibert.resources import minilm_folder
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.optimization import OPTIMIZERS, build_optimizer, parameter_groups
-from minibert.training.pretraining import forward, pretraining_loss_terms
 
 
 def bbc_documents(tokenizer: FullTokenizer) -> Documents:
@@ -69,7 +69,7 @@ def hf_parameter_groups(model, weight_decay: float) -> list[dict]:
 def minibert_step(model, optimizer, batch, precision):
     optimizer.zero_grad(set_to_none=True)
     with autocast(precision):
-        output = forward(model, batch)
+        output = pretraining_outputs(model, batch)
     weight = float(batch["masked_lm_weights"].sum())
     mlm, nsp = pretraining_loss_terms(output, batch, weight, len(batch["input_ids"]))
     (mlm + nsp).backward()

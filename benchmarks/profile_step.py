@@ -41,7 +41,7 @@ from minibert.data.features import EncodedDoc, collate, model_inputs
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.resources import minilm_folder
 from minibert.training.optimization import build_optimizer, parameter_groups
-from minibert.training.precision import autocast
+from minibert.training.machine import autocast
 
 NUM_LABELS = 5
 KINDS = ("matmul", "attention", "layernorm", "gelu", "dropout", "embedding", "optimizer", "collation",

@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import checkpoints_convert
+from minibert.checkpoints.conversion import ConvertConfig
+from minibert.checkpoints.conversion import convert as convert_checkpoint
 from minibert.checkpoints.formats import (
     Checkpoint,
     architecture_of,
@@ -236,8 +237,8 @@ def test_load_state_is_strict_and_reports_unused_heads(tiny_google):
 
 
 def test_convert_script(tiny_google, tmp_path, capsys):
-    cfg = checkpoints_convert.ConvertConfig(src=str(tiny_google), dst=str(tmp_path / "hf"), format="hf")
-    checkpoints_convert.main(cfg)
+    cfg = ConvertConfig(src=str(tiny_google), dst=str(tmp_path / "hf"), format="hf")
+    convert_checkpoint(cfg)
     out = capsys.readouterr().out
     assert "read tf checkpoint" in out and "mapped 46 tensors (encoder + mlm + nsp)" in out
     assert "wrote hf checkpoint" in out and "[MASK] top 5:" in out
@@ -350,8 +351,9 @@ def test_standard_classifier_converts_and_transformers_reads_it(tmp_path):
 # The converter never loses the destination
 
 
-def convert(src, dst, fmt="minibert", **options):
-    checkpoints_convert.main(checkpoints_convert.ConvertConfig(src=str(src), dst=str(dst), format=fmt, **options))
+def convert(src, dst, fmt="minibert", check=None, **options):
+    cfg = ConvertConfig(src=str(src), dst=str(dst), format=fmt, **options)
+    convert_checkpoint(cfg, check) if check else convert_checkpoint(cfg)
 
 
 def leftovers(folder):
@@ -378,18 +380,17 @@ def test_convert_validates_everything_before_touching_dst(tiny_google, tmp_path)
     assert snapshot(tmp_path / "dst") == before and leftovers(tmp_path) == []
 
 
-def test_convert_keeps_dst_when_the_written_model_fails_its_check(tiny_google, tmp_path, monkeypatch):
+def test_convert_keeps_dst_when_the_written_model_fails_its_check(tiny_google, tmp_path):
     convert(tiny_google, tmp_path / "dst", "hf")
     before = snapshot(tmp_path / "dst")
 
-    def failing_check(folder, expected, do_lower_case):
+    def failing_check(folder, expected, do_lower_case, say):
         assert (folder / "bert_model.ckpt.index").is_file()  # the new model was written, under a temporary name
         raise CheckpointError("sanity check failed")
 
-    monkeypatch.setattr(checkpoints_convert, "sanity_forward", failing_check)
     src, _ = minibert_folder(tmp_path / "m")
     with pytest.raises(CheckpointError, match="sanity check failed"):
-        convert(src, tmp_path / "dst", "tf")
+        convert(src, tmp_path / "dst", "tf", check=failing_check)
     assert snapshot(tmp_path / "dst") == before and leftovers(tmp_path) == []
 
 

@@ -19,7 +19,7 @@ from test_train import config, make_tiny_model, write_split
 
 import predict
 import pretrain
-import train
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.checkpoints import names
 from minibert.checkpoints.formats import load_checkpoint
 from minibert.model.kernels import triton_available
@@ -50,7 +50,7 @@ def test_fp32_training_on_cuda_equals_the_cpu_run(files, tmp_path, padding):
     for device in ("cpu", "cuda"):
         cfg = config(files / "model_no_dropout", files, tmp_path / device, dropout=0.0, log_every=1,
                      padding=padding if device == "cuda" else "padded", device=device)
-        runs[device] = train.main(cfg)
+        runs[device] = finetune(cfg)
     cpu, cuda = records(tmp_path / "cpu", "train"), records(tmp_path / "cuda", "train")
     assert [r["step"] for r in cpu] == [r["step"] for r in cuda] and len(cpu) == 95
     worst = max(abs(a["loss"] - b["loss"]) / abs(a["loss"]) for a, b in zip(cpu, cuda))
@@ -64,7 +64,7 @@ def test_mixed_precision_on_cuda_learns_and_predicts(files, tmp_path, precision)
     """auto is bf16 on GPUs with native bf16 and takes the Triton kernel (padding auto); fp16 runs
     with loss scaling. Both learn the topics; predict.py on the GPU agrees with training's test score."""
     cfg = config(files / "model", files, tmp_path / "run", precision=precision, padding="auto", device="cuda")
-    results = train.main(cfg)
+    results = finetune(cfg)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
     assert results["precision"] == (expected if precision == "auto" else "fp16")

@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 import predict
-import train
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
@@ -56,25 +56,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, cfg: train.TrainConfig, crash_after: int | None):
+def _worker(rank: int, world_size: int, port: int, cfg: FinetuneConfig, crash_after: int | None):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    if crash_after is not None:  # both ranks stop at the same batch, as a killed job would
-        real, calls = train.collate, {"n": 0}
 
-        def collate(docs, hierarchical, pad_id):
-            if docs[0].label >= 0 and len(docs) == cfg.batch_size:
-                calls["n"] += 1
-                if calls["n"] > crash_after:
-                    raise SystemExit(0)
-            return real(docs, hierarchical, pad_id)
+    def after_step(step: int) -> None:  # both ranks stop after the same step, as a killed job would
+        if step == crash_after:
+            raise SystemExit(0)
 
-        train.collate = collate
-    train.main(cfg)
+    finetune(cfg, FitHooks(after_step=after_step))
 
 
-def run_ranks(world_size: int, cfg: train.TrainConfig, crash_after: int | None = None) -> None:
+def run_ranks(world_size: int, cfg: FinetuneConfig, crash_after: int | None = None) -> None:
     """Start the ranks and wait for them; a hung rank fails the test after RANKS_TIMEOUT_S.
 
     Spawned, not forked: a forked child inherits the parent's locks as they are at the fork (tqdm's
@@ -130,7 +124,7 @@ def test_batches_are_split_into_equal_rank_slices():
 @pytest.mark.slow
 def test_two_ranks_train_as_one_process_with_the_global_batch(setup_files, tmp_path):
     run_ranks(2, options(setup_files, tmp_path / "ddp", batch_size=4))
-    single = train.main(options(setup_files, tmp_path / "one", batch_size=8))
+    single = finetune(options(setup_files, tmp_path / "one", batch_size=8))
     ddp_records, one_records = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
     assert [r["step"] for r in ddp_records] == [r["step"] for r in one_records]  # rank 0 alone wrote
     for a, b in zip(ddp_records, one_records):
@@ -153,12 +147,12 @@ def test_accumulation_and_resume_under_ddp(setup_files, tmp_path):
     # 2 ranks x batch 2 x 2 micro-batches (no_sync on the first) = 1 process x batch 4 x 2 micro-batches.
     cfg = options(setup_files, tmp_path / "ddp", batch_size=2, grad_accum_steps=2, checkpoint_every=5)
     run_ranks(2, cfg)
-    train.main(options(setup_files, tmp_path / "one", batch_size=4, grad_accum_steps=2, checkpoint_every=5))
+    finetune(options(setup_files, tmp_path / "one", batch_size=4, grad_accum_steps=2, checkpoint_every=5))
     for a, b in zip(train_records(tmp_path / "ddp"), train_records(tmp_path / "one")):
         assert a["step"] == b["step"] and a.get("loss", 0) == pytest.approx(b.get("loss", 0), rel=1e-4)
     # Interrupted after step 7 (28 micro-batches of 2 per rank); the checkpoint is step 5.
     run_ranks(2, options(setup_files, tmp_path / "resumed", batch_size=2, grad_accum_steps=2, checkpoint_every=5),
-              crash_after=28)
+              crash_after=7)
     run_ranks(2, options(setup_files, tmp_path / "resumed", batch_size=2, grad_accum_steps=2, checkpoint_every=5,
                          resume=True))
     a, b = (load_file(tmp_path / run / "last" / "model.safetensors") for run in ("ddp", "resumed"))
@@ -167,7 +161,7 @@ def test_accumulation_and_resume_under_ddp(setup_files, tmp_path):
     assert strip(tmp_path / "ddp") == strip(tmp_path / "resumed")
     # Another number of processes would see other batches: refused.
     with pytest.raises(Exception, match="made by 2 processes, this is 1"):
-        train.main(options(setup_files, tmp_path / "resumed", batch_size=2, grad_accum_steps=2, checkpoint_every=5,
+        finetune(options(setup_files, tmp_path / "resumed", batch_size=2, grad_accum_steps=2, checkpoint_every=5,
                            resume=True))
 
 
@@ -205,13 +199,13 @@ def test_multitask_under_ddp_trains_as_one_process(tmp_path):
     write_task(tmp_path / "data" / "sentiment", "sentiment", sizes=(32, 12, 12), seed=2)
 
     def cfg(out, batch_size):
-        return train.TrainConfig(init=str(tmp_path / "model"), tasks="topics,sentiment", tasks_dir=str(tmp_path / "data"),
+        return FinetuneConfig.of(init=str(tmp_path / "model"), tasks="topics,sentiment", tasks_dir=str(tmp_path / "data"),
                                  output_dir=str(out), max_seq_length=16, epochs=2, batch_size=batch_size,
                                  learning_rate=5e-3, layer_decay=1.0, dropout=0.0, log_every=1, device="cpu",
                                  seed=3, threads=1, stage2_epochs=0, precision="fp32")
 
     run_ranks(2, cfg(tmp_path / "ddp", 4))
-    train.main(cfg(tmp_path / "one", 8))
+    finetune(cfg(tmp_path / "one", 8))
     ddp_records, one_records = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
     assert len(ddp_records) == len(one_records) and len(ddp_records) > 10
     for a, b in zip(ddp_records, one_records):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from minibert.errors import ConfigError
-from minibert.training import precision
-from minibert.training.precision import autocast, cpu_flags, cpu_has_native_bf16, resolve_precision
+from minibert.training import machine
+from minibert.training.machine import autocast, cpu_flags, cpu_has_native_bf16, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -26,7 +26,7 @@ def test_native_bf16_needs_the_flag_and_avx512_kernels(tmp_path, monkeypatch, fl
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     path = fake_cpuinfo(tmp_path, flags)
     assert cpu_has_native_bf16(path) is native
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(machine, "cpu_has_native_bf16", lambda: native)
     assert resolve_precision("auto", CPU) == ("bf16" if native else "fp32")
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import predict
-import train
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.errors import ConfigError
-from minibert.training.precision import resolve_precision
+from minibert.training.machine import resolve_precision
 from test_train import config, data, tiny_model  # noqa: F401  (fixtures)
 
 
@@ -22,7 +22,7 @@ def keep_thread_count():
 @pytest.fixture(scope="module")
 def trained(tiny_model, data, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("run")
-    results = train.main(config(tiny_model, data, out, epochs=3, precision="auto"))
+    results = finetune(config(tiny_model, data, out, epochs=3, precision="auto"))
     return out / "best", results
 
 
@@ -52,10 +52,10 @@ def test_int8_agrees_with_fp32_on_most_texts(trained, data, tmp_path, capsys):  
     assert 0 < max(gaps) < 0.2  # quantization changes the numbers, a little
 
 
-def test_int8_needs_the_cpu(trained, data, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(predict, "resolve_device", lambda name: torch.device("cuda"))
-    with pytest.raises(ConfigError, match="--quantize int8 runs on the CPU only"):
-        predictions(trained[0], data, tmp_path, quantize="int8", precision="fp32")
+def test_int8_needs_the_cpu(trained, data, tmp_path):  # noqa: F811
+    with pytest.raises(ConfigError, match="--quantize int8 runs on the CPU only: --device cuda:0; use --device cpu"):
+        predictions(trained[0], data, tmp_path, quantize="int8", precision="fp32", device="cuda:0")
+    assert predictions(trained[0], data, tmp_path, quantize="int8", device="auto")  # auto: int8 on the CPU
 
 
 def test_bad_threads_are_refused(trained, data, tmp_path):  # noqa: F811

@@ -7,7 +7,10 @@ weights are in tests/fixtures/pretraining_google/steps_sample_text_64 (see its R
 """
 
 import json
+import os
+import re
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,10 @@ from safetensors.torch import load_file
 import pretrain
 from minibert.checkpoints import names
 from minibert.checkpoints.formats import load_checkpoint
+from minibert.checkpoints.tfrecord import read_examples, write_examples
+from minibert.cli import parse_config
+from minibert.pretraining import PretrainConfig, PretrainHooks, train
+from minibert.pretraining.model_setup import records_sha256
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PRETRAINING = FIXTURES / "pretraining_google"
@@ -54,8 +61,29 @@ def google_dir(tmp_path):
 def run(args: list[str]):
     """pretrain.py train on one thread; fp32 unless the test names a precision (auto is bf16 on CPUs
     with native bf16, and these tests compare numbers with fp32 references)."""
+    return pretrain.main(["train", *args, *fixed(args)])
+
+
+def run_with_hook(args: list[str], after_step) -> dict:
+    """run()'s training through the library, with after_step(step) called after every optimizer step
+    (and that step's checkpoint)."""
+    return train(parse_config(PretrainConfig, [*args, *fixed(args)]), PretrainHooks(after_step=after_step))
+
+
+def fixed(args: list[str]) -> list[str]:
     precision = [] if any(a.startswith("--precision") for a in args) else ["--precision=fp32"]
-    return pretrain.main(["train", *args, *precision, "--threads=1"])
+    return [*precision, "--threads=1"]
+
+
+class Crash(Exception):
+    """Raised by a hook: the run ends there as a killed process would, with last/ as it was saved."""
+
+
+def crash_at(step: int):
+    def after_step(done: int) -> None:
+        if done == step:
+            raise Crash
+    return after_step
 
 
 def train_records(out: Path) -> list[dict]:
@@ -98,7 +126,7 @@ def test_gradient_accumulation_gives_the_same_steps(google_dir, tmp_path):
 
 
 @pytest.mark.parametrize("masking", ["static", pytest.param("dynamic", marks=pytest.mark.slow)])
-def test_resume_mid_epoch_is_bit_identical(google_dir, tmp_path, masking, monkeypatch):
+def test_resume_mid_epoch_is_bit_identical(google_dir, tmp_path, masking):
     """10 steps of 8 records over 95 records, shuffled, with dropout: stopped at step 6 and resumed."""
     config = json.loads((google_dir / "bert_config.json").read_text())
     config.update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
@@ -112,21 +140,10 @@ def test_resume_mid_epoch_is_bit_identical(google_dir, tmp_path, masking, monkey
     assert sorted(p.name for p in (tmp_path / "full").glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-9"]
     assert load_checkpoint(tmp_path / "full" / "checkpoint-9").architecture == "BertForPreTraining"
     partial = tmp_path / "partial"
-
-    class Stop(Exception):
-        pass
-
-    real_save = pretrain.save_run
-
-    def save_then_stop(folder, *args):
-        real_save(folder, *args)
-        if args[4].step == 6:  # (model, optimizer, scheduler, scaler, state, rng): 48 of 95 records, mid-epoch
-            raise Stop
-
-    monkeypatch.setattr(pretrain, "save_run", save_then_stop)
-    with pytest.raises(Stop):
-        run([*common, f"--output_dir={partial}"])
-    monkeypatch.setattr(pretrain, "save_run", real_save)
+    with pytest.raises(Crash):  # right after last/ of step 6: 48 of 95 records, mid-epoch
+        run_with_hook([*common, f"--output_dir={partial}"], crash_at(6))
+    assert torch.load(partial / "last" / "trainer.pt", weights_only=True)["state"]["step"] == 6
+    assert [r["step"] for r in train_records(partial)] == list(range(1, 7))
     run([*common, f"--output_dir={partial}", "--resume=true"])
 
     def losses(out):
@@ -180,13 +197,12 @@ def test_heads_missing_from_the_checkpoint_are_initialised_and_reported(tmp_path
     (line,) = [line for line in printed.splitlines() if line.startswith("initialised (not in the checkpoint): ")]
     assert set(line.split(": ")[1].split(", ")) == {"mlm.transform.weight", "mlm.transform.bias", "mlm.norm.weight",
                                                     "mlm.norm.bias", "mlm.bias", "nsp.weight", "nsp.bias"}
-    # final/ is a minibert folder that train.py --init and checkpoints_convert read.
-    import checkpoints_convert
-    import train
-    checkpoints_convert.main(checkpoints_convert.ConvertConfig(src=str(out / "final"), dst=str(tmp_path / "tf"), format="tf"))
+    # final/ is a minibert folder that checkpoints_convert and, for its encoder, train.py --init read.
+    from minibert.checkpoints.conversion import ConvertConfig, convert
+    convert(ConvertConfig(src=str(out / "final"), dst=str(tmp_path / "tf"), format="tf"))
     assert load_checkpoint(tmp_path / "tf").architecture == "BertForPreTraining"
-    model, _ = train.build_model(train.TrainConfig(init=str(out / "final")), load_checkpoint(out / "final"), ["a", "b", "c"])
-    assert torch.equal(model.bert.embeddings.word.weight, load_checkpoint(out / "final").state["bert.embeddings.word.weight"])
+    encoder = load_pretrained(out / "final", BertModel)
+    assert torch.equal(encoder.embeddings.word.weight, load_checkpoint(out / "final").state["bert.embeddings.word.weight"])
 
 
 def test_mlm_only_from_scratch_loss_falls(tmp_path):
@@ -261,40 +277,64 @@ def test_embedded_default_runs_end_to_end(tmp_path, minilm_dir, monkeypatch):
 
 
 def test_every_pretraining_preset_has_the_papers_settings():
-    from minibert.cli import parse_config
     presets = sorted((Path(__file__).parent.parent / "presets" / "pretrain").glob("*.json"))
     assert len(presets) == 5
     for preset in presets:
-        cfg = parse_config(pretrain.PretrainConfig, ["--preset", str(preset)])
+        cfg = parse_config(PretrainConfig, ["--preset", str(preset)])
         # §5.2: batch 32, 128 tokens, lr 5e-5, 100,000 steps, 10,000 warm-up.
         assert (cfg.train_batch_size, cfg.max_seq_length, cfg.learning_rate, cfg.num_train_steps,
                 cfg.num_warmup_steps) == (32, 128, 5e-5, 100_000, 10_000), preset
 
 
-def test_sigterm_saves_last_and_resume_finishes_the_same_run(google_dir, tmp_path, monkeypatch):
-    import os
-    import signal
+def test_sigterm_saves_last_and_resume_finishes_the_same_run(google_dir, tmp_path):
     common = [f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
               "--train_batch_size=4", "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_train_steps=6",
               "--num_warmup_steps=1", "--learning_rate=1e-3", "--log_every=1", "--save_checkpoints_steps=100"]
     run([*common, f"--output_dir={tmp_path / 'full'}"])
-    real_forward, calls = pretrain.forward, []
 
-    def forward_then_term(model, batch):
-        calls.append(1)
-        if len(calls) == 4:  # during step 4: the step finishes, last/ is written, the run stops
+    def term_after_step_3(step):  # arrives between steps: step 4 runs, last/ is written, the run stops
+        if step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_forward(model, batch)
 
-    monkeypatch.setattr(pretrain, "forward", forward_then_term)
-    run([*common, f"--output_dir={tmp_path / 'stopped'}"])
+    previous = signal.getsignal(signal.SIGTERM)
+    result = run_with_hook([*common, f"--output_dir={tmp_path / 'stopped'}"], term_after_step_3)
+    assert result == {"step": 4, "stopped": True} and signal.getsignal(signal.SIGTERM) is previous
     assert not (tmp_path / "stopped" / "final").exists()
-    monkeypatch.setattr(pretrain, "forward", real_forward)
+    assert torch.load(tmp_path / "stopped" / "last" / "trainer.pt", weights_only=True)["state"]["step"] == 4
     run([*common, f"--output_dir={tmp_path / 'stopped'}", "--resume=true"])
     a = load_file(tmp_path / "full" / "final" / "model.safetensors")
     b = load_file(tmp_path / "stopped" / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["loss"] for r in train_records(tmp_path / "stopped")] == [r["loss"] for r in train_records(tmp_path / "full")]
+
+
+def test_resume_on_other_records_is_refused_unless_allowed(google_dir, tmp_path, script_error, capsys):
+    records = tmp_path / "records.tfrecord"
+    shutil.copy(PRETRAINING / "sample_text_64" / "examples.tfrecord", records)
+    common = [f"--init={google_dir}", f"--input_file={records}", f"--output_dir={tmp_path / 'out'}",
+              "--train_batch_size=4", "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_train_steps=4",
+              "--num_warmup_steps=0", "--save_checkpoints_steps=2"]
+    with pytest.raises(Crash):
+        run_with_hook(common, crash_at(2))
+    write_examples(records, list(read_examples(PRETRAINING / "sample_text_64" / "examples.tfrecord"))[:90])
+    capsys.readouterr()
+    line = f"--resume: --input_file {records} changed since the run in {tmp_path / 'out'} started (--allow_data_change "
+    with script_error(f"^error: {re.escape(line)}resumes anyway\\)\n$"):  # one line
+        run([*common, "--resume=true"])
+    assert run([*common, "--resume=true", "--allow_data_change=true"])["step"] == 4
+    saved = torch.load(tmp_path / "out" / "last" / "trainer.pt", weights_only=True)["state"]
+    assert saved["data_sha256"] == records_sha256(str(records), "input_file")  # the records it went on with
+
+
+def test_records_digest_covers_every_file_of_a_records_folder(tmp_path):
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "a.npy").write_bytes(b"a")
+    (folder / "manifest.json").write_text("{}")
+    before = records_sha256(str(folder), "input_file")
+    assert records_sha256(str(folder), "input_file") == before
+    (folder / "manifest.json").write_text("{ }")
+    assert records_sha256(str(folder), "input_file") != before
 
 
 def test_adamw_bf16_dynamic_whole_word_masking_and_eval_every(google_dir, tmp_path):

@@ -11,15 +11,26 @@ from pathlib import Path
 import pytest
 import torch
 
-import reproduce
-import train
+from minibert.cli import parse_config
+from minibert.experiments import reproduction
+from minibert.experiments.reproduction import ReproduceConfig, reproduce
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.experiments.paper import EXPERIMENTS, FIGURE2, FIGURE4, PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row
 from minibert.experiments.report import PLOTS, format_errors, markdown
 from minibert.errors import ConfigError, DataError
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
-from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, plan, run_state, slug, subset_data
+from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, plan, run_status, slug, subset_data
+
+
+def parse_reproduce(argv: list[str]) -> ReproduceConfig:
+    """reproduce.py's command line as a config."""
+    return parse_config(ReproduceConfig, argv, positional=("experiment",))
+
+
+def reproduce_text(cfg: ReproduceConfig) -> str:
+    return reproduce(cfg)[0]
 
 INITS = Inits("bert-base", chinese="bert-chinese")
 
@@ -30,7 +41,7 @@ def data_folders(tmp_path, names):
 
 @pytest.mark.parametrize("scale", sorted(SCALES))
 def test_every_row_is_a_valid_train_config(scale, tmp_path):
-    """Every runnable row of every experiment builds a TrainConfig; refused rows say why."""
+    """Every runnable row of every experiment builds a FinetuneConfig; refused rows say why."""
     inits = Inits("bert-base", "bert-chinese", "bert-large")
     for experiment in EXPERIMENTS.values():
         runs = plan(experiment, SCALES[scale], [], [1], inits, data_folders(tmp_path, experiment.datasets), tmp_path)
@@ -39,33 +50,41 @@ def test_every_row_is_a_valid_train_config(scale, tmp_path):
             if run.refused:
                 assert run.state == "refused" and run.refused, run
                 continue
-            cfg = train.TrainConfig(**run.config)
-            assert (cfg.clip_mode, cfg.optimizer, cfg.schedule) == ("per_tensor", "adam_weight_decay",
-                                                                   "google_warmup_linear")
-            assert cfg.max_seq_length == (512 if scale == "paper" else 128)
+            cfg = run.config
+            assert (cfg.optim.clip_mode, cfg.optim.optimizer, cfg.optim.schedule) == (
+                "per_tensor", "adam_weight_decay", "google_warmup_linear")
+            assert cfg.text.max_seq_length == (512 if scale == "paper" else 128)
+            assert cfg.text.max_chunks == (4 if scale == "small" and cfg.text.hierarchical else 0)
             if run.row.multi_task:  # Table 7: one train.py --tasks run over the four data sets
-                assert cfg.tasks == "imdb,yelp_polarity,ag_news,dbpedia" and cfg.tasks_dir == str(tmp_path / "data")
+                assert cfg.multitask.tasks == "imdb,yelp_polarity,ag_news,dbpedia"
+                assert cfg.multitask.tasks_dir == str(tmp_path / "data")
             else:
-                assert Path(cfg.train_file) == tmp_path / "data" / run.dataset / "train.jsonl"
+                assert Path(cfg.data.train_file) == tmp_path / "data" / run.dataset / "train.jsonl"
+
+
+def test_a_misspelt_option_in_a_row_is_an_error_when_the_plan_is_built(tmp_path):
+    typo = Experiment("typo", "A typo", ("imdb",), (Row("head-only", {"truncaton": "head"}),))
+    with pytest.raises(ConfigError, match="^typo row 'head-only': unknown option truncaton$"):
+        plan(typo, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
 
 
 def test_rows_name_only_what_differs_and_carry_the_papers_numbers(tmp_path):
     runs = {run.row.name: run for run in plan(TABLE2, SCALES["paper"], ["imdb"], [7], INITS,
                                                data_folders(tmp_path, ["imdb"]), tmp_path / "out")}
-    head_tail, tail = runs["head+tail"].config, runs["tail-only"].config
+    head_tail, tail = runs["head+tail"].options, runs["tail-only"].options
     assert {k: v for k, v in tail.items() if head_tail.get(k) != v} == {
         "truncation": "tail", "output_dir": str(tmp_path / "out/paper/table2/imdb/tail-only/seed7")}
     assert head_tail["init"] == "bert-base" and head_tail["seed"] == 7 and head_tail["learning_rate"] == 2e-5
     assert TABLE2.rows[2].paper == {"imdb": 5.42, "sogou_news": 2.43}
     sogou = plan(TABLE2, SCALES["paper"], ["sogou_news"], [1], INITS, data_folders(tmp_path, ["sogou_news"]), tmp_path)
-    assert {run.config["init"] for run in sogou} == {"bert-chinese"}
+    assert {run.options["init"] for run in sogou} == {"bert-chinese"}
     assert [run.row.name for run in plan(EXPERIMENTS["table4"], SCALES["paper"], [], [1], INITS,
                                          data_folders(tmp_path, ["imdb"]), tmp_path)][:2] == \
         ["lr 2.5e-05, xi 1.00", "lr 2.5e-05, xi 0.95"]
     # Figure 2 records errors at regular steps, train error too; Table 3's Layer-0 is --layers 1.
     fig2 = plan(FIGURE2, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
-    assert [r.config["learning_rate"] for r in fig2] == [2e-5, 5e-5, 1e-4, 4e-4]
-    assert all(r.config["eval_every"] == 100 and r.config["train_eval_count"] == 2000 for r in fig2)
+    assert [r.options["learning_rate"] for r in fig2] == [2e-5, 5e-5, 1e-4, 4e-4]
+    assert all(r.options["eval_every"] == 100 and r.options["train_eval_count"] == 2000 for r in fig2)
     assert EXPERIMENTS["table3"].rows[0].config == {"layers": "1"}
     small3 = plan(EXPERIMENTS["table3"], SCALES["small"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
     assert [run.row.name for run in small3 if run.refused] == [f"Layer-{k}" for k in range(6, 12)]  # MiniLM: 6
@@ -77,11 +96,11 @@ def test_few_shot_counts_follow_table1(tmp_path):
     assert [few_shot_count(SCALES["small"], "imdb", p) for p in (0.004, 0.1, 0.2)] == [10, 60, 120]
     runs = plan(FIGURE4, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
     fit = [run for run in runs if run.row.series == "BERT-FiT"]
-    assert [run.config.get("train_count") for run in fit] == [100, 250, 500, 1000, 2500, 5000, None]
-    assert {run.config["layer_decay"] for run in runs if run.row.series == "BERT-FiT (xi 0.95)"} == {0.95}
+    assert [run.options.get("train_count") for run in fit] == [100, 250, 500, 1000, 2500, 5000, 0]
+    assert {run.options["layer_decay"] for run in runs if run.row.series == "BERT-FiT (xi 0.95)"} == {0.95}
     itpt = [run for run in runs if run.row.series == "BERT-ITPT-FiT"]  # the IMDb pre-training, few-shot
-    assert {run.config["init"] for run in itpt} == {str(tmp_path / "paper/pretrain/imdb_bert-base/run/final")}
-    assert [run.config.get("train_count") for run in itpt] == [100, 250, 500, 1000, 2500, 5000, None]
+    assert {run.options["init"] for run in itpt} == {str(tmp_path / "paper/pretrain/imdb_bert-base/run/final")}
+    assert [run.options.get("train_count") for run in itpt] == [100, 250, 500, 1000, 2500, 5000, 0]
 
 
 def make_run_folder(folder, error=None, last=False):
@@ -108,8 +127,8 @@ def test_skip_resume_and_queue(tmp_path):
     make_run_folder(base / "head+tail" / "seed2", last=True)
     runs = plan(TINY, SCALES["paper"], [], [1, 2, 3], INITS, data_folders(tmp_path, ["imdb"]), out)
     assert [run.state for run in runs] == ["done", "resume", "new", "new", "new", "new"] + ["refused"] * 3
-    assert runs[1].config["resume"] is True and "resume" not in runs[2].config
-    assert runs[2].config["overwrite_output_dir"] is True and "overwrite_output_dir" not in runs[1].config
+    assert runs[1].options["resume"] is True and runs[2].options["resume"] is False
+    assert runs[2].options["overwrite_output_dir"] is True and runs[1].options["overwrite_output_dir"] is False
 
     busy, launched, lock = {}, [], threading.Lock()
 
@@ -117,9 +136,9 @@ def test_skip_resume_and_queue(tmp_path):
         with lock:
             assert not busy.get(device), f"{device} got a second run"
             busy[device] = True
-            launched.append((config["output_dir"], device, config.get("resume", False)))
+            launched.append((config.run.output_dir, device, config.run.resume))
         time.sleep(0.02)
-        make_run_folder(Path(config["output_dir"]), error=0.06)
+        make_run_folder(Path(config.run.output_dir), error=0.06)
         with lock:
             busy[device] = False
 
@@ -137,13 +156,13 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
     runs = plan(TINY, SCALES["paper"], [], [1, 2], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
 
     def launch(config, device):
-        if "tail-only" in config["output_dir"]:
+        if "tail-only" in config.run.output_dir:
             raise SystemExit("train.py: bad option")
-        make_run_folder(Path(config["output_dir"]), error=0.1)
+        make_run_folder(Path(config.run.output_dir), error=0.1)
 
     execute(runs, ["cpu"], launch)
     assert [run.state for run in runs[:4]] == ["done", "done", "failed", "failed"]
-    assert runs[2].error == "train.py: bad option" and run_state(runs[2].folder) == "new"
+    assert runs[2].error == "train.py: bad option" and run_status(runs[2].folder) == "new"
     assert "– [1]" in markdown(TINY, SCALES["paper"], runs, [])
 
 
@@ -176,10 +195,10 @@ def test_multi_task_row_is_one_run_and_fills_every_column(tmp_path):
     launched = []
 
     def launch(config, device):
-        launched.append(config["output_dir"])
-        folder = Path(config["output_dir"])
-        if "tasks" in config:  # a multi-task results.json: the second stage's errors per task
-            tasks = config["tasks"].split(",")
+        launched.append(config.run.output_dir)
+        folder = Path(config.run.output_dir)
+        if config.multitask.tasks:  # a multi-task results.json: the second stage's errors per task
+            tasks = config.multitask.tasks.split(",")
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "results.json").write_text(json.dumps({
                 "tasks": tasks, "multitask": {"tasks": {t: {"test_error": 0.5} for t in tasks}},
@@ -238,19 +257,19 @@ def test_command_line_dry_run_and_errors(tmp_path, capsys):
     data.mkdir(parents=True)
     for split in ("train", "dev", "test"):
         (data / f"{split}.jsonl").write_text(json.dumps({"text": "x", "label": "pos"}) + "\n")
-    cfg = reproduce.parse([
+    cfg = parse_reproduce([
         "table4", "--data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
         "--seeds", "1,2", "--dry_run", "true", "--precision", "bf16"])
-    text = reproduce.main(cfg)
+    text = reproduce_text(cfg)
     assert "Table 4: layer-wise decreasing learning rate (test error %): 16 runs - 0 done, 0 resume, 16 new" \
         in capsys.readouterr().out.replace(", scale paper", "")
     assert "| lr 2e-05, xi 0.95 | not run | 5.40 |" in text
     assert (tmp_path / "out" / "paper" / "table4" / "RESULTS.md").read_text() == text
     with pytest.raises(ConfigError, match="--seeds"):
-        reproduce.main(replace(cfg, seeds="1,x"))
+        reproduce_text(replace(cfg, seeds="1,x"))
     with pytest.raises(DataError, match="trec/train.jsonl"):
-        reproduce.main(replace(cfg, datasets="trec"))
-    assert reproduce.device_list("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
+        reproduce_text(replace(cfg, datasets="trec"))
+    assert reproduction.device_list("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
 
 
 def tiny_model(folder, words):
@@ -285,16 +304,16 @@ def test_small_table_end_to_end(tmp_path, monkeypatch, capsys):
     tiny_scale = replace(SCALES["small"], recipe={**SCALES["small"].recipe, "max_seq_length": 16, "epochs": 6,
                                                   "batch_size": 4, "learning_rate": 2e-3, "threads": 1},
                          english_init=str(model), train_examples=40, dev_examples=20, test_examples=20)
-    monkeypatch.setitem(reproduce.SCALES, "small", tiny_scale)
-    monkeypatch.setitem(reproduce.EXPERIMENTS, "tiny", replace(TINY, datasets=("topics",)))
+    monkeypatch.setitem(SCALES, "small", tiny_scale)
+    monkeypatch.setitem(EXPERIMENTS, "tiny", replace(TINY, datasets=("topics",)))
     argv = ["table2", "--scale", "small", "--data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
             "--devices", "cpu"]
-    cfg = replace(reproduce.parse(argv), experiment="tiny")  # the command line knows only the paper's
-    first = reproduce.main(cfg)
+    cfg = replace(parse_reproduce(argv), experiment="tiny")  # the command line knows only the paper's
+    first = reproduce_text(cfg)
     row = [line for line in first.splitlines() if line.startswith("| head+tail |")][0]
     ours = float(row.split("|")[2])
     assert ours < 30  # two topics, chance is 50% error
     assert "| pre-trained | – [1] |  |" in first  # TINY gives no paper number for "topics"
     capsys.readouterr()
-    second = reproduce.main(cfg)
+    second = reproduce_text(cfg)
     assert second == first and "2 done, 0 resume, 0 new, 1 refused" in capsys.readouterr().out

@@ -9,12 +9,23 @@ from pathlib import Path
 import pytest
 import torch
 
-import pretrain
-import reproduce
+from minibert.cli import parse_config
+from minibert.experiments import reproduction
+from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.experiments.paper import ENGLISH7, EXPERIMENTS, FIGURE3, PAPER_PRETRAIN, TABLE5, TABLE6, Experiment, Row
 from minibert.experiments.pretraining import job_state, scaled_steps
 from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan
+from minibert.pretraining import STAGES, PretrainConfig
 from test_reproduce import make_run_folder, tiny_model
+
+
+def parse_reproduce(argv: list[str]) -> ReproduceConfig:
+    """reproduce.py's command line as a config."""
+    return parse_config(ReproduceConfig, argv, positional=("experiment",))
+
+
+def reproduce_text(cfg: ReproduceConfig) -> str:
+    return reproduce(cfg)[0]
 
 INITS = Inits("bert-base", chinese="bert-chinese")
 PRESETS = Path(__file__).resolve().parent.parent / "presets" / "pretrain"
@@ -40,8 +51,8 @@ def test_one_job_per_corpus_and_model_shared_by_rows_data_sets_and_seeds(tmp_pat
     assert all(sum(run.job is job for run in runs) == 7 * 2 for job in jobs)
     runs = by_row(runs)
     sentiment = runs["all sentiment", "trec", 2]
-    assert sentiment.config["init"] == str(out / "paper/pretrain/sentiment_bert-base/run/final")
-    assert runs["w/o pretrain", "imdb", 1].config["init"] == "bert-base" and runs["w/o pretrain", "imdb", 1].job is None
+    assert sentiment.options["init"] == str(out / "paper/pretrain/sentiment_bert-base/run/final")
+    assert runs["w/o pretrain", "imdb", 1].options["init"] == "bert-base" and runs["w/o pretrain", "imdb", 1].job is None
     # The paper's settings (§5.2), records from the data folders' training text only.
     job = sentiment.job
     assert {k: job.train_config()[k] for k in PAPER_PRETRAIN} == PAPER_PRETRAIN
@@ -51,8 +62,8 @@ def test_one_job_per_corpus_and_model_shared_by_rows_data_sets_and_seeds(tmp_pat
     # Table 6 names corpora by the data set: ITPT = the data set's own (the same folder as Table 5's
     # IMDb row), IDPT = its domain, CDPT = all seven.
     table6 = by_row(plan(TABLE6, SCALES["paper"], ["imdb", "trec"], [1], INITS, data, out))
-    assert table6["BERT-ITPT-FiT", "imdb", 1].config["init"] == runs["IMDb", "imdb", 1].config["init"]
-    assert table6["BERT-IDPT-FiT", "trec", 1].config["init"] == str(out / "paper/pretrain/question_bert-base/run/final")
+    assert table6["BERT-ITPT-FiT", "imdb", 1].options["init"] == runs["IMDb", "imdb", 1].options["init"]
+    assert table6["BERT-IDPT-FiT", "trec", 1].options["init"] == str(out / "paper/pretrain/question_bert-base/run/final")
     assert table6["BERT-CDPT-FiT", "imdb", 1].job.folder.name == "all_bert-base"
     # Table 8's large rows pre-train BERT-large: another job.
     large = plan(EXPERIMENTS["table8"], SCALES["paper"], ["imdb"], [1], Inits("bert-base", large="/m/bert-large"),
@@ -65,7 +76,7 @@ def test_presets_hold_the_runners_paper_settings():
     for path in sorted(PRESETS.glob("*.json")):
         preset = json.loads(path.read_text())
         assert {k: preset[k] for k in PAPER_PRETRAIN} == PAPER_PRETRAIN, path.name
-        pretrain.PretrainConfig(**{k: v for k, v in preset.items() if not k.startswith("_")})
+        PretrainConfig(**{k: v for k, v in preset.items() if not k.startswith("_")})
 
 
 def test_refusals_name_what_is_missing(tmp_path):
@@ -88,9 +99,9 @@ def test_refusals_name_what_is_missing(tmp_path):
 def test_figure3_fine_tunes_the_checkpoint_of_each_step(tmp_path):
     paper = by_row(plan(FIGURE3, SCALES["paper"], [], [1], INITS, folders(tmp_path, ["imdb"]), tmp_path))
     run_dir = tmp_path / "paper/pretrain/imdb_bert-base/run"
-    assert [paper[f"{k}k", "imdb", 1].config["init"] for k in (10, 50, 100)] == [
+    assert [paper[f"{k}k", "imdb", 1].options["init"] for k in (10, 50, 100)] == [
         str(run_dir / f"checkpoint-{k}000") for k in (10, 50, 100)]
-    assert paper["0", "imdb", 1].config["init"] == "bert-base" and paper["100k", "imdb", 1].row.paper == {"imdb": 4.37}
+    assert paper["0", "imdb", 1].options["init"] == "bert-base" and paper["100k", "imdb", 1].row.paper == {"imdb": 4.37}
     assert len(jobs_of(list(paper.values()))) == 1
     assert scaled_steps(FIGURE3, SCALES["paper"].pretrain, "paper") is FIGURE3
     # The small scale keeps its model every 100 of its 300 steps: Figure 3's points, labelled so.
@@ -101,7 +112,7 @@ def test_figure3_fine_tunes_the_checkpoint_of_each_step(tmp_path):
     runs = plan(small, SCALES["small"], [], [1, 2], INITS, folders(tmp_path, ["imdb"]), tmp_path)
     job = jobs_of(runs)[0]
     assert job.train_config()["keep_checkpoints"] > 3 and job.train_config()["save_checkpoints_steps"] == 100
-    assert [run.config["init"] for run in runs if run.seed == 2] == ["minilm"] + [
+    assert [run.options["init"] for run in runs if run.seed == 2] == ["minilm"] + [
         str(tmp_path / f"small/pretrain/imdb_minilm/run/checkpoint-{s}") for s in (100, 200, 300)]
     # A step the scale does not save is refused, as is a checkpoint missing from a finished job.
     odd = replace(FIGURE3, rows=(Row("150", {}, pretrain="within", pretrain_step=150),))
@@ -142,8 +153,8 @@ def test_finished_job_skipped_interrupted_resumed(tmp_path):
         (Path(stages[-1][1]["output_dir"]) / "final").mkdir()
 
     def launch(config, device):
-        assert config["init"] == "minilm" or config["init"].endswith("run/final")
-        make_run_folder(Path(config["output_dir"]), error=0.1)
+        assert config.init == "minilm" or config.init.endswith("run/final")
+        make_run_folder(Path(config.run.output_dir), error=0.1)
 
     execute(runs, ["cpu"], launch, pretrain=pretrain_stages)
     assert launched == [["train"]]  # once for the two imdb rows; trec's is finished
@@ -161,14 +172,14 @@ def test_new_job_runs_every_stage_and_a_failed_job_fails_its_runs(tmp_path):
     assert (stages["create_data"]["max_seq_length"], stages["create_data"]["max_predictions_per_seq"]) == (128, 20)
     assert stages["train"]["overwrite_output_dir"] and not stages["train"]["resume"]
     for name, config in stages.items():  # every stage is a valid pretrain.py config
-        pretrain.COMMANDS[name][1](**config)
+        STAGES[name][1](**config)
     fine_tuned = []
 
     def broken(stages, device):
         raise SystemExit("pretrain.py: --input_file: no records")
 
     execute(runs, ["cpu"], lambda config, device: fine_tuned.append(config), pretrain=broken)
-    assert fine_tuned and all("run/final" not in c["init"] for c in fine_tuned)  # only the FiT row ran
+    assert fine_tuned and all("run/final" not in c.init for c in fine_tuned)  # only the FiT row ran
     failed = [run for run in runs if run.job is not None]
     assert len(failed) == 4 and {run.error for run in failed} == {
         f"pre-training {job.folder} failed: pretrain.py: --input_file: no records"}
@@ -203,7 +214,7 @@ def test_command_line_dry_run_lists_the_jobs(tmp_path, capsys):
     model = tiny_model(tmp_path / "model", words)
     argv = ["table5", "--data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
             "--datasets", "imdb", "--init", str(model), "--dry_run", "true"]
-    text = reproduce.main(reproduce.parse(argv))
+    text = reproduce_text(parse_reproduce(argv))
     printed = capsys.readouterr().out
     assert "further pre-training, scale paper: 11 jobs - 0 done, 0 resume, 1 new, 10 refused" in printed
     assert f"  new     {tmp_path / 'out/paper/pretrain/imdb_model'}: imdb from {model}, 100000 steps of 32; " \
@@ -228,10 +239,10 @@ def test_figure3_end_to_end_at_a_tiny_scale(tmp_path, monkeypatch, capsys):
                                    "max_predictions_per_seq": 5, "num_train_steps": 4, "num_warmup_steps": 0,
                                    "save_checkpoints_steps": 2, "learning_rate": 1e-3, "precision": "fp32",
                                    "threads": 1})
-    monkeypatch.setitem(reproduce.SCALES, "small", tiny_scale)
+    monkeypatch.setitem(SCALES, "small", tiny_scale)
     argv = ["figure3", "--scale", "small", "--datasets", "topics", "--data_dir", str(tmp_path / "data"),
             "--output_dir", str(tmp_path / "out"), "--devices", "cpu"]
-    first = reproduce.main(reproduce.parse(argv))
+    first = reproduce_text(parse_reproduce(argv))
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in first.splitlines()
             if line.startswith("| ") and "method" not in line}
     assert list(rows) == ["0", "2 steps", "4 steps (paper: 100k)"]
@@ -243,7 +254,7 @@ def test_figure3_end_to_end_at_a_tiny_scale(tmp_path, monkeypatch, capsys):
     png = tmp_path / "out/small/figure3/figure3_topics.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
-    assert reproduce.main(reproduce.parse(argv)) == first
+    assert reproduce_text(parse_reproduce(argv)) == first
     printed = capsys.readouterr().out
     assert "1 jobs - 1 done" in printed and "3 runs - 3 done" in printed
 
@@ -253,8 +264,8 @@ def test_resume_false_starts_an_interrupted_job_again(tmp_path):
     [job] = jobs_of(plan(TINY, SCALES["small"], [], [1], INITS, data, tmp_path))
     (job.run_dir / "last").mkdir(parents=True)
     runs = plan(TINY, SCALES["small"], [], [1], INITS, data, tmp_path)
-    cfg = reproduce.parse(["table5", "--resume", "false"])
-    reproduce.check_before_running(TINY, runs, cfg)
+    cfg = parse_reproduce(["table5", "--resume", "false"])
+    reproduction.check_before_running(runs, cfg.resume)
     [job] = jobs_of(runs)
     train_config = dict(job.stages("cpu"))["train"]
     assert job.state == "new" and not train_config["resume"] and train_config["overwrite_output_dir"]
@@ -268,8 +279,8 @@ def test_pretrain_stages_as_processes(tmp_path):
     job = tmp_path / "job"
     stages = [("corpus", {"sources": str(tmp_path / "texts.jsonl"), "output_file": str(job / "corpus.txt")}),
               ("train", {"input_file": str(job / "records"), "output_dir": str(job / "run"), "num_train_steps": 0})]
-    with pytest.raises(RuntimeError, match=f"pretrain.py train exited with 2; see {job / 'pretrain.log'}"):
-        reproduce.pretrain_as_subprocess(stages, "cpu")
+    with pytest.raises(RuntimeError, match=f"pre-training stage train exited with 2; see {job / 'pretrain.log'}"):
+        reproduction.pretrain_as_subprocess(stages, "cpu")
     assert (job / "corpus.txt").read_text() == "One sentence.\nAnd another one.\n\n"
     log = (job / "pretrain.log").read_text()
     assert "wrote 1 documents" in log and "--num_train_steps >= 1" in log

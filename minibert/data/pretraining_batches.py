@@ -26,6 +26,10 @@ from minibert.data.pretraining_records import FEATURES, Records
 from minibert.errors import DataError
 
 
+# --masking: the records' own masks (Google), or Google's rule drawn anew per epoch and record.
+MASKINGS = ("static", "dynamic")
+
+
 @dataclass(frozen=True)
 class DynamicMasking:
     """Google's masking settings, applied when batches are built."""

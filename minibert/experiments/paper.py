@@ -2,7 +2,8 @@
 classifier, each row naming only what differs from the paper's base recipe, with the published
 test error rates (%) beside it.
 
-A row's `config` holds train.py TrainConfig fields. The runner (minibert.experiments.runner) adds
+A row's `config` holds fine-tuning options (the flat names of minibert.finetune.FinetuneConfig, as
+train.py's flags). The runner (minibert.experiments.runner) adds
 the base recipe of the chosen scale, the data set's files, the seed and the output folder. Rows
 that fine-tune a further pre-trained checkpoint (Figure 3, Table 5, the ITPT/IDPT/CDPT rows) name
 its corpus in `pretrain`; the runner further pre-trains once per corpus and model
@@ -74,7 +75,8 @@ ENGLISH7 = ("imdb", "yelp_polarity", "yelp_full", "trec", "yahoo_answers", "ag_n
 class Row:
     """One row of a table or one point of a figure.
 
-    name: the row label as in the paper. config: TrainConfig fields that differ from the recipe.
+    name: the row label as in the paper. config: fine-tuning options that differ from the recipe
+    ("init": "large" asks for the runner's --init_large).
     paper: published test error (%) per data set. x / series: where a figure puts it.
     pretrain: the corpus of the further pre-training the row fine-tunes from ("" = none): WITHIN (the
     data set's own training text), IN_DOMAIN (its domain's), or a `pretrain.py corpus --sources`

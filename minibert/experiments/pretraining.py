@@ -27,11 +27,10 @@ from minibert.data.pretraining_corpus import CROSS_DOMAIN, DOMAINS, ENGLISH_DATA
 from minibert.errors import ConfigError
 from minibert.experiments.paper import BEST_EXP_I, CHINESE, IN_DOMAIN, WITHIN, Experiment, Row
 from minibert.files import find_folder
-from minibert.resources import minilm_folder
+from minibert.resources import model_path
 
 # Names `pretrain.py corpus --sources` knows; any other data set's text is given as its train.jsonl.
 CORPUS_NAMES = {*ENGLISH_DATASETS, *DOMAINS, CROSS_DOMAIN, "bbc_news"}
-EMBEDDED_MODELS = {"minilm": minilm_folder}  # the --init names train.py and pretrain.py resolve themselves
 # Train-config keys that may differ from a finished or interrupted run's config.json without it
 # being another pre-training (where and how fast it runs, not what it learns).
 RUNTIME_KEYS = {"device", "threads", "precision", "resume", "overwrite_output_dir"}
@@ -73,7 +72,7 @@ def model_name(init: str) -> str:
 
 def vocab_beside(init: str) -> Path:
     """The vocab.txt of the starting model (beside its weights), which create_data must use."""
-    folder = EMBEDDED_MODELS[init]() if init in EMBEDDED_MODELS else Path(init)
+    folder = model_path(init)
     vocab = (folder if folder.is_dir() else folder.parent) / "vocab.txt"
     if not vocab.is_file():
         raise ConfigError(f"{init}: no vocab.txt beside the model, which the pre-training records need")

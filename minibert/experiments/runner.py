@@ -1,13 +1,13 @@
-"""Plan and run the paper's experiments: rows x data sets x seeds -> one train.py run each.
+"""Plan and run the paper's experiments: rows x data sets x seeds -> one fine-tuning run each.
 
 A run's folder is OUTPUT/<scale>/<experiment>/<data set>/<row>/seed<k>/. A run whose results.json
 exists is finished and skipped; one with a last/ checkpoint is continued with --resume (train.py
 then gives the same result as an uninterrupted run); any other starts afresh. Rows that fine-tune a
 further pre-trained model get a PretrainJob (minibert.experiments.pretraining), one per corpus and
 starting model under OUTPUT/<scale>/pretrain/, shared by every run that needs it and run before
-them. The library never imports the scripts: whoever calls `execute` passes the functions that run
-one train.py config and one pre-training's pretrain.py stages (in-process for one device, a
-subprocess per run for several).
+them. Whoever calls `execute` passes the functions that run one fine-tuning config and one
+pre-training's stages (minibert.finetune and minibert.pretraining in-process for one device, a
+train.py / pretrain.py process per run for several).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import queue
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from minibert.data.examples import write_jsonl
@@ -27,6 +27,7 @@ from minibert.experiments.paper import CHINESE, PAPER_PRETRAIN, PAPER_RECIPE, TA
 from minibert.experiments.pretraining import (PretrainJob, checkpoint_refusal, corpus_of, job_state, model_name,
                                               new_job)
 from minibert.files import find_folder
+from minibert.finetune.config import FinetuneConfig
 
 SPLITS = ("train", "dev", "test")
 
@@ -51,6 +52,7 @@ class Scale:
     curve_every: int = 100
     curve_train_examples: int = 2000
     english_init: str = ""  # "" = the runner's --init
+    hierarchical: dict = field(default_factory=dict)  # recipe values of the scale's hierarchical rows only
     num_layers: int = 0  # the scale's own model's layers (0 = whatever --init has), for Table 3's rows
     pretrain: dict = field(default_factory=lambda: dict(PAPER_PRETRAIN))
 
@@ -66,19 +68,18 @@ SMALL_PRETRAIN = {**PAPER_PRETRAIN, "train_batch_size": 16, "learning_rate": 1e-
                   "num_warmup_steps": 30, "save_checkpoints_steps": 100}
 SCALES = {
     "paper": Scale("paper", PAPER_RECIPE, "the paper's settings: BERT-base, 512 tokens, full data sets"),
-    "small": Scale("small", {**PAPER_RECIPE, "max_seq_length": 128, "learning_rate": 1e-4, "eval_batch_size": 64,
-                             "max_chunks": 4},
+    "small": Scale("small", {**PAPER_RECIPE, "max_seq_length": 128, "learning_rate": 1e-4, "eval_batch_size": 64},
                    "NOT the paper's setting: all-MiniLM-L6-v2, 128 tokens (hierarchical: at most 4 chunks), "
                    "lr 1e-4 unless the row sets one (Figure 2, Table 4), stratified subsets of 600 train / 200 dev / 400 test examples; further pre-training: "
                    "300 steps of 16 sequences at lr 1e-4 on the subsets' training text", 600, 200, 400,
                    curve_every=5, curve_train_examples=200, english_init="minilm", num_layers=6,
-                   pretrain=SMALL_PRETRAIN),
+                   hierarchical={"max_chunks": 4}, pretrain=SMALL_PRETRAIN),
 }
 
 
 @dataclass
 class Run:
-    """One train.py run: which experiment row, data set(s) and seed, its folder and TrainConfig values.
+    """One fine-tuning run: which experiment row, data set(s) and seed, its folder and its config.
 
     refused: why it cannot run ("" if it can). state: "done", "resume", "new" or "refused" when
     planned; "failed" after an error (error holds the message). job: the further pre-training it
@@ -90,11 +91,16 @@ class Run:
     dataset: str
     seed: int
     folder: Path
-    config: dict = field(default_factory=dict)
+    config: FinetuneConfig | None = None  # None when refused
     refused: str = ""
     state: str = "new"
     error: str = ""
     job: PretrainJob | None = None
+
+    @property
+    def options(self) -> dict:
+        """The config's flat {option: value} (empty when refused), as train.py's flags name them."""
+        return self.config.flat() if self.config is not None else {}
 
 
 def slug(name: str) -> str:
@@ -102,7 +108,7 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_").replace("._", "_")
 
 
-def run_state(folder: Path) -> str:
+def run_status(folder: Path) -> str:
     if (folder / "results.json").is_file():
         return "done"
     return "resume" if find_folder(folder / "last") is not None else "new"
@@ -140,8 +146,9 @@ def plan(experiment: Experiment, scale: Scale, datasets: list[str], seeds: list[
     """Every run of the experiment's rows on `datasets` (the experiment's own when empty) x seeds.
 
     data_folders: data set -> folder holding {train,dev,test}.jsonl (already subset for the scale),
-    including the data sets the rows' pre-training corpora read. extra: TrainConfig values for every
-    run (e.g. precision; threads and precision also go to pre-training). Nothing is run or written.
+    including the data sets the rows' pre-training corpora read. extra: fine-tuning options for every
+    run (e.g. precision; threads and precision also go to pre-training). Nothing is run or written;
+    a row naming an option fine-tuning does not have is a ConfigError here, before anything runs.
     """
     runs, jobs = [], _Jobs(scale, output_dir, data_folders, extra or {})
     for row in experiment.rows:
@@ -150,22 +157,24 @@ def plan(experiment: Experiment, scale: Scale, datasets: list[str], seeds: list[
                 # A multi-task row is one run over all the data sets, listed once per data set.
                 group = "multitask" if row.multi_task else dataset
                 folder = output_dir / scale.name / experiment.name / group / slug(row.name) / f"seed{seed}"
-                run = _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra or {}, jobs)
-                if row.multi_task and run.config:
-                    _multi_task(run, datasets or experiment.datasets, data_folders)
+                run, values = _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders,
+                                        extra or {}, jobs)
+                if row.multi_task and values:
+                    values = _multi_task(run, values, datasets or experiment.datasets, data_folders)
+                if values:
+                    run.config = FinetuneConfig.of(f"{experiment.name} row {row.name!r}", **values)
                 runs.append(run)
     return runs
 
 
-def _multi_task(run: Run, datasets, data_folders: dict[str, Path]) -> None:
-    """Table 7's BERT-MFiT-FiT: train.py --tasks over every data set (their folders share a parent)."""
+def _multi_task(run: Run, values: dict, datasets, data_folders: dict[str, Path]) -> dict:
+    """Table 7's BERT-MFiT-FiT: one --tasks run over every data set (their folders share a parent)."""
     parents = {data_folders[d].parent for d in datasets if d in data_folders}
     if len(parents) != 1 or not all(d in data_folders for d in datasets):
-        run.refused, run.state, run.config = "multi-task needs every data set in one data folder", "refused", {}
-        return
-    for split in SPLITS:
-        del run.config[f"{split}_file"]
-    run.config.update(tasks=",".join(datasets), tasks_dir=str(parents.pop()))
+        run.refused, run.state = "multi-task needs every data set in one data folder", "refused"
+        return {}
+    values = {k: v for k, v in values.items() if k not in {f"{split}_file" for split in SPLITS}}
+    return {**values, "tasks": ",".join(datasets), "tasks_dir": str(parents.pop())}
 
 
 def jobs_of(runs: list[Run]) -> list[PretrainJob]:
@@ -193,7 +202,8 @@ class _Jobs:
         return job, job.refused or checkpoint_refusal(job, row.pretrain_step)
 
 
-def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra, jobs) -> Run:
+def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders, extra, jobs) -> tuple[Run, dict]:
+    """The run of one row, data set and seed, and its options (empty when it is refused)."""
     run = Run(experiment.name, row, dataset, seed, folder)
     init, refused = inits.for_run(scale, row, dataset)
     if not refused and row.pretrain:  # fine-tune the further pre-trained model instead of init
@@ -208,20 +218,22 @@ def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders
         run.refused = f"no data for {dataset}"
     if run.refused:
         run.state = "refused"
-        return run
+        return run, {}
     data = data_folders[dataset]
-    config = {**scale.recipe, **{k: v for k, v in row.config.items() if k != "init"}, **extra,
+    values = {**scale.recipe, **{k: v for k, v in row.config.items() if k != "init"}, **extra,
               "init": init, "seed": seed, "output_dir": str(folder),
               **{f"{split}_file": str(data / f"{split}.jsonl") for split in SPLITS}}
+    if values.get("hierarchical"):
+        values.update(scale.hierarchical)
     if experiment.plot == "curves":  # Figure 2: errors at regular steps, training error too
-        config.update(eval_every=scale.curve_every, train_eval_count=scale.curve_train_examples)
+        values.update(eval_every=scale.curve_every, train_eval_count=scale.curve_train_examples)
     if experiment.plot == "few_shot" and row.x is not None and row.x < 1:
-        config["train_count"] = few_shot_count(scale, dataset, row.x)
-    run.config, run.state = config, run_state(folder)
+        values["train_count"] = few_shot_count(scale, dataset, row.x)
+    run.state = run_status(folder)
     # The runner owns its run folders: an interrupted run continues; a folder without a checkpoint
     # (a run killed before its first one, or a failed one) starts again.
-    run.config["resume" if run.state == "resume" else "overwrite_output_dir"] = True
-    return run
+    values["resume" if run.state == "resume" else "overwrite_output_dir"] = True
+    return run, values
 
 
 def subset_data(source: Path, target: Path, scale: Scale, seed: int = 0) -> Path:
@@ -245,8 +257,8 @@ def execute(runs: list[Run], devices: list[str], launch: Callable[[dict, str], N
             log: Callable[[str], None] = lambda message: None,
             pretrain: Callable[[list[tuple[str, dict]], str], None] | None = None) -> list[Run]:
     """Run every run that is not done or refused: one worker per device takes the next run from a
-    queue, so each device runs one run at a time. launch(config, device) runs train.py with the
-    config (device set by the worker). A failing run is marked "failed" and the others go on.
+    queue, so each device runs one run at a time. launch(config, device) runs the fine-tuning
+    FinetuneConfig (its device set by the worker). A failing run is marked "failed" and the others go on.
     Runs sharing a folder (a multi-task row) are launched once. Returns the runs that were pending.
 
     First, the same way, every pre-training job the pending runs need that is not done:
@@ -283,8 +295,8 @@ def execute(runs: list[Run], devices: list[str], launch: Callable[[dict, str], N
         run = group[0]
         log(f"{'resuming' if run.state == 'resume' else 'starting'} {run.folder} on {device}")
         try:
-            launch({**run.config, "device": device}, device)
-            run.state = run_state(run.folder)
+            launch(replace(run.config, machine=replace(run.config.machine, device=device)), device)
+            run.state = run_status(run.folder)
             if run.state != "done":
                 run.state, run.error = "failed", "train.py finished without results.json"
         except (Exception, SystemExit) as e:  # one bad run must not stop the queue; its message is reported

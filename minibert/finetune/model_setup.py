@@ -21,7 +21,7 @@ from minibert.text.encoding import TextEncoding
 from minibert.text.long_text import paper_head_tokens
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.optimization import build_optimizer, freeze_encoder, parameter_groups, unfreeze
-from minibert.training.precision import grad_scaler
+from minibert.training.machine import grad_scaler
 from minibert.training.schedules import build_scheduler
 
 

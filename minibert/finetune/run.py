@@ -20,7 +20,7 @@ from minibert.finetune.tasks import SINGLE, Task, data_sha256, encode_task, ensu
 from minibert.model.bert import num_parameters
 from minibert.training.plots import plot_learning_curves
 from minibert.training.run_context import RunContext, open_run
-from minibert.training.run_state import check_output_dir, find_run
+from minibert.training.last_checkpoint import check_output_dir, find_run
 
 
 def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:

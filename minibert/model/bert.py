@@ -210,7 +210,7 @@ class Layer(nn.Module):
 
     def _output(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """The rest of the block, per token: x and context (..., H) -> (..., H)."""
-        # self.dropout holds the rate; attention.dropout draws the mask ~3x cheaper on the CPU.
+        # self.dropout holds the rate; model/dropout.py's dropout draws the mask ~3x cheaper on the CPU.
         hidden_p = self.dropout.p if self.training else 0.0
         x = self.attn_norm(x + dropout(self.attn_out(context), hidden_p))
         hidden = self.act(self.ffn_in(x))  # (..., I)

@@ -28,6 +28,9 @@ WORD_START = "\u2581"  # sentencepiece's "▁"
 SPECIALS_AFTER_UNUSED = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
+MODEL_TYPES = ("bpe", "unigram")  # the sentencepiece algorithms a vocabulary can be learned with
+
+
 @dataclass
 class VocabReport:
     size: int

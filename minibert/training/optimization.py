@@ -1,6 +1,6 @@
 """Optimisers, parameter groups, gradual unfreezing and per-tensor gradient clipping.
 
-Learning-rate schedules live in minibert/schedules.py. Parameter names follow minibert's
+Learning-rate schedules live in minibert/training/schedules.py. Parameter names follow minibert's
 classifier: `bert.embeddings.*`, `bert.layers.{i}.*`, `bert.pooler.*` for the encoder, and
 anything else (normally `head.*`) is task-specific.
 

@@ -29,9 +29,9 @@ from minibert.errors import ConfigError
 from minibert.files import atomic_write_text, remove_leftovers
 from minibert.training.distributed import (Distributed, barrier, device_for, gather_objects, init_distributed,
                                            shutdown)
-from minibert.training.precision import (PADDING_CHOICES, PRECISION_CHOICES, autocast, resolve_device,
+from minibert.training.machine import (PADDING_CHOICES, PRECISION_CHOICES, autocast, resolve_device,
                                         resolve_padding, resolve_precision)
-from minibert.training.run_state import capture_rng, check_output_dir, find_run, load_run, save_run
+from minibert.training.last_checkpoint import capture_rng, check_output_dir, find_run, load_run, save_run
 
 # A different dropout stream per rank: rank r seeds seed + RANK_SEED_STRIDE * r (the weights are the
 # same on every rank: DistributedDataParallel broadcasts rank 0's when it wraps the model).

@@ -18,7 +18,9 @@ from minibert.model.pretraining import BertForPreTraining, PreTrainingOutput
 MLM_EPSILON = 1e-5  # run_pretraining.py: denominator = tf.reduce_sum(label_weights) + 1e-5
 
 
-def forward(model: BertForPreTraining, batch: dict[str, torch.Tensor]) -> PreTrainingOutput:
+def pretraining_outputs(model: BertForPreTraining, batch: dict[str, torch.Tensor]) -> PreTrainingOutput:
+    """The model on a batch of records (Google's feature names): MLM logits (B, P, V) at the
+    masked_lm_positions, NSP logits (B, 2)."""
     return model(batch["input_ids"], batch["segment_ids"], batch["input_mask"], batch["masked_lm_positions"])
 
 

@@ -1,0 +1,197 @@
+"""reproduce.py's run: a table or figure of the paper planned (minibert.experiments.runner),
+checked, run on one or more devices, and reported beside the published numbers.
+
+With one device every run and pre-training stage runs in this process (no start-up cost); with
+several, each runs in its own process (minibert.experiments.worker), its output in the run folder's
+train.log or the job folder's pretrain.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from minibert.cli import from_flat, option
+from minibert.data import corpora
+from minibert.errors import ConfigError, DataError
+from minibert.experiments.paper import EXPERIMENTS
+from minibert.experiments.pretraining import corpus_needs, scaled_steps
+from minibert.experiments.report import PLOTS, markdown
+from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan, subset_data
+from minibert.files import atomic_write_text
+from minibert.finetune import FinetuneConfig, finetune
+from minibert.pretraining import STAGES
+from minibert.training.machine import PRECISIONS
+
+STATES = ("done", "resume", "new", "refused")
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    experiment: str = option("", "which table or figure", choices=("", *EXPERIMENTS))
+    datasets: str = option("", "comma-separated data sets (data/<name>/); default: the ones the paper used")
+    scale: str = option("paper", "paper: the paper's settings; small: a 2-core CPU budget (not the paper's setting)",
+                        choices=tuple(SCALES))
+    seeds: str = option("1", "comma-separated seeds; the table shows mean ± std over them")
+    init: str = option("uncased_L-12_H-768_A-12", "English BERT-base (Google release folder or any --init of "
+                       "train.py); --scale small uses the embedded MiniLM")
+    init_chinese: str = option("", "Chinese BERT-base for Sogou News (chinese_L-12_H-768_A-12)")
+    init_large: str = option("", "BERT-large for Table 8 (uncased_L-24_H-1024_A-16)")
+    data_dir: str = option("data", "folder of the prepared data sets, data/<name>/{train,dev,test}.jsonl")
+    output_dir: str = option("runs/reproduce", "where runs, RESULTS.md and plots go")
+    devices: str = option("auto", "comma-separated devices, one run at a time on each (auto: every GPU, else cpu)")
+    precision: str = option("", "override the recipe's fp32 (bf16 on recent GPUs)", choices=("", *PRECISIONS))
+    threads: int = option(0, "CPU threads per run (0 = torch's default)")
+    resume: bool = option(True, "continue interrupted runs and pre-trainings from their last/ checkpoint "
+                          "(false: start them again)")
+    dry_run: bool = option(False, "print the plan (pre-training and fine-tuning: done / resume / new / refused) "
+                           "and the table, run nothing")
+
+
+def device_list(devices: str) -> list[str]:
+    if devices != "auto":
+        return [d.strip() for d in devices.split(",") if d.strip()]
+    return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
+
+
+def data_folders(cfg: ReproduceConfig, datasets: list[str], scale, corpus_datasets: list[str] = ()) -> dict[str, Path]:
+    """Each data set's prepared folder; a subset scale gets its stratified subset under output_dir.
+    corpus_datasets: those only pre-training corpora read; one not prepared is left out (the plan
+    refuses the rows that need it), while a missing data set to fine-tune on is an error."""
+    folders = {}
+    for name in dict.fromkeys([*datasets, *corpus_datasets]):
+        source = Path(cfg.data_dir) / name
+        if name == "bbc_news" and not (source / "train.jsonl").is_file():
+            corpora.prepare_bbc_news(source)  # the embedded data set: prepared on first use
+        if not (source / "train.jsonl").is_file() and name not in datasets:
+            continue
+        if not (source / "train.jsonl").is_file():
+            raise DataError(f"{source}/train.jsonl: no such file; prepare it with data/{name}/prepare.py")
+        folders[name] = source
+        if scale.train_examples:
+            folders[name] = subset_data(source, Path(cfg.output_dir) / scale.name / "data" / name, scale)
+    return folders
+
+
+def run_in_process(config: FinetuneConfig, device: str) -> None:
+    finetune(config)
+
+
+def run_as_subprocess(config: FinetuneConfig, device: str) -> None:
+    """One fine-tuning process per run, its output in the run folder's train.log."""
+    folder = Path(config.run.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    request = folder / "reproduce_request.json"
+    atomic_write_text(request, json.dumps(config.flat(), indent=2) + "\n")
+    worker(["finetune", str(request)], folder / "train.log")
+
+
+def pretrain_in_process(stages: list[tuple[str, dict]], device: str) -> None:
+    """A pre-training job's stages (corpus, create_data, train) in this process."""
+    for name, config in stages:
+        function, config_class, _ = STAGES[name]
+        result = function(config_class(**config))
+        if name == "train" and result.get("stopped"):
+            # Pre-training finished its step and saved last/ on SIGTERM, then put the default handler
+            # back: the runner now ends as SIGTERM asks, and the same command resumes the job.
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def pretrain_as_subprocess(stages: list[tuple[str, dict]], device: str) -> None:
+    """One process per pre-training stage, their output in the job folder's pretrain.log."""
+    folder = Path(stages[-1][1]["output_dir"]).parent  # the last stage is train, into JOB/run
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, config in stages:
+        request = folder / f"reproduce_{name}.json"
+        atomic_write_text(request, json.dumps(config, indent=2) + "\n")
+        worker([name, str(request)], folder / "pretrain.log")
+
+
+def worker(argv: list[str], log_file: Path) -> None:
+    """`python -m minibert.experiments.worker KIND REQUEST.json`, appending its output to log_file."""
+    with open(log_file, "a", encoding="utf-8") as log:
+        done = subprocess.run([sys.executable, "-m", "minibert.experiments.worker", *argv], stdout=log,
+                              stderr=subprocess.STDOUT)
+    if done.returncode:
+        what = "fine-tuning" if argv[0] == "finetune" else f"pre-training stage {argv[0]}"
+        raise RuntimeError(f"{what} exited with {done.returncode}; see {log_file}")
+
+
+def check_before_running(runs, resume: bool) -> None:
+    """Every pre-training stage's config is built before anything long starts (the fine-tuning
+    configs were built by the plan); resume false restarts interrupted runs and pre-trainings."""
+    for job in jobs_of(runs):
+        if job.state == "resume" and not resume:
+            job.state, job.resume = "new", False
+        if job.state in ("new", "resume"):
+            for name, config in job.stages("cpu"):
+                from_flat(STAGES[name][1], config, f"pre-training {job.folder} ({name})")
+    for run in runs:
+        if run.state == "resume" and not resume:
+            run.state = "new"
+            run.config = replace(run.config, run=replace(run.config.run, resume=False, overwrite_output_dir=True))
+
+
+def plan_lines(experiment, scale, runs) -> list[str]:
+    """The pre-training jobs (one line each, with the runs waiting for them) and the runs' counts."""
+    jobs, lines = jobs_of(runs), []
+    if jobs:
+        counts = {state: sum(job.state == state for job in jobs) for state in STATES}
+        lines.append(f"further pre-training, scale {scale.name}: {len(jobs)} jobs - "
+                     + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        for job in jobs:
+            users = sum(run.job is job for run in runs)
+            what = (f"{job.corpus} from {job.init}, {job.settings['num_train_steps']} steps of "
+                    f"{job.settings['train_batch_size']}")
+            lines.append(f"  {job.state:<7} {job.folder}: {what}; {users} runs fine-tune it"
+                         + (f"; {job.refused}" if job.refused else ""))
+    counts = {state: sum(run.state == state for run in runs) for state in STATES}
+    return lines + [f"{experiment.title}, scale {scale.name}: {len(runs)} runs - "
+                    + ", ".join(f"{n} {s}" for s, n in counts.items())]
+
+
+def planned_runs(cfg: ReproduceConfig):
+    """(experiment, scale, data sets, runs) of the command line; every check before any run."""
+    if not cfg.experiment:
+        raise ConfigError(f"usage: reproduce.py EXPERIMENT [options]; EXPERIMENT is one of {', '.join(EXPERIMENTS)}")
+    scale = SCALES[cfg.scale]
+    # Figure 3's points are the scale's saved pre-training steps (the paper: every 10k to 100k).
+    experiment = scaled_steps(EXPERIMENTS[cfg.experiment], scale.pretrain, scale.name)
+    datasets = [d.strip() for d in cfg.datasets.split(",") if d.strip()] or list(experiment.datasets)
+    try:
+        seeds = [int(s) for s in cfg.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected comma-separated integers, got {cfg.seeds!r}") from None
+    extra = {k: v for k, v in (("precision", cfg.precision), ("threads", cfg.threads)) if v}
+    folders = data_folders(cfg, datasets, scale, corpus_needs(experiment, datasets))
+    inits = Inits(cfg.init, cfg.init_chinese, cfg.init_large)
+    runs = plan(experiment, scale, datasets, seeds, inits, folders, Path(cfg.output_dir), extra)
+    check_before_running(runs, cfg.resume)
+    return experiment, scale, datasets, runs
+
+
+def reproduce(cfg: ReproduceConfig, say=print) -> tuple[str, list]:
+    """Plan, run (unless dry_run) and report; returns RESULTS.md's text and the runs."""
+    experiment, scale, datasets, runs = planned_runs(cfg)
+    for line in plan_lines(experiment, scale, runs):
+        say(line)
+    if not cfg.dry_run:
+        devices = device_list(cfg.devices)
+        single = len(devices) == 1
+        execute(runs, devices, run_in_process if single else run_as_subprocess, log=say,
+                pretrain=pretrain_in_process if single else pretrain_as_subprocess)
+    out = Path(cfg.output_dir) / scale.name / experiment.name
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(experiment, scale, runs, datasets)
+    atomic_write_text(out / "RESULTS.md", text)
+    if experiment.plot and not cfg.dry_run:
+        for dataset in datasets:
+            PLOTS[experiment.plot](experiment, runs, dataset, out / f"{experiment.name}_{dataset}.png")
+    return text, runs
