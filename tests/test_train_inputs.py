@@ -134,6 +134,12 @@ def test_scripts_print_bad_input_as_one_line(tiny_model, data, tmp_path):
         f"error: --max_seq_length 512 is more than the model's max_position_embeddings (64) in {tiny_model}"]
     done = subprocess.run(command + ["--debug"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" in done.stderr
+    # An option of another mode is refused, not ignored; the multi-task hand-off is no flag.
+    done = subprocess.run(command[:-2] + ["--stage2_epochs", "3"], cwd=ROOT, capture_output=True, text=True)
+    assert (done.returncode, done.stderr.strip().splitlines()) == (
+        2, ["error: --stage2_epochs applies to multi-task runs (--tasks)"])
+    done = subprocess.run(command[:-2] + ["--init_task", "x"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "unrecognized arguments: --init_task x" in done.stderr
 
 
 def test_hierarchical_training_caps_the_chunks_of_very_long_texts(tiny_model, data, tmp_path, capsys):
