@@ -15,7 +15,8 @@ from minibert.cli import parse_config
 from minibert.experiments import reproduction
 from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
-from minibert.experiments.paper import EXPERIMENTS, FIGURE2, FIGURE4, PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row
+from minibert.experiments.paper import (EXPERIMENTS, FIGURE2, FIGURE4, PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row,
+                                       avg_delta)
 from minibert.experiments.report import PLOTS, format_errors, markdown
 from minibert.errors import ConfigError, DataError
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
@@ -327,3 +328,45 @@ def test_small_table_end_to_end(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     second = reproduce_text(cfg)
     assert second == first and "2 done, 0 resume, 0 new, 1 refused" in capsys.readouterr().out
+
+
+def test_published_only_rows_and_avg_delta_in_results_md(tmp_path):
+    """Table 6's baselines are shown, never run, marked "published, not run"; Avg. Δ is the mean
+    relative error reduction against BERT-Feat (§5.4.3): the paper's own rows give its 9.22% etc."""
+    table6 = EXPERIMENTS["table6"]
+    assert avg_delta(table6.rows[-4].paper, table6.rows[-5].paper) == pytest.approx(9.22, abs=0.005)  # BERT-FiT
+    assert avg_delta(table6.rows[-2].paper, table6.rows[-5].paper) == pytest.approx(18.57, abs=0.005)  # IDPT, 7 sets
+    # Hand-made: our BERT-Feat 10% / 4%, our BERT-FiT 8% / 3% -> (20% + 25%) / 2 = 22.5%.
+    small = replace(table6, datasets=("imdb", "trec"), rows=(
+        table6.rows[0], *(row for row in table6.rows if row.name in ("BERT-Feat", "BERT-FiT"))))
+    out = tmp_path / "out"
+    for row, errors in (("BERT-Feat", (0.10, 0.04)), ("BERT-FiT", (0.08, 0.03))):
+        for dataset, error in zip(("imdb", "trec"), errors):
+            make_run_folder(out / "paper/table6" / dataset / row / "seed1", error=error)
+    runs = plan(small, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, ["imdb", "trec"]), out)
+    assert {run.row.name for run in runs} == {"BERT-Feat", "BERT-FiT"}  # the baseline is never planned
+    lines = markdown(small, SCALES["paper"], runs, []).splitlines()
+    assert lines[6] == ("| method | IMDb ours | IMDb paper | TREC ours | TREC paper | Avg. Δ ours | Avg. Δ paper |")
+    assert lines[8] == "| Char-level CNN (Zhang et al., 2015) (published, not run) |  |  |  |  | - | - |"
+    assert lines[9] == "| BERT-Feat | 10.00 | 6.79 | 4.00 | 4.20 | - | - |"
+    # The paper's Δ over these two data sets: ((6.79 - 5.40) / 6.79 + (4.20 - 2.80) / 4.20) / 2.
+    assert lines[10] == "| BERT-FiT | 8.00 | 5.40 | 3.00 | 2.80 | 22.50% | 26.90% |"
+    table8 = markdown(EXPERIMENTS["table8"], SCALES["paper"], [], [])
+    assert "| ULMFiT (Howard and Ruder, 2018) (published, not run) |  | 4.60 |  | 2.16 |  | 29.98 |  | 5.01 |  | 0.80 |" \
+        in table8
+
+
+def test_table1_counts_a_tiny_prepared_data_set(tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "trec").mkdir(parents=True)
+    for split, texts in (("train", ["What is a dog ?", "Who is he ?", "Where is Rome ?"]), ("dev", ["Why ?"]),
+                         ("test", ["How far is it to Rome ?", "When ?"])):
+        (data / "trec" / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": t, "label": ["DESC", "HUM", "LOC"][i % 3]}) + "\n" for i, t in enumerate(texts)))
+    text = reproduce_text(parse_reproduce(["table1", "--data_dir", str(data), "--datasets", "trec,imdb",
+                                           "--output_dir", str(tmp_path / "out")]))
+    lines = text.splitlines()
+    # Lengths in words: 5, 4, 4, 2, 7, 2 -> mean 4.0, median 4.
+    assert lines[6] == "| TREC | 3 | 6 | 3 | 1 | 5,452 | 2 | 500 | 4.0 | 4 | 11 | 0.00% | 0.00% |"
+    assert lines[7] == "| IMDb | not prepared | 2 |  |  | 25,000 |  | 25,000 |  |  | 292 |  | 12.69% |"
+    assert (tmp_path / "out" / "table1.md").read_text() == text
