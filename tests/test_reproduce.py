@@ -15,8 +15,8 @@ from minibert.cli import parse_config
 from minibert.experiments import reproduction
 from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
-from minibert.experiments.paper import (EXPERIMENTS, FIGURE2, FIGURE4, PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row,
-                                       avg_delta)
+from minibert.experiments.paper import (EXPERIMENTS, FIGURE2, FIGURE4, PAPER_PRETRAIN, PAPER_PRETRAIN_LARGE,
+                                       PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row, avg_delta)
 from minibert.experiments.report import PLOTS, format_errors, markdown
 from minibert.errors import ConfigError, DataError
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
@@ -59,6 +59,9 @@ def test_every_row_is_a_valid_train_config(scale, tmp_path):
             assert cfg.machine.precision == ("fp32" if scale == "paper" else "auto")
             if run.job is not None:
                 assert run.job.train_config()["precision"] == ("fp32" if scale == "paper" else "auto")
+            if run.job is not None and scale == "paper":  # §5.2's settings; Table 8's BERT-large: §5.7's
+                assert run.job.settings == (PAPER_PRETRAIN_LARGE if run.row.config.get("init") == "large"
+                                            else PAPER_PRETRAIN)
             assert cfg.text.max_seq_length == (512 if scale == "paper" else 128)
             assert cfg.text.max_chunks == (4 if scale == "small" and cfg.text.hierarchical else 0)
             if run.row.multi_task:  # Table 7: one train.py --tasks run over the four data sets

@@ -1,5 +1,5 @@
-"""Further pre-training jobs of the runner (paper §5.4): one per corpus and starting model, shared by
-every row, data set and seed that fine-tunes from it.
+"""Further pre-training jobs of the runner (paper §5.4): one per corpus, starting model and settings,
+shared by every row, data set and seed that fine-tunes from it.
 
 A job's folder is OUTPUT/<scale>/pretrain/<corpus>_<model>_<digest>/, the digest a short hash of every
 setting that changes the model it makes (settings_digest: corpus, starting model, create_data's and

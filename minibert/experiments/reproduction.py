@@ -50,7 +50,8 @@ class ReproduceConfig:
     data_dir: str = option("data", "folder of the prepared data sets, data/<name>/{train,dev,test}.jsonl")
     output_dir: str = option("runs/reproduce", "where runs, RESULTS.md and plots go")
     devices: str = option("auto", "comma-separated devices, one run at a time on each (auto: every GPU, else cpu)")
-    precision: str = option("", "override the recipe's fp32 (bf16 on recent GPUs)", choices=("", *PRECISIONS))
+    precision: str = option("", "override the scale's precision for fine-tuning and pre-training (paper: fp32, "
+                            "as the paper's code; small: auto); e.g. bf16 on recent GPUs", choices=("", *PRECISIONS))
     threads: int = option(0, "CPU threads per run (0 = torch's default)")
     resume: bool = option(True, "continue interrupted runs and pre-trainings from their last/ checkpoint "
                           "(false: start them again)")
