@@ -17,7 +17,7 @@ from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.experiments.paper import (EXPERIMENTS, FIGURE2, FIGURE4, PAPER_PRETRAIN, PAPER_PRETRAIN_LARGE,
                                        PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row, avg_delta)
-from minibert.experiments.report import PLOTS, format_errors, markdown
+from minibert.experiments.report import PLOTS, format_errors, markdown, provenance
 from minibert.errors import ConfigError, DataError
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.model.bert import BertModel
@@ -373,3 +373,13 @@ def test_table1_counts_a_tiny_prepared_data_set(tmp_path, capsys):
     assert lines[6] == "| TREC | 3 | 6 | 3 | 1 | 5,452 | 2 | 500 | 4.0 | 4 | 11 | 0.00% | 0.00% |"
     assert lines[7] == "| IMDb | not prepared | 2 |  |  | 25,000 |  | 25,000 |  |  | 292 |  | 12.69% |"
     assert (tmp_path / "out" / "table1.md").read_text() == text
+
+
+def test_provenance_of_a_multi_task_run_comes_from_its_config(tmp_path):
+    """A multi-task results.json records no machine; its config.json has the resolved precision."""
+    runs = plan(TINY, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path / "out")
+    assert provenance(runs) == "no finished run yet (planned precision: fp32)"
+    folder = runs[0].folder
+    make_run_folder(folder, error=0.05)
+    (folder / "config.json").write_text(json.dumps({"precision": "fp32", "device": "cuda:1"}))
+    assert provenance(runs) == "fp32 on cuda:1, torch not recorded (1 run)"

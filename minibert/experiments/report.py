@@ -58,9 +58,10 @@ def _missing(runs: list[Run], notes: dict[str, int]) -> str:
 
 
 def provenance(runs: list[Run]) -> str:
-    """Which precision, device and torch produced the finished runs' numbers (their results.json; a
-    multi-task run's config.json has only the precision), e.g. "fp32 on cuda:0 (NVIDIA H200), torch
-    2.13.0 (12 runs)"; or the precision the plan asks for when none has finished."""
+    """Which precision, device and torch produced the finished runs' numbers (their results.json; for
+    a multi-task run, whose results.json has none, the precision and device of its config.json), e.g.
+    "fp32 on cuda:0 (NVIDIA H200), torch 2.13.0 (12 runs)"; or the planned precision when none has
+    finished."""
     seen: dict[str, int] = {}
     for folder in dict.fromkeys(run.folder for run in runs):
         results, config = folder / "results.json", folder / "config.json"
@@ -68,7 +69,8 @@ def provenance(runs: list[Run]) -> str:
             continue
         info = json.loads(results.read_text(encoding="utf-8"))
         if "precision" not in info and config.is_file():
-            info["precision"] = json.loads(config.read_text(encoding="utf-8")).get("precision")
+            saved = json.loads(config.read_text(encoding="utf-8"))
+            info.update(precision=saved.get("precision"), device=saved.get("device") or "a device not recorded")
         what = (f"{info.get('precision') or 'precision not recorded'} on {info.get('device', 'a device not recorded')}"
                 f", torch {info.get('torch', 'not recorded')}")
         seen[what] = seen.get(what, 0) + 1
