@@ -109,7 +109,8 @@ def test_few_shot_counts_follow_table1(tmp_path):
     assert {run.options["layer_decay"] for run in runs if run.row.series == "BERT-FiT (xi 0.95)"} == {0.95}
     itpt = [run for run in runs if run.row.series == "BERT-ITPT-FiT"]  # the IMDb pre-training, few-shot
     assert {run.options["init"] for run in itpt} == {str(itpt[0].job.folder / "run/final")}
-    assert itpt[0].job.folder.parent == tmp_path / "paper/pretrain" and itpt[0].job.folder.name.startswith("imdb_bert-base_")
+    folder = itpt[0].job.folder
+    assert folder.parent == tmp_path / "paper/pretrain" and folder.name.startswith("imdb_bert-base_")
     assert [run.options.get("train_count") for run in itpt] == [100, 250, 500, 1000, 2500, 5000, 0]
 
 
@@ -355,8 +356,8 @@ def test_published_only_rows_and_avg_delta_in_results_md(tmp_path):
     # The paper's Δ over these two data sets: ((6.79 - 5.40) / 6.79 + (4.20 - 2.80) / 4.20) / 2.
     assert lines[10] == "| BERT-FiT | 8.00 | 5.40 | 3.00 | 2.80 | 22.50% | 26.90% |"
     table8 = markdown(EXPERIMENTS["table8"], SCALES["paper"], [], [])
-    assert "| ULMFiT (Howard and Ruder, 2018) (published, not run) |  | 4.60 |  | 2.16 |  | 29.98 |  | 5.01 |  | 0.80 |" \
-        in table8
+    assert ("| ULMFiT (Howard and Ruder, 2018) (published, not run) |  | 4.60 |  | 2.16 |  | 29.98 |  | 5.01 |  "
+            "| 0.80 |") in table8
 
 
 def test_table1_counts_a_tiny_prepared_data_set(tmp_path, capsys):

@@ -109,10 +109,12 @@ def test_table8_pre_trains_bert_large_with_its_own_settings_in_its_own_folder(tm
 
 def test_a_misspelt_or_missing_pre_training_setting_is_an_error_when_the_plan_is_built(tmp_path):
     data = folders(tmp_path, ["imdb"])
-    typo = Experiment("typo", "A typo", ("imdb",), (Row("ITPT", pretrain="imdb", pretrain_settings={"num_train_step": 5}),))
+    typo = Experiment("typo", "A typo", ("imdb",),
+                      (Row("ITPT", pretrain="imdb", pretrain_settings={"num_train_step": 5}),))
     with pytest.raises(ConfigError, match="^row 'ITPT': pre-training unknown setting num_train_step$"):
         plan(typo, SCALES["paper"], [], [1], INITS, data, tmp_path)
-    scale = replace(SCALES["paper"], pretrain={k: v for k, v in PAPER_PRETRAIN.items() if k != "save_checkpoints_steps"})
+    unsaved = {k: v for k, v in PAPER_PRETRAIN.items() if k != "save_checkpoints_steps"}
+    scale = replace(SCALES["paper"], pretrain=unsaved)
     with pytest.raises(ConfigError, match="^row 'ITPT': pre-training missing save_checkpoints_steps$"):
         plan(replace(typo, rows=(Row("ITPT", pretrain="imdb"),)), scale, [], [1], INITS, data, tmp_path)
 
