@@ -4,8 +4,8 @@ A run's folder is OUTPUT/<scale>/<experiment>/<data set>/<row>/seed<k>/. A run w
 exists is finished and skipped; one with a last/ checkpoint is continued with --resume (train.py
 then gives the same result as an uninterrupted run); any other starts afresh. Rows that fine-tune a
 further pre-trained model get a PretrainJob (minibert.experiments.pretraining), one per corpus,
-starting model and settings under OUTPUT/<scale>/pretrain/, shared by every run that needs it and run before
-them. Whoever calls `execute` passes the functions that run one fine-tuning config and one
+starting model and settings under OUTPUT/<scale>/pretrain/, shared by every run that needs it and
+run before them. Whoever calls `execute` passes the functions that run one fine-tuning config and one
 pre-training's stages (minibert.finetune and minibert.pretraining in-process for one device, a
 train.py / pretrain.py process per run for several).
 """
