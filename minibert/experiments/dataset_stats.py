@@ -50,6 +50,8 @@ def dataset_stats(folder: Path, chinese: bool = False) -> DatasetStats | None:
                 counts[split] += 1
                 labels.add(str(record.get("label")))
                 lengths.append(text_length(record, chinese))
+    if not lengths:
+        return DatasetStats(counts, 0, 0.0, 0.0, 0.0)
     return DatasetStats(counts, len(labels), statistics.mean(lengths), statistics.median(lengths),
                         100 * sum(n > 512 for n in lengths) / len(lengths))
 
