@@ -4,6 +4,7 @@
     python reproduce.py table4 --scale small --datasets bbc_news --seeds 1,2,3    # 2-core CPU budget
     python reproduce.py table6 --datasets imdb,trec --devices cuda:0,cuda:1       # one run per GPU
     python reproduce.py figure3 --scale small --datasets bbc_news                 # pre-training, then fine-tuning
+    python reproduce.py table1                          # the prepared data sets' counts and lengths vs Table 1
 
 The experiments are defined in minibert/experiments/paper.py (table2 ... table8, figure2 ...
 figure4): each row names what differs from the paper's recipe. Every row x data set x seed is one
@@ -11,9 +12,9 @@ fine-tuning run (as train.py's) under OUTPUT/<scale>/<experiment>/<data set>/<ro
 with a results.json are skipped and interrupted runs continue from their last/ checkpoint, so the
 same command picks up where it stopped. Rows that fine-tune a further pre-trained model (Figure 3,
 Table 5, the ITPT / IDPT / CDPT rows) first get it from pre-training (corpus -> create_data ->
-train, as pretrain.py's), once per corpus and starting model under
-OUTPUT/<scale>/pretrain/<corpus>_<model>/, shared by every row, data set and seed that needs it,
-skipped when finished and resumed when interrupted. The run writes
+train, as pretrain.py's), once per corpus, starting model and settings under
+OUTPUT/<scale>/pretrain/<corpus>_<model>_<settings digest>/, shared by every row, data set and seed
+that needs it, skipped when finished and resumed when interrupted. The run writes
 OUTPUT/<scale>/<experiment>/RESULTS.md (our test error rates, mean ± std over seeds, beside the
 paper's) and, for figures, a PNG per data set in the paper's form. Rows that cannot run (a model
 or a corpus's data set that is missing) are listed with the reason.
@@ -31,7 +32,8 @@ def main(cfg: ReproduceConfig) -> str:
     for run in runs:
         if run.state == "failed":
             print(f"failed: {run.folder}: {run.error}")
-    print(f"table: {Path(cfg.output_dir) / cfg.scale / cfg.experiment / 'RESULTS.md'}")
+    folder = Path(cfg.output_dir) if cfg.experiment == "table1" else Path(cfg.output_dir) / cfg.scale / cfg.experiment
+    print(f"table: {folder / ('table1.md' if cfg.experiment == 'table1' else 'RESULTS.md')}")
     return text
 
 

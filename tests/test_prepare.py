@@ -155,12 +155,14 @@ AG_SPECIAL = [
     '"2","","Only a description"',
     '"4","Only a title",""',
 ]
-AG_SPECIAL_RECORDS = [  # "title - description", as the paper's code joins them
+AG_SPECIAL_RECORDS = [  # "title - description", as the paper's code joins them, and the title alone
     {"text": "Wall St. Bears Claw Back Into the Black (Reuters) - Reuters - Short-sellers, Wall "
-             "Street's dwindling\\band of ultra-cynics, are seeing green again.", "label": "Business"},
-    {"text": 'Title with "quotes", and commas - First line\nsecond line', "label": "World"},
+             "Street's dwindling\\band of ultra-cynics, are seeing green again.",
+     "title": "Wall St. Bears Claw Back Into the Black (Reuters)", "label": "Business"},
+    {"text": 'Title with "quotes", and commas - First line\nsecond line', "title": 'Title with "quotes", and commas',
+     "label": "World"},
     {"text": "Only a description", "label": "Sports"},
-    {"text": "Only a title", "label": "Sci/Tech"},
+    {"text": "Only a title", "title": "Only a title", "label": "Sci/Tech"},
 ]
 
 
@@ -173,7 +175,7 @@ def test_ag_news(tmp_path):
     assert splits["test"] == AG_SPECIAL_RECORDS
     train_all = corpora.read_zhang_csv(source / "train.csv", corpora.AG_NEWS_CLASSES, corpora.title_dash_description)
     assert train_all[:4] == AG_SPECIAL_RECORDS
-    assert train_all[4] == {"text": "c1 row 0 f0 - c1 row 0 f1", "label": "World"}
+    assert train_all[4] == {"text": "c1 row 0 f0 - c1 row 0 f1", "title": "c1 row 0 f0", "label": "World"}
     # The default assembly joins the fields with a space (Yelp, DBpedia, Sogou).
     assert corpora.read_zhang_csv(source / "train.csv", corpora.AG_NEWS_CLASSES)[4]["text"] == "c1 row 0 f0 c1 row 0 f1"
     check_dev_split(splits, train_all, 0.1)

@@ -308,6 +308,29 @@ def test_sigterm_saves_last_and_resume_finishes_the_same_run(google_dir, tmp_pat
     assert [r["loss"] for r in train_records(tmp_path / "stopped")] == [r["loss"] for r in train_records(tmp_path / "full")]
 
 
+def test_the_itpt_preset_keeps_every_10k_checkpoint_across_a_sigterm_save(google_dir, tmp_path):
+    """presets/pretrain/pretrain_itpt_imdb.json scaled down: its keep_checkpoints and its ratio of
+    steps to saves (100,000 / 10,000) with 2 steps per save; SIGTERM stops the run off-schedule (step
+    5), --resume finishes it, and every scheduled checkpoint-STEP/ (Figure 3's models) is there."""
+    preset = json.loads((Path(__file__).parent.parent / "presets/pretrain/pretrain_itpt_imdb.json").read_text())
+    saves = preset["num_train_steps"] // preset["save_checkpoints_steps"]
+    assert (saves, preset["keep_checkpoints"]) == (10, 11)
+    common = [f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+              "--train_batch_size=2", "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_warmup_steps=1",
+              f"--num_train_steps={2 * saves}", "--save_checkpoints_steps=2",
+              f"--keep_checkpoints={preset['keep_checkpoints']}", f"--output_dir={tmp_path / 'out'}"]
+
+    def term_after_step_4(step):  # step 5 runs, last/ is saved at 5, the run stops
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    assert run_with_hook(common, term_after_step_4) == {"step": 5, "stopped": True}
+    assert torch.load(tmp_path / "out" / "last" / "trainer.pt", weights_only=True)["state"]["step"] == 5
+    run([*common, "--resume=true"])
+    kept = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "out").glob("checkpoint-*"))
+    assert kept == list(range(2, 2 * saves + 1, 2))
+
+
 def test_resume_on_other_records_is_refused_unless_allowed(google_dir, tmp_path, script_error, capsys):
     records = tmp_path / "records.tfrecord"
     shutil.copy(PRETRAINING / "sample_text_64" / "examples.tfrecord", records)

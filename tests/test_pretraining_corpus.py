@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import pretrain
+from minibert.data.corpora import title_dash_description
 from minibert.data.pretraining_corpus import DOMAINS, ENGLISH_DATASETS, chinese_splitter, expand_sources
 
 
@@ -116,3 +117,21 @@ def test_shards_end_at_documents_and_hold_the_same_text(tmp_path, script_error):
     with script_error(r"--shard_size_mb=-1.0: use 0 \(one file\) or a positive size"):
         pretrain.main(["corpus", f"--sources={tmp_path / 'mine.txt'}", f"--output_file={tmp_path / 'x.txt'}",
                        "--shard_size_mb=-1"])
+
+
+def test_ag_news_title_is_its_own_line_before_the_description_sentences(data_dir, tmp_path):
+    """The paper's code (generate_corpus_agnews.py) writes the title column as one line, then the
+    description's sentences; the fine-tuning text stays "title - description"."""
+    rows = [["Stocks Fall. Oil Up (Reuters)", "Reuters - Stocks fell today. Oil rose."], ["", "No title here. Two."],
+            ["Only a title", ""]]
+    records = [{**title_dash_description(fields), "label": "Business"} for fields in rows]
+    assert records[0]["text"] == "Stocks Fall. Oil Up (Reuters) - Reuters - Stocks fell today. Oil rose."
+    (data_dir / "ag_news" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    documents, manifest = corpus(data_dir, tmp_path / "c.txt", "--sources=ag_news")
+    assert documents == [["Stocks Fall. Oil Up (Reuters)", "Reuters - Stocks fell today.", "Oil rose."],
+                         ["No title here.", "Two."], ["Only a title"]]
+    assert manifest["sources"][0]["titles"] == 2 and manifest["notes"] == []
+    # Records prepared before titles were kept: one text, and the manifest says so.
+    write_jsonl(data_dir / "ag_news" / "train.jsonl", ["Old Title - Old text. More."])
+    documents, manifest = corpus(data_dir, tmp_path / "old.txt", "--sources=ag_news")
+    assert documents == [["Old Title - Old text.", "More."]] and "no record has a title" in manifest["notes"][0]

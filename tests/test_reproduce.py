@@ -15,8 +15,9 @@ from minibert.cli import parse_config
 from minibert.experiments import reproduction
 from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
-from minibert.experiments.paper import EXPERIMENTS, FIGURE2, FIGURE4, PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row
-from minibert.experiments.report import PLOTS, format_errors, markdown
+from minibert.experiments.paper import (EXPERIMENTS, FIGURE2, FIGURE4, PAPER_PRETRAIN, PAPER_PRETRAIN_LARGE,
+                                       PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row, avg_delta)
+from minibert.experiments.report import PLOTS, format_errors, markdown, provenance
 from minibert.errors import ConfigError, DataError
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.model.bert import BertModel
@@ -45,7 +46,8 @@ def test_every_row_is_a_valid_train_config(scale, tmp_path):
     inits = Inits("bert-base", "bert-chinese", "bert-large")
     for experiment in EXPERIMENTS.values():
         runs = plan(experiment, SCALES[scale], [], [1], inits, data_folders(tmp_path, experiment.datasets), tmp_path)
-        assert len(runs) == len(experiment.rows) * len(experiment.datasets)
+        # Rows the paper only quotes (Table 6's baselines, Table 8's ULMFiT) are never planned.
+        assert len(runs) == sum(not row.published_only for row in experiment.rows) * len(experiment.datasets)
         for run in runs:
             if run.refused:
                 assert run.state == "refused" and run.refused, run
@@ -53,6 +55,13 @@ def test_every_row_is_a_valid_train_config(scale, tmp_path):
             cfg = run.config
             assert (cfg.optim.clip_mode, cfg.optim.optimizer, cfg.optim.schedule) == (
                 "per_tensor", "adam_weight_decay", "google_warmup_linear")
+            # The paper's code runs fp32; the small budget takes the machine's fastest.
+            assert cfg.machine.precision == ("fp32" if scale == "paper" else "auto")
+            if run.job is not None:
+                assert run.job.train_config()["precision"] == ("fp32" if scale == "paper" else "auto")
+            if run.job is not None and scale == "paper":  # §5.2's settings; Table 8's BERT-large: §5.7's
+                assert run.job.settings == (PAPER_PRETRAIN_LARGE if run.row.config.get("init") == "large"
+                                            else PAPER_PRETRAIN)
             assert cfg.text.max_seq_length == (512 if scale == "paper" else 128)
             assert cfg.text.max_chunks == (4 if scale == "small" and cfg.text.hierarchical else 0)
             if run.row.multi_task:  # Table 7: one train.py --tasks run over the four data sets
@@ -99,14 +108,16 @@ def test_few_shot_counts_follow_table1(tmp_path):
     assert [run.options.get("train_count") for run in fit] == [100, 250, 500, 1000, 2500, 5000, 0]
     assert {run.options["layer_decay"] for run in runs if run.row.series == "BERT-FiT (xi 0.95)"} == {0.95}
     itpt = [run for run in runs if run.row.series == "BERT-ITPT-FiT"]  # the IMDb pre-training, few-shot
-    assert {run.options["init"] for run in itpt} == {str(tmp_path / "paper/pretrain/imdb_bert-base/run/final")}
+    assert {run.options["init"] for run in itpt} == {str(itpt[0].job.folder / "run/final")}
+    folder = itpt[0].job.folder
+    assert folder.parent == tmp_path / "paper/pretrain" and folder.name.startswith("imdb_bert-base_")
     assert [run.options.get("train_count") for run in itpt] == [100, 250, 500, 1000, 2500, 5000, 0]
 
 
-def make_run_folder(folder, error=None, last=False):
+def make_run_folder(folder, error=None, last=False, **provenance):
     folder.mkdir(parents=True, exist_ok=True)
     if error is not None:
-        (folder / "results.json").write_text(json.dumps({"test_error": error}))
+        (folder / "results.json").write_text(json.dumps({"test_error": error, **provenance}))
     if last:
         (folder / "last").mkdir()
 
@@ -169,18 +180,22 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path):
 def test_table_from_hand_made_results(tmp_path):
     out = tmp_path / "out"
     base = out / "small" / "tiny" / "imdb"
+    machine = {"precision": "fp32", "device": "cuda:0 (NVIDIA H200)", "torch": "2.13.0"}
     for seed, error in ((1, 0.04), (2, 0.06), (3, 0.05)):
-        make_run_folder(base / "head+tail" / f"seed{seed}", error=error)
-    make_run_folder(base / "tail-only" / "seed1", error=0.0725)
+        make_run_folder(base / "head+tail" / f"seed{seed}", error=error, **machine)
+    make_run_folder(base / "tail-only" / "seed1", error=0.0725, **{**machine, "precision": "bf16"})
     runs = plan(TINY, SCALES["small"], [], [1, 2, 3], INITS, data_folders(tmp_path, ["imdb"]), out)
     text = markdown(TINY, SCALES["small"], runs, [])
     lines = text.splitlines()
     assert lines[0] == "### Tiny table" and "NOT the paper's setting" in lines[2]
-    assert lines[4] == "| method | IMDb ours | IMDb paper |"
-    assert lines[6] == "| head+tail | 5.00 ± 1.00 | 5.42 |"
-    assert lines[7] == "| tail-only | 7.25 (n=1) | 5.44 |"  # seeds 2 and 3 have not finished
-    assert lines[8] == "| pre-trained | – [1] | 4.37 |"
-    assert lines[10] == ("[1] pre-training on sentiment needs data sets that are not prepared: yelp_polarity, "
+    # The header says what produced the numbers, read from the runs' results.json.
+    assert lines[4] == ("Our numbers: fp32 on cuda:0 (NVIDIA H200), torch 2.13.0 (3 runs); "
+                        "bf16 on cuda:0 (NVIDIA H200), torch 2.13.0 (1 run).")
+    assert lines[6] == "| method | IMDb ours | IMDb paper |"
+    assert lines[8] == "| head+tail | 5.00 ± 1.00 | 5.42 |"
+    assert lines[9] == "| tail-only | 7.25 (n=1) | 5.44 |"  # seeds 2 and 3 have not finished
+    assert lines[10] == "| pre-trained | – [1] | 4.37 |"
+    assert lines[12] == ("[1] pre-training on sentiment needs data sets that are not prepared: yelp_polarity, "
                          "yelp_full (data/<name>/prepare.py)")
     assert format_errors([]) == "" and format_errors([1.0]) == "1.00"
 
@@ -209,8 +224,8 @@ def test_multi_task_row_is_one_run_and_fills_every_column(tmp_path):
     execute(runs, ["cpu"], launch)
     assert len(launched) == 4 + 1 and all(run.state == "done" for run in runs)
     lines = markdown(mt, SCALES["paper"], runs, []).splitlines()
-    assert lines[6] == "| BERT-FiT | 9.00 | 5.40 | 9.00 | 2.28 | 9.00 | 5.25 | 9.00 | 0.71 |"
-    assert lines[7] == "| BERT-MFiT-FiT | 1.00 | 5.36 | 2.00 | 2.19 | 3.00 | 5.20 | 4.00 | 0.68 |"
+    assert lines[8] == "| BERT-FiT | 9.00 | 5.40 | 9.00 | 2.28 | 9.00 | 5.25 | 9.00 | 0.71 |"
+    assert lines[9] == "| BERT-MFiT-FiT | 1.00 | 5.36 | 2.00 | 2.19 | 3.00 | 5.20 | 4.00 | 0.68 |"
 
 
 def write_metrics(folder, records):
@@ -317,3 +332,55 @@ def test_small_table_end_to_end(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     second = reproduce_text(cfg)
     assert second == first and "2 done, 0 resume, 0 new, 1 refused" in capsys.readouterr().out
+
+
+def test_published_only_rows_and_avg_delta_in_results_md(tmp_path):
+    """Table 6's baselines are shown, never run, marked "published, not run"; Avg. Δ is the mean
+    relative error reduction against BERT-Feat (§5.4.3): the paper's own rows give its 9.22% etc."""
+    table6 = EXPERIMENTS["table6"]
+    assert avg_delta(table6.rows[-4].paper, table6.rows[-5].paper) == pytest.approx(9.22, abs=0.005)  # BERT-FiT
+    assert avg_delta(table6.rows[-2].paper, table6.rows[-5].paper) == pytest.approx(18.57, abs=0.005)  # IDPT, 7 sets
+    # Hand-made: our BERT-Feat 10% / 4%, our BERT-FiT 8% / 3% -> (20% + 25%) / 2 = 22.5%.
+    small = replace(table6, datasets=("imdb", "trec"), rows=(
+        table6.rows[0], *(row for row in table6.rows if row.name in ("BERT-Feat", "BERT-FiT"))))
+    out = tmp_path / "out"
+    for row, errors in (("BERT-Feat", (0.10, 0.04)), ("BERT-FiT", (0.08, 0.03))):
+        for dataset, error in zip(("imdb", "trec"), errors):
+            make_run_folder(out / "paper/table6" / dataset / row / "seed1", error=error)
+    runs = plan(small, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, ["imdb", "trec"]), out)
+    assert {run.row.name for run in runs} == {"BERT-Feat", "BERT-FiT"}  # the baseline is never planned
+    lines = markdown(small, SCALES["paper"], runs, []).splitlines()
+    assert lines[6] == ("| method | IMDb ours | IMDb paper | TREC ours | TREC paper | Avg. Δ ours | Avg. Δ paper |")
+    assert lines[8] == "| Char-level CNN (Zhang et al., 2015) (published, not run) |  |  |  |  | - | - |"
+    assert lines[9] == "| BERT-Feat | 10.00 | 6.79 | 4.00 | 4.20 | - | - |"
+    # The paper's Δ over these two data sets: ((6.79 - 5.40) / 6.79 + (4.20 - 2.80) / 4.20) / 2.
+    assert lines[10] == "| BERT-FiT | 8.00 | 5.40 | 3.00 | 2.80 | 22.50% | 26.90% |"
+    table8 = markdown(EXPERIMENTS["table8"], SCALES["paper"], [], [])
+    assert ("| ULMFiT (Howard and Ruder, 2018) (published, not run) |  | 4.60 |  | 2.16 |  | 29.98 |  | 5.01 |  "
+            "| 0.80 |") in table8
+
+
+def test_table1_counts_a_tiny_prepared_data_set(tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "trec").mkdir(parents=True)
+    for split, texts in (("train", ["What is a dog ?", "Who is he ?", "Where is Rome ?"]), ("dev", ["Why ?"]),
+                         ("test", ["How far is it to Rome ?", "When ?"])):
+        (data / "trec" / f"{split}.jsonl").write_text("".join(
+            json.dumps({"text": t, "label": ["DESC", "HUM", "LOC"][i % 3]}) + "\n" for i, t in enumerate(texts)))
+    text = reproduce_text(parse_reproduce(["table1", "--data_dir", str(data), "--datasets", "trec,imdb",
+                                           "--output_dir", str(tmp_path / "out")]))
+    lines = text.splitlines()
+    # Lengths in words: 5, 4, 4, 2, 7, 2 -> mean 4.0, median 4.
+    assert lines[6] == "| TREC | 3 | 6 | 3 | 1 | 5,452 | 2 | 500 | 4.0 | 4 | 11 | 0.00% | 0.00% |"
+    assert lines[7] == "| IMDb | not prepared | 2 |  |  | 25,000 |  | 25,000 |  |  | 292 |  | 12.69% |"
+    assert (tmp_path / "out" / "table1.md").read_text() == text
+
+
+def test_provenance_of_a_multi_task_run_comes_from_its_config(tmp_path):
+    """A multi-task results.json records no machine; its config.json has the resolved precision."""
+    runs = plan(TINY, SCALES["paper"], [], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path / "out")
+    assert provenance(runs) == "no finished run yet (planned precision: fp32)"
+    folder = runs[0].folder
+    make_run_folder(folder, error=0.05)
+    (folder / "config.json").write_text(json.dumps({"precision": "fp32", "device": "cuda:1"}))
+    assert provenance(runs) == "fp32 on cuda:1, torch not recorded (1 run)"

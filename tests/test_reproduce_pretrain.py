@@ -13,8 +13,9 @@ from minibert.cli import parse_config
 from minibert.experiments import reproduction
 from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.experiments.paper import ENGLISH7, EXPERIMENTS, FIGURE3, PAPER_PRETRAIN, TABLE5, TABLE6, Experiment, Row
-from minibert.experiments.pretraining import job_state, scaled_steps
+from minibert.experiments.pretraining import TRAIN_KEYS, job_state, scaled_steps
 from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan
+from minibert.errors import ConfigError
 from minibert.pretraining import STAGES, PretrainConfig
 from test_reproduce import make_run_folder, tiny_model
 
@@ -39,23 +40,36 @@ def by_row(runs):
     return {(run.row.name, run.dataset, run.seed): run for run in runs}
 
 
+def corpus_and_model(job) -> str:
+    """A job folder's name without its settings digest: imdb_bert-base_1a2b3c4d -> imdb_bert-base."""
+    name, digest = job.folder.name.rsplit("_", 1)
+    assert len(digest) == 8 and int(digest, 16) >= 0, job.folder
+    return name
+
+
 def test_one_job_per_corpus_and_model_shared_by_rows_data_sets_and_seeds(tmp_path):
     out = tmp_path / "out"
     data = folders(tmp_path, ENGLISH7)
     runs = plan(TABLE5, SCALES["paper"], [], [1, 2], INITS, data, out)
     jobs = jobs_of(runs)
     # Table 5: a corpus per row but "w/o pretrain"; each fine-tuned on the seven sets with both seeds.
-    assert sorted(job.folder.name for job in jobs) == sorted(
+    assert sorted(map(corpus_and_model, jobs)) == sorted(
         f"{c}_bert-base" for c in ("imdb", "yelp_polarity", "yelp_full", "sentiment", "trec", "yahoo_answers",
                                    "question", "ag_news", "dbpedia", "topic", "all"))
     assert all(sum(run.job is job for run in runs) == 7 * 2 for job in jobs)
     runs = by_row(runs)
     sentiment = runs["all sentiment", "trec", 2]
-    assert sentiment.options["init"] == str(out / "paper/pretrain/sentiment_bert-base/run/final")
+    assert sentiment.options["init"] == str(sentiment.job.folder / "run/final")
+    assert sentiment.job.folder.parent == out / "paper/pretrain"
     assert runs["w/o pretrain", "imdb", 1].options["init"] == "bert-base" and runs["w/o pretrain", "imdb", 1].job is None
     # The paper's settings (§5.2), records from the data folders' training text only.
     job = sentiment.job
-    assert {k: job.train_config()[k] for k in PAPER_PRETRAIN} == PAPER_PRETRAIN
+    train, create_data = job.train_config(), job.create_data_config()
+    assert {k: train[k] for k in PAPER_PRETRAIN if k != "dupe_factor"} == {
+        k: v for k, v in PAPER_PRETRAIN.items() if k != "dupe_factor"}
+    assert (create_data["dupe_factor"], create_data["max_seq_length"], create_data["max_predictions_per_seq"]) == (
+        5, 128, 20)  # the paper's code's README: dupe_factor 5
+    assert train["precision"] == "fp32" and "dupe_factor" not in train
     assert (job.corpus, job.data_dir, job.language, job.train_config()["keep_checkpoints"]) == (
         "sentiment", tmp_path / "data", "en", 1)
     assert runs["IMDb", "imdb", 1].job.checkpoints == tuple(range(10_000, 100_001, 10_000))
@@ -63,19 +77,56 @@ def test_one_job_per_corpus_and_model_shared_by_rows_data_sets_and_seeds(tmp_pat
     # IMDb row), IDPT = its domain, CDPT = all seven.
     table6 = by_row(plan(TABLE6, SCALES["paper"], ["imdb", "trec"], [1], INITS, data, out))
     assert table6["BERT-ITPT-FiT", "imdb", 1].options["init"] == runs["IMDb", "imdb", 1].options["init"]
-    assert table6["BERT-IDPT-FiT", "trec", 1].options["init"] == str(out / "paper/pretrain/question_bert-base/run/final")
-    assert table6["BERT-CDPT-FiT", "imdb", 1].job.folder.name == "all_bert-base"
-    # Table 8's large rows pre-train BERT-large: another job.
-    large = plan(EXPERIMENTS["table8"], SCALES["paper"], ["imdb"], [1], Inits("bert-base", large="/m/bert-large"),
-                 data, out)
-    assert sorted(job.folder.name for job in jobs_of(large)) == ["imdb_bert-base", "imdb_bert-large"]
+    assert table6["BERT-IDPT-FiT", "trec", 1].options["init"] == str(runs["all question", "trec", 1].job.folder
+                                                                     / "run/final")
+    assert corpus_and_model(table6["BERT-CDPT-FiT", "imdb", 1].job) == "all_bert-base"
+
+
+def test_table8_pre_trains_bert_large_with_its_own_settings_in_its_own_folder(tmp_path):
+    """§5.7: BERT-large is further pre-trained with batch 24 for 120K steps (the rest as §5.2)."""
+    out, data = tmp_path / "out", folders(tmp_path, ENGLISH7)
+    large = by_row(plan(EXPERIMENTS["table8"], SCALES["paper"], ["imdb"], [1],
+                        Inits("bert-base", large="/m/bert-large"), data, out))
+    base, big = large["BERT-base + ITPT", "imdb", 1].job, large["BERT-large + ITPT", "imdb", 1].job
+    assert (corpus_and_model(base), corpus_and_model(big)) == ("imdb_bert-base", "imdb_bert-large")
+    assert {k: big.train_config()[k] for k in ("train_batch_size", "num_train_steps", "precision")} == {
+        "train_batch_size": 24, "num_train_steps": 120_000, "precision": "fp32"}
+    assert {k: big.train_config()[k] for k in ("max_seq_length", "learning_rate", "num_warmup_steps")} == {
+        "max_seq_length": 128, "learning_rate": 5e-5, "num_warmup_steps": 10_000}
+    assert (base.train_config()["train_batch_size"], base.train_config()["num_train_steps"]) == (32, 100_000)
+    assert large["BERT-large + ITPT", "imdb", 1].options["precision"] == "fp32"
+    # The same corpus and model with other settings is another folder: the digest names the settings.
+    same_model = by_row(plan(EXPERIMENTS["table8"], SCALES["paper"], ["imdb"], [1],
+                             Inits("/m/bert-large", large="/m/bert-large"), data, out))
+    assert same_model["BERT-base + ITPT", "imdb", 1].job.folder != same_model["BERT-large + ITPT", "imdb", 1].job.folder
+    # --precision overrides the recipe's fp32 for fine-tuning and pre-training alike, in another folder.
+    bf16 = by_row(plan(EXPERIMENTS["table8"], SCALES["paper"], ["imdb"], [1], Inits("bert-base", large="/m/bert-large"),
+                       data, out, {"precision": "bf16"}))
+    job = bf16["BERT-large + ITPT", "imdb", 1].job
+    assert job.train_config()["precision"] == "bf16" and job.folder != big.folder
+    assert bf16["BERT-large", "imdb", 1].options["precision"] == "bf16"
+
+
+def test_a_misspelt_or_missing_pre_training_setting_is_an_error_when_the_plan_is_built(tmp_path):
+    data = folders(tmp_path, ["imdb"])
+    typo = Experiment("typo", "A typo", ("imdb",),
+                      (Row("ITPT", pretrain="imdb", pretrain_settings={"num_train_step": 5}),))
+    with pytest.raises(ConfigError, match="^row 'ITPT': pre-training unknown setting num_train_step$"):
+        plan(typo, SCALES["paper"], [], [1], INITS, data, tmp_path)
+    unsaved = {k: v for k, v in PAPER_PRETRAIN.items() if k != "save_checkpoints_steps"}
+    scale = replace(SCALES["paper"], pretrain=unsaved)
+    with pytest.raises(ConfigError, match="^row 'ITPT': pre-training missing save_checkpoints_steps$"):
+        plan(replace(typo, rows=(Row("ITPT", pretrain="imdb"),)), scale, [], [1], INITS, data, tmp_path)
 
 
 def test_presets_hold_the_runners_paper_settings():
     """presets/pretrain write out the settings the runner uses at the paper scale."""
     for path in sorted(PRESETS.glob("*.json")):
         preset = json.loads(path.read_text())
-        assert {k: preset[k] for k in PAPER_PRETRAIN} == PAPER_PRETRAIN, path.name
+        train = {k: v for k, v in PAPER_PRETRAIN.items() if k in TRAIN_KEYS}
+        assert {k: preset[k] for k in train} == train, path.name
+        # create_data's settings are in the records command the preset gives.
+        assert f"--dupe_factor={PAPER_PRETRAIN['dupe_factor']}" in preset["_paper"], path.name
         PretrainConfig(**{k: v for k, v in preset.items() if not k.startswith("_")})
 
 
@@ -98,7 +149,8 @@ def test_refusals_name_what_is_missing(tmp_path):
 
 def test_figure3_fine_tunes_the_checkpoint_of_each_step(tmp_path):
     paper = by_row(plan(FIGURE3, SCALES["paper"], [], [1], INITS, folders(tmp_path, ["imdb"]), tmp_path))
-    run_dir = tmp_path / "paper/pretrain/imdb_bert-base/run"
+    run_dir = paper["10k", "imdb", 1].job.run_dir
+    assert corpus_and_model(paper["10k", "imdb", 1].job) == "imdb_bert-base"
     assert [paper[f"{k}k", "imdb", 1].options["init"] for k in (10, 50, 100)] == [
         str(run_dir / f"checkpoint-{k}000") for k in (10, 50, 100)]
     assert paper["0", "imdb", 1].options["init"] == "bert-base" and paper["100k", "imdb", 1].row.paper == {"imdb": 4.37}
@@ -111,9 +163,10 @@ def test_figure3_fine_tunes_the_checkpoint_of_each_step(tmp_path):
     assert "NOT the paper's" in small.x_label and small.rows[-1].paper == {"imdb": 4.37}
     runs = plan(small, SCALES["small"], [], [1, 2], INITS, folders(tmp_path, ["imdb"]), tmp_path)
     job = jobs_of(runs)[0]
-    assert job.train_config()["keep_checkpoints"] > 3 and job.train_config()["save_checkpoints_steps"] == 100
+    assert job.train_config()["keep_checkpoints"] == 4 and job.train_config()["save_checkpoints_steps"] == 100
+    assert corpus_and_model(job) == "imdb_minilm"
     assert [run.options["init"] for run in runs if run.seed == 2] == ["minilm"] + [
-        str(tmp_path / f"small/pretrain/imdb_minilm/run/checkpoint-{s}") for s in (100, 200, 300)]
+        str(job.run_dir / f"checkpoint-{s}") for s in (100, 200, 300)]
     # A step the scale does not save is refused, as is a checkpoint missing from a finished job.
     odd = replace(FIGURE3, rows=(Row("150", {}, pretrain="within", pretrain_step=150),))
     assert plan(odd, SCALES["small"], [], [1], INITS, folders(tmp_path, ["imdb"]), tmp_path)[0].refused == \
@@ -217,8 +270,9 @@ def test_command_line_dry_run_lists_the_jobs(tmp_path, capsys):
     text = reproduce_text(parse_reproduce(argv))
     printed = capsys.readouterr().out
     assert "further pre-training, scale paper: 11 jobs - 0 done, 0 resume, 1 new, 10 refused" in printed
-    assert f"  new     {tmp_path / 'out/paper/pretrain/imdb_model'}: imdb from {model}, 100000 steps of 32; " \
-           "1 runs fine-tune it" in printed
+    [line] = [line for line in printed.splitlines() if line.startswith("  new ")]
+    assert line.startswith(f"  new     {tmp_path / 'out/paper/pretrain/imdb_model_'}")
+    assert line.endswith(f": imdb from {model}, 100000 steps of 32; 1 runs fine-tune it")
     assert "12 runs - 0 done, 0 resume, 2 new, 10 refused" in printed
     assert "pre-training on sentiment needs data sets that are not prepared: yelp_polarity, yelp_full" in text
     assert not (tmp_path / "out/paper/pretrain").exists()  # a dry run writes only RESULTS.md
@@ -247,7 +301,7 @@ def test_figure3_end_to_end_at_a_tiny_scale(tmp_path, monkeypatch, capsys):
             if line.startswith("| ") and "method" not in line}
     assert list(rows) == ["0", "2 steps", "4 steps (paper: 100k)"]
     assert all(0 <= float(error) <= 100 for error in rows.values()), first
-    job = tmp_path / "out/small/pretrain/topics_model"
+    [job] = (tmp_path / "out/small/pretrain").glob("topics_model_*")
     assert sorted(p.name for p in (job / "run").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     manifest = json.loads((job / "corpus.txt.manifest.json").read_text())
     assert [s["file"] for s in manifest["sources"]] == [str(tmp_path / "out/small/data/topics/train.jsonl")]

@@ -1,7 +1,9 @@
 """AG's News (Zhang et al. 2015) -> train/dev/test.jsonl.
 
-Text = "title - description", as the paper's code (xuyige/BERT4doc-Classification) joins them; names World, Sports, Business, Sci/Tech
-(corpora.AG_NEWS_CLASSES, checked against classes.txt). Dev is a stratified part of the 120,000
+Text = "title - description", as the paper's code (xuyige/BERT4doc-Classification) joins them for
+fine-tuning, and "title" alone, which further pre-training corpora write on its own line as the
+paper's code does; names World, Sports, Business, Sci/Tech (corpora.AG_NEWS_CLASSES, checked
+against classes.txt). Dev is a stratified part of the 120,000
 training articles.
 
     python data/ag_news/prepare.py --source /path/to/ag_news_csv --out data/ag_news/

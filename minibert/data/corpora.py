@@ -99,8 +99,11 @@ def join_fields(fields: list[str]) -> dict:
 
 def title_dash_description(fields: list[str]) -> dict:
     """AG's News: "title - description", as the paper's code builds text_a (an empty side drops the
-    separator, so a row with one field is that field alone)."""
-    return {"text": " - ".join(part for part in _stripped(fields) if part)}
+    separator, so a row with one field is that field alone), and the title alone as "title": further
+    pre-training corpora write it on its own line, as the paper's code does (pretraining_corpus)."""
+    title, description = (_stripped(fields) + ["", ""])[:2]
+    text = " - ".join(part for part in (title, description) if part)
+    return {"text": text, "title": title} if title else {"text": text}
 
 
 def question_answer_pair(fields: list[str]) -> dict:

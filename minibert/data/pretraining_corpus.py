@@ -14,7 +14,9 @@ Yelp F. and Yelp P. are built from the same reviews, so the Yelp rule of Table 5
 applied: Yelp F. text that appears in Yelp P.'s test set is dropped, and the reverse.
 
 Sentences are split with spaCy: its rule-based sentencizer by default (no model download), or a
-trained pipeline the user names; Chinese text splits after "。", "？" and "！" (paper §5.2).
+trained pipeline the user names (the paper's code loads en_core_web_md); Chinese text splits after
+"。", "？" and "！" (paper §5.2). An AG's News title is written as its own line before its
+description's sentences, as the paper's code's generate_corpus_agnews.py does.
 Everything streams: one document at a time is in memory, apart from the hashes of the other
 Yelp set's test texts. A large corpus can be written as shards of a given size (CorpusFiles), which
 `create_data --sharded` turns into records one file per process.
@@ -23,6 +25,7 @@ Yelp set's test texts. A large corpus can be written as shards of a given size (
 import hashlib
 import json
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,9 +91,11 @@ def expand_sources(spec: str, data_dir: Path, splits: tuple[str, ...]) -> list[t
     return out
 
 
-def iter_documents(path: Path, text_fields: tuple[str, ...] = ("text", "text_b")) -> Iterator[tuple[int, str]]:
-    """(line number, text) per document of a .jsonl file (the text fields joined by a newline) or a
-    .txt file (one document per line), streamed. Bad lines raise DataError naming file and line."""
+def iter_documents(path: Path, text_fields: tuple[str, ...] = ("text", "text_b")) -> Iterator[tuple[int, str, str]]:
+    """(line number, text, title) per document of a .jsonl file (the text fields joined by a
+    newline) or a .txt file (one document per line), streamed. Bad lines raise DataError naming file
+    and line. A record with a "title" its text starts with (AG's News: "title - description",
+    data/ag_news/prepare.py) gives the title apart and the text without it; else title is ""."""
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             try:
@@ -100,7 +105,7 @@ def iter_documents(path: Path, text_fields: tuple[str, ...] = ("text", "text_b")
             if not line.strip():
                 continue
             if path.suffix == ".txt":
-                yield number, line.strip()
+                yield number, line.strip(), ""
                 continue
             try:
                 record = json.loads(line)
@@ -109,7 +114,12 @@ def iter_documents(path: Path, text_fields: tuple[str, ...] = ("text", "text_b")
             if not isinstance(record, dict) or not isinstance(record.get(text_fields[0]), str):
                 raise DataError(f"{path}:{number}: no string field {text_fields[0]!r}")
             parts = [record[k] for k in text_fields if isinstance(record.get(k), str) and record[k].strip()]
-            yield number, "\n".join(parts)
+            title = record.get("title")
+            if isinstance(title, str) and title.strip() and parts and parts[0].startswith(title):
+                parts[0] = parts[0][len(title):].removeprefix(" - ")
+                yield number, "\n".join(part for part in parts if part.strip()), title.strip()
+                continue
+            yield number, "\n".join(parts), ""
 
 
 def text_key(text: str) -> bytes:
@@ -123,7 +133,7 @@ def overlap_keys(data_dir: Path, name: str) -> tuple[set[bytes], str]:
     test = data_dir / partner / "test.jsonl"
     if not test.is_file():
         return set(), f"{name}: overlap rule not applied, {test} is missing (prepare {partner} to apply it)"
-    return {text_key(text) for _, text in iter_documents(test)}, f"{name}: dropped texts found in {test}"
+    return {text_key(text) for _, text, _ in iter_documents(test)}, f"{name}: dropped texts found in {test}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +152,10 @@ def spacy_splitter(model: str, batch_size: int = 64) -> Callable[[list[str]], It
     (it must be installed; nothing is downloaded)."""
     import spacy  # imported here: only corpus building needs it
 
+    # Deviation from reference: the paper's code splits with spaCy's statistical en_core_web_md, which
+    # is not on the package index (a model download); the default here is the rule-based sentencizer
+    # (punctuation rules; it splits at some abbreviations the parser keeps). CorpusConfig.spacy_model
+    # (--spacy_model en_core_web_md) uses the statistical model where it is installed.
     if model:
         try:
             nlp = spacy.load(model)
@@ -231,18 +245,25 @@ def write_corpus(output: Path, sources: list[tuple[str, str, Path]], splitter, s
             drop, note = overlap_keys(data_dir, name) if name in OVERLAP_PARTNERS and split == "train" else (set(), "")
             if note:
                 report.notes.append(note)
-            entry = {"name": name, "split": split, "file": str(path), "documents": 0, "dropped_overlap": 0}
+            entry = {"name": name, "split": split, "file": str(path), "documents": 0, "dropped_overlap": 0,
+                     "titles": 0}
+            titles: deque[str] = deque()  # the titles of the texts the splitter has taken, in order
 
             def texts():
-                for _, text in iter_documents(path):
+                for _, text, title in iter_documents(path):
                     if drop and text_key(text) in drop:
                         entry["dropped_overlap"] += 1
                         continue
+                    titles.append(title)
                     yield text
 
             for sentences in splitter(texts()):
+                # The paper's code (generate_corpus_agnews.py) writes an AG title as its own line, not
+                # sentence-split, before the description's sentences.
+                title = titles.popleft()
+                entry["titles"] += bool(title)
                 # A sentence is one line: whitespace inside it (newlines included) becomes one space.
-                lines = [_WHITESPACE.sub(" ", s) for s in sentences]
+                lines = [_WHITESPACE.sub(" ", s) for s in ([title] if title else []) + sentences]
                 if not lines:
                     continue
                 files.write_document(lines)
@@ -250,6 +271,9 @@ def write_corpus(output: Path, sources: list[tuple[str, str, Path]], splitter, s
                 report.sentences += len(lines)
                 if progress is not None:
                     progress(1)
+            if name == "ag_news" and entry["documents"] and not entry["titles"]:
+                report.notes.append(f"{path}: no record has a title field, so titles stay in the first sentence "
+                                    "(prepare ag_news again to write them on their own line, as the paper's code)")
             report.documents += entry["documents"]
             report.sources.append(entry)
         if report.documents == 0:

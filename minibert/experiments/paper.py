@@ -6,8 +6,11 @@ A row's `config` holds fine-tuning options (the flat names of minibert.finetune.
 train.py's flags). The runner (minibert.experiments.runner) adds
 the base recipe of the chosen scale, the data set's files, the seed and the output folder. Rows
 that fine-tune a further pre-trained checkpoint (Figure 3, Table 5, the ITPT/IDPT/CDPT rows) name
-its corpus in `pretrain`; the runner further pre-trains once per corpus and model
-(minibert.experiments.pretraining) and fine-tunes from the result.
+its corpus in `pretrain` (and settings that differ from the scale's in `pretrain_settings`); the
+runner further pre-trains once per corpus, model and settings (minibert.experiments.pretraining)
+and fine-tunes from the result. Rows the paper only quotes (Table 6's earlier models, Table 8's
+ULMFiT) carry their published numbers and are never run. Table 1's statistics are TABLE1
+(`reproduce.py table1` sets the prepared data sets beside them).
 """
 
 from dataclasses import dataclass, field
@@ -18,7 +21,10 @@ from minibert.data.pretraining_corpus import CROSS_DOMAIN
 # 512 tokens with head+tail 128 + 382, batch 24, lr 2e-5, 4 epochs, warm-up 0.1, dropout 0.1, and
 # the code's BERTAdam: Google's AdamWeightDecay (no bias correction, eps 1e-6), each gradient tensor
 # clipped to norm 1 on its own, warm-up then Google's linear decay computed from step 0 (`1 - x`).
+# fp32: the paper's code has no mixed precision (reproduce.py --precision overrides it; "auto" would
+# pick bf16 on recent GPUs).
 PAPER_RECIPE = {
+    "precision": "fp32",
     "max_seq_length": 512,
     "truncation": "head_tail",
     "head_tokens": 0,  # 0 = the paper's ratio: 128 of 510
@@ -39,8 +45,12 @@ PAPER_RECIPE = {
 # The paper's further pre-training (§5.2, and its code's run_pretraining.py flags): batch 32, 128
 # tokens, 20 predictions per sequence, lr 5e-5, 100,000 steps with 10,000 warm-up, a checkpoint every
 # 10,000 steps (the models Figure 3 fine-tunes). pretrain.py train's defaults are the same values
-# (Google's run_pretraining.py); presets/pretrain/*.json write them out per corpus.
+# (Google's run_pretraining.py); presets/pretrain/*.json write them out per corpus. dupe_factor is
+# create_data's (the paper's code's README passes 5; Google's default is 10); max_seq_length and
+# max_predictions_per_seq go to both create_data and train; every other key is train's. fp32 as
+# PAPER_RECIPE.
 PAPER_PRETRAIN = {
+    "dupe_factor": 5,
     "train_batch_size": 32,
     "max_seq_length": 128,
     "max_predictions_per_seq": 20,
@@ -48,7 +58,13 @@ PAPER_PRETRAIN = {
     "num_train_steps": 100_000,
     "num_warmup_steps": 10_000,
     "save_checkpoints_steps": 10_000,
+    "precision": "fp32",
 }
+
+# §5.7: BERT-large is further pre-trained "with a batch size of 24, the max sequence length of 128 and
+# 120K training steps". The paper gives no other value for it, so the rest is §5.2's (lr 5e-5,
+# 10,000 warm-up steps, 20 predictions per sequence, dupe_factor 5).
+PAPER_PRETRAIN_LARGE = {**PAPER_PRETRAIN, "train_batch_size": 24, "num_train_steps": 120_000}
 
 # Exp-I's best strategy (§5.3.4, Table 4): layer-wise decay 0.95 at lr 2e-5; Table 6's BERT-FiT.
 BEST_EXP_I = {"layer_decay": 0.95}
@@ -64,9 +80,20 @@ DATASET_TITLES = {
     "yahoo_answers": "Yah. A.", "ag_news": "AG", "dbpedia": "DBP", "sogou_news": "Sogou",
     "bbc_news": "BBC News",
 }
-# Table 1: training set sizes, from which Figure 4's proportions count.
-TABLE1_TRAIN = {"imdb": 25_000, "yelp_polarity": 560_000, "yelp_full": 650_000, "trec": 5_452,
-                "yahoo_answers": 1_400_000, "ag_news": 120_000, "dbpedia": 560_000, "sogou_news": 54_000}
+# Table 1: per data set, (classes, type, average length, max length, share longer than 512, train
+# samples, test samples); lengths in tokens as the paper counts them (it does not say which tokens).
+TABLE1 = {
+    "imdb": (2, "Sentiment", 292, 3_045, 12.69, 25_000, 25_000),
+    "yelp_polarity": (2, "Sentiment", 177, 2_066, 4.60, 560_000, 38_000),
+    "yelp_full": (5, "Sentiment", 179, 2_342, 4.60, 650_000, 50_000),
+    "trec": (6, "Question", 11, 39, 0.00, 5_452, 500),
+    "yahoo_answers": (10, "Question", 131, 4_018, 2.65, 1_400_000, 60_000),
+    "ag_news": (4, "Topic", 44, 221, 0.00, 120_000, 7_600),
+    "dbpedia": (14, "Topic", 67, 3_841, 0.00, 560_000, 70_000),
+    "sogou_news": (6, "Topic", 737, 47_988, 46.23, 54_000, 6_000),
+}
+# Training set sizes, from which Figure 4's proportions count.
+TABLE1_TRAIN = {name: row[5] for name, row in TABLE1.items()}
 CHINESE = {"sogou_news"}  # fine-tuned from the Chinese BERT-base (runner --init_chinese)
 ENGLISH7 = ("imdb", "yelp_polarity", "yelp_full", "trec", "yahoo_answers", "ag_news", "dbpedia")
 
@@ -82,6 +109,9 @@ class Row:
     data set's own training text), IN_DOMAIN (its domain's), or a `pretrain.py corpus --sources`
     name: a data set, a domain (sentiment, question, topic) or "all" (cross-domain).
     pretrain_step: fine-tune the model after this many pre-training steps (Figure 3); 0 = the end.
+    pretrain_settings: pre-training settings that differ from the scale's (Table 8's BERT-large).
+    published_only: a row the paper quotes or reports without defining it well enough to run (Table
+    6's baselines, Table 8's ULMFiT): shown in RESULTS.md as "published, not run", never planned.
     """
 
     name: str
@@ -92,6 +122,8 @@ class Row:
     pretrain: str = ""
     pretrain_step: int = 0
     multi_task: bool = False  # Table 7: multi-task fine-tuning over all of the experiment's data sets
+    pretrain_settings: dict = field(default_factory=dict)
+    published_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +132,8 @@ class Experiment:
 
     plot: "" (a table only), "curves" (Figure 2: dev and train error over steps, one panel per row),
     "steps" (Figure 3: error over x) or "few_shot" (Figure 4: error over x, one line per series).
+    relative_to: a row name: RESULTS.md adds the column "Avg. Δ", each row's mean relative error
+    reduction against that row over the data sets (Table 6 against BERT-Feat, avg_delta).
     """
 
     name: str
@@ -108,6 +142,17 @@ class Experiment:
     rows: tuple[Row, ...]
     plot: str = ""
     x_label: str = ""
+    relative_to: str = ""
+
+
+def avg_delta(errors: dict[str, float], reference: dict[str, float]) -> float | None:
+    """Table 6's Avg. Δ (§5.4.3: "using BERT-Feat as a reference, we calculate the average percentage
+    increase of other BERT-FiT models on each dataset"): the mean over the data sets both have of
+    100 * (reference - error) / reference; None when they share none. The paper's BERT-FiT: 9.22%."""
+    shared = [d for d in errors if d in reference]
+    if not shared:
+        return None
+    return sum(100 * (reference[d] - errors[d]) / reference[d] for d in shared) / len(shared)
 
 
 # Row.pretrain values that depend on the data set fine-tuned (§5.4): ITPT and IDPT (CDPT's corpus,
@@ -191,9 +236,29 @@ TABLE5 = Experiment("table5", "Table 5: further pre-training corpora (test error
     for name, errors in _TABLE5.items()
 ))
 
-# Table 6: the main results on eight data sets.
+# Table 6: the main results on eight data sets. The earlier models' errors are quoted from their
+# papers (Sogou marked * is the paper's own run of them on its Sogou data); "/" = not reported.
 _ALL8 = (*ENGLISH7, "sogou_news")
+_BASELINES = {
+    "Char-level CNN (Zhang et al., 2015)": [None, 4.88, 37.95, None, 28.80, 9.51, 1.55, 3.80],
+    "VDCNN (Conneau et al., 2016)": [None, 4.28, 35.28, None, 26.57, 8.67, 1.29, 3.28],
+    "DPCNN (Johnson and Zhang, 2017)": [None, 2.64, 30.58, None, 23.90, 6.87, 0.88, 3.48],
+    "D-LSTM (Yogatama et al., 2017)": [None, 7.40, 40.40, None, 26.30, 7.90, 1.30, 5.10],
+    "Standard LSTM (Seo et al., 2017)": [8.90, None, None, None, None, 6.50, None, None],
+    "Skim-LSTM (Seo et al., 2017)": [8.80, None, None, None, None, 6.40, None, None],
+    "HAN (Yang et al., 2016)": [None, None, None, None, 24.20, None, None, None],
+    "Region Emb. (Qiao et al., 2018)": [None, 3.60, 35.10, None, 26.30, 7.20, 1.10, 2.40],
+    "CoVe (McCann et al., 2017)": [8.20, None, None, 4.20, None, None, None, None],
+    "ULMFiT (Howard and Ruder, 2018)": [4.60, 2.16, 29.98, 3.60, None, 5.01, 0.80, None],
+}
+
+
+def _published(name: str, errors: list, datasets: tuple[str, ...]) -> Row:
+    return Row(name, paper={d: e for d, e in zip(datasets, errors) if e is not None}, published_only=True)
+
+
 TABLE6 = Experiment("table6", "Table 6: test error rates (%)", _ALL8, (
+    *(_published(name, errors, _ALL8) for name, errors in _BASELINES.items()),
     Row("BERT-Feat", BERT_FEAT, dict(zip(_ALL8, [6.79, 2.39, 30.47, 4.20, 22.72, 5.92, 0.70, 2.50]))),
     Row("BERT-FiT", BEST_EXP_I, dict(zip(_ALL8, [5.40, 2.28, 30.06, 2.80, 22.42, 5.25, 0.71, 2.43]))),
     Row("BERT-ITPT-FiT", BEST_EXP_I, dict(zip(_ALL8, [4.37, 1.92, 29.42, 3.20, 22.38, 4.80, 0.68, 1.93])),
@@ -202,7 +267,7 @@ TABLE6 = Experiment("table6", "Table 6: test error rates (%)", _ALL8, (
         pretrain=IN_DOMAIN),
     Row("BERT-CDPT-FiT", BEST_EXP_I, dict(zip(ENGLISH7, [5.18, 1.97, 29.20, 2.80, 21.94, 5.08, 0.67])),
         pretrain=CROSS_DOMAIN),
-))
+), relative_to="BERT-Feat")
 
 # Table 7: multi-task fine-tuning (§5.5) on IMDb, Yelp P., AG and DBpedia, then each task again.
 _MT = ("imdb", "yelp_polarity", "ag_news", "dbpedia")
@@ -229,14 +294,20 @@ FIGURE4 = Experiment("figure4", "Figure 4: few-shot learning on IMDb (test error
     for p in PROPORTIONS
 ), plot="few_shot", x_label="proportion of training examples (%)")
 
-# Table 8: BERT-large (§5.7), fine-tuned with batch 24 at 512 tokens (runner --init_large).
+# Table 8: BERT-large (§5.7), fine-tuned with batch 24 at 512 tokens (runner --init_large); its
+# further pre-training has its own settings (batch 24, 120K steps: PAPER_PRETRAIN_LARGE).
+# Assumption: §5.7 gives BERT-large's fine-tuning no learning rate or ξ; lr 2e-5 with ξ 0.95 is the
+# best BERT-base setting (Table 4), the one every other row uses, and the only one the paper tuned.
 _T8 = ("imdb", "yelp_polarity", "yelp_full", "ag_news", "dbpedia")
+_LARGE = {**BEST_EXP_I, "init": "large"}
+_LARGE_PRETRAIN = {k: v for k, v in PAPER_PRETRAIN_LARGE.items() if PAPER_PRETRAIN.get(k) != v}
 TABLE8 = Experiment("table8", "Table 8: BERT-base and BERT-large (test error %)", _T8, (
+    _published("ULMFiT (Howard and Ruder, 2018)", _BASELINES["ULMFiT (Howard and Ruder, 2018)"], _ALL8),
     Row("BERT-base", BEST_EXP_I, dict(zip(_T8, [5.40, 2.28, 30.06, 5.25, 0.71]))),
     Row("BERT-base + ITPT", BEST_EXP_I, dict(zip(_T8, [4.37, 1.92, 29.42, 4.80, 0.68])), pretrain=WITHIN),
-    Row("BERT-large", {**BEST_EXP_I, "init": "large"}, dict(zip(_T8, [4.86, 2.04, 29.25, 4.86, 0.62]))),
-    Row("BERT-large + ITPT", {**BEST_EXP_I, "init": "large"}, dict(zip(_T8, [4.21, 1.81, 28.62, 4.66, 0.61])),
-        pretrain=WITHIN),
+    Row("BERT-large", _LARGE, dict(zip(_T8, [4.86, 2.04, 29.25, 4.86, 0.62]))),
+    Row("BERT-large + ITPT", _LARGE, dict(zip(_T8, [4.21, 1.81, 28.62, 4.66, 0.61])), pretrain=WITHIN,
+        pretrain_settings=_LARGE_PRETRAIN),
 ))
 
 EXPERIMENTS = {e.name: e for e in (TABLE2, TABLE3, FIGURE2, TABLE4, FIGURE3, TABLE5, TABLE6, TABLE7, FIGURE4, TABLE8)}

@@ -1,7 +1,9 @@
-"""Further pre-training jobs of the runner (paper §5.4): one per corpus and starting model, shared by
-every row, data set and seed that fine-tunes from it.
+"""Further pre-training jobs of the runner (paper §5.4): one per corpus, starting model and settings,
+shared by every row, data set and seed that fine-tunes from it.
 
-A job's folder is OUTPUT/<scale>/pretrain/<corpus>_<model>/:
+A job's folder is OUTPUT/<scale>/pretrain/<corpus>_<model>_<digest>/, the digest a short hash of every
+setting that changes the model it makes (settings_digest: corpus, starting model, create_data's and
+train's values, precision; not where or how fast it runs), so two pre-trainings never share a folder:
 
     corpus.txt (+ .manifest.json)   pretrain.py corpus: the training text, one sentence per line
     records/                        pretrain.py create_data: Google's instances, as a records folder
@@ -19,21 +21,49 @@ from the same data folders the fine-tuning runs use, so a subset scale pre-train
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from minibert.data.pretraining_corpus import CROSS_DOMAIN, DOMAINS, ENGLISH_DATASETS, manifest_path
 from minibert.errors import ConfigError
 from minibert.experiments.paper import BEST_EXP_I, CHINESE, IN_DOMAIN, WITHIN, Experiment, Row
 from minibert.files import find_folder
+from minibert.pretraining.config import CreateDataConfig, PretrainConfig
 from minibert.resources import model_path
 
 # Names `pretrain.py corpus --sources` knows; any other data set's text is given as its train.jsonl.
 CORPUS_NAMES = {*ENGLISH_DATASETS, *DOMAINS, CROSS_DOMAIN, "bbc_news"}
 # Train-config keys that may differ from a finished or interrupted run's config.json without it
-# being another pre-training (where and how fast it runs, not what it learns).
-RUNTIME_KEYS = {"device", "threads", "precision", "resume", "overwrite_output_dir"}
+# being another pre-training (where and how fast it runs, not what it learns); left out of the digest.
+RUNTIME_KEYS = {"device", "threads", "resume", "overwrite_output_dir", "keep_checkpoints"}
+# A job's settings are create_data's and train's options by name (one key may go to both, e.g.
+# max_seq_length); the runner fills in the rest (files, the starting model, device, resume).
+_FILLED_IN = {"input_file", "output_file", "vocab_file", "output_dir", "init", "device", "resume",
+              "overwrite_output_dir", "keep_checkpoints"}
+CREATE_DATA_KEYS = {f.name for f in fields(CreateDataConfig)} - _FILLED_IN
+TRAIN_KEYS = {f.name for f in fields(PretrainConfig)} - _FILLED_IN
+# What a scale must say: the shape of the records and how long, how big and how often train runs.
+REQUIRED_SETTINGS = ("max_seq_length", "max_predictions_per_seq", "train_batch_size", "learning_rate",
+                     "num_train_steps", "num_warmup_steps", "save_checkpoints_steps")
+
+
+def check_settings(settings: dict, where: str) -> None:
+    """A misspelt setting (neither create_data's nor train's) or a missing one is a ConfigError."""
+    unknown = sorted(set(settings) - CREATE_DATA_KEYS - TRAIN_KEYS)
+    missing = [k for k in REQUIRED_SETTINGS if k not in settings]
+    problems = ([f"unknown setting{'s' * (len(unknown) > 1)} {', '.join(unknown)}"] if unknown else []) + (
+        [f"missing {', '.join(missing)}"] if missing else [])
+    if problems:
+        raise ConfigError(f"{where}: pre-training {'; '.join(problems)}")
+
+
+def settings_digest(corpus: str, init: str, settings: dict) -> str:
+    """8 hex digits naming everything that changes the pre-trained model (not RUNTIME_KEYS)."""
+    kept = {k: v for k, v in settings.items() if k not in RUNTIME_KEYS}
+    text = json.dumps({"corpus": corpus, "init": init, **kept}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
 
 
 def corpus_of(row: Row, dataset: str) -> tuple[str, str]:
@@ -112,11 +142,15 @@ class PretrainJob:
 
     def train_config(self) -> dict:
         """PretrainConfig values, without the device and the resume choice."""
-        keep = self.settings["num_train_steps"] + 1 if self.checkpoints else 1
-        # keep_checkpoints K keeps the K-1 newest checkpoint-STEP/; a run stopped by SIGTERM saves an
-        # extra one, so "at most one per step" keeps every checkpoint Figure 3 needs.
-        return {**self.settings, "init": self.init, "input_file": str(self.folder / "records"),
-                "output_dir": str(self.run_dir), "keep_checkpoints": keep}
+        # keep_checkpoints K keeps the K-1 newest checkpoint-STEP/ (a SIGTERM stop writes none).
+        keep = len(self.checkpoints) + 1 if self.checkpoints else 1
+        return {**{k: v for k, v in self.settings.items() if k in TRAIN_KEYS}, "init": self.init,
+                "input_file": str(self.folder / "records"), "output_dir": str(self.run_dir), "keep_checkpoints": keep}
+
+    def create_data_config(self) -> dict:
+        """CreateDataConfig values, without the vocabulary (the one beside the starting model)."""
+        return {**{k: v for k, v in self.settings.items() if k in CREATE_DATA_KEYS},
+                "input_file": str(self.folder / "corpus.txt"), "output_file": str(self.folder / "records")}
 
     def stages(self, device: str) -> list[tuple[str, dict]]:
         """The pretrain.py subcommands still to run, in order, with their config values."""
@@ -128,11 +162,8 @@ class PretrainJob:
         if not records_done and not manifest_path(corpus).is_file():
             stages.append(("corpus", {"sources": self.corpus, "output_file": str(corpus),
                                       "data_dir": str(self.data_dir), "language": self.language}))
-        if not records_done:  # Google's create_pretraining_data.py defaults for the rest (dupe_factor 10)
-            stages.append(("create_data", {
-                "input_file": str(corpus), "output_file": str(records), "vocab_file": str(vocab_beside(self.init)),
-                "max_seq_length": self.settings["max_seq_length"],
-                "max_predictions_per_seq": self.settings["max_predictions_per_seq"]}))
+        if not records_done:  # Google's create_pretraining_data.py defaults for what the settings leave out
+            stages.append(("create_data", {**self.create_data_config(), "vocab_file": str(vocab_beside(self.init))}))
         resume = self.resume and find_folder(self.run_dir / "last") is not None
         stages.append(("train", {**self.train_config(), "device": device, "resume": resume,
                                  "overwrite_output_dir": not resume}))
@@ -175,7 +206,9 @@ def _conflict(job: PretrainJob) -> str:
     if not saved.is_file():
         return ""
     earlier = json.loads(saved.read_text(encoding="utf-8"))
-    changed = sorted(k for k, v in job.train_config().items() if k not in RUNTIME_KEYS and earlier.get(k) != v)
+    # config.json holds the precision "auto" resolved to.
+    ignored = RUNTIME_KEYS | ({"precision"} if job.settings.get("precision", "auto") == "auto" else set())
+    changed = sorted(k for k, v in job.train_config().items() if k not in ignored and earlier.get(k) != v)
     if changed:
         return (f"{job.run_dir} holds a pre-training with other {', '.join(changed)}: move it away or use "
                 "another --output_dir")

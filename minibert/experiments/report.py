@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from minibert.experiments.paper import DATASET_TITLES, Experiment  # noqa: E402
+from minibert.experiments.paper import DATASET_TITLES, Experiment, Row, avg_delta  # noqa: E402
 from minibert.experiments.runner import Run, Scale  # noqa: E402
 from minibert.files import atomic_write  # noqa: E402
 
@@ -57,24 +57,83 @@ def _missing(runs: list[Run], notes: dict[str, int]) -> str:
     return f"– [{mark}]"
 
 
+def provenance(runs: list[Run]) -> str:
+    """Which precision, device and torch produced the finished runs' numbers (their results.json; for
+    a multi-task run, whose results.json has none, the precision and device of its config.json), e.g.
+    "fp32 on cuda:0 (NVIDIA H200), torch 2.13.0 (12 runs)"; or the planned precision when none has
+    finished."""
+    seen: dict[str, int] = {}
+    for folder in dict.fromkeys(run.folder for run in runs):
+        results, config = folder / "results.json", folder / "config.json"
+        if not results.is_file():
+            continue
+        info = json.loads(results.read_text(encoding="utf-8"))
+        if "precision" not in info and config.is_file():
+            saved = json.loads(config.read_text(encoding="utf-8"))
+            info.update(precision=saved.get("precision"), device=saved.get("device") or "a device not recorded")
+        what = (f"{info.get('precision') or 'precision not recorded'} on {info.get('device', 'a device not recorded')}"
+                f", torch {info.get('torch', 'not recorded')}")
+        seen[what] = seen.get(what, 0) + 1
+    if seen:
+        return "; ".join(f"{what} ({n} run{'s' * (n > 1)})" for what, n in seen.items())
+    planned = sorted({run.config.machine.precision for run in runs if run.config is not None})
+    return f"no finished run yet (planned precision: {', '.join(planned) or 'none'})"
+
+
+def _means(runs: list[Run], row: Row, datasets: list[str]) -> dict[str, float]:
+    """Our mean test error (%) per data set where some seed of the row finished."""
+    means = {}
+    for dataset in datasets:
+        errors = finished_errors([run for run in runs if run.row == row and run.dataset == dataset])
+        if errors:
+            means[dataset] = statistics.mean(errors)
+    return means
+
+
+def _delta_cells(experiment: Experiment, row: Row, runs: list[Run], datasets: list[str]) -> list[str]:
+    """Avg. Δ ours and the paper's (avg_delta against experiment.relative_to; "-" for that row)."""
+    reference = next(r for r in experiment.rows if r.name == experiment.relative_to)
+    if row == reference or row.published_only:
+        return ["-", "-"]
+    ours = avg_delta(_means(runs, row, datasets), _means(runs, reference, datasets))
+    paper = avg_delta({d: e for d, e in row.paper.items() if d in datasets},
+                      {d: e for d, e in reference.paper.items() if d in datasets})
+    return ["" if ours is None else f"{ours:.2f}%", "" if paper is None else f"{paper:.2f}%"]
+
+
 def markdown(experiment: Experiment, scale: Scale, runs: list[Run], datasets: list[str]) -> str:
-    """One table: a row per experiment row, for each data set our error and the paper's."""
+    """One table: a row per experiment row, for each data set our error and the paper's (and Table
+    6's Avg. Δ); rows the paper only quotes are marked "published, not run"."""
     datasets = datasets or list(experiment.datasets)
     header = ["method"] + [f"{DATASET_TITLES.get(d, d)} {side}" for d in datasets for side in ("ours", "paper")]
+    if experiment.relative_to:
+        header += ["Avg. Δ ours", "Avg. Δ paper"]
     lines = [f"### {experiment.title}", "",
              f"Scale **{scale.name}**: {scale.note}.", "",
+             f"Our numbers: {provenance(runs)}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     notes: dict[str, int] = {}
     for row in experiment.rows:
-        cells = [row.name]
+        cells = [f"{row.name} (published, not run)" if row.published_only else row.name]
         for dataset in datasets:
             mine = [run for run in runs if run.row == row and run.dataset == dataset]
             errors = finished_errors(mine)
             seeds = f" (n={len(errors)})" if len(errors) < len(mine) else ""  # not every seed finished
-            cells.append(format_errors(errors) + seeds if errors else _missing(mine, notes))
+            if row.published_only:
+                cells.append("")
+            else:
+                cells.append(format_errors(errors) + seeds if errors else _missing(mine, notes))
             paper = row.paper.get(dataset)
             cells.append("" if paper is None else f"{paper:.2f}")
+        if experiment.relative_to:
+            cells += _delta_cells(experiment, row, runs, datasets)
         lines.append("| " + " | ".join(cells) + " |")
+    if experiment.relative_to:
+        lines += ["", f"Avg. Δ: the mean over the data sets of 100 × (e_ref − e) / e_ref with e_ref the "
+                      f"{experiment.relative_to} row's error (the paper's §5.4.3); ours against our "
+                      f"{experiment.relative_to}, over the data sets both have; the paper's from its numbers "
+                      "over the data sets shown (over all of them it gives the published column, e.g. "
+                      "BERT-FiT 9.22%)."]
     if notes:
         lines.append("")
         lines += [f"[{number}] {reason}" for reason, number in notes.items()]

@@ -21,7 +21,8 @@ import torch
 from minibert.cli import from_flat, option
 from minibert.data import corpora
 from minibert.errors import ConfigError, DataError
-from minibert.experiments.paper import EXPERIMENTS
+from minibert.experiments.dataset_stats import table1_markdown
+from minibert.experiments.paper import EXPERIMENTS, TABLE1
 from minibert.experiments.pretraining import corpus_needs, scaled_steps
 from minibert.experiments.report import PLOTS, markdown
 from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan, subset_data
@@ -31,11 +32,13 @@ from minibert.pretraining import STAGES
 from minibert.training.machine import PRECISIONS
 
 STATES = ("done", "resume", "new", "refused")
+TABLE1_NAME = "table1"  # not an experiment: counts and lengths of the prepared data sets (dataset_stats)
 
 
 @dataclass(frozen=True)
 class ReproduceConfig:
-    experiment: str = option("", "which table or figure", choices=("", *EXPERIMENTS))
+    experiment: str = option("", "which table or figure (table1: the prepared data sets' statistics beside the "
+                             "paper's; nothing runs)", choices=("", TABLE1_NAME, *EXPERIMENTS))
     datasets: str = option("", "comma-separated data sets (data/<name>/); default: the ones the paper used")
     scale: str = option("paper", "paper: the paper's settings; small: a 2-core CPU budget (not the paper's setting)",
                         choices=tuple(SCALES))
@@ -47,7 +50,8 @@ class ReproduceConfig:
     data_dir: str = option("data", "folder of the prepared data sets, data/<name>/{train,dev,test}.jsonl")
     output_dir: str = option("runs/reproduce", "where runs, RESULTS.md and plots go")
     devices: str = option("auto", "comma-separated devices, one run at a time on each (auto: every GPU, else cpu)")
-    precision: str = option("", "override the recipe's fp32 (bf16 on recent GPUs)", choices=("", *PRECISIONS))
+    precision: str = option("", "override the scale's precision for fine-tuning and pre-training (paper: fp32, "
+                            "as the paper's code; small: auto); e.g. bf16 on recent GPUs", choices=("", *PRECISIONS))
     threads: int = option(0, "CPU threads per run (0 = torch's default)")
     resume: bool = option(True, "continue interrupted runs and pre-trainings from their last/ checkpoint "
                           "(false: start them again)")
@@ -178,7 +182,14 @@ def planned_runs(cfg: ReproduceConfig):
 
 
 def reproduce(cfg: ReproduceConfig, say=print) -> tuple[str, list]:
-    """Plan, run (unless dry_run) and report; returns RESULTS.md's text and the runs."""
+    """Plan, run (unless dry_run) and report; returns RESULTS.md's text and the runs. table1: the
+    data sets' statistics (OUTPUT/table1.md), no runs."""
+    if cfg.experiment == TABLE1_NAME:
+        datasets = [d.strip() for d in cfg.datasets.split(",") if d.strip()] or list(TABLE1)
+        text = table1_markdown(Path(cfg.data_dir), datasets)
+        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(cfg.output_dir) / "table1.md", text)
+        return text, []
     experiment, scale, datasets, runs = planned_runs(cfg)
     for line in plan_lines(experiment, scale, runs):
         say(line)

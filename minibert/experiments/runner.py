@@ -3,9 +3,9 @@
 A run's folder is OUTPUT/<scale>/<experiment>/<data set>/<row>/seed<k>/. A run whose results.json
 exists is finished and skipped; one with a last/ checkpoint is continued with --resume (train.py
 then gives the same result as an uninterrupted run); any other starts afresh. Rows that fine-tune a
-further pre-trained model get a PretrainJob (minibert.experiments.pretraining), one per corpus and
-starting model under OUTPUT/<scale>/pretrain/, shared by every run that needs it and run before
-them. Whoever calls `execute` passes the functions that run one fine-tuning config and one
+further pre-trained model get a PretrainJob (minibert.experiments.pretraining), one per corpus,
+starting model and settings under OUTPUT/<scale>/pretrain/, shared by every run that needs it and
+run before them. Whoever calls `execute` passes the functions that run one fine-tuning config and one
 pre-training's stages (minibert.finetune and minibert.pretraining in-process for one device, a
 train.py / pretrain.py process per run for several).
 """
@@ -24,8 +24,8 @@ from minibert.data.examples import write_jsonl
 from minibert.data.splits import few_shot_subset
 from minibert.errors import ConfigError, DataError
 from minibert.experiments.paper import CHINESE, PAPER_PRETRAIN, PAPER_RECIPE, TABLE1_TRAIN, Experiment, Row
-from minibert.experiments.pretraining import (PretrainJob, checkpoint_refusal, corpus_of, job_state, model_name,
-                                              new_job)
+from minibert.experiments.pretraining import (PretrainJob, check_settings, checkpoint_refusal, corpus_of, job_state,
+                                              model_name, new_job, settings_digest)
 from minibert.files import find_folder
 from minibert.finetune.config import FinetuneConfig
 
@@ -55,6 +55,9 @@ class Scale:
     hierarchical: dict = field(default_factory=dict)  # recipe values of the scale's hierarchical rows only
     num_layers: int = 0  # the scale's own model's layers (0 = whatever --init has), for Table 3's rows
     pretrain: dict = field(default_factory=lambda: dict(PAPER_PRETRAIN))
+    # Whether a row's own pre-training settings (Row.pretrain_settings: Table 8's BERT-large) apply;
+    # a budget scale's `pretrain` replaces them.
+    row_pretrain: bool = True
 
 
 # Deviation from reference: --scale small is a budget, not the paper's setting. The embedded
@@ -64,16 +67,18 @@ class Scale:
 # bounded cost per text. Further pre-training is pretrain.py's embedded budget (300 steps of 16
 # sequences at lr 1e-4: MiniLM's MLM/NSP heads start untrained) on the subsets' training text,
 # saved every 100 steps for Figure 3.
+# A budget runs at the machine's fastest precision ("auto": bf16 where the CPU/GPU has it natively).
 SMALL_PRETRAIN = {**PAPER_PRETRAIN, "train_batch_size": 16, "learning_rate": 1e-4, "num_train_steps": 300,
-                  "num_warmup_steps": 30, "save_checkpoints_steps": 100}
+                  "num_warmup_steps": 30, "save_checkpoints_steps": 100, "precision": "auto"}
 SCALES = {
     "paper": Scale("paper", PAPER_RECIPE, "the paper's settings: BERT-base, 512 tokens, full data sets"),
-    "small": Scale("small", {**PAPER_RECIPE, "max_seq_length": 128, "learning_rate": 1e-4, "eval_batch_size": 64},
+    "small": Scale("small", {**PAPER_RECIPE, "max_seq_length": 128, "learning_rate": 1e-4, "eval_batch_size": 64,
+                             "precision": "auto"},
                    "NOT the paper's setting: all-MiniLM-L6-v2, 128 tokens (hierarchical: at most 4 chunks), "
                    "lr 1e-4 unless the row sets one (Figure 2, Table 4), stratified subsets of 600 train / 200 dev / 400 test examples; further pre-training: "
                    "300 steps of 16 sequences at lr 1e-4 on the subsets' training text", 600, 200, 400,
                    curve_every=5, curve_train_examples=200, english_init="minilm", num_layers=6,
-                   hierarchical={"max_chunks": 4}, pretrain=SMALL_PRETRAIN),
+                   hierarchical={"max_chunks": 4}, pretrain=SMALL_PRETRAIN, row_pretrain=False),
 }
 
 
@@ -151,7 +156,7 @@ def plan(experiment: Experiment, scale: Scale, datasets: list[str], seeds: list[
     a row naming an option fine-tuning does not have is a ConfigError here, before anything runs.
     """
     runs, jobs = [], _Jobs(scale, output_dir, data_folders, extra or {})
-    for row in experiment.rows:
+    for row in (row for row in experiment.rows if not row.published_only):
         for dataset in datasets or experiment.datasets:
             for seed in seeds:
                 # A multi-task row is one run over all the data sets, listed once per data set.
@@ -183,11 +188,11 @@ def jobs_of(runs: list[Run]) -> list[PretrainJob]:
 
 
 class _Jobs:
-    """The plan's pre-training jobs: one per corpus and starting model, made on first use."""
+    """The plan's pre-training jobs: one per corpus, starting model and settings, made on first use."""
 
     def __init__(self, scale: Scale, output_dir: Path, data_folders: dict[str, Path], extra: dict):
-        self.root = output_dir / scale.name / "pretrain"
-        self.settings = {**scale.pretrain, **{k: v for k, v in extra.items() if k in ("threads", "precision")}}
+        self.root, self.scale = output_dir / scale.name / "pretrain", scale
+        self.extra = {k: v for k, v in extra.items() if k in ("threads", "precision")}
         self.data_folders, self.jobs = data_folders, {}
 
     def for_row(self, row: Row, dataset: str, init: str) -> tuple[PretrainJob | None, str]:
@@ -195,9 +200,11 @@ class _Jobs:
         corpus, refused = corpus_of(row, dataset)
         if refused:
             return None, refused
-        folder = self.root / f"{slug(corpus)}_{slug(model_name(init))}"
+        settings = {**self.scale.pretrain, **(row.pretrain_settings if self.scale.row_pretrain else {}), **self.extra}
+        check_settings(settings, f"row {row.name!r}")
+        folder = self.root / f"{slug(corpus)}_{slug(model_name(init))}_{settings_digest(corpus, init, settings)}"
         if folder not in self.jobs:
-            self.jobs[folder] = new_job(corpus, init, folder, self.settings, self.data_folders)
+            self.jobs[folder] = new_job(corpus, init, folder, settings, self.data_folders)
         job = self.jobs[folder]
         return job, job.refused or checkpoint_refusal(job, row.pretrain_step)
 

@@ -87,7 +87,10 @@ class OptimOptions:
     learning_rate: float = option(1e-4, "base learning rate (the top layer's); paper 2e-5 for BERT-base")
     weight_decay: float = option(0.01, "decoupled weight decay, not applied to biases and LayerNorm")
     layer_decay: float = option(0.95, "layer-wise lr decay xi: layer k-1 gets xi times layer k's lr")
-    schedule: str = option("warmup_linear", "learning-rate schedule", choices=tuple(SCHEDULES))
+    schedule: str = option("warmup_linear", "learning-rate schedule; the default is a continuous warm-up + linear "
+                           "decay (Hugging Face's), not the paper's: its code's is google_warmup_linear (with "
+                           "--optimizer adam_weight_decay: BERTAdam), its text's slanted_triangular (ULMFiT's "
+                           "STLR)", choices=tuple(SCHEDULES))
     warmup_proportion: float = option(0.1, "share of steps for warm-up (slanted_triangular: cut_frac)")
     slanted_ratio: float = option(32.0, "slanted_triangular: ratio of the peak lr to the lowest")
     max_grad_norm: float = option(1.0, "clip gradients to this norm (0 = off)")

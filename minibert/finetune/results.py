@@ -37,7 +37,7 @@ def score_best(context: RunContext, task: Task, eval_batch_size: int) -> dict:
 def single_task_results(context: RunContext, task: Task, state, records: list[dict], eval_batch_size: int) -> dict:
     """results.json and learning_curves.png of a single-task run (rank 0 writes them)."""
     results = {"best_step": state.best_step, "steps": state.step, "labels": task.labels,
-               "precision": context.precision, **score_best(context, task, eval_batch_size)}
+               **context.provenance(), **score_best(context, task, eval_batch_size)}
     if context.is_main:
         atomic_write_text(context.out / "results.json", json.dumps(results, indent=2) + "\n")
         plot_learning_curves(records, context.out / "learning_curves.png")

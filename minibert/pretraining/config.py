@@ -105,8 +105,9 @@ class PretrainConfig:
     shuffle: bool = option(True, "shuffle records every epoch (false: file order, as given)")
     seed: int = option(12345, "seed of new weights, dropout, shuffling and dynamic masks")
     save_checkpoints_steps: int = option(1000, "write last/ every N steps (and at the end, and on SIGTERM)")
-    keep_checkpoints: int = option(1, "K > 1: every save also writes the model as checkpoint-STEP/ (a minibert "
-                                   "folder train.py --init reads), the K-1 newest kept; e.g. the paper's Figure 3")
+    keep_checkpoints: int = option(1, "K > 1: every save_checkpoints_steps and at the end the model is also "
+                                   "written as checkpoint-STEP/ (a minibert folder train.py --init reads), the "
+                                   "K-1 newest kept (a SIGTERM stop writes none); e.g. the paper's Figure 3")
     eval_input_file: str = option("", "records to evaluate on (MLM loss/accuracy, NSP accuracy)")
     eval_every: int = option(0, "evaluate every N steps (0 = at every checkpoint and at the end)")
     eval_batch_size: int = option(32, "sequences per evaluation forward pass")

@@ -180,7 +180,10 @@ def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
             if checkpoint_due(cfg, state.step, at_end):
                 window.save_into(state)
                 context.checkpoint(model, optimizer, scheduler, scaler, state)
-                if context.is_main:
+                # A copy at every save_checkpoints_steps and the last step, not at a SIGTERM stop: last/
+                # holds that step for --resume, and an extra copy would push out an older kept one.
+                if context.is_main and (state.step % cfg.save_checkpoints_steps == 0 or
+                                        state.step == cfg.num_train_steps):
                     keep_checkpoint(context.out, model, vocab_file, state.step, cfg.keep_checkpoints)
             if hooks.after_step is not None:
                 hooks.after_step(state.step)
@@ -285,7 +288,8 @@ def eval_line(step: int, metrics: dict, next_sentence: bool) -> str:
 
 def keep_checkpoint(out: Path, model: BertForPreTraining, vocab_file: Path, step: int, keep: int) -> None:
     """With keep > 1, the model is also saved as checkpoint-STEP/ (a minibert folder that train.py
-    --init reads) and only the newest keep - 1 stay (e.g. after 10k, 20k, ... steps for Figure 3)."""
+    --init reads) and only the newest keep - 1 stay (e.g. after 10k, 20k, ... steps for Figure 3).
+    Called at the scheduled saves only, so a run stopped by SIGTERM and resumed keeps the same ones."""
     if keep <= 1:
         return
     replace_folder(out / f"checkpoint-{step}", lambda tmp: save_minibert(tmp, checkpoint_of(model, vocab_file)))

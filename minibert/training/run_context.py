@@ -72,6 +72,13 @@ class RunContext:
     def autocast(self):
         return autocast(self.device, self.precision)
 
+    def provenance(self) -> dict:
+        """What produced a run's numbers (results.json): precision, device (a GPU's name too), torch."""
+        device = str(self.device)
+        if self.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
+        return {"precision": self.precision, "device": device, "torch": torch.__version__}
+
     def seed(self, seed: int) -> None:
         """Seed Python's and torch's generators: the same on every rank (data order, new weights)."""
         torch.manual_seed(seed)

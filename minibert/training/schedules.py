@@ -1,5 +1,11 @@
 """Learning-rate schedules: multipliers of each parameter group's base lr, picked by name.
 
+Which is whose: the paper's text (§5.2) says "slanted triangular learning rates" (ULMFiT's STLR:
+`slanted_triangular`); the paper's code uses BERTAdam's warm-up then `1 - x` (Google's
+create_optimizer: `google_warmup_linear`, with `adam_weight_decay` = BERTAdam), which the runner's
+paper recipe takes. train.py's default, `warmup_linear`, is neither: the continuous warm-up +
+linear decay of Hugging Face's get_linear_schedule_with_warmup, a common modern default.
+
 Every schedule is a plain function `multiplier(step, total_steps, warmup_steps, **kw) -> float`
 listed in `SCHEDULES`; `build_scheduler` wraps one in a `torch.optim.lr_scheduler.LambdaLR`, which
 multiplies each group's own base lr (so layer-wise lrs keep their ratios throughout).
@@ -36,7 +42,9 @@ def warmup_constant(step: int, total_steps: int, warmup_steps: int) -> float:
 def warmup_linear(step: int, total_steps: int, warmup_steps: int) -> float:
     """Linear warm-up from 0 to 1, then linear decay from 1 to 0 over the remaining steps.
 
-    Continuous at the end of warm-up (multiplier(warmup_steps) = 1), unlike Google's form below.
+    Continuous at the end of warm-up (multiplier(warmup_steps) = 1), unlike Google's form below;
+    Hugging Face's get_linear_schedule_with_warmup. Not the paper's: neither its text's slanted
+    triangular nor its code's `1 - x`; train.py's default.
     """
     if step < warmup_steps:
         return step / warmup_steps
@@ -44,7 +52,7 @@ def warmup_linear(step: int, total_steps: int, warmup_steps: int) -> float:
 
 
 def google_warmup_linear(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Google's create_optimizer (and the paper's BERTAdam warmup_linear: `1.0 - x`).
+    """Google's create_optimizer (and the paper's code's BERTAdam warmup_linear: `1.0 - x`).
 
     The decay is tf.train.polynomial_decay(power=1, end_learning_rate=0) computed from step 0,
     1 - step / total_steps; during warm-up it is overridden by step / warmup_steps. The multiplier
@@ -58,7 +66,8 @@ def google_warmup_linear(step: int, total_steps: int, warmup_steps: int) -> floa
 
 
 def slanted_triangular(step: int, total_steps: int, warmup_steps: int, *, ratio: float = 32.0) -> float:
-    """ULMFiT's slanted triangular schedule (Howard & Ruder 2018, eq. 3), peak multiplier 1.
+    """ULMFiT's slanted triangular schedule (Howard & Ruder 2018, eq. 3), peak multiplier 1: the
+    schedule the paper's text names (§5.2), though its code uses google_warmup_linear.
 
     ULMFiT: cut = floor(T * cut_frac); p = t / cut if t < cut else 1 - (t - cut) / (cut * (1/cut_frac - 1));
     lr_t = lr_max * (1 + p * (ratio - 1)) / ratio, with cut_frac 0.1 and ratio 32.
