@@ -153,8 +153,7 @@ def rows(config: BertConfig, tiny: bool, device: torch.device):
     on = lambda batch: tuple(t.to(device) for t in batch)
     scale = (lambda b: max(1, b // 16)) if tiny else (lambda b: b)  # --tiny: a few sequences per batch
     classifier = lambda lengths: [on(make_batch(lengths, config.vocab_size, g))]
-    texts = mixed(scale(1024), 2)
-    step = scale(64) * (4 if tiny else 1)
+    texts, per_batch = mixed(scale(1024), 2), 16 if tiny else 64
     pretrain = [{k: v.to(device) for k, v in pretraining_batch([128] * scale(32), config.vocab_size, g).items()}]
     result = []
     for ckpt in (False, True):
@@ -165,7 +164,7 @@ def rows(config: BertConfig, tiny: bool, device: torch.device):
             result.append((name + suffix, "classifier", train_step, classifier(lengths), lengths, ckpt))
         result.append((f"pretrain {scale(32)}x128" + suffix, "pretraining", pretrain_step, pretrain,
                        [128] * scale(32), ckpt))
-    batches = [on(make_batch(texts[i:i + step], config.vocab_size, g)) for i in range(0, len(texts), step)]
+    batches = [on(make_batch(texts[i:i + per_batch], config.vocab_size, g)) for i in range(0, len(texts), per_batch)]
     result.append(("infer var", "classifier", infer, batches, texts, False))
     return result
 
