@@ -108,18 +108,20 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def autocast_context(dtype: str):
+def autocast_context(dtype: str, device_type: str = "cpu"):
     if dtype == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(device_type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def train_step(model, optimizer, batches, dtype):
+    """fwd + bwd + optimizer step per batch, on the batches' device (gpu_mfu.py runs it on CUDA too)."""
     model.train()
-    labels = torch.arange(batches[0][0].shape[0]) % NUM_LABELS
+    device = batches[0][0].device
+    labels = torch.arange(batches[0][0].shape[0], device=device) % NUM_LABELS
     for ids, types, mask in batches:
         optimizer.zero_grad(set_to_none=True)
-        with autocast_context(dtype):
+        with autocast_context(dtype, device.type):
             logits = model(ids, types, mask)
         loss = F.cross_entropy(logits.float(), labels)
         loss.backward()
@@ -128,7 +130,7 @@ def train_step(model, optimizer, batches, dtype):
 
 def infer(model, optimizer, batches, dtype):
     model.eval()
-    with torch.no_grad(), autocast_context(dtype):
+    with torch.no_grad(), autocast_context(dtype, batches[0][0].device.type):
         for ids, types, mask in batches:
             model(ids, types, mask)
 

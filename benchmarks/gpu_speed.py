@@ -42,13 +42,13 @@ BERT_BASE = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, 
                        intermediate_size=3072, max_position_embeddings=512)
 
 
-def write_models(folder: Path) -> tuple[Path, Path]:
-    """A random BERT-base as a minibert folder and as a Hugging Face folder (the same weights)."""
+def write_models(folder: Path, config: BertConfig = BERT_BASE) -> tuple[Path, Path]:
+    """A random BERT (BERT-base by default) as a minibert folder and as a Hugging Face folder (the same weights)."""
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                               + [f"[unused{i}]" for i in range(BERT_BASE.vocab_size - 5)]) + "\n")
+                               + [f"[unused{i}]" for i in range(config.vocab_size - 5)]) + "\n")
     torch.manual_seed(0)
-    checkpoint = checkpoint_of(BertModel(BERT_BASE), vocab)
+    checkpoint = checkpoint_of(BertModel(config), vocab)
     save_minibert(folder / "minibert", checkpoint)
     save_hf(folder / "hf", checkpoint)
     return folder / "minibert", folder / "hf"

@@ -68,7 +68,7 @@ def hf_parameter_groups(model, weight_decay: float) -> list[dict]:
 
 def minibert_step(model, optimizer, batch, precision):
     optimizer.zero_grad(set_to_none=True)
-    with autocast(precision):
+    with autocast(precision, batch["input_ids"].device.type):
         output = pretraining_outputs(model, batch)
     weight = float(batch["masked_lm_weights"].sum())
     mlm, nsp = pretraining_loss_terms(output, batch, weight, len(batch["input_ids"]))
@@ -80,11 +80,11 @@ def minibert_step(model, optimizer, batch, precision):
 def hf_step(model, optimizer, batch, precision):
     # transformers' form of the same targets: labels at the masked positions, -100 elsewhere.
     labels = torch.full_like(batch["input_ids"], -100)
-    rows = torch.arange(len(labels))[:, None].expand_as(batch["masked_lm_positions"])
+    rows = torch.arange(len(labels), device=labels.device)[:, None].expand_as(batch["masked_lm_positions"])
     real = batch["masked_lm_weights"] > 0
     labels[rows[real], batch["masked_lm_positions"][real]] = batch["masked_lm_ids"][real]
     optimizer.zero_grad(set_to_none=True)
-    with autocast(precision):
+    with autocast(precision, batch["input_ids"].device.type):
         out = model(input_ids=batch["input_ids"], token_type_ids=batch["segment_ids"],
                     attention_mask=batch["input_mask"])
     mlm = F.cross_entropy(out.prediction_logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -94,8 +94,8 @@ def hf_step(model, optimizer, batch, precision):
     optimizer.step()
 
 
-def autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+def autocast(precision: str, device_type: str = "cpu"):
+    return torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def main() -> None:

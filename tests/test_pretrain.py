@@ -383,3 +383,22 @@ def test_max_seq_length_beyond_the_position_table_is_refused(google_dir, tmp_pat
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --max_seq_length 128 is more than the model's max_position_embeddings (64)"]
     assert not (tmp_path / "out").exists()
+
+
+def test_gradient_checkpointing_gives_the_same_steps(tmp_path):
+    """tiny_google as released (dropout 0.1): each layer recomputed in backward with the same
+    dropout masks gives the same losses and weights; switching it on at a resume is allowed."""
+    common = [f"--init={FIXTURES / 'tiny_google'}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+              "--train_batch_size=8", "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_warmup_steps=0",
+              "--learning_rate=1e-3", "--log_every=1", "--num_train_steps=4", "--save_checkpoints_steps=2"]
+    run([*common, f"--output_dir={tmp_path / 'plain'}"])
+    run([*common, f"--output_dir={tmp_path / 'recomputed'}", "--gradient_checkpointing=true"])
+    with pytest.raises(Crash):
+        run_with_hook([*common, f"--output_dir={tmp_path / 'switched'}"], crash_at(2))
+    run([*common, f"--output_dir={tmp_path / 'switched'}", "--gradient_checkpointing=true", "--resume=true"])
+    plain = [r["loss"] for r in train_records(tmp_path / "plain")]
+    for out in ("recomputed", "switched"):
+        assert [r["loss"] for r in train_records(tmp_path / out)] == pytest.approx(plain, rel=1e-5), out
+        a = load_file(tmp_path / "plain" / "final" / "model.safetensors")
+        b = load_file(tmp_path / out / "final" / "model.safetensors")
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), out

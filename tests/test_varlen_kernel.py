@@ -123,6 +123,27 @@ def test_gradients_equal_formula(small_tiles):
         assert max_error(got[:, i], expected[:, i]) < 5e-6, name
 
 
+def test_custom_ops_trace_under_torch_compile(small_tiles):
+    """The kernels are torch custom ops with fake implementations: torch.compile captures a function
+    around varlen_attention in one graph (fullgraph: no graph break at the kernel), and the compiled
+    function's outputs and gradients equal the package's per-sequence reference. aot_eager traces
+    forward and backward through the ops without generating code; opcheck tests their registration."""
+    qkv, (q, k, v), cu_seqlens, max_seqlen = packed_batch(LENGTHS)
+    torch.library.opcheck(varlen_module._forward_op, (q, k, v, cu_seqlens, max_seqlen, 0.0, 0.5, 2**32, 0))
+
+    def attend(qkv):
+        q, k, v = (qkv[:, i] * 1.5 for i in range(3))
+        return varlen_attention(q.contiguous(), k.contiguous(), v.contiguous(), cu_seqlens, max_seqlen).tanh()
+
+    compiled = torch.compile(attend, fullgraph=True, backend="aot_eager")
+    out = compiled(qkv)
+    scaled = (qkv * 1.5).detach().requires_grad_()
+    expected = varlen_attention_reference(*scaled.unbind(1), cu_seqlens, max_seqlen).tanh()
+    assert max_error(out, expected) < 2e-6
+    (got,), (reference,) = gradients(out, [qkv]), gradients(expected, [scaled])
+    assert max_error(got, 1.5 * reference) < 1e-5
+
+
 def test_softmax_scale():
     _, (q, k, v), cu_seqlens, max_seqlen = packed_batch([9, 4])
     with torch.no_grad():

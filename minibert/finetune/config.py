@@ -180,7 +180,8 @@ class FinetuneConfig:
 # Options that may change between an interrupted run and its --resume; any other change is refused.
 # The multi-task second stage's options may change too: stage 2 starts from stage 1's best model.
 RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_every", "compile",
-                     "overwrite_output_dir", "allow_data_change", "padding", "stage2_epochs", "stage2_lr_factor"}
+                     "overwrite_output_dir", "allow_data_change", "padding", "gradient_checkpointing", "stage2_epochs",
+                     "stage2_lr_factor"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
 RUN_OUTPUTS = ("best", "best.old", "last", "last.old", "metrics.jsonl", "results.json", "config.json",
                "learning_curves.png", "multitask_results.json", "stage2")

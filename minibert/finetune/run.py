@@ -65,7 +65,7 @@ def train_tasks(context: RunContext, cfg: FinetuneConfig, model, tasks, tokenize
                 hooks: FitHooks | None) -> Fit:
     """The model on its device, a dropout stream per rank, then the loop; returns the finished Fit."""
     model.to(context.device)
-    model.bert.padding = context.padding
+    context.set_execution(model.bert)
     context.seed_rank(cfg.run.seed)
     run = prepare_fit(context, cfg, model, tasks, tokenizer, encoding, data_digest)
     fit(context, cfg, run, hooks or FitHooks())

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from minibert.model.activations import ACTIVATIONS
 from minibert.model.attention import attention, attention_bias, packed_keys_attention, varlen_attention
@@ -24,6 +25,7 @@ from minibert.model.packing import Packing, pack, pack_mask, packed_rows, unpack
 
 PADDING_MODES = ("padded", "unpadded")
 LAST_LAYER_MODES = ("needed", "all")
+CHECKPOINTING_MODES = ("off", "layers")
 
 
 class Choice:
@@ -236,16 +238,26 @@ class BertModel(nn.Module):
                   through keys and values, so this changes no number, only which rows are computed:
                   a [CLS] classifier skips ~5/6 of its last layer, pre-training (21 of 128 rows) ~70%
       "all"       every position, then the requested rows are gathered (the plain computation)
+
+    `checkpointing` trades compute for memory when gradients are recorded (activation checkpointing):
+      "off"       autograd keeps every layer's intermediate activations for backward
+      "layers"    each layer that runs at every token keeps only its input and runs again in backward,
+                  from the same RNG state, so with the same dropout masks: the same numbers for about
+                  one more forward pass of compute; backward holds the L layer inputs and one layer's
+                  intermediate activations at a time instead of all L layers' (README.md has the costs)
     """
 
     padding = Choice(PADDING_MODES)
     last_layer = Choice(LAST_LAYER_MODES)
+    checkpointing = Choice(CHECKPOINTING_MODES)
 
-    def __init__(self, config: BertConfig, padding: str = "padded", last_layer: str = "needed"):
+    def __init__(self, config: BertConfig, padding: str = "padded", last_layer: str = "needed",
+                 checkpointing: str = "off"):
         super().__init__()
         self.config = config
         self.padding = padding
         self.last_layer = last_layer
+        self.checkpointing = checkpointing
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
@@ -319,6 +331,8 @@ class BertModel(nn.Module):
         last_layer_done = last_layer_positions is None or self.last_layer == "all"
         layers = self.layers if last_layer_done else self.layers[:-1]
         keep = range(len(layers) + 1) if keep_hidden_states is None else {*keep_hidden_states, len(layers)}
+        if self.checkpointing == "layers" and torch.is_grad_enabled():
+            step = recomputed(step)
         stored = [x if 0 in keep else None]
         for i, layer in enumerate(layers, start=1):
             x = step(layer, x)
@@ -334,6 +348,13 @@ class BertModel(nn.Module):
                           last_layer_at_positions=selected)
 
 
+def recomputed(step):
+    """step(layer, x) under activation checkpointing: only x is kept for backward, where the layer
+    runs again. preserve_rng_state restores torch's CPU generator and that of x's device before the
+    rerun, so dropout (model/dropout.py on the CPU, F.dropout on CUDA, the Triton kernel's Philox seed
+    drawn from the CPU generator) draws the masks of the forward pass; the non-reentrant variant
+    works with inputs that need no gradient and with autocast, which it records and reapplies."""
+    return lambda layer, x: checkpoint(step, layer, x, use_reentrant=False, preserve_rng_state=True)
 
 
 def check_positions(positions: torch.Tensor, length: int) -> None:

@@ -116,6 +116,9 @@ class PretrainConfig:
                             "autocast, or fp16 with loss scaling (GPU)", choices=PRECISION_CHOICES)
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
+    gradient_checkpointing: bool = option(False, "recompute each encoder layer in backward, with the same dropout "
+                                          "masks (same numbers): less activation memory for about one more "
+                                          "forward pass of compute")
     resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
     allow_data_change: bool = option(False, "--resume even if the --input_file records changed since the run began")
     overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
@@ -123,7 +126,8 @@ class PretrainConfig:
 
 # Options that may change between an interrupted run and its --resume; any other change is refused.
 RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "save_checkpoints_steps", "keep_checkpoints",
-                     "eval_every", "eval_batch_size", "eval_input_file", "overwrite_output_dir", "allow_data_change"}
+                     "eval_every", "eval_batch_size", "eval_input_file", "overwrite_output_dir", "allow_data_change",
+                     "gradient_checkpointing"}
 
 
 @dataclass

@@ -197,7 +197,8 @@ def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
 def open_pretraining(cfg: PretrainConfig) -> RunContext:
     """The run context, padded as Google's model runs; device and precision errors name both flags."""
     check_output_dir(Path(cfg.output_dir), cfg.resume, cfg.overwrite_output_dir)  # its own errors name it
-    machine = MachineOptions(device=cfg.device, precision=cfg.precision, padding="padded", threads=cfg.threads)
+    machine = MachineOptions(device=cfg.device, precision=cfg.precision, padding="padded", threads=cfg.threads,
+                             gradient_checkpointing=cfg.gradient_checkpointing)
     try:
         return open_run(machine, cfg.output_dir, cfg.resume, cfg.overwrite_output_dir)
     except ValueError as e:

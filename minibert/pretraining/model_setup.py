@@ -41,7 +41,7 @@ def read_inputs(cfg: PretrainConfig, context: RunContext) -> tuple[BertForPreTra
     if cfg.max_seq_length > model.config.max_position_embeddings:
         raise ConfigError(f"--max_seq_length {cfg.max_seq_length} is more than the model's max_position_embeddings "
                           f"({model.config.max_position_embeddings})")
-    model.bert.padding = context.padding  # "padded": every record at max_seq_length, as Google's model runs
+    context.set_execution(model.bert)  # padding "padded": every record at max_seq_length, as Google's model runs
     context.say("\n".join(report))
     W = context.setup.world_size
     per_step = cfg.train_batch_size * W  # sequences per optimizer step, all processes

@@ -48,6 +48,9 @@ class MachineOptions:
                           "auto: unpadded on CPU, and on CUDA with the Triton varlen kernel", choices=PADDING_CHOICES)
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     threads: int = option(0, "CPU threads for torch (0 = torch's default)")
+    gradient_checkpointing: bool = option(False, "recompute each encoder layer in backward, with the same dropout "
+                                          "masks (same numbers): less activation memory for about one more "
+                                          "forward pass of compute")
 
 
 @dataclass
@@ -59,6 +62,7 @@ class RunContext:
     padding: str  # resolved: padded or unpadded
     setup: Distributed
     out: Path
+    checkpointing: str = "off"  # BertModel.checkpointing: off, or layers (recomputed in backward)
 
     @property
     def is_main(self) -> bool:
@@ -68,6 +72,11 @@ class RunContext:
         """Print on rank 0 only (through tqdm, so progress bars stay intact)."""
         if self.setup.is_main:
             tqdm.write(text)
+
+    def set_execution(self, bert) -> None:
+        """The run's execution choices on its BertModel (attributes set from outside the model)."""
+        bert.padding = self.padding
+        bert.checkpointing = self.checkpointing
 
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -146,7 +155,8 @@ def open_run(machine: MachineOptions, output_dir: str, resume: bool, overwrite: 
     padding = resolve_padding(machine.padding, device)
     autocast(device, precision)  # refuses fp16 without CUDA now, not at the first step
     setup = init_distributed(device.type)  # one process, or this process's rank under torchrun
-    return RunContext(device_for(setup, device), precision, padding, setup, out)
+    checkpointing = "layers" if machine.gradient_checkpointing else "off"
+    return RunContext(device_for(setup, device), precision, padding, setup, out, checkpointing)
 
 
 def check_resumable(out: Path, saved: dict, current: dict, may_change: set, same_data: bool, data: str,

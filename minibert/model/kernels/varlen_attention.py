@@ -203,33 +203,49 @@ def draw_seed_offset() -> tuple[int, int]:
     return seed, offset
 
 
-class VarlenAttention(torch.autograd.Function):
-    """softmax(q k^T * scale) with dropout on the probabilities, times v, per packed sequence.
+# The kernels as torch custom ops (torch.library): torch.compile traces around them as opaque calls
+# with known output shapes (the register_fake functions) instead of breaking the graph at them, and
+# autograd reaches the backward kernels through register_autograd. The Philox seed and offset are
+# arguments, drawn by the caller (varlen_attention), so the ops themselves are pure functions.
+@torch.library.custom_op("minibert::varlen_attention_forward", mutates_args=())
+def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                dropout_p: float, softmax_scale: float, seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return varlen_attention_forward(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset)
 
-    Saves q, k, v, out, the (N, T) log-sum-exp and the Philox seed/offset; backward recomputes the
-    probabilities and the mask block by block.
-    """
 
-    @staticmethod
-    def forward(ctx, q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, keep_mask_hook):
-        seed, offset = draw_seed_offset() if dropout_p > 0 else (2**32, 0)
-        out, lse = varlen_attention_forward(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset)
-        if keep_mask_hook is not None:
-            keep_mask_hook(philox_keep_mask(seed, offset, cu_seqlens, max_seqlen, q.shape[1], dropout_p))
-        ctx.save_for_backward(q, k, v, out, lse, cu_seqlens)
-        ctx.args = (max_seqlen, dropout_p, softmax_scale, seed, offset)
-        return out
+@_forward_op.register_fake
+def _(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset):
+    return torch.empty_like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)  # out, lse (N, T)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable  # the backward kernels have no backward themselves
-    def backward(ctx, grad_out):
-        q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
-        max_seqlen, dropout_p, softmax_scale, seed, offset = ctx.args
-        grads = varlen_attention_backward(
-            grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset
-        )
-        return (*grads, None, None, None, None, None)
 
+@torch.library.custom_op("minibert::varlen_attention_backward", mutates_args=())
+def _backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                 lse: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, dropout_p: float, softmax_scale: float,
+                 seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale,
+                                     seed, offset)
+
+
+@_backward_op.register_fake
+def _(grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    """Saves q, k, v, out, the (N, T) log-sum-exp and the Philox seed/offset; backward recomputes the
+    probabilities and the mask block by block."""
+    q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset = inputs
+    ctx.save_for_backward(q, k, v, output[0], output[1], cu_seqlens)
+    ctx.args = (max_seqlen, dropout_p, softmax_scale, seed, offset)
+
+
+def _backward(ctx, grad_out, grad_lse):
+    q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
+    grads = _backward_op(grad_out, q, k, v, out, lse, cu_seqlens, *ctx.args)
+    return (*grads, None, None, None, None, None, None)
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 def varlen_attention(
     q: torch.Tensor,
@@ -261,4 +277,8 @@ def varlen_attention(
     # Autocast chose the projections' dtype; the kernel computes in that dtype with fp32 accumulation.
     with torch.autocast(q.device.type, enabled=False):
         k, v = k.to(q.dtype), v.to(q.dtype)
-        return VarlenAttention.apply(q, k, v, cu_seqlens, max_seqlen, float(dropout_p), scale, keep_mask_hook)
+        seed, offset = draw_seed_offset() if dropout_p > 0 else (2**32, 0)
+        out, _ = _forward_op(q, k, v, cu_seqlens, max_seqlen, float(dropout_p), scale, seed, offset)
+    if keep_mask_hook is not None:
+        keep_mask_hook(philox_keep_mask(seed, offset, cu_seqlens, max_seqlen, q.shape[1], dropout_p))
+    return out
