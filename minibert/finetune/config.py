@@ -101,7 +101,9 @@ class OptimOptions:
     class_weighted_loss: bool = option(False, "weight the loss by inverse class frequency")
     epochs: int = option(4, "passes over the training set (paper: 4)")
     batch_size: int = option(24, "examples per forward pass (paper: 24)")
-    # length_grouped is the default for speed (less padding); random is what the paper's code does.
+    # Deviation from reference: the paper's code draws random batches (a RandomSampler); the default
+    # groups lengths, which pads far less on the padded (CUDA) encoder and costs nothing on the CPU's
+    # unpadded one; every example is still seen once per epoch in a seeded random order.
     batching: str = option("length_grouped", "training batches each epoch: length_grouped (similar lengths together, "
                            "in random order) or random (a seeded permutation cut into batches, the paper's code)",
                            choices=tuple(BATCHINGS))
@@ -144,12 +146,15 @@ class MultiTaskOptions:
     tasks_file: str = option("", "JSON list of tasks {name, train, dev, test} (instead of --tasks)")
     task_temperature: float = option(1.0, "multi-task: 1 lists every task's batches once per epoch (MT-DNN); "
                                      "T > 1 samples task t in proportion to size^(1/T)")
+    # Deviation from reference: the paper's code redraws every batch (random); the default lists each
+    # task's epoch, so no example is skipped or repeated, with the same task proportions per epoch.
     task_sampling: str = option("listed", "multi-task stage 1: listed = every batch of every task once per epoch, "
                                 "shuffled; random = the paper's code: the same shuffled list of tasks, each batch drawn "
                                 "afresh from its task (an example can come twice or not at all in an epoch)",
                                 choices=TASK_SAMPLINGS)
-    # kept by default: stage 2 is short (stage2_epochs 1 at a lower rate), and a head that starts at
-    # chance would spend it re-learning what stage 1's head already knows.
+    # Deviation from reference: the paper's code starts stage 2 with a new head; kept is the default
+    # because stage 2 is short (stage2_epochs 1 at a lower rate), and a head that starts at chance
+    # would spend it re-learning what stage 1's head already knows.
     stage2_head: str = option("kept", "multi-task stage 2 starts from stage 1's encoder with the task's head: kept = "
                               "stage 1's trained head; fresh = a new one (the paper's code saves only the encoder)",
                               choices=STAGE2_HEADS)
