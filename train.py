@@ -15,9 +15,10 @@ learning_curves.png, config.json.
 
 Multi-task (--tasks or --tasks_file): stage 1 trains one shared encoder with a head per task; every
 batch comes from one task, an epoch lists every task's batches and shuffles them (MT-DNN;
---task_temperature samples instead), and the best model has the lowest mean dev error over the
-tasks. Stage 2 fine-tunes each task alone from that model, keeping its head, at a lower learning
-rate (--stage2_lr_factor, --stage2_epochs) in output_dir/stage2/<task>/. best/ then holds every
+--task_temperature samples instead; --task_sampling random redraws each batch, as the paper's code),
+and the best model has the lowest mean dev error over the tasks. Stage 2 fine-tunes each task alone
+from that model, keeping its head (--stage2_head fresh: a new one, as the paper's code), at a lower
+learning rate (--stage2_lr_factor, --stage2_epochs) in output_dir/stage2/<task>/. best/ then holds every
 task's head (predict.py --task NAME); multitask_results.json stage 1's scores; results.json every
 task's scores after each stage and their means. Under torchrun every process lists the same mixed
 epoch, so all ranks train the same task at each step, each on its slice of that task's batch.

@@ -1,12 +1,24 @@
-"""minibert.batching: length-grouped training batches and sorted evaluation batches."""
+"""minibert.batching: random and length-grouped training batches and sorted evaluation batches."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibert.data.batching import length_grouped_batches, sorted_batches
+from minibert.data.batching import length_grouped_batches, random_batches, sorted_batches
 
 LENGTHS = [(i * 37) % 101 + 1 for i in range(1003)]
+
+
+def test_random_batches():
+    """--batching random: a seeded permutation cut into batches (the last may be short)."""
+    batches = random_batches(LENGTHS, batch_size=8, seed=1)
+    assert [len(b) for b in batches] == [8] * 125 + [3]
+    assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))  # every example once
+    assert random_batches(LENGTHS, 8, seed=1) == batches and random_batches(LENGTHS, 8, seed=2) != batches
+    assert [i for b in batches for i in b] != list(range(len(LENGTHS)))
+    assert random_batches([], 8, seed=1) == []
+    with pytest.raises(ValueError):
+        random_batches(LENGTHS, 0, seed=1)
 
 
 def test_length_grouped_batches():

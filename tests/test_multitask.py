@@ -19,7 +19,11 @@ import predict
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.checkpoints.classifier import load_classifier
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
-from minibert.data.multitask import epoch_schedule, read_tasks_file, task_counts, tasks_from_names
+import minibert.finetune.loop as loop_module
+import minibert.finetune.run as run_module
+import minibert.finetune.tasks as tasks_module
+from minibert.data.multitask import epoch_schedule, read_tasks_file, redrawn_batches, task_counts, tasks_from_names
+from minibert.finetune.model_setup import new_head
 from minibert.errors import CheckpointError, ConfigError, MinibertError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
@@ -242,3 +246,90 @@ def test_single_task_options_apply_to_every_task(setup, tmp_path, overrides):
     for key in ("hierarchical", "truncation"):
         if key in overrides:
             assert saved["encoding"][key] == overrides[key]
+
+
+def test_random_task_sampling_redraws_each_batch():
+    """--task_sampling random (the paper's code): each epoch lists len // batch batches per task, each
+    batch_size distinct examples drawn afresh; seeded by (seed, epoch), so a resume draws the same."""
+    batches = redrawn_batches(20, 8, seed=5)
+    assert len(batches) == 2 and all(len(b) == len(set(b)) == 8 and set(b) <= set(range(20)) for b in batches)
+    assert redrawn_batches(20, 8, seed=5) == batches and redrawn_batches(20, 8, seed=6) != batches
+    assert sorted(redrawn_batches(3, 8, seed=5)[0]) == [0, 1, 2]  # a task smaller than a batch: one batch of all
+
+
+def crash_at(step: int):
+    def after_step(done: int) -> None:
+        if done == step:
+            raise KeyboardInterrupt
+    return after_step
+
+
+def micro_batches_of(setup, tmp_path, monkeypatch, **overrides):
+    """Every stage-1 micro-batch the loop trained on, as (step, task, example indices)."""
+    listed = []
+    original = tasks_module.epoch_micro_batches
+
+    def recording(tasks, optim, multitask, seed, epoch, setup_):
+        batches = original(tasks, optim, multitask, seed, epoch, setup_)
+        if len(tasks) > 1:
+            listed.append(batches)
+        return batches
+
+    monkeypatch.setattr(loop_module, "epoch_micro_batches", recording)
+    results = finetune(config(setup[0], tmp_path, **overrides))
+    return listed, results
+
+
+@pytest.mark.slow
+def test_random_task_sampling_in_a_run_and_its_resume(setup, tmp_path, monkeypatch):
+    root, _ = setup
+    options = dict(epochs=2, checkpoint_every=3, task_sampling="random", stage2_epochs=0)
+    listed, full = micro_batches_of(setup, tmp_path / "full", monkeypatch, **options)
+    epoch0, epoch1 = listed[1], listed[2]  # listed[0]: prepare_fit counts the steps
+    # 60 // 8 and 40 // 8 batches per epoch, each 8 distinct examples of one task, redrawn each epoch.
+    assert Counter(task for task, _ in epoch0) == {"topics": 7, "sentiment": 5}
+    assert all(len(set(batch)) == 8 for _, batch in epoch0 + epoch1)
+    assert epoch0 != epoch1 and listed[0] == epoch0
+    seen = [i for task, batch in epoch0 if task == "topics" for i in batch]
+    assert len(set(seen)) < len(seen)  # drawn with replacement across batches, as the paper's code
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(config(root, tmp_path / "resumed", **options), FitHooks(after_step=crash_at(16)))
+    resumed = finetune(config(root, tmp_path / "resumed", resume=True, **options))
+    a, b = (load_file(tmp_path / run / "best" / "model.safetensors") for run in ("full", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed == full
+
+
+@pytest.mark.slow
+def test_stage2_fresh_head(setup, tmp_path, monkeypatch):
+    """--stage2_head fresh: stage 2 starts from stage 1's encoder (pooler too) and a new head drawn
+    from the seed, as the paper's code loads only model.bert; kept starts from stage 1's head."""
+    root, _ = setup
+    starts = {}
+    original = run_module.stage2_classifier
+
+    def recording(folder, task, head, seed):
+        model = original(folder, task, head, seed)
+        starts[head, task.name] = {k: v.clone() for k, v in model.state_dict().items()}
+        return model
+
+    monkeypatch.setattr(run_module, "stage2_classifier", recording)
+    options = dict(epochs=1, stage2_epochs=1)
+    for head in ("fresh", "kept"):
+        results = finetune(config(root, tmp_path / head, stage2_head=head, **options))
+        assert set(results["stage2"]["tasks"]) == {"topics", "sentiment"}
+    a, b = (load_file(tmp_path / run / "best" / "model.safetensors") for run in ("fresh", "kept"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the option changes nothing in stage 1
+    stage1_model = load_classifier(tmp_path / "fresh" / "best", "topics").model
+    stage1 = stage1_model.state_dict()
+    fresh, kept = starts["fresh", "topics"], starts["kept", "topics"]
+    encoder = [k for k in stage1 if k.startswith("bert.")]
+    head = [k for k in stage1 if k.startswith("head.")]
+    assert encoder and head and all(torch.equal(fresh[k], stage1[k]) for k in encoder)
+    assert all(torch.equal(kept[k], stage1[k]) for k in stage1)
+    assert not any(torch.equal(fresh[k], stage1[k]) for k in head if "weight" in k)
+    torch.manual_seed(3)  # the run's seed
+    expected = new_head(stage1_model.config, stage1_model.head_config).state_dict()
+    assert all(torch.equal(fresh["head." + k], v) for k, v in expected.items())
+    saved = json.loads((tmp_path / "fresh" / "config.json").read_text())
+    assert saved["stage2_head"] == "fresh"

@@ -64,9 +64,15 @@ def test_every_row_is_a_valid_train_config(scale, tmp_path):
                                             else PAPER_PRETRAIN)
             assert cfg.text.max_seq_length == (512 if scale == "paper" else 128)
             assert cfg.text.max_chunks == (4 if scale == "small" and cfg.text.hierarchical else 0)
+            assert cfg.optim.batching == "random"  # the paper's code's RandomSampler
             if run.row.multi_task:  # Table 7: one train.py --tasks run over the four data sets
                 assert cfg.multitask.tasks == "imdb,yelp_polarity,ag_news,dbpedia"
                 assert cfg.multitask.tasks_dir == str(tmp_path / "data")
+                # Stage 1 as run_classifier_multitask.py's defaults; stage 2 at 2e-5 from a new head.
+                assert (cfg.optim.learning_rate, cfg.optim.epochs, cfg.optim.batch_size, cfg.optim.layer_decay) == (
+                    5e-5, 3, 32, 1.0)
+                assert (cfg.multitask.task_sampling, cfg.multitask.stage2_head) == ("random", "fresh")
+                assert cfg.optim.learning_rate * cfg.multitask.stage2_lr_factor == pytest.approx(2e-5)
             else:
                 assert Path(cfg.data.train_file) == tmp_path / "data" / run.dataset / "train.jsonl"
 

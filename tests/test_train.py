@@ -19,6 +19,8 @@ from minibert.finetune import FinetuneConfig, FitHooks, finetune, summary_lines
 from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, save_minibert
 from minibert.cli import parse_config
 from minibert.errors import ConfigError
+from minibert.data.batching import random_batches
+from minibert.finetune import loop
 from minibert.finetune.config import TextOptions
 from minibert.finetune.model_setup import resolve_pooler, text_encoding
 from minibert.model.bert import BertModel
@@ -153,6 +155,27 @@ def test_resume_gives_the_same_result(tiny_model, data, tmp_path):
     assert all(torch.equal(a_last[k], b_last[k]) for k in a_last)
     with pytest.raises(ConfigError, match="batch_size"):  # a resume must not change the run
         finetune(config(tiny_model, data, tmp_path / "resumed", resume=True, **{**options, "batch_size": 5}))
+
+
+def test_random_batching_and_its_resume(tiny_model, data, tmp_path, monkeypatch):
+    """--batching random: each epoch every example once, in the seeded permutation random_batches
+    cuts (another one each epoch); a resumed run draws the same batches and ends bit-identical."""
+    listed = []
+    original = loop.epoch_micro_batches
+    monkeypatch.setattr(loop, "epoch_micro_batches", lambda *args: listed.append(original(*args)) or listed[-1])
+    options = dict(epochs=2, checkpoint_every=5, batch_size=6, batching="random")
+    full = finetune(config(tiny_model, data, tmp_path / "full", **options))
+    epoch0, epoch1 = ([batch for _, batch in epoch] for epoch in listed[1:3])  # listed[0]: counting the steps
+    assert epoch0 == random_batches(list(range(150)), 6, seed=7) and epoch1 == random_batches([0] * 150, 6, seed=8)
+    assert all(sorted(i for b in epoch for i in b) == list(range(150)) for epoch in (epoch0, epoch1))
+    assert epoch0 != epoch1
+    run_interrupted(config(tiny_model, data, tmp_path / "resumed", **options), 16)  # 25 batches per epoch
+    resumed = finetune(config(tiny_model, data, tmp_path / "resumed", resume=True, **options))
+    a = load_file(tmp_path / "full" / "best" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "best" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test_error"] == full["test_error"] and resumed["best_step"] == full["best_step"]
+    assert listed[-1] == listed[2]  # the resumed epoch 2 lists what the uninterrupted one did
 
 
 def encoder_unchanged(run_dir, init):

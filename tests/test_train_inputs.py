@@ -27,6 +27,8 @@ def folder_bytes(folder: Path) -> dict:
     ("learning_rate", float("inf"), "--learning_rate inf: must be a finite number, at least 0"),
     ("stage2_epochs", 3, r"^--stage2_epochs applies to multi-task runs \(--tasks\)$"),
     ("task_temperature", 2.0, r"^--task_temperature applies to multi-task runs \(--tasks\)$"),
+    ("task_sampling", "random", r"^--task_sampling applies to multi-task runs \(--tasks\)$"),
+    ("stage2_head", "fresh", r"^--stage2_head applies to multi-task runs \(--tasks\)$"),
     ("lstm_size", 8, "^--lstm_size applies to --head bilstm_attention$"),
     ("chunk_pooling", "max", r"^--chunk_pooling applies to hierarchical runs \(--hierarchical true\)$"),
     ("max_chunks", 4, r"^--max_chunks applies to hierarchical runs \(--hierarchical true\)$"),

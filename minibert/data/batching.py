@@ -1,7 +1,8 @@
-"""Batches of indices from example lengths: length-grouped for training, sorted for evaluation.
+"""Batches of indices from example lengths: random or length-grouped for training, sorted for evaluation.
 
-Both work on a list of lengths and return lists of indices into it, so they know nothing of
-tokenizers or tensors; callers gather and pad the examples themselves.
+All work on a list of lengths and return lists of indices into it, so they know nothing of
+tokenizers or tensors; callers gather and pad the examples themselves. BATCHINGS names the training
+orders train.py's --batching chooses from.
 """
 
 import random
@@ -29,6 +30,22 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int,
         batches += [members[b:b + batch_size] for b in range(0, len(members), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def random_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Training batches of indices into `lengths`: a seeded random permutation cut into batches, as
+    the paper's code (and Google's run_classifier) draws them: a RandomSampler under a DataLoader that
+    keeps the short last batch. The lengths are not read; batches mix short and long texts, so they
+    carry more padding than length-grouped ones."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+
+
+# --batching: (lengths, batch_size, seed) -> one epoch's batches, every example exactly once.
+BATCHINGS = {"length_grouped": length_grouped_batches, "random": random_batches}
 
 
 def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

@@ -1,8 +1,16 @@
 """Multi-task fine-tuning data (paper §4.3, Exp-III): which tasks, and the order of their batches.
 
-Every batch holds examples of one task only, so each goes through its own head. An epoch lists
-every task's batches (so tasks contribute in proportion to their size) and shuffles the list, as
-MT-DNN (Liu et al. 2019) does; the paper's own code for this step is not published. Temperature
+Every batch holds examples of one task only, so each goes through its own head. The paper's code for
+this step is xuyige/BERT4doc-Classification's codes/fine-tuning/run_classifier_multitask.py (the
+model with a classifier per task is modeling_multitask.py there). Each epoch it shuffles a list
+holding every task's number of full batches (len // batch of its training set) and, for each entry,
+takes the first batch of a new iterator over that task's RandomSampler: every batch is a fresh random
+draw of `batch` examples of its task, so within an epoch an example can come twice or not at all.
+
+Two ways to fill the list, --task_sampling: "listed" (the default) lists every batch of every task's
+epoch (each example once per epoch, as MT-DNN (Liu et al. 2019) does) and shuffles them; "random"
+follows the paper's code: the same shuffled list of tasks, each entry a batch drawn afresh
+(redrawn_batches). Either way a task's share of the batches is its share of the data. Temperature
 sampling (temperature > 1) flattens the mix towards small tasks while keeping the epoch's length.
 """
 
@@ -94,6 +102,21 @@ def task_counts(batches_per_task: dict[str, int], temperature: float = 1.0) -> d
     for task in by_remainder[: total - sum(counts.values())]:
         counts[task] += 1
     return counts
+
+
+def redrawn_batches(num_examples: int, batch_size: int, seed: int) -> list[list[int]]:
+    """One task's epoch under --task_sampling random, as the paper's code draws it: num_examples //
+    batch_size batches, each batch_size distinct examples drawn afresh (the first batch of a new
+    RandomSampler permutation), independently of the other batches. Seeded, so a resumed run draws
+    the same batches.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rng = random.Random(seed)
+    # Deviation from reference: the paper's code lists len // batch batches per task, none for a task
+    # smaller than one batch; such a task gets one batch of all its examples here rather than none.
+    count = max(1, num_examples // batch_size)
+    return [rng.sample(range(num_examples), min(batch_size, num_examples)) for _ in range(count)]
 
 
 def epoch_schedule(batches: dict[str, list[list[int]]], seed: int, epoch: int,

@@ -116,8 +116,7 @@ def prepare_fit(context: RunContext, cfg: FinetuneConfig, model, tasks: list[Tas
                 data_sha256: str) -> Fit:
     """The optimisation, the run's state (restored on --resume, after checking settings and data)
     and its output folder, started only now that every input has been read."""
-    listed = epoch_micro_batches(tasks, cfg.optim.batch_size, cfg.run.seed, 0, cfg.multitask.task_temperature,
-                                 context.setup)
+    listed = epoch_micro_batches(tasks, cfg.optim, cfg.multitask, cfg.run.seed, 0, context.setup)
     # The schedule counts optimizer steps (every rank takes each one), i.e. after gradient accumulation.
     steps_per_epoch = math.ceil(len(listed) / cfg.optim.grad_accum_steps)
     opt = build_optimisation(cfg.optim, model, cfg.optim.epochs * steps_per_epoch, context.device, context.precision)
@@ -151,8 +150,7 @@ def fit(context: RunContext, cfg: FinetuneConfig, run: Fit, hooks: FitHooks) -> 
         # Wrapped per epoch: DistributedDataParallel fixes its set of trained parameters when built;
         # a head may leave the pooler or some layers without a gradient.
         train_model = context.wrap(model, find_unused_parameters=True, compile=cfg.run.compile)
-        listed = epoch_micro_batches(run.tasks, optim.batch_size, cfg.run.seed, epoch, cfg.multitask.task_temperature,
-                                     context.setup)
+        listed = epoch_micro_batches(run.tasks, optim, cfg.multitask, cfg.run.seed, epoch, context.setup)
         # One optimizer step = grad_accum_steps micro-batches (the epoch's last step may have fewer).
         steps = [listed[i:i + optim.grad_accum_steps] for i in range(0, len(listed), optim.grad_accum_steps)]
         first = state.step - epoch * run.steps_per_epoch  # steps done in this epoch before a resume

@@ -15,7 +15,9 @@ from minibert.checkpoints.integrity import check_vocab
 from minibert.errors import ConfigError
 from minibert.finetune.config import ClassifierOptions, OptimOptions, TextOptions
 from minibert.finetune.tasks import SINGLE, Task
-from minibert.model.heads import BertClassifier, HeadConfig, MultiTaskClassifier, layer_indices
+from minibert.model.bert import init_weights
+from minibert.model.config import BertConfig
+from minibert.model.heads import HEADS, BertClassifier, HeadConfig, MultiTaskClassifier, layer_indices
 from minibert.resources import model_path
 from minibert.text.encoding import TextEncoding
 from minibert.text.long_text import paper_head_tokens
@@ -94,6 +96,27 @@ def task_classifier(folder, task: Task) -> BertClassifier:
     if saved.labels != task.labels:
         raise ConfigError(f"{folder}: task {task.name}'s head has labels {saved.labels}, not {task.labels}")
     return saved.model
+
+
+def new_head(config: BertConfig, head: HeadConfig) -> torch.nn.Module:
+    """A head initialised as BertClassifier initialises one (truncated normal, std initializer_range)."""
+    module = HEADS[head.head](config, head)
+    module.apply(lambda m: init_weights(m, config.initializer_range))
+    return module
+
+
+def stage2_classifier(folder, task: Task, head: str, seed: int) -> BertClassifier:
+    """Multi-task stage 2's start: the encoder (with the pooler) of the model in `folder` and `task`'s
+    head from stage 1 (head "kept"), or a new one drawn from torch.manual_seed(seed) (head "fresh":
+    the paper's code saves only model.bert after stage 1, so its second stage starts a new classifier).
+    The global generator is left as it was, so the run's dropout stream does not depend on the choice."""
+    model = task_classifier(folder, task)
+    if head == "kept":
+        return model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = new_head(model.config, model.head_config)
+    return BertClassifier.from_parts(model.config, model.head_config, model.bert, fresh)
 
 
 def classifier_of(model: torch.nn.Module, task: str) -> BertClassifier:

@@ -1,7 +1,8 @@
 """A whole fine-tuning run: every check first, then the one loop (minibert.finetune.loop), then the
 results. A multi-task run (paper §4.3, §5.5: BERT-MFiT-FiT) is stage 1 over all tasks, then stage 2:
-the same loop again on each task alone, from stage 1's best model with that task's head, at a lower
-learning rate, in output_dir/stage2/<task>/ (a finished one is kept, an interrupted one resumed).
+the same loop again on each task alone, from stage 1's best model with that task's head (or a fresh
+one, --stage2_head), at a lower learning rate, in output_dir/stage2/<task>/ (a finished one is kept,
+an interrupted one resumed).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from dataclasses import replace
 from minibert.finetune.config import FinetuneConfig, MultiTaskOptions, check_options
 from minibert.data.multitask import TaskFiles
 from minibert.finetune.loop import Fit, FitHooks, fit, prepare_fit
-from minibert.finetune.model_setup import (load_init, load_tokenizer, new_classifier, task_classifier,
-                                           text_encoding)
+from minibert.finetune.model_setup import load_init, load_tokenizer, new_classifier, stage2_classifier, text_encoding
 from minibert.finetune.results import (is_single, multitask_results, single_task_results, stage1_results)
 from minibert.finetune.tasks import SINGLE, Task, data_sha256, encode_task, ensure_default_data, read_task, task_files
 from minibert.model.bert import num_parameters
@@ -87,8 +87,9 @@ def finish_stage1(context: RunContext, cfg: FinetuneConfig, run: Fit) -> dict:
 
 def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: TaskFiles, tokenizer, encoding,
                hooks: FitHooks | None) -> dict:
-    """One task alone from stage 1's best model (the shared encoder and its own head), at
-    stage2_lr_factor times the learning rate, for stage2_epochs, in output_dir/stage2/<task>/."""
+    """One task alone from stage 1's best model (the shared encoder and, with --stage2_head kept, its
+    own head; fresh: a new head), at stage2_lr_factor times the learning rate, for stage2_epochs, in
+    output_dir/stage2/<task>/."""
     folder = context.out / "stage2" / task.name
     if cfg.run.resume and (folder / "results.json").is_file():
         return json.loads((folder / "results.json").read_text(encoding="utf-8"))
@@ -103,7 +104,7 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
     check_output_dir(folder, resume, overwrite=True)
     stage = replace(context, out=folder)
     stage.seed(cfg.run.seed)
-    model = task_classifier(context.out / "best", task)
+    model = stage2_classifier(context.out / "best", task, cfg.multitask.stage2_head, cfg.run.seed)
     alone = replace(task, name=SINGLE)  # a single-task run: the task's BertClassifier view
     run = train_tasks(stage, stage_cfg, model, [alone], tokenizer, encoding, data_sha256([files]), hooks)
     results = single_task_results(stage, alone, run.state, run.log.records, cfg.evaluation.eval_batch_size)

@@ -2,7 +2,7 @@
 
 A task is its split files, read and checked at the start (the label set comes from its training
 split), its training examples encoded once, and its dev examples encoded for the evaluations. An
-epoch's micro-batches are (task, example indices) pairs: one task's batches in their length-grouped
+epoch's micro-batches are (task, example indices) pairs: one task's batches in their --batching
 order, or every task's mixed as the multi-task schedule lists them (minibert.data.multitask).
 """
 
@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 
 from minibert.data import corpora
-from minibert.data.batching import length_grouped_batches
+from minibert.data.batching import BATCHINGS
 from minibert.data.examples import LabelSet, encode_labels, read_examples
 from minibert.data.features import cap_chunks, encode_examples
-from minibert.data.multitask import TaskFiles, epoch_schedule, read_tasks_file, tasks_from_names
+from minibert.data.multitask import TaskFiles, epoch_schedule, read_tasks_file, redrawn_batches, tasks_from_names
 from minibert.data.splits import few_shot_subset
 from minibert.files import sha256_file
-from minibert.finetune.config import BBC_DIR, TRAIN_CHUNK_CAP, DataOptions, FinetuneConfig, MultiTaskOptions
+from minibert.finetune.config import (BBC_DIR, TRAIN_CHUNK_CAP, DataOptions, FinetuneConfig, MultiTaskOptions,
+                                      OptimOptions)
 from minibert.text.encoding import TextEncoding
 from minibert.training.distributed import Distributed, shard_batches
 
@@ -129,21 +130,27 @@ def data_sha256(files: list[TaskFiles]) -> str:
     return digest.hexdigest()
 
 
-def epoch_micro_batches(tasks: list[Task], batch_size: int, seed: int, epoch: int, temperature: float,
+def epoch_micro_batches(tasks: list[Task], optim: OptimOptions, multitask: MultiTaskOptions, seed: int, epoch: int,
                         setup: Distributed) -> list[tuple[str, list[int]]]:
     """This process's micro-batches of an epoch as (task, example indices).
 
-    Each task's global batches of world_size * batch_size examples are length-grouped and reshuffled
-    every epoch, and this rank takes its slice of each (minibert.training.distributed). One task's
+    Each task's global batches of world_size * batch_size examples are drawn every epoch as
+    --batching says (length-grouped or random; multi-task --task_sampling random redraws each batch
+    instead), and this rank takes its slice of each (minibert.training.distributed). One task's
     batches keep that order; several tasks' are listed and mixed by epoch_schedule (every rank lists
     the same mixed epoch, so all ranks train the same task at each step).
     """
-    batches = {t.name: shard_batches(length_grouped_batches([d.length for d in t.train_docs], batch_size * setup.world_size,
-                                                            seed=seed + epoch + TASK_SEED_STRIDE * i), setup)
-               for i, t in enumerate(tasks)}
+    size = optim.batch_size * setup.world_size
+    redraw = len(tasks) > 1 and multitask.task_sampling == "random"
+    batches = {}
+    for i, t in enumerate(tasks):
+        task_seed = seed + epoch + TASK_SEED_STRIDE * i
+        drawn = (redrawn_batches(len(t.train_docs), size, task_seed) if redraw else
+                 BATCHINGS[optim.batching]([d.length for d in t.train_docs], size, task_seed))
+        batches[t.name] = shard_batches(drawn, setup)
     if len(tasks) == 1:
         return [(tasks[0].name, batch) for batch in batches[tasks[0].name]]
-    return epoch_schedule(batches, seed, epoch, temperature)
+    return epoch_schedule(batches, seed, epoch, multitask.task_temperature)
 
 
 def class_weights(labels: list[int], num_labels: int) -> torch.Tensor:
