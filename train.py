@@ -29,7 +29,7 @@ from minibert.finetune import FinetuneConfig, finetune, summary_lines
 
 def main(cfg: FinetuneConfig) -> dict:
     results = finetune(cfg)
-    if results:  # rank 0 of a torchrun job; the other ranks print nothing
+    if results and not results.get("stopped"):  # rank 0 of a torchrun job; the other ranks print nothing
         print("\n".join(summary_lines(results, cfg.run.output_dir)))
     return results
 

@@ -24,6 +24,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from minibert.errors import CheckpointError, ConfigError
+from minibert.output_paths import (Inputs, check_not_input, check_output_folder, is_run_folder, resolve,
+                                    visible_entries)
 from minibert.files import (
     atomic_save_safetensors,
     atomic_torch_save,
@@ -121,13 +123,20 @@ def _read_sums(path: Path) -> dict:
     return sums
 
 
-def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """A new run never writes over an earlier one unless told to; --resume needs one (ConfigError)."""
+def check_output_dir(out: Path, resume: bool, overwrite: bool, inputs: Inputs = ()) -> None:
+    """A new run never writes over an earlier one unless told to, never over a folder that is not a
+    run's (output_paths.is_run_folder) and never over an input (`inputs`: (option, path) pairs such
+    as the init model); --resume needs a checkpoint (ConfigError)."""
     if resume:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--output_dir {out}: is a file, not a folder")
         if find_run(out / "last") is None:
             raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
+        check_not_input(resolve(out, "--output_dir"), "--output_dir", inputs)
         return
-    earlier = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    check_output_folder(out, "--output_dir", is_run_folder, "a minibert run's (config.json with metrics.jsonl "
+                        "or last/)", inputs)
+    earlier = visible_entries(out) if out.is_dir() else []
     if earlier and not overwrite:
         raise ConfigError(f"--output_dir {out} is not empty ({', '.join(earlier[:5])}"
                           f"{', ...' if len(earlier) > 5 else ''}): --resume continues that run, "
