@@ -92,8 +92,8 @@ def run(args: list[str], cwd: Path = ROOT, timeout: float = TIMEOUT) -> subproce
 TRAIN = ["train.py", "--init", "{ws}/model", "--train_file", "{ws}/data/train.jsonl", "--dev_file",
          "{ws}/data/dev.jsonl", "--test_file", "{ws}/data/test.jsonl", "--max_seq_length", "24", "--head_tokens", "6",
          "--epochs", "1", "--batch_size", "8", "--device", "cpu", "--threads", "1", "--precision", "fp32"]
-PRETRAIN = ["pretrain.py", "train", "--init={ws}/model", f"--input_file={RECORDS}", "--max_seq_length=64",
-            "--max_predictions_per_seq=20", "--train_batch_size=2", "--num_train_steps=2", "--num_warmup_steps=1",
+PRETRAIN = ["pretrain.py", "train", f"--init={FIXTURES / 'tiny_google'}", f"--input_file={RECORDS}",
+            "--max_seq_length=64", "--max_predictions_per_seq=10", "--train_batch_size=2", "--num_train_steps=2", "--num_warmup_steps=1",
             "--device=cpu", "--threads=1", "--precision=fp32"]
 CREATE = ["pretrain.py", "create_data", "--input_file={ws}/corpus/text.txt", "--vocab_file={ws}/vocab.txt",
           "--max_seq_length=32", "--max_predictions_per_seq=5", "--dupe_factor=1"]
