@@ -68,7 +68,22 @@ def ws(tmp_path_factory) -> Path:
     (ws / "classifier.old").mkdir()  # a user's backup beside a folder the scripts swap
     (ws / "classifier.old" / "notes.txt").write_text("backup\n")
     (ws / "loop").symlink_to(ws / "loop")
+    hf_folders(ws, model)
     return ws
+
+
+def hf_folders(ws: Path, model: Path) -> None:
+    """A Hugging Face folder whose pytorch_model.bin pickles more than tensors, and one whose
+    config.json lacks num_attention_heads."""
+    config = json.loads((model / "config.json").read_text())
+    (ws / "hostile").mkdir()
+    (ws / "hostile" / "config.json").write_text(json.dumps(config))
+    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2), "payload": Path("x")},
+               ws / "hostile" / "pytorch_model.bin")
+    (ws / "headless").mkdir()
+    del config["num_attention_heads"]
+    (ws / "headless" / "config.json").write_text(json.dumps(config))
+    shutil.copy(model / "model.safetensors", ws / "headless" / "model.safetensors")
 
 
 def checksums(folder: Path) -> dict:
@@ -164,6 +179,13 @@ ROWS = [
                                             "{ws}/new_run"],
         r"one_class.jsonl: the training split has 1 class \(sport\): a classifier needs at least two"),
     # Ugly messages.
+    Row("a pickle that is more than tensors", ["checkpoints_convert.py", "{ws}/hostile", "{ws}/new_run"],
+        r"pytorch_model.bin: cannot read PyTorch weights file: it holds objects other than tensors"),
+    Row("a config without num_attention_heads", ["checkpoints_convert.py", "{ws}/headless", "{ws}/new_run"],
+        r"config.json: .*num_attention_heads missing from the config"),
+    Row("an unknown data set", ["reproduce.py", "table4", "--scale", "small", "--datasets", "nosuch", "--data_dir",
+                                "{ws}/data", "--output_dir", "{ws}/new_run", "--dry_run", "true"],
+        r"nosuch/train.jsonl: no such file; there is no data/nosuch/prepare.py \(data sets that have one: ag_news"),
     Row("predict --task on a single-task model", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--task",
                                                   "ag_news"],
         r"classifier.json: a single-task classifier, there is no task 'ag_news' to choose"),
@@ -269,3 +291,12 @@ def test_a_moved_run_folder_resumes(inputs, tmp_path):
     shutil.move(tmp_path / "a", tmp_path / "b")
     result = run([*train, "--output_dir", str(tmp_path / "b"), "--resume", "true"])
     assert result.returncode == 0, result.stderr[-2000:]
+    # A trainer.pt that is not save_run's (its sums updated, so only its keys are wrong): one line.
+    last = tmp_path / "b" / "last"
+    torch.save({"state": {}}, last / "trainer.pt")
+    sums = json.loads((last / "run.json").read_text())
+    sums["sha256"]["trainer.pt"] = hashlib.sha256((last / "trainer.pt").read_bytes()).hexdigest()
+    (last / "run.json").write_text(json.dumps(sums))
+    result = run([*train, "--output_dir", str(tmp_path / "b"), "--resume", "true"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "trainer.pt: missing optimizer, scheduler, scaler, rng (not written by save_run)" in result.stderr

@@ -36,6 +36,7 @@ from minibert.files import (
 )
 
 MODEL_FILE, TRAINER_FILE, RUN_FILE = "model.safetensors", "trainer.pt", "run.json"
+TRAINER_KEYS = ("optimizer", "scheduler", "scaler", "rng", "state")  # what save_run puts in trainer.pt
 
 
 def capture_rng() -> dict:
@@ -95,6 +96,9 @@ def load_run(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
         trainer = torch.load(folder / TRAINER_FILE, map_location="cpu", weights_only=True)
     except (SafetensorError, OSError, RuntimeError, EOFError) as e:
         raise CheckpointError(f"{folder}: cannot read the resume checkpoint: {e}") from None
+    missing = [k for k in TRAINER_KEYS if not isinstance(trainer, dict) or k not in trainer]
+    if missing:
+        raise CheckpointError(f"{folder / TRAINER_FILE}: missing {', '.join(missing)} (not written by save_run)")
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
