@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import pretrain
+
 from minibert.checkpoints.classifier import save_classifier
 from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig
@@ -186,6 +188,10 @@ ROWS = [
     Row("an unknown data set", ["reproduce.py", "table4", "--scale", "small", "--datasets", "nosuch", "--data_dir",
                                 "{ws}/data", "--output_dir", "{ws}/new_run", "--dry_run", "true"],
         r"nosuch/train.jsonl: no such file; there is no data/nosuch/prepare.py \(data sets that have one: ag_news"),
+    Row("records made with another vocabulary", [*PRETRAIN, "--init={ws}/model", "--input_file={ws}/records",
+                                                  "--max_seq_length=32", "--max_predictions_per_seq=5",
+                                                  "--output_dir={ws}/new_run"],
+        r"records: made with another vocab.txt than .*model/vocab.txt \(its manifest's vocab_sha256 differs\)"),
     Row("predict --task on a single-task model", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--task",
                                                   "ag_news"],
         r"classifier.json: a single-task classifier, there is no task 'ag_news' to choose"),
@@ -199,6 +205,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def inputs(ws):
+    pretrain.main([a.replace("{ws}", str(ws)) for a in CREATE[1:]] + [f"--output_file={ws / 'records'}"])
     (ws / "tasks.json").write_text('[{"name": "a", "train": "x.jsonl", "train": "y.jsonl", "dev": "z.jsonl"}]\n')
     (ws / "preset.json").write_text('{"learning_rat": 0.001}\n')
     return ws

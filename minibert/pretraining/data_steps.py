@@ -18,6 +18,7 @@ from minibert.data.pretraining_instances import InstanceSettings
 from minibert.data.pretraining_shards import Job, check_shards, run_job, run_jobs, shard_output, shard_seed
 from minibert.data.pretraining_records import NATIVE_FORMAT, is_tfrecord
 from minibert.errors import ConfigError, DataError
+from minibert.files import sha256_file
 from minibert.output_paths import check_output_file, check_output_folder, is_records_folder
 from minibert.pretraining.config import CorpusConfig, CreateDataConfig, VocabConfig
 from minibert.text.tokenization import FullTokenizer
@@ -113,7 +114,9 @@ def create_data(cfg: CreateDataConfig) -> list[int]:
     for output in (shard_output(o, k, count) if cfg.sharded else o for o in outputs for k in range(count)):
         check_records_output(output, read)
     tokenizer = load_tokenizer(cfg.vocab_file, cfg.do_lower_case)
-    manifest = {"create_data": asdict(cfg), "vocab_size": len(tokenizer.vocab)}
+    # The vocabulary's digest: pretrain.py train refuses the records with another vocab.txt.
+    manifest = {"create_data": asdict(cfg), "vocab_size": len(tokenizer.vocab),
+                "vocab_sha256": sha256_file(cfg.vocab_file)}
     if cfg.sharded:
         return create_shards(cfg, inputs, outputs, settings, manifest)
     job = Job(tuple(map(str, inputs)), tuple(outputs), cfg.random_seed, manifest)
