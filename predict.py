@@ -8,7 +8,7 @@ Writes one JSON object per input text to --output (default stdout): the text's s
 predicted label and the probability of every label. Long texts are encoded as the model was
 trained (head+tail truncation or hierarchical chunks, from the model's classifier.json).
 Bad input (model folder, rows, --output) ends in one line `error: ...` and exit status 2 before
-any text is encoded; --debug shows the traceback.
+any text is encoded; --debug shows the traceback. --output may not be the input file.
 """
 
 import json
@@ -25,6 +25,7 @@ from minibert.data.examples import BAD_ROW_POLICIES, parse_examples, read_exampl
 from minibert.data.features import encode_examples
 from minibert.errors import ConfigError, DataError
 from minibert.files import atomic_write_text, remove_leftovers
+from minibert.output_paths import check_output_file
 from minibert.training.evaluation import predict_probabilities
 from minibert.training.machine import (PADDING_CHOICES, PRECISION_CHOICES, autocast, quantize_linear_int8, resolve_device,
                                         resolve_padding, resolve_precision)
@@ -62,23 +63,23 @@ def read_input(cfg: PredictConfig):
     return parse_examples(data, "stdin", suffix=".txt", require_label=False, on_bad_row=cfg.on_bad_row)
 
 
-def check_output(output: str) -> None:
-    """Fail before any work when --output cannot be written; remove the hidden temporaries
-    (`.NAME.*.tmp`) a killed earlier run left beside it."""
-    if output == "-":
+def check_output(cfg: PredictConfig) -> None:
+    """Fail before any work when --output cannot be written (a folder, under a file, the input);
+    remove the hidden temporaries (`.NAME.*.tmp`) a killed earlier run
+    left beside it."""
+    if cfg.output == "-":
         return
-    path = Path(output)
-    if path.is_dir() or output.endswith(("/", "\\")):
-        raise ConfigError(f"--output {output}: is a folder; give a file name, e.g. {path / 'predictions.jsonl'}")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise ConfigError(f"--output {output}: {path.parent} is a file, not a folder")
+    if cfg.output.endswith(("/", "\\")):
+        raise ConfigError(f"--output {cfg.output}: is a folder; give a file name, e.g. {Path(cfg.output) / 'predictions.jsonl'}")
+    inputs = [("INPUT", cfg.input if cfg.input != "-" else ""), ("MODEL", cfg.model)]
+    path = check_output_file(cfg.output, "--output", inputs)
     remove_leftovers(path.parent, path.name)
 
 
 def main(cfg: PredictConfig) -> list[dict]:
     if not cfg.model:
         raise SystemExit("usage: predict.py MODEL_FOLDER [INPUT] [--output FILE]")
-    check_output(cfg.output)
+    check_output(cfg)
     if cfg.threads < 0:
         raise ConfigError(f"--threads {cfg.threads}: must be at least 0 (0 = torch's default)")
     if cfg.quantize == "int8" and cfg.device not in ("cpu", "auto"):

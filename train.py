@@ -11,7 +11,9 @@ Every option is a field of minibert.finetune.FinetuneConfig (flags have the same
 writes to output_dir: best/ (the best classifier by dev error, a minibert folder with
 classifier.json), last/ (the checkpoint --resume continues from), metrics.jsonl (per-step and
 per-evaluation records), results.json (dev and test metrics of the best model),
-learning_curves.png, config.json.
+learning_curves.png, config.json. A non-empty output_dir is continued with --resume or, when it
+is a minibert run folder, replaced with --overwrite_output_dir (never the --init model or the data
+files, or a folder holding them). SIGTERM finishes the step, saves last/ and exits with status 143.
 
 Multi-task (--tasks or --tasks_file): stage 1 trains one shared encoder with a head per task; every
 batch comes from one task, an epoch lists every task's batches and shuffles them (MT-DNN;
@@ -30,7 +32,7 @@ from minibert.finetune import FinetuneConfig, finetune, summary_lines
 
 def main(cfg: FinetuneConfig) -> dict:
     results = finetune(cfg)
-    if results:  # rank 0 of a torchrun job; the other ranks print nothing
+    if results and not results.get("stopped"):  # rank 0 of a torchrun job; the other ranks print nothing
         print("\n".join(summary_lines(results, cfg.run.output_dir)))
     return results
 

@@ -14,12 +14,17 @@ shows the traceback instead.
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import traceback
 import typing
 from pathlib import Path
 
 from minibert.errors import ConfigError, MinibertError
+
+# The exit status of a run SIGTERM stopped after saving last/: 128 + 15, what a shell reports for a
+# process SIGTERM ended, so a scheduler or script sees the run is unfinished (--resume continues it).
+STOPPED_EXIT_STATUS = 128 + signal.SIGTERM
 
 
 def option(default, help: str, choices: tuple | None = None):
@@ -172,7 +177,7 @@ def load_preset(config_class, path: str | Path) -> dict:
     comments."""
     path = Path(path)
     try:
-        values = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_refuse_repeated_keys)
+        values = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=refuse_repeated_keys)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
         raise ConfigError(f"{path}: cannot read preset: {e}") from None
     if not isinstance(values, dict):
@@ -184,7 +189,8 @@ def load_preset(config_class, path: str | Path) -> dict:
     return {k: convert_value(hints[k], v, f"{path}: {k}") for k, v in values.items() if not k.startswith("_")}
 
 
-def _refuse_repeated_keys(pairs: list) -> dict:
+def refuse_repeated_keys(pairs: list) -> dict:
+    """json.loads' object_pairs_hook: a key given twice is an error (JSON keeps the last silently)."""
     keys = [key for key, _ in pairs]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
@@ -197,18 +203,22 @@ def run_script(main, config_class, argv: list[str] | None, description: str, pos
 
     Bad input (a MinibertError: a file:line, tensor, key or option and what is wrong) is printed as
     one line `error: ...` with exit status 2; `--debug` re-raises it with its traceback. Anything
-    else is a bug and keeps its traceback.
+    else is a bug and keeps its traceback. A run that SIGTERM stopped (main returned a dict with
+    "stopped": True, after saving last/) exits with status 143, as a process SIGTERM ended.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     try:
-        return main(parse_config(config_class, argv, description, positional))
+        result = main(parse_config(config_class, argv, description, positional))
     except MinibertError as e:
         if debug:
             traceback.print_exc()
         message = str(e).replace("\n", "\n  ")  # a list of names stays one message, indented
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    if isinstance(result, dict) and result.get("stopped"):
+        raise SystemExit(STOPPED_EXIT_STATUS)
+    return result
 
 
 def run_subcommands(commands: dict, argv: list[str] | None, description: str, default: str):

@@ -4,12 +4,16 @@ Every file minibert writes goes through `atomic_file` (or `atomic_write` for wri
 path): the bytes go to a temporary file beside the target, named `.<name>.<random>.tmp`, are
 flushed to disk (fsync), and only then renamed over the target, so a reader sees the old file or
 the new one, never half of one. A replaced file keeps its permissions. Folders are swapped in the
-same way by `replace_folder`. `remove_leftovers` deletes the temporaries that a killed process left.
+same way by `replace_folder`, whose old side also has a fresh name (`.<name>.<random>.old`), so a
+swap never deletes anything it did not create. `remove_leftovers` deletes the temporaries that a
+killed process left.
 """
 
 import contextlib
+import glob
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -20,11 +24,14 @@ import torch
 from safetensors.torch import save_file
 
 TEMP_SUFFIX = ".tmp"
+OLD_SUFFIX = ".old"
+# The old side of a folder swap: .<name>.<8 hex digits>.old (group 1: the swapped folder's name).
+_OLD_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.old$")
 
 
-def temp_path(path: Path) -> Path:
+def temp_path(path: Path, suffix: str = TEMP_SUFFIX) -> Path:
     """A fresh temporary name beside `path` (what remove_leftovers recognises)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
 
 
 def _mode_for(path: Path) -> int:
@@ -110,37 +117,55 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 def replace_folder(folder: str | Path, fill: Callable[[Path], None]) -> None:
     """Build a folder with fill(temporary folder), then swap it in for `folder`.
 
-    The old folder is renamed to `<folder>.old` before the new one takes its place and removed
-    after, so at every moment one complete copy exists (`find_folder` picks it up after a crash).
+    The old folder is renamed to a fresh `.<folder>.<random>.old` before the new one takes its place
+    and removed after, so at every moment one complete copy exists (`find_folder` picks it up after
+    a crash) and nothing but what this call renamed is deleted (a user's `<folder>.old` stays).
+    A symlink is followed: the folder it points to is replaced and the link stays a link.
     """
     folder = Path(folder)
+    if folder.is_symlink():
+        folder = folder.resolve()
     folder.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path(folder)
     temp.mkdir()
-    old = folder.with_name(folder.name + ".old")
+    old = None
     try:
         fill(temp)
         if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
+            old = temp_path(folder, OLD_SUFFIX)
             os.replace(folder, old)
         os.replace(temp, folder)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     _fsync_folder(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def find_folder(folder: str | Path) -> Path | None:
-    """`folder`, or the `.old` copy replace_folder left if it was interrupted between its renames."""
+    """`folder`, or the old copy replace_folder left if it was interrupted between its renames (the
+    newest `.<folder>.<random>.old`, or `<folder>.old` from before those names were random)."""
     folder = Path(folder)
-    old = folder.with_name(folder.name + ".old")
-    return folder if folder.exists() else (old if old.exists() else None)
+    if folder.exists():
+        return folder
+    olds = sorted(folder.parent.glob(f".{glob.escape(folder.name)}.*{OLD_SUFFIX}"), key=_mtime)
+    olds = [p for p in olds if _OLD_NAME.match(p.name)]
+    legacy = folder.with_name(folder.name + OLD_SUFFIX)
+    return olds[-1] if olds else (legacy if legacy.exists() else None)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def remove_leftovers(folder: str | Path, name: str | None = None) -> list[Path]:
     """Delete the temporaries (`.<name>.<random>.tmp` files and folders) a killed writer left in
-    `folder`; with `name`, only those of that target. Returns what was removed.
+    `folder`, and the old sides of finished swaps (`.<name>.<random>.old` whose <name> exists);
+    with `name`, only those of that target. Returns what was removed.
 
     Call it only on a folder this process owns (a run's output folder), never while another
     process may be writing there.
@@ -148,9 +173,12 @@ def remove_leftovers(folder: str | Path, name: str | None = None) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    pattern = f".{name}.*{TEMP_SUFFIX}" if name else f".*{TEMP_SUFFIX}"
+    pattern = f".{glob.escape(name)}.*" if name else ".*"
     removed = []
     for path in folder.glob(pattern):
+        old = _OLD_NAME.match(path.name)
+        if not path.name.endswith(TEMP_SUFFIX) and not (old and (folder / old.group(1)).exists()):
+            continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

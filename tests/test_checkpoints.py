@@ -390,7 +390,7 @@ def test_convert_keeps_dst_when_the_written_model_fails_its_check(tiny_google, t
 
     src, _ = minibert_folder(tmp_path / "m")
     with pytest.raises(CheckpointError, match="sanity check failed"):
-        convert(src, tmp_path / "dst", "tf", check=failing_check)
+        convert(src, tmp_path / "dst", "tf", check=failing_check, overwrite=True)
     assert snapshot(tmp_path / "dst") == before and leftovers(tmp_path) == []
 
 
@@ -405,7 +405,11 @@ def google_release(tiny_google, folder):
 def test_convert_into_a_folder_of_another_format_leaves_one_model(tiny_google, tmp_path, capsys):
     dst = google_release(tiny_google, tmp_path / "dst")
     src, state = minibert_folder(tmp_path / "m")
-    convert(src, dst, "hf")
+    before = snapshot(dst)
+    with pytest.raises(CheckpointError, match=f"^{dst}: holds another model .*--overwrite true replaces it"):
+        convert(src, dst, "hf")
+    assert snapshot(dst) == before
+    convert(src, dst, "hf", overwrite=True)
     assert sorted(p.name for p in dst.iterdir()) == ["config.json", "model.safetensors", "vocab.txt"]
     assert detect_format(dst) == "hf"
     assert_same_tensors(load_checkpoint(dst).state, state)  # the new model, not the old TF one
@@ -426,6 +430,20 @@ def test_convert_refuses_a_destination_with_other_files(tiny_google, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(CheckpointError, match="a file, not a folder"):
         convert(tiny_google, tmp_path / "file", "hf")
+
+
+def test_convert_keeps_a_users_backup_and_a_symlinked_destination(tiny_google, tmp_path, capsys):
+    (tmp_path / "dst.old").mkdir()
+    (tmp_path / "dst.old" / "notes.txt").write_text("my backup")
+    target = tmp_path / "models" / "hf"
+    target.mkdir(parents=True)
+    (tmp_path / "dst").symlink_to(target)
+    convert(tiny_google, tmp_path / "dst", "hf")
+    assert (tmp_path / "dst").is_symlink() and detect_format(target) == "hf"
+    assert f"is a symlink to {target}" in capsys.readouterr().out
+    convert(tiny_google, tmp_path / "dst", "tf", overwrite=True)  # a second swap: the old side is its own
+    assert (tmp_path / "dst.old" / "notes.txt").read_text() == "my backup"
+    assert leftovers(tmp_path) == ["dst.old"] and leftovers(target.parent) == []
 
 
 def test_convert_in_place(tiny_google, tmp_path):

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from minibert.files import atomic_file, atomic_write_text, remove_leftovers, replace_folder
+from minibert.files import atomic_file, atomic_write_text, find_folder, remove_leftovers, replace_folder
 
 
 def mode(path) -> int:
@@ -48,3 +48,17 @@ def test_folders_are_swapped_whole_and_leftovers_removed(tmp_path):
     removed = remove_leftovers(tmp_path)
     assert sorted(p.name for p in removed) == [".last.deadbeef.tmp", ".metrics.jsonl.0badc0de.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_a_swap_deletes_only_what_it_created(tmp_path):
+    (tmp_path / "last.old").mkdir()
+    (tmp_path / "last.old" / "backup").write_text("mine")  # a user's backup beside the folder
+    replace_folder(tmp_path / "last", lambda temp: (temp / "a").write_text("1"))
+    replace_folder(tmp_path / "last", lambda temp: (temp / "a").write_text("2"))
+    assert (tmp_path / "last.old" / "backup").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "last.old"]
+    # A swap interrupted between its renames: the old side is found, and removed once the folder exists.
+    os.replace(tmp_path / "last", tmp_path / ".last.0123abcd.old")
+    assert find_folder(tmp_path / "last") == tmp_path / ".last.0123abcd.old"
+    replace_folder(tmp_path / "last", lambda temp: (temp / "a").write_text("3"))
+    assert [p.name for p in remove_leftovers(tmp_path)] == [".last.0123abcd.old"]

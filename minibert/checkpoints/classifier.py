@@ -98,7 +98,14 @@ def load_classifier(folder: str | Path, task: str = "") -> SavedClassifier:
     if not description_file.is_file():
         raise CheckpointError(f"{folder}: not a classifier saved by train.py (no {CLASSIFIER_FILE})")
     try:
-        description = _choose_task(json.loads(description_file.read_text(encoding="utf-8")), task, description_file)
+        description = json.loads(description_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{description_file}: malformed ({e})") from None
+    if not isinstance(description, dict):
+        raise CheckpointError(f"{description_file}: malformed (not a JSON object)")
+    # Outside the try below: a --task mistake is the user's, not a malformed file.
+    description = _choose_task(description, task, description_file)
+    try:
         head = HeadConfig(**description["head"])
         encoding = TextEncoding(**description["encoding"])
         labels = [str(name) for name in description["labels"]]

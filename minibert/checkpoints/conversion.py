@@ -15,6 +15,7 @@ from minibert.checkpoints.integrity import check_vocab
 from minibert.cli import option
 from minibert.errors import CheckpointError, ConfigError
 from minibert.files import TEMP_SUFFIX, atomic_write_text, replace_folder
+from minibert.output_paths import Inputs, check_not_input, resolve, visible_entries
 from minibert.model.bert import BertModel
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.model.pretraining import BertForPreTraining
@@ -37,6 +38,8 @@ CLASSIFIER_FILES = (CLASSIFIER_FILE, "train_config.json")
 class ConvertConfig:
     src: str = option("", "checkpoint to read: TF prefix/folder, Hugging Face folder or minibert folder")
     dst: str = option("", "folder to write (replaced as a whole; may be SRC's folder)")
+    overwrite: bool = option(False, "replace a DST that holds another model (without it, DST must be new, "
+                             "empty or SRC's own folder)")
     format: str = option("minibert", "format to write", choices=FORMATS)
     config: str = option("", "config JSON to use instead of the one beside SRC")
     do_lower_case: bool = option(True, "lower-case the sanity sentence (False for cased vocabularies)")
@@ -82,13 +85,26 @@ def foreign_files(dst: Path) -> list[str]:
     return foreign
 
 
-def check_destination(dst: Path) -> None:
-    """DST is replaced as a whole (so it holds one model afterwards, not the new one beside an old
-    one of another format that would load first): refuse when that would delete a user's files."""
-    foreign = foreign_files(dst)
+def check_destination(dst: Path, src_folder: Path, inputs: Inputs, overwrite: bool, say=print) -> Path:
+    """DST resolved (a symlink is followed and reported; a loop is refused). DST is replaced as a
+    whole (so it holds one model afterwards, not the new one beside an old one of another format
+    that would load first): refuse when that would delete a user's files, a model other than SRC's
+    without --overwrite, or an input (a folder above SRC's, the --config file)."""
+    target = resolve(dst, "DST")
+    if dst.is_symlink():
+        say(f"DST {dst} is a symlink to {target}: writing there (the link stays)")
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"{dst}: a file, not a folder")
+    if target != src_folder:  # converting in place is allowed: SRC is read into memory first
+        check_not_input(target, "DST", [("SRC", src_folder), *inputs])
+    foreign = foreign_files(target)
     if foreign:
         raise CheckpointError(f"{dst}: holds files that are not a checkpoint's ({', '.join(foreign)}); "
                               "converting replaces the whole folder: move them or choose another folder")
+    if target.is_dir() and visible_entries(target) and target != src_folder and not overwrite:
+        raise CheckpointError(f"{dst}: holds another model ({', '.join(visible_entries(target)[:5])}); "
+                              "--overwrite true replaces it")
+    return target
 
 
 def sanity_forward(folder: Path, expected: Checkpoint, do_lower_case: bool, say=print) -> None:
@@ -145,9 +161,10 @@ def convert(cfg: ConvertConfig, check=sanity_forward, say=print) -> None:
         for message in check_vocab(FullTokenizer(checkpoint.vocab_file, check_case=False), c, checkpoint.vocab_file):
             say(f"warning: {message}")
     # Everything is validated before DST is touched: the model SRC holds takes every tensor.
-    src_folder, dst = Path(checkpoint.source).parent, Path(cfg.dst)
+    src_folder = resolve(Path(checkpoint.source).parent, "SRC")
     model_for(checkpoint, src_folder)
-    check_destination(dst)
+    dst = check_destination(Path(cfg.dst), src_folder, [("--config", cfg.config)],
+                            cfg.overwrite, say)
     # SRC may be DST's folder: its tensors are in memory and its vocab.txt is copied while the old
     # folder still exists (replace_folder swaps only after fill returns).
 

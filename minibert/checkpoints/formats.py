@@ -191,7 +191,11 @@ def _read_hf_tensors(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
         # weights_only=True: the unpickler builds tensors and plain containers only, never runs code.
         tensors = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or hostile pickles
-        raise CheckpointError(f"{file}: cannot read PyTorch weights file: {e}") from None
+        text = str(e).strip()
+        # torch's refusal is several lines advising weights_only=False, which would run the pickle's code.
+        reason = ("it holds objects other than tensors, which could run code when loaded" if "Weights only load"
+                  in text else (text.splitlines()[0] if text else type(e).__name__))
+        raise CheckpointError(f"{file}: cannot read PyTorch weights file: {reason}") from None
     if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
         raise CheckpointError(f"{file}: expected a dict of tensors")
     return tensors, file

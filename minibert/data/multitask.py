@@ -21,6 +21,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from minibert.cli import refuse_repeated_keys
 from minibert.errors import ConfigError
 
 
@@ -53,8 +54,8 @@ def read_tasks_file(path: str | Path) -> list[TaskFiles]:
     """--tasks_file: a JSON list of {"name", "train", "dev", "test" (optional)} objects."""
     path = Path(path)
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        items = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=refuse_repeated_keys)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: bad JSON or a key given twice
         raise ConfigError(f"--tasks_file {path}: cannot read it ({e})") from None
     if not isinstance(items, list) or not items:
         raise ConfigError(f"--tasks_file {path}: expected a non-empty JSON list of tasks")

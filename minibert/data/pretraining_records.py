@@ -21,7 +21,7 @@ sentence pairs for NSP or single segments for masked LM only ("next_sentence").
 import contextlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,7 @@ class Records:
     # Sentence pairs with next-sentence labels (Google's), or single segments for masked LM only
     # (create_data --next_sentence=false), as the manifest says; Google's files have no manifest: pairs.
     next_sentence: bool = True
+    manifest: dict = field(default_factory=dict)  # what create_data recorded ({} for Google's files)
 
     def __len__(self) -> int:
         return len(self.arrays["next_sentence_labels"])
@@ -177,7 +178,8 @@ def _read_tfrecord(path: Path, max_seq_length: int, max_predictions: int) -> Rec
         raise DataError(f"{path}: no records")
     arrays = {name: np.asarray(values, dtype=FEATURES[name]).reshape(len(values), -1) for name, values in columns.items()}
     arrays["next_sentence_labels"] = arrays["next_sentence_labels"][:, 0]
-    return Records(arrays, str(path), _tfrecord_manifest(path).get("next_sentence", True))
+    manifest = _tfrecord_manifest(path)
+    return Records(arrays, str(path), manifest.get("next_sentence", True), manifest)
 
 
 def _tfrecord_manifest(path: Path) -> dict:
@@ -220,7 +222,7 @@ def _read_native(path: Path, max_seq_length: int, max_predictions: int) -> Recor
     next_sentence = manifest.get("next_sentence", True)  # folders written before the key existed held pairs
     if not isinstance(next_sentence, bool):
         raise DataError(f"{manifest_path}: next_sentence must be true or false, found {next_sentence!r}")
-    return Records(arrays, str(path), next_sentence)
+    return Records(arrays, str(path), next_sentence, manifest)
 
 
 def read_records(path: str | Path, max_seq_length: int, max_predictions: int) -> Records:

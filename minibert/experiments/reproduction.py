@@ -65,6 +65,16 @@ def device_list(devices: str) -> list[str]:
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu"]
 
 
+def prepare_hint(name: str) -> str:
+    """How to make data set `name`: its data/<name>/prepare.py, or which data sets have one."""
+    scripts = Path(__file__).resolve().parents[2] / "data"  # the repository's data/<name>/prepare.py
+    if (scripts / name / "prepare.py").is_file():
+        return f"prepare it with data/{name}/prepare.py"
+    known = sorted(p.parent.name for p in scripts.glob("*/prepare.py"))
+    return (f"there is no data/{name}/prepare.py (data sets that have one: {', '.join(known)}); put its "
+            f"train.jsonl, dev.jsonl and test.jsonl in --data_dir/{name}/")
+
+
 def data_folders(cfg: ReproduceConfig, datasets: list[str], scale, corpus_datasets: list[str] = ()) -> dict[str, Path]:
     """Each data set's prepared folder; a subset scale gets its stratified subset under output_dir.
     corpus_datasets: those only pre-training corpora read; one not prepared is left out (the plan
@@ -77,7 +87,7 @@ def data_folders(cfg: ReproduceConfig, datasets: list[str], scale, corpus_datase
         if not (source / "train.jsonl").is_file() and name not in datasets:
             continue
         if not (source / "train.jsonl").is_file():
-            raise DataError(f"{source}/train.jsonl: no such file; prepare it with data/{name}/prepare.py")
+            raise DataError(f"{source}/train.jsonl: no such file; {prepare_hint(name)}")
         folders[name] = source
         if scale.train_examples:
             folders[name] = subset_data(source, Path(cfg.output_dir) / scale.name / "data" / name, scale)
@@ -181,6 +191,18 @@ def planned_runs(cfg: ReproduceConfig):
     return experiment, scale, datasets, runs
 
 
+def subset_counts(data: Path, datasets: list[str]) -> str:
+    """RESULTS.md's line of the examples each data set's subsets really hold (a data set smaller
+    than the scale's subsets keeps all it has), or nothing at the paper's scale (no subsets)."""
+    counts = []
+    for name in datasets:
+        files = [data / name / f"{split}.jsonl" for split in ("train", "dev", "test")]
+        if all(f.is_file() for f in files):
+            sizes = [sum(1 for line in f.open(encoding="utf-8") if line.strip()) for f in files]
+            counts.append(f"{name} {sizes[0]} train / {sizes[1]} dev / {sizes[2]} test")
+    return f"\nExamples used: {'; '.join(counts)}.\n" if counts else ""
+
+
 def reproduce(cfg: ReproduceConfig, say=print) -> tuple[str, list]:
     """Plan, run (unless dry_run) and report; returns RESULTS.md's text and the runs. table1: the
     data sets' statistics (OUTPUT/table1.md), no runs."""
@@ -200,7 +222,8 @@ def reproduce(cfg: ReproduceConfig, say=print) -> tuple[str, list]:
                 pretrain=pretrain_in_process if single else pretrain_as_subprocess)
     out = Path(cfg.output_dir) / scale.name / experiment.name
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(experiment, scale, runs, datasets)
+    text = markdown(experiment, scale, runs, datasets) + subset_counts(Path(cfg.output_dir) / scale.name / "data",
+                                                                   datasets)
     atomic_write_text(out / "RESULTS.md", text)
     if experiment.plot and not cfg.dry_run:
         for dataset in datasets:

@@ -204,7 +204,7 @@ RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_eve
                      "overwrite_output_dir", "allow_data_change", "padding", "gradient_checkpointing", "stage2_epochs",
                      "stage2_lr_factor", "stage2_head"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
-RUN_OUTPUTS = ("best", "best.old", "last", "last.old", "metrics.jsonl", "results.json", "config.json",
+RUN_OUTPUTS = ("best", "best.old", ".best.*.old", "last", "last.old", ".last.*.old", "metrics.jsonl", "results.json", "config.json",
                "learning_curves.png", "multitask_results.json", "stage2")
 
 # Options that only mean something in one mode: (the options' group, the mode's test, how to ask for it).

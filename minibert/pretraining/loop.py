@@ -14,7 +14,6 @@ weights (the data position, the unlogged loss window and every RNG are in last/)
 """
 
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -33,7 +32,7 @@ from minibert.pretraining.config import RESUMABLE_CHANGES, PretrainConfig, check
 from minibert.pretraining.losses import (evaluation_metrics, evaluation_sums, pretraining_loss_terms,
                                          pretraining_outputs)
 from minibert.pretraining.model_setup import read_inputs, records_sha256
-from minibert.training.distributed import Distributed, all_reduce_sum, no_sync
+from minibert.training.distributed import all_reduce_sum, no_sync
 from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.optimization import build_optimizer, optimizer_step, parameter_groups
 from minibert.training.plots import plot_pretraining_curves
@@ -41,9 +40,10 @@ from minibert.training.machine import grad_scaler
 from minibert.training.run_context import MachineOptions, RunContext, check_resumable, open_run
 from minibert.training.last_checkpoint import check_output_dir
 from minibert.training.schedules import build_scheduler
+from minibert.training.stop_signal import StopSignal
 
 # What a new run clears from output_dir (an --overwrite_output_dir run's predecessor); a resume keeps them.
-OUTPUTS = ("last", "last.old", "final", "final.old", "metrics.jsonl", "config.json", "pretraining_curves.png",
+OUTPUTS = ("last", "last.old", ".last.*.old", "final", "final.old", ".final.*.old", "metrics.jsonl", "config.json", "pretraining_curves.png",
            "checkpoint-*")
 
 
@@ -71,28 +71,6 @@ class PretrainHooks:
     stops the run after the next step, as a scheduler's SIGTERM would.
     """
     after_step: Callable[[int], None] | None = None
-
-
-class StopSignal:
-    """SIGTERM asks the run to stop: it finishes the step, saves last/ and returns."""
-
-    def __init__(self):
-        self.received, self.previous = None, None
-
-    def install(self) -> None:
-        self.previous = signal.signal(signal.SIGTERM, self.handle)
-
-    def handle(self, number, frame) -> None:
-        self.received = number
-
-    def requested(self, setup: Distributed) -> bool:
-        """Whether any process got SIGTERM: all stop after the same step (one small all-reduce per step
-        under torchrun), so none waits forever for the others at the next collective."""
-        flag = torch.tensor(float(self.received is not None))
-        return bool(all_reduce_sum(flag, setup) > 0) if setup.enabled else bool(flag)
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self.previous)
 
 
 class LogWindow:
@@ -196,11 +174,14 @@ def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
 
 def open_pretraining(cfg: PretrainConfig) -> RunContext:
     """The run context, padded as Google's model runs; device and precision errors name both flags."""
-    check_output_dir(Path(cfg.output_dir), cfg.resume, cfg.overwrite_output_dir)  # its own errors name it
+    inputs = [(f"--{name}", path.strip()) for name in ("init", "bert_config_file", "vocab_file", "input_file",
+                                                       "eval_input_file")
+              for path in getattr(cfg, name).split(",") if path.strip() != "minilm" and not any(c in path for c in "*?[")]
+    check_output_dir(Path(cfg.output_dir), cfg.resume, cfg.overwrite_output_dir, inputs)  # its own errors name it
     machine = MachineOptions(device=cfg.device, precision=cfg.precision, padding="padded", threads=cfg.threads,
                              gradient_checkpointing=cfg.gradient_checkpointing)
     try:
-        return open_run(machine, cfg.output_dir, cfg.resume, cfg.overwrite_output_dir)
+        return open_run(machine, cfg.output_dir, cfg.resume, cfg.overwrite_output_dir, inputs)
     except ValueError as e:
         raise ConfigError(f"--device={cfg.device} --precision={cfg.precision}: {e}") from None
 

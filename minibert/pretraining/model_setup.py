@@ -35,8 +35,9 @@ def read_inputs(cfg: PretrainConfig, context: RunContext) -> tuple[BertForPreTra
         context.say(warning)
     masking = (DynamicMasking(vocab, cfg.masked_lm_prob, cfg.do_whole_word_mask, cfg.seed)
                if cfg.masking == "dynamic" else None)
-    stream = load_stream(cfg.input_file, cfg, model.config.vocab_size, masking, cfg.shuffle, "input_file")
-    eval_stream = (load_stream(cfg.eval_input_file, cfg, model.config.vocab_size, None, False, "eval_input_file")
+    stream = load_stream(cfg.input_file, cfg, model.config.vocab_size, masking, cfg.shuffle, "input_file", vocab_file)
+    eval_stream = (load_stream(cfg.eval_input_file, cfg, model.config.vocab_size, None, False, "eval_input_file",
+                               vocab_file)
                    if cfg.eval_input_file else None)
     if cfg.max_seq_length > model.config.max_position_embeddings:
         raise ConfigError(f"--max_seq_length {cfg.max_seq_length} is more than the model's max_position_embeddings "
@@ -114,12 +115,17 @@ def record_paths(spec: str, flag: str) -> list[Path]:
 
 
 def load_stream(spec: str, cfg: PretrainConfig, vocab_size: int, masking: DynamicMasking | None,
-                shuffle: bool, flag: str) -> RecordStream:
-    """The records of `spec` as one stream, each source checked against the flags and the vocabulary."""
+                shuffle: bool, flag: str, vocab_file: Path | None = None) -> RecordStream:
+    """The records of `spec` as one stream, each source checked against the flags and the vocabulary
+    (its size, and vocab_file's digest where create_data recorded the one it used)."""
     sources = [read_records(p, cfg.max_seq_length, cfg.max_predictions_per_seq) for p in record_paths(spec, flag)]
     for records in sources:
         if records.next_sentence != cfg.next_sentence:
             raise ConfigError(NSP_MISMATCH[records.next_sentence].format(source=records.source))
+        made_with = records.manifest.get("vocab_sha256")
+        if made_with and vocab_file is not None and made_with != sha256_file(vocab_file):
+            raise ConfigError(f"{records.source}: made with another vocab.txt than {vocab_file} (its manifest's "
+                              "vocab_sha256 differs): the token ids would mean other words")
         largest = int(records.arrays["input_ids"].max(initial=0))
         if largest >= vocab_size:
             raise DataError(f"{records.source}: token id {largest} is outside the model's vocabulary "

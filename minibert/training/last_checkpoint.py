@@ -24,6 +24,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from minibert.errors import CheckpointError, ConfigError
+from minibert.output_paths import (Inputs, check_not_input, check_output_folder, is_run_folder, resolve,
+                                    visible_entries)
 from minibert.files import (
     atomic_save_safetensors,
     atomic_torch_save,
@@ -34,6 +36,7 @@ from minibert.files import (
 )
 
 MODEL_FILE, TRAINER_FILE, RUN_FILE = "model.safetensors", "trainer.pt", "run.json"
+TRAINER_KEYS = ("optimizer", "scheduler", "scaler", "rng", "state")  # what save_run puts in trainer.pt
 
 
 def capture_rng() -> dict:
@@ -93,6 +96,9 @@ def load_run(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
         trainer = torch.load(folder / TRAINER_FILE, map_location="cpu", weights_only=True)
     except (SafetensorError, OSError, RuntimeError, EOFError) as e:
         raise CheckpointError(f"{folder}: cannot read the resume checkpoint: {e}") from None
+    missing = [k for k in TRAINER_KEYS if not isinstance(trainer, dict) or k not in trainer]
+    if missing:
+        raise CheckpointError(f"{folder / TRAINER_FILE}: missing {', '.join(missing)} (not written by save_run)")
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
@@ -121,13 +127,20 @@ def _read_sums(path: Path) -> dict:
     return sums
 
 
-def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """A new run never writes over an earlier one unless told to; --resume needs one (ConfigError)."""
+def check_output_dir(out: Path, resume: bool, overwrite: bool, inputs: Inputs = ()) -> None:
+    """A new run never writes over an earlier one unless told to, never over a folder that is not a
+    run's (output_paths.is_run_folder) and never over an input (`inputs`: (option, path) pairs such
+    as the init model); --resume needs a checkpoint (ConfigError)."""
     if resume:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--output_dir {out}: is a file, not a folder")
         if find_run(out / "last") is None:
             raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
+        check_not_input(resolve(out, "--output_dir"), "--output_dir", inputs)
         return
-    earlier = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    check_output_folder(out, "--output_dir", is_run_folder, "a minibert run's (config.json with metrics.jsonl "
+                        "or last/)", inputs)
+    earlier = visible_entries(out) if out.is_dir() else []
     if earlier and not overwrite:
         raise ConfigError(f"--output_dir {out} is not empty ({', '.join(earlier[:5])}"
                           f"{', ...' if len(earlier) > 5 else ''}): --resume continues that run, "

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from minibert.cli import option
 from minibert.errors import ConfigError
 from minibert.files import atomic_write_text, remove_leftovers
+from minibert.output_paths import Inputs
 from minibert.training.distributed import (Distributed, barrier, device_for, gather_objects, init_distributed,
                                            shutdown)
 from minibert.training.machine import (PADDING_CHOICES, PRECISION_CHOICES, autocast, resolve_device,
@@ -143,11 +144,13 @@ class RunContext:
         shutdown(self.setup)
 
 
-def open_run(machine: MachineOptions, output_dir: str, resume: bool, overwrite: bool) -> RunContext:
-    """Check the output folder, resolve "auto" device/precision/padding, set threads, and join the
-    process group torchrun set up (or run as one process). Nothing is written."""
+def open_run(machine: MachineOptions, output_dir: str, resume: bool, overwrite: bool,
+             inputs: Inputs = ()) -> RunContext:
+    """Check the output folder (inputs: (option, path) of what the run reads, which it may not
+    write over), resolve "auto" device/precision/padding, set threads, and join the process group
+    torchrun set up (or run as one process). Nothing is written."""
     out = Path(output_dir)
-    check_output_dir(out, resume, overwrite)
+    check_output_dir(out, resume, overwrite, inputs)
     if machine.threads > 0:
         torch.set_num_threads(machine.threads)
     device = resolve_device(machine.device)
@@ -163,7 +166,9 @@ def check_resumable(out: Path, saved: dict, current: dict, may_change: set, same
                     allow_data_change: bool) -> None:
     """A resumed run must have the settings it was started with (but those in may_change) and,
     unless allow_data_change, the same data (same_data: the digests agree). saved/current: flat
-    {option: value} of the checkpoint's config and of this run's."""
+    {option: value} of the checkpoint's config and of this run's. output_dir may differ: a run
+    folder moved elsewhere (or named by another relative path) is the same run."""
+    may_change = may_change | {"output_dir"}
     changed = [k for k, v in saved.items() if k not in may_change and current.get(k, v) != v]
     if changed:
         raise ConfigError(f"--resume: the run in {out} used other values of {', '.join(changed)}")

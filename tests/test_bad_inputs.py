@@ -1,0 +1,309 @@
+"""The bad-input catalogue: hostile and careless command lines against every script, each run as a
+subprocess as a user would run it.
+
+Every row names a script and its arguments over a small workspace (a tiny model, a tiny data set, a
+corpus, a user's notes, an earlier run), the exit status it must end with, a pattern its stderr must
+match, and whether the workspace may change. A refused command ends with status 2 and one line
+`error: ...` naming the file, option or key, no traceback, and leaves every file of the workspace
+byte for byte as it was. The data-loss rows (marked "loss") each failed before the output-path
+policy (minibert/output_paths.py): the command deleted or overwrote a user's files.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+import pretrain
+
+from minibert.checkpoints.classifier import save_classifier
+from minibert.model.config import BertConfig
+from minibert.model.heads import BertClassifier, HeadConfig
+from minibert.text.encoding import TextEncoding
+from minibert.text.tokenization import FullTokenizer
+from test_train import make_tiny_model, write_split
+
+ROOT = Path(__file__).parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+SAMPLE_TEXT = FIXTURES / "pretraining_google" / "sample_text.txt"
+RECORDS = FIXTURES / "pretraining_google" / "sample_text_64" / "examples.tfrecord"
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Path:
+    """The user's workspace: what the rows read, and what none of them may lose."""
+    ws = tmp_path_factory.mktemp("workspace")
+    model = make_tiny_model(ws / "model")
+    (ws / "data").mkdir()
+    for name, n, seed in (("train", 30, 1), ("dev", 9, 2), ("test", 9, 3)):
+        write_split(ws / "data" / f"{name}.jsonl", n, seed)
+    (ws / "one_class.jsonl").write_text("".join(json.dumps({"text": f"goal {i}", "label": "sport"}) + "\n"
+                                                for i in range(6)))
+    (ws / "notes").mkdir()
+    (ws / "notes" / "ideas.txt").write_text("my notes\n")
+    (ws / "corpus").mkdir()
+    shutil.copy(SAMPLE_TEXT, ws / "corpus" / "text.txt")
+    shutil.copy(FIXTURES / "tiny_google" / "vocab.txt", ws / "vocab.txt")
+    (ws / "a_file").write_text("not a folder\n")
+    (ws / "texts.jsonl").write_text('{"text": "football match"}\n{"text": "bank shares"}\n')
+    # An earlier run: a run folder (config.json with metrics.jsonl) holding results the user keeps.
+    (ws / "run").mkdir()
+    (ws / "run" / "config.json").write_text(json.dumps({"output_dir": str(ws / "run")}) + "\n")
+    (ws / "run" / "metrics.jsonl").write_text('{"step": 1}\n')
+    (ws / "run" / "results.json").write_text('{"test_error": 0.1}\n')
+    # A classifier folder (as train.py writes best/), untrained: the rows never get to its numbers.
+    classifier = BertClassifier(BertConfig.from_json_file(model / "config.json"), HeadConfig(num_labels=3))
+    save_classifier(ws / "classifier", classifier, ["business", "sport", "tech"],
+                    TextEncoding(max_seq_length=24, head_tokens=6), FullTokenizer(model / "vocab.txt"),
+                    model / "vocab.txt")
+    (ws / "classifier.old").mkdir()  # a user's backup beside a folder the scripts swap
+    (ws / "classifier.old" / "notes.txt").write_text("backup\n")
+    (ws / "loop").symlink_to(ws / "loop")
+    hf_folders(ws, model)
+    return ws
+
+
+def hf_folders(ws: Path, model: Path) -> None:
+    """A Hugging Face folder whose pytorch_model.bin pickles more than tensors, and one whose
+    config.json lacks num_attention_heads."""
+    config = json.loads((model / "config.json").read_text())
+    (ws / "hostile").mkdir()
+    (ws / "hostile" / "config.json").write_text(json.dumps(config))
+    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2), "payload": Path("x")},
+               ws / "hostile" / "pytorch_model.bin")
+    (ws / "headless").mkdir()
+    del config["num_attention_heads"]
+    (ws / "headless" / "config.json").write_text(json.dumps(config))
+    shutil.copy(model / "model.safetensors", ws / "headless" / "model.safetensors")
+
+
+def checksums(folder: Path) -> dict:
+    """Every file under the folder (symlinks as their target text) -> sha256."""
+    sums = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            sums[str(path)] = os.readlink(path)
+        elif path.is_file():
+            sums[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return sums
+
+
+def run(args: list[str], cwd: Path = ROOT, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    script, *rest = args
+    return subprocess.run([sys.executable, str(ROOT / script), *rest], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+TRAIN = ["train.py", "--init", "{ws}/model", "--train_file", "{ws}/data/train.jsonl", "--dev_file",
+         "{ws}/data/dev.jsonl", "--test_file", "{ws}/data/test.jsonl", "--max_seq_length", "24", "--head_tokens", "6",
+         "--epochs", "1", "--batch_size", "8", "--device", "cpu", "--threads", "1", "--precision", "fp32"]
+PRETRAIN = ["pretrain.py", "train", f"--init={FIXTURES / 'tiny_google'}", f"--input_file={RECORDS}",
+            "--max_seq_length=64", "--max_predictions_per_seq=10", "--train_batch_size=2", "--num_train_steps=2", "--num_warmup_steps=1",
+            "--device=cpu", "--threads=1", "--precision=fp32"]
+CREATE = ["pretrain.py", "create_data", "--input_file={ws}/corpus/text.txt", "--vocab_file={ws}/vocab.txt",
+          "--max_seq_length=32", "--max_predictions_per_seq=5", "--dupe_factor=1"]
+
+
+@dataclass
+class Row:
+    id: str
+    args: list[str]
+    message: str  # a pattern the one stderr line `error: ...` must match
+    status: int = 2
+    loss: bool = False  # a data-loss case: before the policy the command deleted or overwrote files
+    cwd: str = ""  # "ws": run in the workspace instead of the repository root
+
+
+ROWS = [
+    # Data loss.
+    Row("create_data into a folder of notes", [*CREATE, "--output_file={ws}/notes"],
+        r"--output_file .*notes: holds files that are not create_data's records \(ideas.txt\)", loss=True),
+    Row("create_data into the folder holding its corpus", [*CREATE, "--output_file={ws}/corpus"],
+        r"--output_file .*corpus holds --input_file .*text.txt", loss=True),
+    Row("create_data into the current folder", [*CREATE, "--output_file=."],
+        r"--output_file .*(holds files that are not create_data's records|holds --input_file)", loss=True, cwd="ws"),
+    Row("create_data into the vocabulary file", [*CREATE, "--output_file={ws}/vocab.txt"],
+        r"--output_file .*vocab.txt: holds files|--output_file .*vocab.txt: is a file, not a folder", loss=True),
+    Row("convert over another model", ["checkpoints_convert.py", str(FIXTURES / "tiny_google"), "{ws}/classifier",
+                                       "--format", "hf"],
+        r"classifier: holds another model .*--overwrite true replaces it", loss=True),
+    Row("convert into a folder above its source", ["checkpoints_convert.py", "{ws}/model", "{ws}", "--format", "hf"],
+        r"holds files that are not a checkpoint's|DST .* holds SRC", loss=True),
+    Row("predict over its input", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--output",
+                                   "{ws}/texts.jsonl"],
+        r"--output .*texts.jsonl is also INPUT", loss=True),
+    Row("train into its init model", [*TRAIN, "--init", "{ws}/model", "--output_dir", "{ws}/model",
+                                      "--overwrite_output_dir", "true"],
+        r"--output_dir .*model is also --init", loss=True),
+    Row("train over a folder that is not a run", [*TRAIN, "--output_dir", "{ws}/notes", "--overwrite_output_dir",
+                                                  "true"],
+        r"--output_dir .*notes: holds files that are not a minibert run's", loss=True),
+    Row("overwrite a run with an infinite learning rate", [*TRAIN, "--output_dir", "{ws}/run",
+                                                           "--overwrite_output_dir", "true", "--learning_rate", "inf"],
+        r"--learning_rate inf: must be a finite number"),
+    Row("overwrite a run with a missing test file", [*TRAIN, "--output_dir", "{ws}/run", "--overwrite_output_dir",
+                                                     "true", "--test_file", "{ws}/nowhere.jsonl"],
+        r"nowhere.jsonl"),
+    Row("a new run over an earlier one", [*TRAIN, "--output_dir", "{ws}/run"],
+        r"--output_dir .*run is not empty .*--overwrite_output_dir replaces it"),
+    # Crashes that were tracebacks.
+    Row("train --output_dir is a file", [*TRAIN, "--output_dir", "{ws}/a_file"],
+        r"--output_dir .*a_file: is a file, not a folder"),
+    Row("pretrain train --output_dir is a file", [*PRETRAIN, "--output_dir={ws}/a_file"],
+        r"--output_dir .*a_file: is a file, not a folder"),
+    Row("vocab --output_file is a folder", ["pretrain.py", "vocab", "--input_file={ws}/corpus/text.txt",
+                                            "--output_file={ws}/notes"],
+        r"--output_file .*notes: is a folder; give a file name"),
+    Row("corpus --output_file is the current folder", ["pretrain.py", "corpus", "--sources=sentiment",
+                                                       "--output_file=."],
+        r"--output_file \.: is a folder; give a file name", cwd="ws"),
+    Row("train --output_dir in a symlink loop", [*TRAIN, "--output_dir", "{ws}/loop/run"],
+        r"--output_dir .*loop/run: cannot be resolved"),
+    Row("convert DST in a symlink loop", ["checkpoints_convert.py", str(FIXTURES / "tiny_google"), "{ws}/loop/x"],
+        r"DST .*loop/x: cannot be resolved"),
+    # Silent mistakes.
+    Row("a key twice in --tasks_file", ["train.py", "--tasks_file", "{ws}/tasks.json", "--init", "{ws}/model",
+                                        "--output_dir", "{ws}/new_run"],
+        r"--tasks_file .*tasks.json: cannot read it \(key train given twice\)"),
+    Row("a training split with one class", [*TRAIN, "--train_file", "{ws}/one_class.jsonl", "--output_dir",
+                                            "{ws}/new_run"],
+        r"one_class.jsonl: the training split has 1 class \(sport\): a classifier needs at least two"),
+    # Ugly messages.
+    Row("a pickle that is more than tensors", ["checkpoints_convert.py", "{ws}/hostile", "{ws}/new_run"],
+        r"pytorch_model.bin: cannot read PyTorch weights file: it holds objects other than tensors"),
+    Row("a config without num_attention_heads", ["checkpoints_convert.py", "{ws}/headless", "{ws}/new_run"],
+        r"config.json: .*num_attention_heads missing from the config"),
+    Row("an unknown data set", ["reproduce.py", "table4", "--scale", "small", "--datasets", "nosuch", "--data_dir",
+                                "{ws}/data", "--output_dir", "{ws}/new_run", "--dry_run", "true"],
+        r"nosuch/train.jsonl: no such file; there is no data/nosuch/prepare.py \(data sets that have one: ag_news"),
+    Row("records made with another vocabulary", [*PRETRAIN, "--init={ws}/model", "--input_file={ws}/records",
+                                                  "--max_seq_length=32", "--max_predictions_per_seq=5",
+                                                  "--output_dir={ws}/new_run"],
+        r"records: made with another vocab.txt than .*model/vocab.txt \(its manifest's vocab_sha256 differs\)"),
+    Row("predict --task on a single-task model", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--task",
+                                                  "ag_news"],
+        r"classifier.json: a single-task classifier, there is no task 'ag_news' to choose"),
+    # Earlier hardening.
+    Row("an unknown flag", ["train.py", "--learning_rat", "1e-3"], r"unrecognized arguments: --learning_rat"),
+    Row("a missing input file", ["predict.py", "{ws}/classifier", "{ws}/nowhere.jsonl"], r"nowhere.jsonl"),
+    Row("a bad preset key", ["train.py", "--preset", "{ws}/preset.json"],
+        r"preset.json: unknown preset keys: learning_rat"),
+]
+
+
+@pytest.fixture(scope="module")
+def inputs(ws):
+    pretrain.main([a.replace("{ws}", str(ws)) for a in CREATE[1:]] + [f"--output_file={ws / 'records'}"])
+    (ws / "tasks.json").write_text('[{"name": "a", "train": "x.jsonl", "train": "y.jsonl", "dev": "z.jsonl"}]\n')
+    (ws / "preset.json").write_text('{"learning_rat": 0.001}\n')
+    return ws
+
+
+# Each row starts a Python with torch (several seconds on a busy 2-core machine): the data-loss rows
+# run by default, the rest with the slow tests.
+PARAMS = [pytest.param(row, id=row.id, marks=() if row.loss else pytest.mark.slow) for row in ROWS]
+
+
+@pytest.mark.parametrize("row", PARAMS)
+def test_bad_input_is_one_line_and_changes_nothing(inputs, row):
+    ws = inputs
+    before = checksums(ws)
+    args = [a.replace("{ws}", str(ws)) for a in row.args]
+    result = run(args, cwd=ws if row.cwd == "ws" else ROOT)
+    assert result.returncode == row.status, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ") or ": error: " in line]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert re.search(row.message, errors[0]), errors[0]
+    assert checksums(ws) == before, "the workspace changed"
+    assert not (ws / "new_run").exists()
+
+
+def test_a_swap_keeps_a_users_backup_beside_the_destination(inputs):
+    """files.replace_folder deleted <DST>.old, whatever it held (a user's backup)."""
+    ws = inputs
+    backup = checksums(ws / "classifier.old")
+    result = run(["checkpoints_convert.py", str(FIXTURES / "tiny_google"), str(ws / "converted"), "--format", "hf"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    (ws / "converted.old").mkdir()
+    (ws / "converted.old" / "notes.txt").write_text("backup\n")
+    result = run(["checkpoints_convert.py", str(ws / "converted"), str(ws / "converted"), "--format", "tf"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (ws / "converted.old" / "notes.txt").read_text() == "backup\n"
+    assert checksums(ws / "classifier.old") == backup
+    shutil.rmtree(ws / "converted")
+    shutil.rmtree(ws / "converted.old")
+
+
+@pytest.mark.slow
+def test_vocab_larger_than_the_text_gives_is_a_warning(inputs, tmp_path):
+    result = run(["pretrain.py", "vocab", f"--input_file={inputs / 'corpus' / 'text.txt'}",
+                  f"--output_file={tmp_path / 'vocab.txt'}", "--vocab_size=100000"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    size = len((tmp_path / "vocab.txt").read_text().splitlines())
+    assert f"warning: --vocab_size 100000 asked for more entries than the text gives: the vocabulary has {size}" \
+           in result.stdout
+
+
+def sigterm_when(args: list[str], ready: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Start a run, send SIGTERM once `ready` exists (the run is past its first step), wait for it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + TIMEOUT
+    while not ready.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=TIMEOUT)
+    return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_last_and_exits_143(inputs, tmp_path):
+    ws = inputs
+    train = [a.replace("{ws}", str(ws)) for a in TRAIN]
+    train[train.index("--epochs") + 1] = "200"
+    result = sigterm_when([*train, "--output_dir", str(tmp_path / "ft"), "--log_every", "1"],
+                          tmp_path / "ft" / "metrics.jsonl", ROOT)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert (tmp_path / "ft" / "last" / "trainer.pt").is_file() and not (tmp_path / "ft" / "results.json").exists()
+    step = torch.load(tmp_path / "ft" / "last" / "trainer.pt", weights_only=True)["state"]["step"]
+    assert f"stopped by signal at step {step}" in result.stdout + result.stderr
+    pretrain = [a.replace("{ws}", str(ws)) for a in PRETRAIN]
+    pretrain[pretrain.index("--num_train_steps=2")] = "--num_train_steps=100000"
+    result = sigterm_when([*pretrain, f"--output_dir={tmp_path / 'pt'}", "--log_every=1"],
+                          tmp_path / "pt" / "metrics.jsonl", ROOT)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert (tmp_path / "pt" / "last" / "trainer.pt").is_file() and not (tmp_path / "pt" / "final").exists()
+
+
+@pytest.mark.slow
+def test_a_moved_run_folder_resumes(inputs, tmp_path):
+    ws = inputs
+    train = [a.replace("{ws}", str(ws)) for a in TRAIN]
+    result = run([*train, "--output_dir", str(tmp_path / "a")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    result = run([*train, "--output_dir", str(tmp_path / "b"), "--resume", "true"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    # A trainer.pt that is not save_run's (its sums updated, so only its keys are wrong): one line.
+    last = tmp_path / "b" / "last"
+    torch.save({"state": {}}, last / "trainer.pt")
+    sums = json.loads((last / "run.json").read_text())
+    sums["sha256"]["trainer.pt"] = hashlib.sha256((last / "trainer.pt").read_bytes()).hexdigest()
+    (last / "run.json").write_text(json.dumps(sums))
+    result = run([*train, "--output_dir", str(tmp_path / "b"), "--resume", "true"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "trainer.pt: missing optimizer, scheduler, scaler, rng (not written by save_run)" in result.stderr
