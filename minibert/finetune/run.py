@@ -24,8 +24,9 @@ from minibert.training.last_checkpoint import check_output_dir, find_run
 
 
 def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
-    """Fine-tune as `cfg` says; returns results.json's contents. Bad options, data or models raise a
-    MinibertError (ConfigError, DataError, CheckpointError) before the output folder is touched."""
+    """Fine-tune as `cfg` says; returns results.json's contents (on rank 0 of a torchrun job; {} on
+    the other ranks). Bad options, data or models raise a MinibertError (ConfigError, DataError,
+    CheckpointError) before the output folder is touched."""
     check_options(cfg)
     encoding = text_encoding(cfg.text)
     files = task_files(cfg)
@@ -64,7 +65,7 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
         results = multitask_results(context.out, tasks, stage1, stage2) if context.is_main else {}
         context.barrier()
     context.close()
-    return results
+    return results if context.is_main else {}
 
 
 def stopped(context: RunContext, run: Fit | None) -> dict:
