@@ -47,7 +47,7 @@ from pretrain_speed import hf_step, minibert_step
 
 from minibert.checkpoints.formats import load_checkpoint, load_state, state_of
 from minibert.model.config import BertConfig
-from minibert.model.pretraining import BertForPreTraining
+from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.training.optimization import build_optimizer
 
 TINY = BertConfig(vocab_size=1500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,

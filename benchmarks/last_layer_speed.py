@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from encoder_speed import minibert_classifier  # the same classifier as the ratio against transformers
 from minibert.checkpoints.formats import load_checkpoint, load_pretrained, load_state, state_of
 from minibert.model.bert import BertModel
-from minibert.model.pretraining import BertForPreTraining
+from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.resources import minilm_folder
 from minibert.training.optimization import build_optimizer
 

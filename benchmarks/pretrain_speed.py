@@ -37,7 +37,7 @@ from minibert.data.pretraining_batches import RecordStream
 from minibert.data.pretraining_instances import (Documents, InstanceSettings, Vocabulary,
                                                  create_instances)
 from minibert.data.pretraining_records import instance_arrays
-from minibert.model.pretraining import BertForPreTraining
+from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.pretraining.losses import pretraining_loss_terms, pretraining_outputs
 from minibert.resources import minilm_folder
 from minibert.text.tokenization import FullTokenizer

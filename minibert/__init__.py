@@ -18,7 +18,7 @@ _PUBLIC = {
     "BertConfig": "minibert.model.config",
     "BertModel": "minibert.model.bert",
     "BertOutput": "minibert.model.bert",
-    "BertForPreTraining": "minibert.model.pretraining",
+    "BertForPreTraining": "minibert.model.pretraining_heads",
     "BertClassifier": "minibert.model.heads",
     "HeadConfig": "minibert.model.heads",
     "FullTokenizer": "minibert.text.tokenization",

@@ -34,7 +34,7 @@ from minibert.errors import CheckpointError, ConfigError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig
-from minibert.model.pretraining import BertForPreTraining
+from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minibert.checkpoints.formats import load_pretrained
-from minibert.model.pretraining import BertForPreTraining
+from minibert.model.pretraining_heads import BertForPreTraining
 
 TOLERANCE = 1e-5  # fp32 PyTorch vs Google's fp32 TF (fixture README: ~1e-5 expected)
 

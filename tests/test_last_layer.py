@@ -16,7 +16,7 @@ from minibert.model.bert import BertModel, gather_positions
 from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig, MultiTaskClassifier
 from minibert.model.packing import pack, pack_mask
-from minibert.model.pretraining import BertForPreTraining
+from minibert.model.pretraining_heads import BertForPreTraining
 from test_unpadded import LENGTHS, NO_DROPOUT, batch
 
 # test_unpadded's tiny model (odd sizes, as in Google's modeling_test.py) with dropout off, unless a

@@ -8,7 +8,7 @@ import torch
 from minibert.model.attention import attention, attention_bias, reference_attention
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
-from minibert.model.pretraining import BertForPreTraining, gather_positions
+from minibert.model.pretraining_heads import BertForPreTraining, gather_positions
 
 # Odd sizes so that a transposed or mis-split dimension cannot hide (as in Google's modeling_test.py).
 TINY = BertConfig(vocab_size=99, hidden_size=30, num_hidden_layers=3, num_attention_heads=5,

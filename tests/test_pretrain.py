@@ -166,7 +166,7 @@ def test_eval_metrics_are_run_pretrainings(google_dir, tmp_path):
     assert start["step"] == 0 and evaluation["step"] == 1
     from minibert.checkpoints.formats import load_pretrained
     from minibert.checkpoints.tfrecord import read_examples
-    from minibert.model.pretraining import BertForPreTraining
+    from minibert.model.pretraining_heads import BertForPreTraining
     model = load_pretrained(google_dir, BertForPreTraining).eval()
     rows = [{k: torch.tensor(f.values) for k, f in ex.items()} for ex in read_examples(records)]
     batch = {k: torch.stack([r[k] for r in rows]) for k in rows[0]}

@@ -13,7 +13,7 @@ from minibert.cli import parse_config
 from minibert.experiments import reproduction
 from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.experiments.paper import ENGLISH7, EXPERIMENTS, FIGURE3, PAPER_PRETRAIN, TABLE5, TABLE6, Experiment, Row
-from minibert.experiments.pretraining import TRAIN_KEYS, job_state, scaled_steps
+from minibert.experiments.pretraining_jobs import TRAIN_KEYS, job_state, scaled_steps
 from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan
 from minibert.errors import ConfigError
 from minibert.pretraining import STAGES, PretrainConfig

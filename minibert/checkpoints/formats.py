@@ -25,7 +25,7 @@ from minibert.errors import CheckpointError
 from minibert.files import atomic_save_safetensors, atomic_write_text, sha256_file
 from minibert.model.bert import BertModel
 from minibert.model.config import METADATA_KEYS, BertConfig
-from minibert.model.pretraining import BertForPreTraining
+from minibert.model.pretraining_heads import BertForPreTraining
 
 FORMATS = ("minibert", "hf", "tf")
 MINIBERT_METADATA = {"format": "pt", "producer": "minibert"}

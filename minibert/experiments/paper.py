@@ -7,7 +7,7 @@ train.py's flags). The runner (minibert.experiments.runner) adds
 the base recipe of the chosen scale, the data set's files, the seed and the output folder. Rows
 that fine-tune a further pre-trained checkpoint (Figure 3, Table 5, the ITPT/IDPT/CDPT rows) name
 its corpus in `pretrain` (and settings that differ from the scale's in `pretrain_settings`); the
-runner further pre-trains once per corpus, model and settings (minibert.experiments.pretraining)
+runner further pre-trains once per corpus, model and settings (minibert.experiments.pretraining_jobs)
 and fine-tunes from the result. Rows the paper only quotes (Table 6's earlier models, Table 8's
 ULMFiT) carry their published numbers and are never run. Table 1's statistics are TABLE1
 (`reproduce.py table1` sets the prepared data sets beside them).

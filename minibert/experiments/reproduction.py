@@ -23,7 +23,7 @@ from minibert.data import corpora
 from minibert.errors import ConfigError, DataError
 from minibert.experiments.dataset_stats import table1_markdown
 from minibert.experiments.paper import EXPERIMENTS, TABLE1
-from minibert.experiments.pretraining import corpus_needs, scaled_steps
+from minibert.experiments.pretraining_jobs import corpus_needs, scaled_steps
 from minibert.experiments.report import PLOTS, markdown
 from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan, subset_data
 from minibert.files import atomic_write_text

@@ -3,7 +3,7 @@
 A run's folder is OUTPUT/<scale>/<experiment>/<data set>/<row>/seed<k>/. A run whose results.json
 exists is finished and skipped; one with a last/ checkpoint is continued with --resume (train.py
 then gives the same result as an uninterrupted run); any other starts afresh. Rows that fine-tune a
-further pre-trained model get a PretrainJob (minibert.experiments.pretraining), one per corpus,
+further pre-trained model get a PretrainJob (minibert.experiments.pretraining_jobs), one per corpus,
 starting model and settings under OUTPUT/<scale>/pretrain/, shared by every run that needs it and
 run before them. Whoever calls `execute` passes the functions that run one fine-tuning config and one
 pre-training's stages (minibert.finetune and minibert.pretraining in-process for one device, a
@@ -24,7 +24,7 @@ from minibert.data.examples import write_jsonl
 from minibert.data.splits import few_shot_subset
 from minibert.errors import ConfigError, DataError
 from minibert.experiments.paper import CHINESE, PAPER_PRETRAIN, PAPER_RECIPE, TABLE1_TRAIN, Experiment, Row
-from minibert.experiments.pretraining import (PretrainJob, check_settings, checkpoint_refusal, corpus_of, job_state,
+from minibert.experiments.pretraining_jobs import (PretrainJob, check_settings, checkpoint_refusal, corpus_of, job_state,
                                               model_name, new_job, settings_digest)
 from minibert.files import find_folder
 from minibert.finetune.config import FinetuneConfig

@@ -27,7 +27,7 @@ from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.data.pretraining_batches import RecordStream
 from minibert.errors import ConfigError
 from minibert.files import replace_folder
-from minibert.model.pretraining import BertForPreTraining
+from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.pretraining.config import RESUMABLE_CHANGES, PretrainConfig, check_train_config
 from minibert.pretraining.losses import (evaluation_metrics, evaluation_sums, pretraining_loss_terms,
                                          pretraining_outputs)

@@ -13,7 +13,7 @@ Google's feature names (minibert.data.pretraining_batches).
 import torch
 import torch.nn.functional as F
 
-from minibert.model.pretraining import BertForPreTraining, PreTrainingOutput
+from minibert.model.pretraining_heads import BertForPreTraining, PreTrainingOutput
 
 MLM_EPSILON = 1e-5  # run_pretraining.py: denominator = tf.reduce_sum(label_weights) + 1e-5
 

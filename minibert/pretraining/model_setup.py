@@ -17,7 +17,7 @@ from minibert.errors import CheckpointError, ConfigError, DataError
 from minibert.files import sha256_file
 from minibert.model.bert import num_parameters
 from minibert.model.config import BertConfig
-from minibert.model.pretraining import BertForPreTraining
+from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.pretraining.config import PretrainConfig
 from minibert.pretraining.data_steps import expand_files
 from minibert.resources import model_path
