@@ -19,15 +19,12 @@ import predict
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.checkpoints.classifier import load_classifier
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
-import minibert.finetune.loop as loop_module
-import minibert.finetune.run as run_module
-import minibert.finetune.tasks as tasks_module
 from minibert.data.multitask import epoch_schedule, read_tasks_file, redrawn_batches, task_counts, tasks_from_names
 from minibert.finetune.model_setup import new_head
 from minibert.errors import CheckpointError, ConfigError, MinibertError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
-from minibert.model.heads import HeadConfig, MultiTaskClassifier
+from minibert.model.heads import HeadConfig, TaskClassifier
 from minibert.training.optimization import build_optimizer, parameter_groups
 
 TASKS = {
@@ -124,7 +121,7 @@ def test_a_tasks_batch_changes_only_the_encoder_and_its_own_head():
     config = BertConfig(vocab_size=20, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=24, max_position_embeddings=16)
     torch.manual_seed(0)
-    model = MultiTaskClassifier(config, {"a": HeadConfig(3, pooler=False), "b": HeadConfig(2, layers="1")})
+    model = TaskClassifier(config, {"a": HeadConfig(3, pooler=False), "b": HeadConfig(2, layers="1")})
     groups = parameter_groups(model, lr=1e-2, weight_decay=0.01, layer_decay=0.9, num_layers=2)
     optimizer = build_optimizer("adamw", groups)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -264,32 +261,25 @@ def crash_at(step: int):
     return after_step
 
 
-def micro_batches_of(setup, tmp_path, monkeypatch, **overrides):
-    """Every stage-1 micro-batch the loop trained on, as (step, task, example indices)."""
+def micro_batches_of(setup, tmp_path, **overrides):
+    """Every stage-1 epoch's micro-batches the loop trained on, as (task, example indices)."""
     listed = []
-    original = tasks_module.epoch_micro_batches
-
-    def recording(tasks, optim, multitask, seed, epoch, setup_):
-        batches = original(tasks, optim, multitask, seed, epoch, setup_)
-        if len(tasks) > 1:
-            listed.append(batches)
-        return batches
-
-    monkeypatch.setattr(loop_module, "epoch_micro_batches", recording)
-    results = finetune(config(setup[0], tmp_path, **overrides))
+    record = FitHooks(epoch_batches=lambda epoch, batches: listed.append(batches) if len(
+        {task for task, _ in batches}) > 1 else None)
+    results = finetune(config(setup[0], tmp_path, **overrides), record)
     return listed, results
 
 
 @pytest.mark.slow
-def test_random_task_sampling_in_a_run_and_its_resume(setup, tmp_path, monkeypatch):
+def test_random_task_sampling_in_a_run_and_its_resume(setup, tmp_path):
     root, _ = setup
     options = dict(epochs=2, checkpoint_every=3, task_sampling="random", stage2_epochs=0)
-    listed, full = micro_batches_of(setup, tmp_path / "full", monkeypatch, **options)
-    epoch0, epoch1 = listed[1], listed[2]  # listed[0]: prepare_fit counts the steps
+    listed, full = micro_batches_of(setup, tmp_path / "full", **options)
+    epoch0, epoch1 = listed
     # 60 // 8 and 40 // 8 batches per epoch, each 8 distinct examples of one task, redrawn each epoch.
     assert Counter(task for task, _ in epoch0) == {"topics": 7, "sentiment": 5}
     assert all(len(set(batch)) == 8 for _, batch in epoch0 + epoch1)
-    assert epoch0 != epoch1 and listed[0] == epoch0
+    assert epoch0 != epoch1
     seen = [i for task, batch in epoch0 if task == "topics" for i in batch]
     assert len(set(seen)) < len(seen)  # drawn with replacement across batches, as the paper's code
 
@@ -301,22 +291,21 @@ def test_random_task_sampling_in_a_run_and_its_resume(setup, tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_stage2_fresh_head(setup, tmp_path, monkeypatch):
+def test_stage2_fresh_head(setup, tmp_path):
     """--stage2_head fresh: stage 2 starts from stage 1's encoder (pooler too) and a new head drawn
     from the seed, as the paper's code loads only model.bert; kept starts from stage 1's head."""
     root, _ = setup
     starts = {}
-    original = run_module.stage2_classifier
 
-    def recording(folder, task, head, seed):
-        model = original(folder, task, head, seed)
-        starts[head, task.name] = {k: v.clone() for k, v in model.state_dict().items()}
-        return model
+    def recording(head):
+        def stage2_start(task, model):
+            view = model.classifier(task)  # names as a single-task classifier's: bert.*, head.*
+            starts[head, task] = {k: v.clone() for k, v in view.state_dict().items()}
+        return FitHooks(stage2_start=stage2_start)
 
-    monkeypatch.setattr(run_module, "stage2_classifier", recording)
     options = dict(epochs=1, stage2_epochs=1)
     for head in ("fresh", "kept"):
-        results = finetune(config(root, tmp_path / head, stage2_head=head, **options))
+        results = finetune(config(root, tmp_path / head, stage2_head=head, **options), recording(head))
         assert set(results["stage2"]["tasks"]) == {"topics", "sentiment"}
     a, b = (load_file(tmp_path / run / "best" / "model.safetensors") for run in ("fresh", "kept"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the option changes nothing in stage 1
