@@ -15,7 +15,7 @@ from pathlib import Path
 from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_state, save_minibert
 from minibert.checkpoints.integrity import check_vocab
 from minibert.errors import CheckpointError
-from minibert.files import atomic_write_text, replace_folder
+from minibert.files import atomic_write_text, read_json_object, replace_folder
 from minibert.model.heads import BertClassifier, HeadConfig, TaskClassifier
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
@@ -98,12 +98,7 @@ def load_classifier(folder: str | Path, task: str | None = None) -> SavedClassif
     description_file = folder / CLASSIFIER_FILE
     if not description_file.is_file():
         raise CheckpointError(f"{folder}: not a classifier saved by train.py (no {CLASSIFIER_FILE})")
-    try:
-        description = json.loads(description_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{description_file}: malformed ({e})") from None
-    if not isinstance(description, dict):
-        raise CheckpointError(f"{description_file}: malformed (not a JSON object)")
+    description = read_json_object(description_file, "classifier description", CheckpointError)
     # Outside the try below: a --task mistake is the user's, not a malformed file.
     description = _choose_task(description, task, description_file)
     try:
