@@ -22,6 +22,8 @@ from minibert.errors import ConfigError, DataError
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
+from minibert.model.heads import BertClassifier
+from minibert.finetune.model_setup import head_config
 from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, plan, run_status, slug, subset_data
 
 
@@ -127,6 +129,40 @@ def test_few_shot_counts_follow_table1(tmp_path):
     folder = itpt[0].job.folder
     assert folder.parent == tmp_path / "paper/pretrain" and folder.name.startswith("imdb_bert-base_")
     assert [run.options.get("train_count") for run in itpt] == [100, 250, 500, 1000, 2500, 5000, 0]
+
+
+def test_figure4_published_points_sit_on_the_papers_bert_fit_series():
+    """The paper's BERT-FiT line is Table 6's BERT-FiT (xi 0.95, §5.4): 17.26 at 0.4% (§5.6) and 5.40 at
+    100% on one series; BERT-ITPT-FiT 9.23 and 4.37; the series without decay has no published point."""
+    published = {(row.series, row.x): row.paper["imdb"] for row in FIGURE4.rows if row.paper}
+    assert published == {("BERT-FiT (xi 0.95)", 0.004): 17.26, ("BERT-FiT (xi 0.95)", 1.0): 5.40,
+                         ("BERT-ITPT-FiT", 0.004): 9.23, ("BERT-ITPT-FiT", 1.0): 4.37}
+    fit = [row for row in FIGURE4.rows if row.series == "BERT-FiT (xi 0.95)"]
+    table6_fit = next(row for row in EXPERIMENTS["table6"].rows if row.name == "BERT-FiT")
+    assert {row.config["layer_decay"] for row in fit} == {table6_fit.config["layer_decay"]} == {0.95}
+    assert fit[-1].paper["imdb"] == table6_fit.paper["imdb"]
+    assert all(row.config.get("layer_decay", 1.0) == 1.0 for row in FIGURE4.rows if row.series == "BERT-FiT")
+
+
+def test_hierarchical_rows_classify_the_last_layers_cls_hidden_state(tmp_path):
+    """§5.3.1: each chunk is "the hidden state of the [CLS] tokens of the last layer": the head built
+    from a hierarchical row's options pools the raw vectors, not the tanh pooler's output."""
+    runs = plan(TABLE2, SCALES["paper"], ["imdb"], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
+    config = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=24, max_position_embeddings=16)
+    ids = torch.tensor([[2, 7, 9, 11, 3], [2, 5, 3, 0, 0]])
+    mask = (ids > 0).long()
+    for run in runs:
+        head = head_config(run.config.classifier, 2, config.num_hidden_layers)
+        torch.manual_seed(0)
+        model = BertClassifier(config, head).eval()
+        with torch.no_grad():
+            encoded = model.bert(ids, torch.zeros_like(ids), mask)
+            features = model.chunk_features(ids, torch.zeros_like(ids), mask)
+        expected = encoded.hidden_states[-1][:, 0] if run.config.text.hierarchical else encoded.pooled_output
+        assert head.pooler == (not run.config.text.hierarchical), run.row.name
+        torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-6)
+    assert sum(run.config.text.hierarchical for run in runs) == 3
 
 
 def make_run_folder(folder, error=None, last=False, **provenance):
@@ -370,6 +406,10 @@ def test_published_only_rows_and_avg_delta_in_results_md(tmp_path):
     assert lines[9] == "| BERT-Feat | 10.00 | 6.79 | 4.00 | 4.20 | - | - |"
     # The paper's Δ over these two data sets: ((6.79 - 5.40) / 6.79 + (4.20 - 2.80) / 4.20) / 2.
     assert lines[10] == "| BERT-FiT | 8.00 | 5.40 | 3.00 | 2.80 | 22.50% | 26.90% |"
+    # The paper truncates its Avg. Δ: BERT-ITPT-FiT computes to 16.079 and is printed 16.07%.
+    assert avg_delta(table6.rows[-3].paper, table6.rows[-5].paper) == pytest.approx(16.079, abs=0.0005)
+    assert "BERT-ITPT-FiT 16.079, printed 16.07% (rounding would give 16.08)" in lines[12]
+    assert "equal" not in lines[12]
     table8 = markdown(EXPERIMENTS["table8"], SCALES["paper"], [], [])
     assert ("| ULMFiT (Howard and Ruder, 2018) (published, not run) |  | 4.60 |  | 2.16 |  | 29.98 |  | 5.01 |  "
             "| 0.80 |") in table8
@@ -403,8 +443,8 @@ def test_table1_counts_wordpieces_of_a_tiny_prepared_data_set(tmp_path):
     # Sogou News counts with --init_chinese's vocabulary: 中 文 unwanted = 3 (English: [UNK] [UNK] un ##want ##ed).
     write_split(data / "sogou_news", "train", [{"text": "中文 unwanted"}])
     chinese = write_vocab(tmp_path / "zh", ["中", "文", "unwanted"])
-    argv = ["table1", "--data_dir", str(data), "--datasets", "trec,sogou_news,imdb", "--output_dir", str(tmp_path / "out"),
-            "--init", str(english)]
+    argv = ["table1", "--data_dir", str(data), "--datasets", "trec,sogou_news,imdb",
+            "--output_dir", str(tmp_path / "out"), "--init", str(english)]
     lines = reproduce_text(parse_reproduce(argv + ["--init_chinese", str(chinese)])).splitlines()
     assert lines[4].split(" | ")[11:13] == ["max length ours", "max length paper"]
     assert lines[6] == "| TREC | 3 | 6 | 4 | 1 | 5,452 | 3 | 500 | 131.4 | 5 | 11 | 513 | 39 | 12.50% | 0.00% |"
