@@ -53,7 +53,8 @@ class Scale:
     curve_every: int = 100
     curve_train_examples: int = 2000
     english_init: str = ""  # "" = the runner's --init
-    hierarchical: dict = field(default_factory=dict)  # recipe values of the scale's hierarchical rows only
+    # Recipe values of the scale's hierarchical rows only; none: max_chunks from Table 1 (paper.table1_chunks).
+    hierarchical: dict = field(default_factory=dict)
     num_layers: int = 0  # the scale's own model's layers (0 = whatever --init has), for Table 3's rows
     pretrain: dict = field(default_factory=lambda: dict(PAPER_PRETRAIN))
     # Whether a row's own pre-training settings (Row.pretrain_settings: Table 8's BERT-large) apply;
