@@ -218,9 +218,36 @@ def test_multitask_resume_is_bit_identical(setup, tmp_path):
         finetune(config(root, tmp_path / "resumed", resume=True, **{**options, "learning_rate": 1e-3}))
 
 
+@pytest.mark.slow
+def test_stage2_batch_size_and_layer_decay(setup, tmp_path):
+    """--stage2_batch_size / --stage2_layer_decay (Table 7: BERT-FiT's batch 24 and xi 0.95 after stage
+    1's 32 and 1.0) set stage 2's batches and layer-wise rates; stage 1 keeps batch_size and layer_decay."""
+    root, _ = setup
+    steps = []
+    finetune(config(root, tmp_path / "out", epochs=1, stage2_batch_size=20, stage2_layer_decay=0.5),
+             FitHooks(after_step=steps.append))
+    # Stage 1: 60/8 + 40/8 -> 8 + 5 batches; stage 2: topics 60/20 = 3 steps, sentiment 40/20 = 2.
+    assert steps == [*range(1, 14), 1, 2, 3, 1, 2]
+    for task in ("topics", "sentiment"):
+        saved = json.loads((tmp_path / "out" / "stage2" / task / "config.json").read_text())
+        assert (saved["batch_size"], saved["layer_decay"]) == (20, 0.5)
+        groups = torch.load(tmp_path / "out" / "stage2" / task / "last" / "trainer.pt",
+                            weights_only=True)["optimizer"]["param_groups"]
+        top = 3e-3 * 0.5  # learning_rate x stage2_lr_factor
+        rates = {g["name"].split(" (")[0]: g["initial_lr"] for g in groups}
+        assert rates == pytest.approx({"embeddings": top * 0.25, "layer 0": top * 0.5, "layer 1": top,
+                                       "pooler": top, "head": top})
+    stage1 = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (stage1["batch_size"], stage1["layer_decay"], stage1["stage2_batch_size"]) == (8, 0.9, 20)
+
+
 def test_multitask_option_errors(setup, tmp_path):
     root, _ = setup
     for overrides, message in ((dict(stage2_lr_factor=2.0), "stage2_lr_factor"), (dict(compile=True), "compile"),
+                               (dict(stage2_batch_size=-1), "^--stage2_batch_size -1: must be at least 0"),
+                               (dict(stage2_layer_decay=1.5), r"^--stage2_layer_decay 1.5: must be in \[0, 1\]"),
+                               (dict(tasks="", tasks_dir="data", stage2_batch_size=24),
+                                "^--stage2_batch_size applies to multi-task"),
                                (dict(task_temperature=0.0), "task_temperature"),
                                (dict(tasks_file="x.json"), "not both"), (dict(tasks="topics,nope"), "nope/train.jsonl")):
         with pytest.raises(MinibertError, match=message):

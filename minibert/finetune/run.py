@@ -126,8 +126,8 @@ def finish_stage1(context: RunContext, cfg: FinetuneConfig, training: Training) 
 def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: TaskFiles, tokenizer, encoding,
                hooks: FitHooks | None) -> dict:
     """One task alone from stage 1's best model (the shared encoder and, with --stage2_head kept, its
-    own head; fresh: a new head), at stage2_lr_factor times the learning rate, for stage2_epochs, in
-    output_dir/stage2/<task>/."""
+    own head; fresh: a new head), at stage2_lr_factor times the learning rate, for stage2_epochs, with
+    stage2_batch_size and stage2_layer_decay where set, in output_dir/stage2/<task>/."""
     folder = context.out / "stage2" / task.name
     if cfg.run.resume and (folder / "results.json").is_file():
         return json.loads((folder / "results.json").read_text(encoding="utf-8"))
@@ -135,7 +135,9 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
     stage_cfg = replace(
         cfg, data=replace(cfg.data, train_file=files.train, dev_file=files.dev, test_file=files.test),
         optim=replace(cfg.optim, learning_rate=cfg.optim.learning_rate * cfg.multitask.stage2_lr_factor,
-                      epochs=cfg.multitask.stage2_epochs),
+                      epochs=cfg.multitask.stage2_epochs,
+                      batch_size=cfg.multitask.stage2_batch_size or cfg.optim.batch_size,
+                      layer_decay=cfg.multitask.stage2_layer_decay or cfg.optim.layer_decay),
         run=replace(cfg.run, output_dir=str(folder), resume=resume, overwrite_output_dir=not resume),
         multitask=MultiTaskOptions())
     context.say(f"stage 2: {task.name} from the multi-task model at lr {stage_cfg.optim.learning_rate:.2e}")
