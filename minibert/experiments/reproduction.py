@@ -86,8 +86,8 @@ def data_folders(cfg: ReproduceConfig, datasets: list[str], scale, corpus_datase
     folders = {}
     for name in dict.fromkeys([*datasets, *corpus_datasets]):
         source = Path(cfg.data_dir) / name
-        if name == "bbc_news" and not (source / "train.jsonl").is_file():
-            corpora.prepare_bbc_news(source)  # the embedded data set: prepared on first use
+        if name == "bbc_news":
+            corpora.ensure_bbc_news(source, lambda text: None)  # the embedded data set: prepared on first use
         if not (source / "train.jsonl").is_file() and name not in datasets:
             continue
         if not (source / "train.jsonl").is_file():

