@@ -17,8 +17,9 @@ from minibert.checkpoints.integrity import check_vocab
 from minibert.errors import CheckpointError
 from minibert.files import atomic_write_text, read_json_object, replace_folder
 from minibert.model.heads import BertClassifier, HeadConfig, TaskClassifier
+from minibert.schema import is_instance, typed
 from minibert.text.encoding import TextEncoding
-from minibert.text.tokenization import FullTokenizer
+from minibert.text.tokenization import VARIANTS, FullTokenizer
 
 CLASSIFIER_FILE = "classifier.json"
 
@@ -78,6 +79,35 @@ def write_folder(folder: str | Path, checkpoint, description: dict, extra_files:
     replace_folder(folder, fill)
 
 
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """classifier.json's "tokenizer": how the texts were tokenized in training."""
+
+    do_lower_case: bool
+    variant: str
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {self.variant!r}")
+
+
+def read_description(description: dict, path: Path) -> tuple[HeadConfig, TextEncoding, list[str], TokenizerSettings]:
+    """classifier.json's parts, each checked against its declared types (minibert.schema)."""
+    missing = [key for key in ("head", "encoding", "labels", "tokenizer") if key not in description]
+    if missing:
+        raise CheckpointError(f"{path}: malformed (no {', '.join(missing)})")
+    head = typed(HeadConfig, description["head"], f"{path}: head", CheckpointError)
+    encoding = typed(TextEncoding, description["encoding"], f"{path}: encoding", CheckpointError)
+    settings = typed(TokenizerSettings, description["tokenizer"], f"{path}: tokenizer", CheckpointError)
+    labels = description["labels"]
+    if not is_instance(labels, list[str]) or not labels:
+        raise CheckpointError(f"{path}: labels must be a list of names, got {json.dumps(labels)[:80]}")
+    repeated = sorted({name for name in labels if labels.count(name) > 1})
+    if repeated:
+        raise CheckpointError(f"{path}: label {', '.join(map(repr, repeated))} is listed twice")
+    return head, encoding, labels, settings
+
+
 def _choose_task(description: dict, task: str | None, description_file: Path) -> dict:
     """The single-task part of classifier.json: as it is, or the chosen task's of a multi-task model."""
     tasks = description.get("tasks")
@@ -101,13 +131,7 @@ def load_classifier(folder: str | Path, task: str | None = None) -> SavedClassif
     description = read_json_object(description_file, "classifier description", CheckpointError)
     # Outside the try below: a --task mistake is the user's, not a malformed file.
     description = _choose_task(description, task, description_file)
-    try:
-        head = HeadConfig(**description["head"])
-        encoding = TextEncoding(**description["encoding"])
-        labels = [str(name) for name in description["labels"]]
-        tokenizer_settings = description["tokenizer"]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{description_file}: malformed ({e})") from None
+    head, encoding, labels, tokenizer_settings = read_description(description, description_file)
     if len(labels) != head.num_labels:
         raise CheckpointError(f"{description_file}: {len(labels)} labels but num_labels={head.num_labels}")
     checkpoint = load_checkpoint(folder)
@@ -127,7 +151,7 @@ def load_classifier(folder: str | Path, task: str | None = None) -> SavedClassif
     unused = load_state(model, state, str(checkpoint.source))
     if unused:
         raise CheckpointError(f"{checkpoint.source}: tensors the classifier does not use: {', '.join(unused)}")
-    tokenizer = FullTokenizer(checkpoint.vocab_file, do_lower_case=tokenizer_settings["do_lower_case"],
-                              variant=tokenizer_settings["variant"], check_case=False)
+    tokenizer = FullTokenizer(checkpoint.vocab_file, do_lower_case=tokenizer_settings.do_lower_case,
+                              variant=tokenizer_settings.variant, check_case=False)
     warnings = checkpoint.warnings + check_vocab(tokenizer, checkpoint.config, checkpoint.vocab_file)
     return SavedClassifier(model, labels, encoding, tokenizer, warnings)
