@@ -6,15 +6,17 @@ hook) and shutdown.
 Fine-tuning (minibert.finetune) and pre-training (minibert.pretraining) each write their own loop
 over a RunContext; neither repeats this plumbing. The order of the calls is the order of a run:
 
-    context = open_run(cfg.machine, output_dir, resume, overwrite, inputs)  # checks, nothing written
+    context = open_run(cfg.machine, output_dir, resume, overwrite, inputs)  # checks; nothing written
     ...read and check every input...
-    state = RunState subclass(data_sha256=..., world_size=..., config=cfg.flat())
-    if resume:                                      # settings and data unchanged, or one error line
+    state = LoopState(data_sha256=..., world_size=..., config=cfg.flat())   # a RunState subclass
+    if resume:                               # the same settings and data, or one error line
         state = context.restore(model, optimizer, scheduler, scaler, state, may_change, data, allow)
     context.start_output_dir(outputs, resume, cfg.flat())   # only now is the output folder written
-    with context.stoppable():                       # SIGTERM asks the run to stop after its step
-        ...each optimizer step, then log and evaluate what is due, then
-        if context.end_step(step, due, save, hooks.after_step): break
+    with context.stoppable():                # SIGTERM asks the run to stop after its step
+        for each optimizer step:
+            ...forward, backward, optimizer step; log and evaluate what is due...
+            if context.end_step(step, due, save, hooks.after_step):   # signal, checkpoint, hook
+                break
     context.close()
 """
 
@@ -62,7 +64,7 @@ class RunState:
 
 @dataclass
 class RunContext:
-    """One run's resolved machine and process group, and its output folder."""
+    """One run's resolved machine and process group, its output folder and its end-of-run policy."""
 
     device: torch.device
     precision: str  # resolved: fp32, bf16 or fp16
