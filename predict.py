@@ -13,26 +13,26 @@ any text is encoded; --debug shows the traceback. --output may not be the input 
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from minibert.checkpoints.classifier import load_classifier
-from minibert.cli import option, run_script
+from minibert.cli import FlatOptions, at_least, check_rules, option, run_script
 from minibert.data.examples import BAD_ROW_POLICIES, parse_examples, read_examples
 from minibert.data.features import encode_examples
 from minibert.errors import ConfigError, DataError
 from minibert.files import atomic_write_text, remove_leftovers
 from minibert.output_paths import check_output_file
 from minibert.training.evaluation import predict_probabilities
-from minibert.training.machine import (PADDING_CHOICES, PRECISION_CHOICES, autocast, quantize_linear_int8, resolve_device,
-                                        resolve_padding, resolve_precision)
+from minibert.training.machine import (MACHINE_RULES, MachineOptions, autocast, quantize_linear_int8,
+                                       resolve_machine)
 
 
-@dataclass
-class PredictConfig:
+@dataclass(frozen=True)
+class PredictConfig(FlatOptions):
     model: str = option("", "a classifier folder written by train.py (its best/ folder)")
     task: str = option("", "a multi-task model (train.py --tasks): the task whose head predicts")
     input: str = option("-", "a .jsonl/.csv/.tsv/.txt file, or - for one text per line on stdin")
@@ -40,16 +40,21 @@ class PredictConfig:
     text_field: str = option("text", "column/key of the text")
     text_b_field: str = option("text_b", "column/key of the optional second text")
     batch_size: int = option(64, "texts per forward pass")
-    precision: str = option("auto", "auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32, bf16 "
-                            "or fp16 (GPU) autocast", choices=PRECISION_CHOICES)
-    device: str = option("auto", "cpu, cuda, cuda:N or auto")
-    threads: int = option(0, "CPU threads for torch (0 = torch's default)")
-    padding: str = option("auto", "unpadded: only real tokens through the encoder's layers (same math); "
-                          "auto: unpadded on CPU, and on CUDA with the Triton varlen kernel", choices=PADDING_CHOICES)
+    machine: MachineOptions = field(default_factory=MachineOptions)
     quantize: str = option("none", "int8: dynamic int8 quantization of the linear layers (CPU, runs in fp32)",
                            choices=("none", "int8"))
     on_bad_row: str = option("error", "empty or malformed rows stop the run, or are skipped and reported",
                              choices=BAD_ROW_POLICIES)
+
+
+RULES = MACHINE_RULES | {"batch_size": (at_least(1), "at least 1")}  # minibert.cli.check_rules
+
+
+def check_options(cfg: PredictConfig) -> None:
+    """Option values predict cannot run with, as one ConfigError naming the option."""
+    check_rules(cfg.flat(), RULES)
+    if cfg.quantize == "int8" and cfg.machine.device not in ("cpu", "auto"):
+        raise ConfigError(f"--quantize int8 runs on the CPU only: --device {cfg.machine.device}; use --device cpu")
 
 
 def read_input(cfg: PredictConfig):
@@ -80,20 +85,14 @@ def main(cfg: PredictConfig) -> list[dict]:
     if not cfg.model:
         raise SystemExit("usage: predict.py MODEL_FOLDER [INPUT] [--output FILE]")
     check_output(cfg)
-    if cfg.threads < 0:
-        raise ConfigError(f"--threads {cfg.threads}: must be at least 0 (0 = torch's default)")
-    if cfg.quantize == "int8" and cfg.device not in ("cpu", "auto"):
-        raise ConfigError(f"--quantize int8 runs on the CPU only: --device {cfg.device}; use --device cpu")
-    device = resolve_device("cpu" if cfg.quantize == "int8" else cfg.device)  # auto: the CPU for int8
-    precision = resolve_precision(cfg.precision, device)
-    autocast(device, precision)  # refuses fp16 without CUDA, before any work
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    check_options(cfg)
+    machine = replace(cfg.machine, device="cpu") if cfg.quantize == "int8" else cfg.machine  # auto: the CPU for int8
+    device, precision, padding = resolve_machine(machine)  # fp16 without CUDA is refused before any work
     saved = load_classifier(cfg.model, cfg.task)
     for message in saved.warnings:
         print(f"warning: {message}", file=sys.stderr)
     model = saved.model.to(device)
-    model.bert.padding = resolve_padding(cfg.padding, device)
+    model.bert.padding = padding
     if cfg.quantize == "int8":
         model, precision = quantize_linear_int8(model), "fp32"  # int8 products, fp32 elsewhere
     print(f"precision {precision}{', int8 linear layers' if cfg.quantize == 'int8' else ''}, "

@@ -34,6 +34,25 @@ def option(default, help: str, choices: tuple | None = None):
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def at_least(low):
+    """A RULES test: the value is at least `low`."""
+    return lambda value: value >= low
+
+
+def finite_at_least(low):
+    """A RULES test: the value is a finite number, at least `low`."""
+    return lambda value: low <= value < float("inf")
+
+
+def check_rules(values: dict, rules: dict) -> None:
+    """The first option of `values` ({option: value}) that fails its rule, as a ConfigError
+    `--option value: must be REQUIREMENT`. rules: {option: (test, requirement)}; a test must fail
+    for NaN (written as comparisons, it does)."""
+    for name, (ok, requirement) in rules.items():
+        if not ok(values[name]):
+            raise ConfigError(f"--{name} {values[name]}: must be {requirement}")
+
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -111,17 +130,35 @@ def from_flat(config_class, values: dict, where: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
-    return _build(config_class, values)
+    return _build(config_class(), values)
 
 
-def _build(config_class, values: dict):
-    hints, kwargs = typing.get_type_hints(config_class), {}
-    for field in dataclasses.fields(config_class):
-        if dataclasses.is_dataclass(hints[field.name]):
-            kwargs[field.name] = _build(hints[field.name], values)
+def _build(default, values: dict):
+    """`default` with the options of `values` replaced, group by group. A group's defaults are those
+    of the config's default instance, so a config may give a group other defaults than the group's
+    class (pre-training's machine options default to padded batches)."""
+    kwargs = {}
+    for field in dataclasses.fields(default):
+        value = getattr(default, field.name)
+        if dataclasses.is_dataclass(value):
+            kwargs[field.name] = _build(value, values)
         elif field.name in values:
             kwargs[field.name] = values[field.name]
-    return config_class(**kwargs)
+    return dataclasses.replace(default, **kwargs)
+
+
+class FlatOptions:
+    """A run's config as flat {option: value}, option groups opened: what flags, presets and
+    config.json hold (a base class of the configs made of groups)."""
+
+    @classmethod
+    def of(cls, where: str = "", **values):
+        """The config from flat {option: value}; an unknown option is a ConfigError naming `where`."""
+        return from_flat(cls, values, where or cls.__name__)
+
+    def flat(self) -> dict:
+        """{option: value}: what config.json and presets hold."""
+        return to_flat(self)
 
 
 def to_flat(config) -> dict:
@@ -139,9 +176,10 @@ def build_parser(config_class, description: str, positional: tuple[str, ...] = (
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", help="JSON file of field values, applied before the flags")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    defaults = to_flat(config_class())  # a group's defaults may be the config's own (see _build)
     for field, hint in flat_fields(config_class):
         kwargs = {"type": _converter(hint), "default": argparse.SUPPRESS,
-                  "help": f"{field.metadata.get('help', '')} (default: {field.default!r})"}
+                  "help": f"{field.metadata.get('help', '')} (default: {defaults[field.name]!r})"}
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
         if field.name in positional:

@@ -183,7 +183,8 @@ def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monke
     assert accuracy == pytest.approx(stage1["sentiment"]["test_accuracy"], abs=1 / 30 + 1e-9)
     texts = tmp_path / "texts.txt"
     texts.write_text("great wonderful the a\nawful terrible of\n")
-    topics = predict.main(predict.PredictConfig(model=str(out / "best"), input=str(texts), task="topics", device="cpu"))
+    topics = predict.main(predict.PredictConfig.of(model=str(out / "best"), input=str(texts), task="topics",
+                                                   device="cpu"))
     assert set(topics[0]["probabilities"]) == {"business", "sport", "tech"}
     with pytest.raises(CheckpointError, match="choose one of topics, sentiment"):
         load_classifier(out / "best")

@@ -28,7 +28,7 @@ def trained(tiny_model, data, tmp_path_factory):  # noqa: F811
 
 def predictions(model, data, tmp_path, **options):
     options = {"device": "cpu", **options}
-    cfg = predict.PredictConfig(model=str(model), input=str(data / "test.jsonl"),  # noqa: F811
+    cfg = predict.PredictConfig.of(model=str(model), input=str(data / "test.jsonl"),  # noqa: F811
                                 output=str(tmp_path / "p.jsonl"), **options)
     return predict.main(cfg)
 
@@ -58,9 +58,12 @@ def test_int8_needs_the_cpu(trained, data, tmp_path):  # noqa: F811
     assert predictions(trained[0], data, tmp_path, quantize="int8", device="auto")  # auto: int8 on the CPU
 
 
-def test_bad_threads_are_refused(trained, data, tmp_path):  # noqa: F811
-    with pytest.raises(ConfigError, match="--threads -1"):
+def test_bad_threads_and_batch_size_are_refused(trained, data, tmp_path):  # noqa: F811
+    with pytest.raises(ConfigError, match=r"^--threads -1: must be at least 0 \(0 = torch's default\)$"):
         predictions(trained[0], data, tmp_path, threads=-1)
+    with pytest.raises(ConfigError, match="^--batch_size 0: must be at least 1$"):
+        predictions(trained[0], data, tmp_path, batch_size=0)
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 def test_unpadded_and_padded_predictions_agree(trained, data, tmp_path, capsys):  # noqa: F811

@@ -14,7 +14,7 @@ from minibert.data import pretraining_records
 from minibert.data.pretraining_instances import InstanceSettings, single_segment_instances
 from minibert.data.pretraining_records import read_records
 from minibert.data.pretraining_shards import shard_output, shard_seed
-from minibert.pretraining import PretrainConfig
+from minibert.pretraining.config import RecordOptions
 from minibert.pretraining.model_setup import load_stream
 from test_pretraining_instances import FIXTURES, VOCAB, VOCAB_FILE, create_data_args, google_features, make_documents
 
@@ -87,12 +87,12 @@ def test_chunked_writing_keeps_googles_records(tmp_path, monkeypatch, output):
 def test_train_reads_sharded_folders_and_tfrecords_by_glob_and_list(shards, tmp_path):
     create(shards, tmp_path / "f" / "r", "--sharded=true", "--num_workers=2")
     counts = create(shards, tmp_path / "t" / "r.tfrecord", "--sharded=true")
-    cfg = PretrainConfig(max_seq_length=64, max_predictions_per_seq=10)
-    folders = load_stream(f"{tmp_path}/f/r-*", cfg, 30522, None, False, "input_file")
+    cfg = RecordOptions(max_seq_length=64, max_predictions_per_seq=10, shuffle=False)
+    folders = load_stream(f"{tmp_path}/f/r-*", cfg, 12345, 30522, None, "input_file")
     # The glob also matches the TFRecords' manifests, which are skipped.
-    files = load_stream(f"{tmp_path}/t/r-*", cfg, 30522, None, False, "input_file")
+    files = load_stream(f"{tmp_path}/t/r-*", cfg, 12345, 30522, None, "input_file")
     listed = load_stream(",".join(str(tmp_path / "t" / f"r-0000{k}-of-00003.tfrecord") for k in range(3)),
-                         cfg, 30522, None, False, "input_file")
+                         cfg, 12345, 30522, None, "input_file")
     assert len(folders) == len(files) == len(listed) == sum(counts)
     assert all(np.array_equal(folders.batch(0, len(folders))[name], files.batch(0, len(files))[name])
                for name in pretraining_records.FEATURES)

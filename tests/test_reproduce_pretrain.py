@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minibert.cli import parse_config
+from minibert.cli import from_flat, parse_config
 from minibert.experiments import reproduction
 from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.experiments.paper import ENGLISH7, EXPERIMENTS, FIGURE3, PAPER_PRETRAIN, TABLE5, TABLE6, Experiment, Row
@@ -127,7 +127,7 @@ def test_presets_hold_the_runners_paper_settings():
         assert {k: preset[k] for k in train} == train, path.name
         # create_data's settings are in the records command the preset gives.
         assert f"--dupe_factor={PAPER_PRETRAIN['dupe_factor']}" in preset["_paper"], path.name
-        PretrainConfig(**{k: v for k, v in preset.items() if not k.startswith("_")})
+        PretrainConfig.of(path.name, **{k: v for k, v in preset.items() if not k.startswith("_")})
 
 
 def test_refusals_name_what_is_missing(tmp_path):
@@ -245,7 +245,7 @@ def test_new_job_runs_every_stage_and_a_failed_job_fails_its_runs(tmp_path):
     assert (stages["create_data"]["max_seq_length"], stages["create_data"]["max_predictions_per_seq"]) == (128, 20)
     assert stages["train"]["overwrite_output_dir"] and not stages["train"]["resume"]
     for name, config in stages.items():  # every stage is a valid pretrain.py config
-        STAGES[name][1](**config)
+        from_flat(STAGES[name][1], config, name)
     fine_tuned = []
 
     def broken(stages, device):

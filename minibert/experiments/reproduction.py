@@ -115,7 +115,7 @@ def pretrain_in_process(stages: list[tuple[str, dict]], device: str) -> None:
     """A pre-training job's stages (corpus, create_data, train) in this process."""
     for name, config in stages:
         function, config_class, _ = STAGES[name]
-        result = function(config_class(**config))
+        result = function(from_flat(config_class, config, f"pre-training stage {name}"))
         if name == "train" and result.get("stopped"):
             # Pre-training finished its step and saved last/ on SIGTERM, then put the default handler
             # back: the runner now ends as SIGTERM asks, and the same command resumes the job.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from minibert.cli import from_flat, option, to_flat
+from minibert.cli import FlatOptions, at_least, check_rules, option
 from minibert.data.batching import BATCHINGS
 from minibert.data.examples import BAD_ROW_POLICIES
 from minibert.errors import ConfigError
@@ -17,7 +17,8 @@ from minibert.model.heads import CHUNK_POOLINGS, COMBINE, HEADS
 from minibert.text.long_text import TRUNCATIONS
 from minibert.text.tokenization import VARIANTS
 from minibert.training.optimization import CLIPPING, OPTIMIZERS
-from minibert.training.run_context import MachineOptions
+from minibert.training.machine import MACHINE_RULES, TrainingMachineOptions
+from minibert.training.run_context import RESUMABLE_CHANGES as SHARED_RESUMABLE_CHANGES
 from minibert.training.schedules import SCHEDULES
 
 BBC_DIR = "data/bbc_news"
@@ -178,7 +179,7 @@ class MultiTaskOptions:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(FlatOptions):
     """A fine-tuning run. The defaults are the embedded job: all-MiniLM-L6-v2 fine-tuned on BBC News."""
 
     init: str = option("minilm", "pretrained model: Google release folder or ckpt prefix, Hugging Face folder, "
@@ -188,28 +189,19 @@ class FinetuneConfig:
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
     optim: OptimOptions = field(default_factory=OptimOptions)
     evaluation: EvalOptions = field(default_factory=EvalOptions)
-    machine: MachineOptions = field(default_factory=MachineOptions)
+    machine: TrainingMachineOptions = field(default_factory=TrainingMachineOptions)
     run: RunOptions = field(default_factory=RunOptions)
     multitask: MultiTaskOptions = field(default_factory=MultiTaskOptions)
 
-    @classmethod
-    def of(cls, where: str = "FinetuneConfig", **values) -> "FinetuneConfig":
-        """The config from flat {option: value}; an unknown option is a ConfigError naming `where`."""
-        return from_flat(cls, values, where)
 
-    def flat(self) -> dict:
-        """{option: value}: what config.json, best/train_config.json and presets hold."""
-        return to_flat(self)
-
-
-# Options that may change between an interrupted run and its --resume; any other change is refused.
-# The multi-task second stage's options may change too: stage 2 starts from stage 1's best model.
-RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_every", "compile",
-                     "overwrite_output_dir", "allow_data_change", "padding", "gradient_checkpointing", "stage2_epochs",
-                     "stage2_lr_factor", "stage2_head", "stage2_batch_size", "stage2_layer_decay"}
+# Options that may change between an interrupted run and its --resume (besides every run's); any
+# other change is refused. The multi-task second stage's options may change too: stage 2 starts
+# from stage 1's best model.
+RESUMABLE_CHANGES = SHARED_RESUMABLE_CHANGES | {"checkpoint_every", "compile", "stage2_epochs", "stage2_lr_factor",
+                                                "stage2_head", "stage2_batch_size", "stage2_layer_decay"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
-RUN_OUTPUTS = ("best", "best.old", ".best.*.old", "last", "last.old", ".last.*.old", "metrics.jsonl", "results.json", "config.json",
-               "learning_curves.png", "multitask_results.json", "stage2")
+RUN_OUTPUTS = ("best", "last", "metrics.jsonl", "results.json", "config.json", "learning_curves.png",
+               "multitask_results.json", "stage2")
 
 # Options that only mean something in one mode: (the options' group, the mode's test, how to ask for it).
 MODE_OPTIONS = (
@@ -236,10 +228,7 @@ def check_modes(cfg: FinetuneConfig) -> None:
 
 def check_options(cfg: FinetuneConfig) -> None:
     """Every option value that cannot work, as one ConfigError naming the option."""
-    values = cfg.flat()
-    for name, (ok, requirement) in RULES.items():
-        if not ok(values[name]):
-            raise ConfigError(f"--{name} {values[name]}: must be {requirement}")
+    check_rules(cfg.flat(), RULES)
     check_modes(cfg)
     if cfg.multitask.tasks and cfg.multitask.tasks_file:
         raise ConfigError("give --tasks or --tasks_file, not both")
@@ -249,17 +238,13 @@ def check_options(cfg: FinetuneConfig) -> None:
         raise ConfigError("--head bilstm_attention reads one sequence per text: use a truncation, not --hierarchical")
 
 
-def _at_least(low):
-    return lambda value: value >= low
-
-
-# (test, requirement) per option; non-finite numbers fail every test.
-RULES = {
-    "epochs": (_at_least(1), "at least 1"),
-    "batch_size": (_at_least(1), "at least 1"),
-    "grad_accum_steps": (_at_least(1), "at least 1"),
-    "eval_batch_size": (_at_least(1), "at least 1"),
-    "log_every": (_at_least(1), "at least 1"),
+# (test, requirement) per option (minibert.cli.check_rules); non-finite numbers fail every test.
+RULES = MACHINE_RULES | {
+    "epochs": (at_least(1), "at least 1"),
+    "batch_size": (at_least(1), "at least 1"),
+    "grad_accum_steps": (at_least(1), "at least 1"),
+    "eval_batch_size": (at_least(1), "at least 1"),
+    "log_every": (at_least(1), "at least 1"),
     "learning_rate": (lambda v: 0 <= v < float("inf"), "a finite number, at least 0"),
     "weight_decay": (lambda v: 0 <= v < float("inf"), "a finite number, at least 0"),
     "layer_decay": (lambda v: 0 < v <= 1, "in (0, 1]"),
@@ -267,23 +252,22 @@ RULES = {
     "slanted_ratio": (lambda v: 1 <= v < float("inf"), "a finite number, at least 1"),
     "max_grad_norm": (lambda v: 0 <= v < float("inf"), "a finite number, at least 0 (0 = no clipping)"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
-    "early_stopping": (_at_least(0), "at least 0 (0 = off)"),
-    "eval_every": (_at_least(0), "at least 0 (0 = each epoch)"),
-    "checkpoint_every": (_at_least(0), "at least 0"),
+    "early_stopping": (at_least(0), "at least 0 (0 = off)"),
+    "eval_every": (at_least(0), "at least 0 (0 = each epoch)"),
+    "checkpoint_every": (at_least(0), "at least 0"),
     "train_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "train_count": (_at_least(0), "at least 0"),
-    "train_eval_count": (_at_least(0), "at least 0 (0 = off)"),
-    "max_chunks": (_at_least(0), "at least 0 (0 = all)"),
-    "threads": (_at_least(0), "at least 0 (0 = torch's default)"),
-    "max_seq_length": (_at_least(4), "at least 4"),
-    "head_tokens": (_at_least(0), "at least 0 (0 = the paper's ratio)"),
-    "lstm_size": (_at_least(1), "at least 1"),
-    "attention_hops": (_at_least(1), "at least 1"),
-    "attention_size": (_at_least(1), "at least 1"),
+    "train_count": (at_least(0), "at least 0"),
+    "train_eval_count": (at_least(0), "at least 0 (0 = off)"),
+    "max_chunks": (at_least(0), "at least 0 (0 = all)"),
+    "max_seq_length": (at_least(4), "at least 4"),
+    "head_tokens": (at_least(0), "at least 0 (0 = the paper's ratio)"),
+    "lstm_size": (at_least(1), "at least 1"),
+    "attention_hops": (at_least(1), "at least 1"),
+    "attention_size": (at_least(1), "at least 1"),
     "attention_penalty": (lambda v: 0 <= v < float("inf"), "a finite number, at least 0 (0 = off)"),
     "task_temperature": (lambda v: 0 < v < float("inf"), "positive"),
-    "stage2_epochs": (_at_least(0), "at least 0 (0 = no second stage)"),
+    "stage2_epochs": (at_least(0), "at least 0 (0 = no second stage)"),
     "stage2_lr_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "stage2_batch_size": (_at_least(0), "at least 0 (0 = batch_size)"),
+    "stage2_batch_size": (at_least(0), "at least 0 (0 = batch_size)"),
     "stage2_layer_decay": (lambda v: 0 <= v <= 1, "in [0, 1] (0 = layer_decay)"),
 }

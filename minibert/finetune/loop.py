@@ -6,7 +6,7 @@ Around the loop: the dev set is scored at every epoch end (and every eval_every 
 model by dev error (the mean over tasks) is kept in best/, last/ is written at epoch ends (and
 every checkpoint_every steps) with every rank's RNG state, so --resume continues bit-identically.
 SIGTERM: the step in progress finishes, last/ is saved and the Training is marked `signalled`
-(every rank stops after the same step).
+(every rank stops after the same step; RunContext.end_step).
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from minibert.text.encoding import TextEncoding
 from minibert.training.distributed import all_reduce_sum, no_sync
 from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.optimization import optimizer_step
-from minibert.training.run_context import RunContext, check_resumable
-from minibert.training.stop_signal import StopSignal
+from minibert.training.run_context import RunContext, RunState
 
 MicroBatches = list[tuple[str, list[int]]]  # (task, example indices) in training order
 
@@ -56,15 +55,12 @@ class FitHooks:
 
 
 @dataclass
-class FinetuneState:
-    """Where a run stands; saved in last/ and restored by --resume."""
+class FinetuneState(RunState):
+    """Where a run stands (RunState: step, world size, config, data digest, and the loop's own
+    fields); saved in last/ and restored by --resume."""
 
-    step: int = 0  # optimizer steps done
     window_loss: float = 0.0  # training loss summed since the last log line (LossWindow)
     window_batches: int = 0
-    data_sha256: str = ""  # of every task's train and dev file: --resume refuses other data
-    world_size: int = 1  # processes (torchrun): a resume with another number would see other batches
-    config: dict = field(default_factory=dict)
     stage1_done: bool = False  # multi-task: stage 1 finished, a --resume goes on with stage 2
     selection: DevSelection = field(default_factory=DevSelection)
 
@@ -122,10 +118,8 @@ def prepare_training(context: RunContext, cfg: FinetuneConfig, model: TaskClassi
                for t in tasks} if cfg.optim.class_weighted_loss else {}
     state = FinetuneState(data_sha256=data_sha256, world_size=context.setup.world_size, config=cfg.flat())
     if cfg.run.resume:
-        fresh, state = state, context.resume(model, optimisation.optimizer, optimisation.scheduler,
-                                             optimisation.scaler, FinetuneState)
-        check_resumable(context.out, state.config, fresh.config, RESUMABLE_CHANGES,
-                        state.data_sha256 == fresh.data_sha256, data_names(tasks), cfg.run.allow_data_change)
+        state = context.restore(model, optimisation.optimizer, optimisation.scheduler, optimisation.scaler, state,
+                                RESUMABLE_CHANGES, data_names(tasks), cfg.run.allow_data_change)
     context.start_output_dir(RUN_OUTPUTS, cfg.run.resume, cfg.flat())
     log = MetricsLog(context.out / "metrics.jsonl" if context.is_main else None,
                      state.step if cfg.run.resume else None)
@@ -139,22 +133,17 @@ def prepare_training(context: RunContext, cfg: FinetuneConfig, model: TaskClassi
 
 def fit(context: RunContext, cfg: FinetuneConfig, training: Training, hooks: FitHooks) -> FinetuneState:
     """Train until the last epoch ends, early stopping fires or SIGTERM arrives; returns the run's state."""
-    stop = StopSignal()
-    stop.install()
-    try:
+    with context.stoppable():
         for epoch in range(training.state.step // training.steps_per_epoch, cfg.optim.epochs):
             if training.state.selection.stopped or training.state.stage1_done or training.signalled:
                 break
-            run_epoch(context, cfg, training, hooks, epoch, stop)
-    finally:
-        stop.restore()
+            run_epoch(context, cfg, training, hooks, epoch)
     training.log.close()
     context.barrier()  # best/ is complete before any rank reads it
     return training.state
 
 
-def run_epoch(context: RunContext, cfg: FinetuneConfig, training: Training, hooks: FitHooks, epoch: int,
-              stop: StopSignal) -> None:
+def run_epoch(context: RunContext, cfg: FinetuneConfig, training: Training, hooks: FitHooks, epoch: int) -> None:
     """The epoch's optimizer steps from where the run stands (a resume may start mid-epoch)."""
     optim, state, model = cfg.optim, training.state, training.model
     docs = {t.name: t.train_docs for t in training.tasks}
@@ -188,7 +177,9 @@ def run_epoch(context: RunContext, cfg: FinetuneConfig, training: Training, hook
         state.step += 1
         end_of_epoch = s + 1 == len(steps)
         log_and_evaluate(context, cfg, training, (epoch, (s + 1) / len(steps)), end_of_epoch, lr, bar)
-        finish_step(context, training, stop, end_of_epoch or due(state.step, cfg.run.checkpoint_every), hooks)
+        checkpoint_due = end_of_epoch or due(state.step, cfg.run.checkpoint_every)
+        training.signalled = context.end_step(state.step, checkpoint_due, lambda: save_last(context, training),
+                                              hooks.after_step)
         if state.selection.stopped:
             context.say(f"early stopping: {cfg.evaluation.early_stopping} evaluations without a better dev error")
         if state.selection.stopped or training.signalled:
@@ -214,19 +205,6 @@ def micro_batch_loss(context: RunContext, cfg: FinetuneConfig, training: Trainin
 def due(step: int, every: int) -> bool:
     """Whether a periodic action (every N optimizer steps; 0 = never) falls on `step`."""
     return every > 0 and step % every == 0
-
-
-def finish_step(context: RunContext, training: Training, stop: StopSignal, checkpoint_due: bool,
-                hooks: FitHooks) -> None:
-    """The end of an optimizer step, in one order: the stop signal (read once per step on every rank,
-    so a SIGTERM at any moment gets this step saved), last/ when due or signalled, then the hook."""
-    training.signalled = stop.requested(context.setup)
-    if checkpoint_due or training.signalled:
-        save_last(context, training)
-    if training.signalled:
-        context.say(f"stopped by signal at step {training.state.step}; continue with --resume")
-    if hooks.after_step is not None:
-        hooks.after_step(training.state.step)
 
 
 def save_last(context: RunContext, training: Training) -> None:

@@ -1,5 +1,6 @@
 """Device, numeric precision and padding choices, applied from outside the model (autocast, loss
-scaling, int8 quantization, BertModel.padding).
+scaling, int8 quantization, BertModel.padding): the options every run that computes has
+(MachineOptions; training adds gradient checkpointing) and the one function that resolves them.
 
 `resolve_precision("auto", device)` picks bf16 autocast where the hardware computes bf16 natively
 (CPUs with AVX512-BF16 or AMX, CUDA GPUs of compute capability 8.0 or later) and fp32 elsewhere.
@@ -9,11 +10,13 @@ bf16 matrix multiplies run about 3x faster than fp32 ones (benchmarks/README.md)
 
 import contextlib
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from minibert.cli import at_least, option
 from minibert.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -126,3 +129,40 @@ def quantize_linear_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(model.cpu(), {nn.Linear}, dtype=torch.qint8)
+
+
+@dataclass(frozen=True)
+class MachineOptions:
+    """Where and how a run computes (train.py, pretrain.py train and default, predict.py); the
+    "auto" values are resolved once, by resolve_machine."""
+
+    precision: str = option("auto", "auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32, "
+                            "bf16 autocast (CPU or GPU), fp16 with loss scaling (GPU)", choices=PRECISION_CHOICES)
+    padding: str = option("auto", "unpadded: only real tokens through the encoder's layers (same math); "
+                          "auto: unpadded on CPU, and on CUDA with the Triton varlen kernel", choices=PADDING_CHOICES)
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    threads: int = option(0, "CPU threads for torch (0 = torch's default)")
+
+
+@dataclass(frozen=True)
+class TrainingMachineOptions(MachineOptions):
+    """MachineOptions of a run that trains: also whether backward recomputes the encoder's layers."""
+
+    gradient_checkpointing: bool = option(False, "recompute each encoder layer in backward, with the same dropout "
+                                          "masks (same numbers): less activation memory for about one more "
+                                          "forward pass of compute")
+
+
+# The machine options' RULES (minibert.cli.check_rules); the choices are checked by the parser.
+MACHINE_RULES = {"threads": (at_least(0), "at least 0 (0 = torch's default)")}
+
+
+def resolve_machine(machine: MachineOptions) -> tuple[torch.device, str, str]:
+    """(device, precision, padding) with "auto" resolved, for every kind of run: fp16 without CUDA
+    and a device this machine lacks are refused (ConfigError) before any work; --threads is applied."""
+    if machine.threads > 0:
+        torch.set_num_threads(machine.threads)
+    device = resolve_device(machine.device)
+    precision = resolve_precision(machine.precision, device)
+    autocast(device, precision)  # refuses fp16 without CUDA now, not at the first step
+    return device, precision, resolve_padding(machine.padding, device)

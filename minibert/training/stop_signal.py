@@ -1,8 +1,9 @@
 """SIGTERM as a request to stop, shared by the fine-tuning and pre-training loops.
 
-A scheduler (SLURM, Kubernetes, a user's kill) sends SIGTERM before it kills. The loops install a
-StopSignal, read it once per optimizer step, and when it was received they finish the step, save
-last/ and return a result marked stopped; the scripts then exit with status 143
+A scheduler (SLURM, Kubernetes, a user's kill) sends SIGTERM before it kills. A run's context holds
+a StopSignal (RunContext.stoppable installs it, RunContext.end_step reads it once per optimizer
+step); when it was received the loop finishes the step, saves last/ and returns a result marked
+stopped; the scripts then exit with status 143
 (cli.STOPPED_EXIT_STATUS), so the caller knows the run is unfinished and `--resume` continues it
 with bit-identical weights.
 """
