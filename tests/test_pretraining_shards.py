@@ -16,9 +16,10 @@ from minibert.data.pretraining_records import read_records
 from minibert.data.pretraining_shards import shard_output, shard_seed
 from minibert.pretraining import PretrainConfig
 from minibert.pretraining.model_setup import load_stream
-from test_pretraining_instances import FIXTURES, VOCAB, VOCAB_FILE, create_data_args, google_features, make_documents
 
-SAMPLE = FIXTURES / "sample_text.txt"
+from helpers import PRETRAINING, VOCAB, VOCAB_FILE, create_data_args, google_features, make_documents
+
+SAMPLE = PRETRAINING / "sample_text.txt"
 SHAPE = ["--max_seq_length=64", "--max_predictions_per_seq=10", "--dupe_factor=3"]
 
 
@@ -171,7 +172,7 @@ def test_mlm_only_records_say_so_and_train_needs_the_same_flag(shards, tmp_path,
         pretrain.main([*base, f"--input_file={tmp_path / 'mlm' / 'records'}"])
     with script_error(r"examples.tfrecord: sentence-pair records .* with --next_sentence=false; make masked-LM-only "
                       r"records with create_data --next_sentence=false"):
-        pretrain.main([*base, f"--input_file={FIXTURES / 'sample_text_64' / 'examples.tfrecord'}",
+        pretrain.main([*base, f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
                        "--next_sentence=false"])
 
 
