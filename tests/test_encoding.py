@@ -1,4 +1,4 @@
-"""Tests of minibert.encoding: truncation, [CLS]/[SEP] framing and padding, by value."""
+"""Tests of minibert.text.encoding: truncation, [CLS]/[SEP] framing and padding, by value."""
 
 from pathlib import Path
 

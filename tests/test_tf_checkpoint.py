@@ -1,4 +1,5 @@
-"""Tests of minibert.tf_checkpoint against a checkpoint written by TensorFlow itself.
+"""Tests of minibert.checkpoints.tf_checkpoint and minibert.checkpoints.sstable against a checkpoint
+written by TensorFlow itself.
 
 The fixture tests/fixtures/tiny_google/bert_model.ckpt was written by TensorFlow 2.15 (see the
 README there). Reading it is checked against variables.txt and against a decode by hand of the

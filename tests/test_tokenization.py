@@ -1,4 +1,4 @@
-"""Tests of minibert.tokenization against Google's rules and Hugging Face's slow BertTokenizer.
+"""Tests of minibert.text.tokenization against Google's rules and Hugging Face's slow BertTokenizer.
 
 Sources of expected values:
   * Google's tokenization_test.py cases, re-expressed (TestGoogleCases);
