@@ -29,6 +29,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 TINY_GOOGLE = FIXTURES / "tiny_google"
 VOCAB_FILE = TINY_GOOGLE / "vocab.txt"  # a real uncased vocabulary
 PRETRAINING = FIXTURES / "pretraining_google"
+GOOGLE_FOLDERS = ("sample_text_64", "sample_text_128", "sample_text_64_wwm")  # what Google's script wrote
+SAMPLE_TEXT = PRETRAINING / "sample_text.txt"  # Google's sample corpus
+RECORDS = PRETRAINING / "sample_text_64" / "examples.tfrecord"
 STEPS = PRETRAINING / "steps_sample_text_64"  # Google's losses and final weights of the acceptance run
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -162,7 +165,7 @@ def make_google_dir(folder: Path) -> Path:
 def create_data_args(folder: str, output: Path) -> list[str]:
     """pretrain.py create_data's arguments with the settings Google's script wrote `folder` with."""
     settings = json.loads((PRETRAINING / folder / "settings.json").read_text())
-    return ["create_data", f"--input_file={PRETRAINING / 'sample_text.txt'}", f"--output_file={output}",
+    return ["create_data", f"--input_file={SAMPLE_TEXT}", f"--output_file={output}",
             f"--vocab_file={VOCAB_FILE}", f"--do_lower_case={settings['do_lower_case']}",
             f"--do_whole_word_mask={settings['do_whole_word_mask']}",
             f"--max_seq_length={settings['max_seq_length']}",

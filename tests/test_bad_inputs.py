@@ -32,10 +32,8 @@ from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
 
-from helpers import FIXTURES, PRETRAINING, ROOT, make_tiny_model, write_split
+from helpers import FIXTURES, RECORDS, ROOT, SAMPLE_TEXT, make_tiny_model, write_split
 
-SAMPLE_TEXT = PRETRAINING / "sample_text.txt"
-RECORDS = PRETRAINING / "sample_text_64" / "examples.tfrecord"
 TIMEOUT = 120
 
 

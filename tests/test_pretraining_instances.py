@@ -17,25 +17,24 @@ from minibert.data.pretraining_records import read_records
 from minibert.errors import ConfigError, DataError
 from minibert.text.tokenization import FullTokenizer
 
-from helpers import PRETRAINING, VOCAB, VOCAB_FILE, create_data_args, google_features, make_documents
+from helpers import (GOOGLE_FOLDERS, PRETRAINING, SAMPLE_TEXT, VOCAB, VOCAB_FILE, create_data_args, google_features,
+                     make_documents)
 
-FOLDERS = ("sample_text_64", "sample_text_128", "sample_text_64_wwm")
 
-
-@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("folder", GOOGLE_FOLDERS)
 def test_create_data_reproduces_googles_tfrecord(tmp_path, folder):
     pretrain.main(create_data_args(folder, tmp_path / "out.tfrecord"))
     mine = [{k: f.values for k, f in ex.items()} for ex in read_examples(tmp_path / "out.tfrecord")]
     assert mine == google_features(folder)
 
 
-@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("folder", GOOGLE_FOLDERS)
 def test_instances_equal_googles_instances(folder):
     """The tokens after masking, segments, labels and masked positions of Google's instances.jsonl."""
     settings = json.loads((PRETRAINING / folder / "settings.json").read_text())
     tokenizer = FullTokenizer(VOCAB_FILE, settings["do_lower_case"])
     instances = create_instances(
-        read_documents([PRETRAINING / "sample_text.txt"], tokenizer),
+        read_documents([SAMPLE_TEXT], tokenizer),
         InstanceSettings(settings["max_seq_length"], settings["max_predictions_per_seq"], settings["masked_lm_prob"],
                          settings["short_seq_prob"], settings["dupe_factor"], settings["do_whole_word_mask"]),
         Vocabulary.of(tokenizer), random.Random(settings["seed"]))

@@ -34,7 +34,8 @@ from minibert.text.tokenization import (
     load_vocab,
 )
 
-VOCAB_FILE = Path(__file__).parent / "fixtures" / "tiny_google" / "vocab.txt"  # real uncased vocab
+from helpers import VOCAB_FILE  # real uncased vocab
+
 GOOGLE_TEST_VOCAB = ["[UNK]", "[CLS]", "[SEP]", "want", "##want", "##ed", "wa", "un", "runn",
                      "##ing", ","]
 
