@@ -31,12 +31,9 @@ from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
-from test_train import make_tiny_model, write_split
 
-ROOT = Path(__file__).parent.parent
-FIXTURES = Path(__file__).parent / "fixtures"
-SAMPLE_TEXT = FIXTURES / "pretraining_google" / "sample_text.txt"
-RECORDS = FIXTURES / "pretraining_google" / "sample_text_64" / "examples.tfrecord"
+from helpers import FIXTURES, RECORDS, ROOT, SAMPLE_TEXT, make_tiny_model, write_split
+
 TIMEOUT = 120
 
 

@@ -27,31 +27,9 @@ from minibert.pretraining import DefaultConfig, PretrainConfig, PretrainHooks, t
 from minibert.pretraining.embedded import default_train_config
 from minibert.pretraining.model_setup import records_sha256
 
-FIXTURES = Path(__file__).parent / "fixtures"
-PRETRAINING = FIXTURES / "pretraining_google"
-STEPS = PRETRAINING / "steps_sample_text_64"
-ACCEPTANCE = ("--train_batch_size=4 --max_seq_length=64 --max_predictions_per_seq=10 --num_train_steps=20 "
-              "--num_warmup_steps=0 --schedule=constant --learning_rate=1e-3 --optimizer=adam_weight_decay "
-              "--weight_decay=0.01 --max_grad_norm=1.0 --shuffle=false --log_every=1 --precision=fp32").split()
+from helpers import ACCEPTANCE, FIXTURES, PRETRAINING, STEPS, make_google_dir
 
-
-@pytest.fixture(autouse=True)
-def keep_thread_count():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_google_dir(folder: Path) -> Path:
-    """A copy of tiny_google whose config has no dropout and the tanh GELU, as Google's run used."""
-    folder.mkdir()
-    for path in (FIXTURES / "tiny_google").glob("*"):
-        if path.name.startswith(("bert_", "vocab")):
-            shutil.copy(path, folder)
-    config = json.loads((folder / "bert_config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, hidden_act="gelu_tanh")
-    (folder / "bert_config.json").write_text(json.dumps(config))
-    return folder
+pytestmark = pytest.mark.usefixtures("keep_thread_count")  # pretrain.main sets torch's thread count (--threads)
 
 
 @pytest.fixture

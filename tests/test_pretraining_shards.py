@@ -16,16 +16,16 @@ from minibert.data.pretraining_records import read_records
 from minibert.data.pretraining_shards import shard_output, shard_seed
 from minibert.pretraining.config import RecordOptions
 from minibert.pretraining.model_setup import load_stream
-from test_pretraining_instances import FIXTURES, VOCAB, VOCAB_FILE, create_data_args, google_features, make_documents
 
-SAMPLE = FIXTURES / "sample_text.txt"
+from helpers import RECORDS, SAMPLE_TEXT, VOCAB, VOCAB_FILE, create_data_args, google_features, make_documents
+
 SHAPE = ["--max_seq_length=64", "--max_predictions_per_seq=10", "--dupe_factor=3"]
 
 
 @pytest.fixture
 def shards(tmp_path) -> list[Path]:
     """Google's sample_text.txt cut into three files, one document each."""
-    lines = SAMPLE.read_text().split("\n")
+    lines = SAMPLE_TEXT.read_text().split("\n")
     paths = []
     for k, (first, last) in enumerate([(0, 3), (4, 17), (18, len(lines))]):
         paths.append(tmp_path / f"part-{k}.txt")
@@ -171,7 +171,7 @@ def test_mlm_only_records_say_so_and_train_needs_the_same_flag(shards, tmp_path,
         pretrain.main([*base, f"--input_file={tmp_path / 'mlm' / 'records'}"])
     with script_error(r"examples.tfrecord: sentence-pair records .* with --next_sentence=false; make masked-LM-only "
                       r"records with create_data --next_sentence=false"):
-        pretrain.main([*base, f"--input_file={FIXTURES / 'sample_text_64' / 'examples.tfrecord'}",
+        pretrain.main([*base, f"--input_file={RECORDS}",
                        "--next_sentence=false"])
 
 

@@ -11,31 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from minibert.cli import parse_config
 from minibert.experiments import reproduction
-from minibert.experiments.reproduction import ReproduceConfig, reproduce
-from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.experiments.paper import (EXPERIMENTS, FIGURE2, FIGURE4, PAPER_PRETRAIN, PAPER_PRETRAIN_LARGE,
-                                       PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row, avg_delta)
+                                       TABLE2, Experiment, Row, avg_delta)
 from minibert.experiments.report import PLOTS, format_errors, markdown, provenance
 from minibert.errors import ConfigError, DataError
-from minibert.checkpoints.formats import checkpoint_of, save_minibert
-from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier
 from minibert.finetune.model_setup import head_config
 from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, plan, run_status, slug, subset_data
 
-
-def parse_reproduce(argv: list[str]) -> ReproduceConfig:
-    """reproduce.py's command line as a config."""
-    return parse_config(ReproduceConfig, argv, positional=("experiment",))
-
-
-def reproduce_text(cfg: ReproduceConfig) -> str:
-    return reproduce(cfg)[0]
-
-INITS = Inits("bert-base", chinese="bert-chinese")
+from helpers import INITS, make_run_folder, make_tiny_model, parse_reproduce, reproduce_text
+from minibert.experiments.reproduction import reproduce
 
 
 def data_folders(tmp_path, names):
@@ -163,14 +150,6 @@ def test_hierarchical_rows_classify_the_last_layers_cls_hidden_state(tmp_path):
         assert head.pooler == (not run.config.text.hierarchical), run.row.name
         torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-6)
     assert sum(run.config.text.hierarchical for run in runs) == 3
-
-
-def make_run_folder(folder, error=None, last=False, **provenance):
-    folder.mkdir(parents=True, exist_ok=True)
-    if error is not None:
-        (folder / "results.json").write_text(json.dumps({"test_error": error, **provenance}))
-    if last:
-        (folder / "last").mkdir()
 
 
 TINY = Experiment("tiny", "Tiny table", ("imdb",), (
@@ -338,17 +317,6 @@ def test_command_line_dry_run_and_errors(tmp_path, capsys):
     assert reproduction.device_list("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
 
 
-def tiny_model(folder, words):
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words)
-    folder.mkdir(parents=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=64)
-    torch.manual_seed(0)
-    save_minibert(folder, checkpoint_of(BertModel(config), folder / "vocab.txt"))
-    return folder
-
-
 @pytest.mark.slow
 def test_small_table_end_to_end(tmp_path, monkeypatch, capsys):
     """Two rows of a table on a tiny model and a tiny two-topic data set, run in-process; a second
@@ -366,7 +334,7 @@ def test_small_table_end_to_end(tmp_path, monkeypatch, capsys):
                 words = rng.choices(topics[label], k=4) + rng.choices(filler, k=3)
                 rng.shuffle(words)
                 f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
-    model = tiny_model(tmp_path / "model", {w for ws in topics.values() for w in ws} | set(filler))
+    model = make_tiny_model(tmp_path / "model", sorted({w for ws in topics.values() for w in ws} | set(filler)))
     tiny_scale = replace(SCALES["small"], recipe={**SCALES["small"].recipe, "max_seq_length": 16, "epochs": 6,
                                                   "batch_size": 4, "learning_rate": 2e-3, "threads": 1},
                          english_init=str(model), train_examples=40, dev_examples=20, test_examples=20)

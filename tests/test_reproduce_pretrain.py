@@ -9,26 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from minibert.cli import from_flat, parse_config
+from minibert.cli import from_flat
 from minibert.experiments import reproduction
-from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.experiments.paper import ENGLISH7, EXPERIMENTS, FIGURE3, PAPER_PRETRAIN, TABLE5, TABLE6, Experiment, Row
 from minibert.experiments.pretraining_jobs import TRAIN_KEYS, job_state, scaled_steps
 from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan
 from minibert.errors import ConfigError
 from minibert.pretraining import STAGES, PretrainConfig
-from test_reproduce import make_run_folder, tiny_model
 
+from helpers import INITS, make_run_folder, make_tiny_model, parse_reproduce, reproduce_text
 
-def parse_reproduce(argv: list[str]) -> ReproduceConfig:
-    """reproduce.py's command line as a config."""
-    return parse_config(ReproduceConfig, argv, positional=("experiment",))
-
-
-def reproduce_text(cfg: ReproduceConfig) -> str:
-    return reproduce(cfg)[0]
-
-INITS = Inits("bert-base", chinese="bert-chinese")
 PRESETS = Path(__file__).resolve().parent.parent / "presets" / "pretrain"
 
 
@@ -284,7 +274,7 @@ def write_split(folder, n, rng):
 
 def test_command_line_dry_run_lists_the_jobs(tmp_path, capsys):
     words = write_split(tmp_path / "data" / "imdb", 30, random.Random(0))
-    model = tiny_model(tmp_path / "model", words)
+    model = make_tiny_model(tmp_path / "model", sorted(words))
     argv = ["table5", "--data_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out"),
             "--datasets", "imdb", "--init", str(model), "--dry_run", "true"]
     text = reproduce_text(parse_reproduce(argv))
@@ -305,7 +295,7 @@ def test_figure3_end_to_end_at_a_tiny_scale(tmp_path, monkeypatch, capsys):
     second call skips everything."""
     torch.set_num_threads(1)
     words = write_split(tmp_path / "data" / "topics", 40, random.Random(0))
-    model = tiny_model(tmp_path / "model", words)
+    model = make_tiny_model(tmp_path / "model", sorted(words))
     tiny_scale = replace(SCALES["small"], recipe={**SCALES["small"].recipe, "max_seq_length": 24, "epochs": 4,
                                                   "batch_size": 4, "learning_rate": 2e-3, "threads": 1},
                          english_init=str(model), train_examples=40, dev_examples=20, test_examples=20,

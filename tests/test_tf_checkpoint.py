@@ -1,4 +1,5 @@
-"""Tests of minibert.tf_checkpoint against a checkpoint written by TensorFlow itself.
+"""Tests of minibert.checkpoints.tf_checkpoint and minibert.checkpoints.sstable against a checkpoint
+written by TensorFlow itself.
 
 The fixture tests/fixtures/tiny_google/bert_model.ckpt was written by TensorFlow 2.15 (see the
 README there). Reading it is checked against variables.txt and against a decode by hand of the
@@ -21,10 +22,11 @@ from minibert.checkpoints import sstable, tf_checkpoint
 from minibert.checkpoints.tf_checkpoint import list_tf_variables, read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_google"
-PREFIX = FIXTURE / "bert_model.ckpt"
-DATA = FIXTURE / "bert_model.ckpt.data-00000-of-00001"
-INDEX = FIXTURE / "bert_model.ckpt.index"
+from helpers import TINY_GOOGLE
+
+PREFIX = TINY_GOOGLE / "bert_model.ckpt"
+DATA = TINY_GOOGLE / "bert_model.ckpt.data-00000-of-00001"
+INDEX = TINY_GOOGLE / "bert_model.ckpt.index"
 
 # Entries read by hand from `xxd bert_model.ckpt.index`: the bytes after the key are the
 # BundleEntryProto fields offset (tag 0x20), size (0x28) and crc32c (0x35, fixed32), so the
@@ -59,7 +61,7 @@ def masked_crc(data: bytes) -> int:
 
 def test_fixture_names_and_shapes_match_variables_txt(fixture_tensors):
     expected = {}
-    for line in (FIXTURE / "variables.txt").read_text().splitlines():
+    for line in (TINY_GOOGLE / "variables.txt").read_text().splitlines():
         name, shape = line.split("\t")
         expected[name] = tuple(int(d) for d in shape.strip("[]").split(","))
     assert list(fixture_tensors) == list(expected)  # same names, in sorted order
@@ -106,7 +108,7 @@ def test_returned_tensors_own_writable_memory(fixture_tensors):
 
 
 def test_prefix_can_be_the_index_file_or_the_folder(fixture_tensors, tmp_path):
-    for form in (INDEX, str(INDEX), FIXTURE, DATA):
+    for form in (INDEX, str(INDEX), TINY_GOOGLE, DATA):
         assert list_tf_variables(form) == list_tf_variables(PREFIX)
     shutil.copy(INDEX, tmp_path / "a.index")
     shutil.copy(INDEX, tmp_path / "b.index")
