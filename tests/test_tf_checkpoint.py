@@ -287,11 +287,15 @@ def test_missing_shard_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("dtype_number, label", [(2, "DT_DOUBLE"), (7, "DT_STRING")])
-def test_unsupported_dtype_names_tensor_and_number(tmp_path, monkeypatch, dtype_number, label):
-    # Write a float64 tensor as if float64 were supported, with the enum value under test.
-    monkeypatch.setitem(tf_checkpoint._TORCH_TO_TF, torch.float64, dtype_number)
-    write_tf_checkpoint(tmp_path / "ckpt", {"ok": torch.ones(2), "odd": torch.ones(2).double()})
-    monkeypatch.undo()
+def test_unsupported_dtype_names_tensor_and_number(tmp_path, dtype_number, label):
+    # An index whose entry for 'odd' says the dtype under test: the BundleEntryProto's field 1 (tag
+    # 0x08, first in the entry) rewritten from DT_FLOAT (1), and the table rebuilt around it.
+    write_tf_checkpoint(tmp_path / "ckpt", {"ok": torch.ones(2), "odd": torch.ones(2)})
+    index = tmp_path / "ckpt.index"
+    records = dict(sstable.read_table(index.read_bytes()))
+    assert records[b"odd"][:2] == b"\x08\x01"
+    records[b"odd"] = bytes([0x08, dtype_number]) + records[b"odd"][2:]
+    index.write_bytes(sstable.build_table(sorted(records.items())))
     for read in (list_tf_variables, read_tf_checkpoint):
         with pytest.raises(CheckpointError, match=rf"ckpt.index: tensor 'odd' has unsupported "
                                                   rf"dtype {dtype_number} \({label}\)"):
