@@ -79,7 +79,7 @@ def kernel_blocks(head_dim: int, dtype: torch.dtype) -> dict[str, Blocks]:
 class Tiles:
     """The launch shapes of every kernel of one call: `kernel_blocks`' table for the head size and
     dtype unless a caller gives its own (tests give tiles of 16 so that short sequences cross
-    several blocks of each kernel; a benchmark tries candidates)."""
+    several blocks of each kernel; a tile search passes its candidates)."""
 
     forward: Blocks
     keys: Blocks  # the dk/dv kernel
@@ -89,6 +89,7 @@ class Tiles:
 
     @classmethod
     def table(cls, head_dim: int, dtype: torch.dtype) -> "Tiles":
+        """The tiles the kernels run with by default: `kernel_blocks`' for the head size and dtype."""
         return cls(**kernel_blocks(head_dim, dtype))
 
     def as_ints(self) -> list[int]:
@@ -98,6 +99,7 @@ class Tiles:
 
     @classmethod
     def from_ints(cls, ints: list[int]) -> "Tiles":
+        """The inverse of `as_ints`."""
         forward, keys, queries = (Blocks(*ints[i:i + 4]) for i in (0, 4, 8))
         return cls(forward, keys, queries, ints[12], Blocks(*ints[13:17]))
 
