@@ -12,12 +12,12 @@ import pretrain
 from minibert.checkpoints.tfrecord import read_examples
 from minibert.data import pretraining_records
 from minibert.data.pretraining_instances import InstanceSettings, single_segment_instances
-from minibert.data.pretraining_records import read_records
+from minibert.data.pretraining_records import read_records, write_records
 from minibert.data.pretraining_shards import shard_output, shard_seed
 from minibert.pretraining.config import RecordOptions
 from minibert.pretraining.model_setup import load_stream
 
-from helpers import RECORDS, SAMPLE_TEXT, VOCAB, VOCAB_FILE, create_data_args, google_features, make_documents
+from helpers import RECORDS, SAMPLE_TEXT, VOCAB, VOCAB_FILE, google_features, google_instances, make_documents
 
 SHAPE = ["--max_seq_length=64", "--max_predictions_per_seq=10", "--dupe_factor=3"]
 
@@ -72,10 +72,11 @@ def test_shard_seeds_differ_for_every_seed_and_shard():
 
 
 @pytest.mark.parametrize("output", ["out.tfrecord", "records"])
-def test_chunked_writing_keeps_googles_records(tmp_path, monkeypatch, output):
+def test_chunked_writing_keeps_googles_records(tmp_path, output):
     """Records are padded and written 7 at a time (chunks of 4096 otherwise): still Google's file."""
-    monkeypatch.setattr(pretraining_records, "CHUNK", 7)
-    pretrain.main(create_data_args("sample_text_64", tmp_path / output))
+    instances, _ = google_instances("sample_text_64")
+    assert len(instances) % 7 != 0 and len(instances) > 2 * 7  # several chunks, the last one shorter
+    write_records([tmp_path / output], instances, 64, 10, {"next_sentence": True}, chunk_size=7)
     if output.endswith(".tfrecord"):
         mine = examples(tmp_path / output)
     else:
