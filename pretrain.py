@@ -19,8 +19,9 @@ segment of contiguous sentences, RoBERTa's DOC-SENTENCES) for `train --next_sent
 `train` writes to output_dir: final/ (a minibert folder with the MLM and NSP heads, which
 `train.py --init` and `checkpoints_convert.py` read), last/ (what --resume continues from),
 metrics.jsonl, pretraining_curves.png and config.json; SIGTERM finishes the step, saves last/ and
-exits with status 143. create_data writes a .tfrecord file or a records folder, replacing an earlier
-create_data output but never another folder (e.g. `.` or the corpus' folder) or an input.
+exits with status 143 (Ctrl-C: the same, status 130). create_data writes a .tfrecord file or a
+records folder, replacing an earlier create_data output but never another folder (e.g. `.` or the
+corpus' folder) or an input.
 """
 
 from minibert.cli import run_subcommands

@@ -22,9 +22,12 @@ from pathlib import Path
 
 from minibert.errors import ConfigError, MinibertError
 
-# The exit status of a run SIGTERM stopped after saving last/: 128 + 15, what a shell reports for a
-# process SIGTERM ended, so a scheduler or script sees the run is unfinished (--resume continues it).
-STOPPED_EXIT_STATUS = 128 + signal.SIGTERM
+
+def stopped_exit_status(number: int) -> int:
+    """The exit status of a run a signal stopped after saving last/: 128 + its number (143 for SIGTERM,
+    130 for SIGINT), what a shell reports for a process that signal ended, so a scheduler or script
+    sees the run is unfinished (--resume continues it)."""
+    return 128 + number
 
 
 def option(default, help: str, choices: tuple | None = None):
@@ -203,8 +206,10 @@ def run_script(main, config_class, argv: list[str] | None, description: str, pos
 
     Bad input (a MinibertError: a file:line, tensor, key or option and what is wrong) is printed as
     one line `error: ...` with exit status 2; `--debug` re-raises it with its traceback. Anything
-    else is a bug and keeps its traceback. A run that SIGTERM stopped (main returned a dict with
-    "stopped": True, after saving last/) exits with status 143, as a process SIGTERM ended.
+    else is a bug and keeps its traceback. A run that a signal stopped (main returned a dict with
+    "stopped": True and "signal", after saving last/) exits with status 128 + the signal's number, as a
+    process that signal ended (143 for SIGTERM, 130 for Ctrl-C). A Ctrl-C outside a training loop
+    (reading, tokenizing) ends the script with one line and status 130, never a traceback.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
@@ -216,8 +221,13 @@ def run_script(main, config_class, argv: list[str] | None, description: str, pos
         message = str(e).replace("\n", "\n  ")  # a list of names stays one message, indented
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        raise SystemExit(stopped_exit_status(signal.SIGINT)) from None
     if isinstance(result, dict) and result.get("stopped"):
-        raise SystemExit(STOPPED_EXIT_STATUS)
+        raise SystemExit(stopped_exit_status(result.get("signal", signal.SIGTERM)))
     return result
 
 

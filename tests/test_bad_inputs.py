@@ -257,36 +257,64 @@ def test_vocab_larger_than_the_text_gives_is_a_warning(inputs, tmp_path):
            in result.stdout
 
 
-def sigterm_when(args: list[str], ready: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """Start a run, send SIGTERM once `ready` exists (the run is past its first step), wait for it."""
+def signal_when(args: list[str], ready: Path, cwd: Path, number: int = signal.SIGTERM) -> subprocess.CompletedProcess:
+    """Start a run, send signal `number` once `ready` exists (the run is past its first step), wait for it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + TIMEOUT
     while not ready.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(number)
     out, err = process.communicate(timeout=TIMEOUT)
     return subprocess.CompletedProcess(args, process.returncode, out, err)
 
 
 @pytest.mark.slow
-def test_sigterm_saves_last_and_exits_143(inputs, tmp_path):
+@pytest.mark.parametrize("number, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_last_and_exits_128_plus_its_number(inputs, tmp_path, number, status):
+    """SIGTERM (a scheduler) and SIGINT (Ctrl-C) both finish the step, save last/ and exit 128 + the
+    signal's number, with no KeyboardInterrupt traceback."""
     ws = inputs
     train = [a.replace("{ws}", str(ws)) for a in TRAIN]
     train[train.index("--epochs") + 1] = "200"
-    result = sigterm_when([*train, "--output_dir", str(tmp_path / "ft"), "--log_every", "1"],
-                          tmp_path / "ft" / "metrics.jsonl", ROOT)
-    assert result.returncode == 143, result.stderr[-2000:]
+    result = signal_when([*train, "--output_dir", str(tmp_path / "ft"), "--log_every", "1"],
+                         tmp_path / "ft" / "metrics.jsonl", ROOT, number)
+    assert result.returncode == status, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr, result.stderr[-2000:]
     assert (tmp_path / "ft" / "last" / "trainer.pt").is_file() and not (tmp_path / "ft" / "results.json").exists()
     step = torch.load(tmp_path / "ft" / "last" / "trainer.pt", weights_only=True)["state"]["step"]
     assert f"stopped by signal at step {step}" in result.stdout + result.stderr
     pretrain = [a.replace("{ws}", str(ws)) for a in PRETRAIN]
     pretrain[pretrain.index("--num_train_steps=2")] = "--num_train_steps=100000"
-    result = sigterm_when([*pretrain, f"--output_dir={tmp_path / 'pt'}", "--log_every=1"],
-                          tmp_path / "pt" / "metrics.jsonl", ROOT)
-    assert result.returncode == 143, result.stderr[-2000:]
+    result = signal_when([*pretrain, f"--output_dir={tmp_path / 'pt'}", "--log_every=1"],
+                         tmp_path / "pt" / "metrics.jsonl", ROOT, number)
+    assert result.returncode == status, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr, result.stderr[-2000:]
     assert (tmp_path / "pt" / "last" / "trainer.pt").is_file() and not (tmp_path / "pt" / "final").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_training_is_one_line_and_status_130(inputs, tmp_path):
+    """Ctrl-C while the texts are read (no training loop yet): one line, status 130, no traceback."""
+    ws = inputs
+    big = tmp_path / "big.txt"
+    big.write_text("football match report\n" * 2_000_000)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), str(ws / "classifier"), str(big), "--output",
+                                str(tmp_path / "p.jsonl")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.time() + TIMEOUT
+    err = ""
+    while "encoder on" not in err and process.poll() is None and time.time() < deadline:
+        err += process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    out, rest = process.communicate(timeout=TIMEOUT)
+    err += rest
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    assert err.splitlines()[-1] == "interrupted (Ctrl-C)", err[-2000:]
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 @pytest.mark.slow

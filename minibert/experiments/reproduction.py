@@ -113,9 +113,9 @@ def pretrain_in_process(stages: list[tuple[str, dict]], device: str) -> None:
         function, config_class, _ = STAGES[name]
         result = function(config_class(**config))
         if name == "train" and result.get("stopped"):
-            # Pre-training finished its step and saved last/ on SIGTERM, then put the default handler
-            # back: the runner now ends as SIGTERM asks, and the same command resumes the job.
-            os.kill(os.getpid(), signal.SIGTERM)
+            # Pre-training finished its step and saved last/ on SIGTERM or SIGINT, then put the default
+            # handler back: the runner now ends as the signal asks, and the same command resumes the job.
+            os.kill(os.getpid(), result["signal"])
 
 
 def pretrain_as_subprocess(stages: list[tuple[str, dict]], device: str) -> None:

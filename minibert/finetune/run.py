@@ -52,7 +52,7 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
                 + (f"; {context.setup.world_size} processes" if context.setup.enabled else ""))
     run = train_tasks(context, cfg, model, tasks, tokenizer, encoding, data_sha256(files), hooks)
     if run.signalled:
-        return stopped(context, run)
+        return stopped(context, run, run.signalled)
     if is_single(tasks):
         results = single_task_results(context, tasks[0], run.state, run.log.records, cfg.evaluation.eval_batch_size)
     else:
@@ -61,17 +61,18 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
         for t, f in zip(tasks, files) if cfg.multitask.stage2_epochs else ():
             stage2[t.name] = run_stage2(context, cfg, t, f, tokenizer, encoding, hooks)
             if stage2[t.name].get("stopped"):
-                return stopped(context, None)
+                return stopped(context, None, stage2[t.name]["signal"])
         results = multitask_results(context.out, tasks, stage1, stage2) if context.is_main else {}
         context.barrier()
     context.close()
     return results if context.is_main else {}
 
 
-def stopped(context: RunContext, run: Fit | None) -> dict:
-    """A run SIGTERM stopped: last/ is saved; the result says so (train.py then exits 143)."""
+def stopped(context: RunContext, run: Fit | None, signal_number: int) -> dict:
+    """A run a signal stopped: last/ is saved; the result says so (train.py then exits 128 + the signal's
+    number: 143 for SIGTERM, 130 for SIGINT)."""
     context.close()
-    return {"stopped": True, "step": run.state.step if run else None}
+    return {"stopped": True, "signal": signal_number, "step": run.state.step if run else None}
 
 
 def run_inputs(cfg: FinetuneConfig) -> list[tuple[str, str]]:
@@ -130,7 +131,7 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
     alone = replace(task, name=SINGLE)  # a single-task run: the task's BertClassifier view
     run = train_tasks(stage, stage_cfg, model, [alone], tokenizer, encoding, data_sha256([files]), hooks)
     if run.signalled:
-        return {"stopped": True}
+        return {"stopped": True, "signal": run.signalled}
     results = single_task_results(stage, alone, run.state, run.log.records, cfg.evaluation.eval_batch_size)
     stage.say(f"stage 2: {task.name}: dev error {100 * results['dev_error']:.2f}%"
               + (f", test error {100 * results['test_error']:.2f}%" if "test_error" in results else ""))

@@ -8,9 +8,9 @@
 
 Padded batches throughout, as Google's model runs them. Under torchrun every process takes its slice
 of each step's W * train_batch_size records and the losses are normalised over the global batch, so
-the steps are those of one process with the global batch. SIGTERM: the step in progress finishes,
-last/ is saved and train returns {"stopped": True}; --resume then continues with bit-identical
-weights (the data position, the unlogged loss window and every RNG are in last/).
+the steps are those of one process with the global batch. SIGTERM or SIGINT: the step in progress
+finishes, last/ is saved and train returns {"stopped": True, "signal": its number}; --resume then
+continues with bit-identical weights (the data position, the unlogged loss window and every RNG are in last/).
 """
 
 import shutil
@@ -109,7 +109,7 @@ class LogWindow:
 
 def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
     """Pre-train as run_pretraining.py does; returns {"step", "records": the metrics.jsonl records},
-    or {"step", "stopped": True} after a SIGTERM."""
+    or {"step", "stopped": True, "signal"} after a SIGTERM or SIGINT."""
     check_train_config(cfg)
     context = open_pretraining(cfg)
     cfg = replace(cfg, precision=context.precision)  # "auto" -> what runs, saved
@@ -134,7 +134,7 @@ def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
     if eval_stream is not None and state.step == 0:  # where the run starts, for the curve and the comparison
         evaluate_and_log(model, eval_stream, cfg, context, log, 0)
 
-    window, stop, stopping = LogWindow(state), StopSignal(), False
+    window, stop, stopping = LogWindow(state), StopSignal(), 0
     bar = tqdm(total=cfg.num_train_steps, initial=state.step, desc="pre-training", unit="step",
                disable=not context.is_main)
     stop.install()
@@ -281,8 +281,9 @@ def keep_checkpoint(out: Path, model: BertForPreTraining, vocab_file: Path, step
 
 
 def finish(context: RunContext, model: BertForPreTraining, vocab_file: Path, log: MetricsLog, step: int,
-           stopped: bool) -> dict:
-    """final/ and the curves (rank 0), or, after a SIGTERM, only the line saying how to go on."""
+           stopped: int) -> dict:
+    """final/ and the curves (rank 0), or, after a SIGTERM or SIGINT (`stopped`: its number), only the
+    line saying how to go on."""
     out = context.out
     if stopped:
         context.say(f"stopped by signal at step {step}; continue with --resume")
@@ -293,4 +294,4 @@ def finish(context: RunContext, model: BertForPreTraining, vocab_file: Path, log
         context.say(f"fine-tune it: python train.py --init {out / 'final'}")
     context.barrier()
     context.close()
-    return {"step": step, "stopped": True} if stopped else {"step": step, "records": log.records}
+    return {"step": step, "stopped": True, "signal": stopped} if stopped else {"step": step, "records": log.records}
