@@ -29,7 +29,7 @@ from minibert.pretraining import STAGES
 
 
 def main(argv: list[str] | None = None):
-    return run_subcommands(STAGES, argv, __doc__, default="default")
+    return run_subcommands(STAGES, argv, __doc__, default="default", output_files=("output_file",))
 
 
 if __name__ == "__main__":

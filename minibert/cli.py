@@ -21,6 +21,7 @@ import typing
 from pathlib import Path
 
 from minibert.errors import ConfigError, MinibertError
+from minibert.output_paths import check_not_input, resolve
 
 
 def stopped_exit_status(number: int) -> int:
@@ -159,6 +160,12 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
 
     Fields named in `positional` are given as positional arguments instead of flags.
     """
+    return parse_config_and_preset(config_class, argv, description, positional)[0]
+
+
+def parse_config_and_preset(config_class, argv: list[str] | None, description: str,
+                            positional: tuple[str, ...]) -> tuple[object, str | None]:
+    """parse_config's config and the --preset file it read (None without one)."""
     args = vars(build_parser(config_class, description, positional).parse_args(argv))
     args.pop("debug", None)
     values = {}
@@ -171,7 +178,17 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
         if choices and field.name in values and values[field.name] not in choices:
             raise ConfigError(f"{preset}: {field.name}={values[field.name]!r} is not one of "
                               f"{', '.join(map(str, choices))}")
-    return from_flat(config_class, values, "--preset")
+    return from_flat(config_class, values, "--preset"), preset
+
+
+def check_outputs_not_preset(config, output_files: tuple[str, ...], preset: str | None) -> None:
+    """Refuse an output file option (comma-separated names included) that is the --preset file read."""
+    values = to_flat(config)
+    for name in output_files if preset else ():
+        value = values.get(name)
+        for path in (p.strip() for p in value.split(",")) if isinstance(value, str) and value != "-" else ():
+            if path:
+                check_not_input(resolve(path, f"--{name}"), f"--{name}", [("--preset", preset)])
 
 
 def load_preset(config_class, path: str | Path) -> dict:
@@ -201,8 +218,12 @@ def refuse_repeated_keys(pairs: list) -> dict:
     return dict(pairs)
 
 
-def run_script(main, config_class, argv: list[str] | None, description: str, positional: tuple[str, ...] = ()):
+def run_script(main, config_class, argv: list[str] | None, description: str, positional: tuple[str, ...] = (),
+               output_files: tuple[str, ...] = ()):
     """Parse the command line into config_class and call main(config).
+
+    `output_files` names the options that give a file the script writes: none may be the --preset
+    file (main checks them against everything else it reads).
 
     Bad input (a MinibertError: a file:line, tensor, key or option and what is wrong) is printed as
     one line `error: ...` with exit status 2; `--debug` re-raises it with its traceback. Anything
@@ -214,7 +235,9 @@ def run_script(main, config_class, argv: list[str] | None, description: str, pos
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     try:
-        result = main(parse_config(config_class, argv, description, positional))
+        config, preset = parse_config_and_preset(config_class, argv, description, positional)
+        check_outputs_not_preset(config, output_files, preset)
+        result = main(config)
     except MinibertError as e:
         if debug:
             traceback.print_exc()
@@ -231,7 +254,8 @@ def run_script(main, config_class, argv: list[str] | None, description: str, pos
     return result
 
 
-def run_subcommands(commands: dict, argv: list[str] | None, description: str, default: str):
+def run_subcommands(commands: dict, argv: list[str] | None, description: str, default: str,
+                    output_files: tuple[str, ...] = ()):
     """run_script for a script with subcommands: `commands` maps a name to (main, config class, help).
 
     The first argument names the subcommand; without one (no arguments, or a flag first) the
@@ -247,4 +271,5 @@ def run_subcommands(commands: dict, argv: list[str] | None, description: str, de
     if name not in commands:
         raise SystemExit(f"unknown subcommand {name!r}; choose one of {', '.join(commands)}")
     main, config_class, text = commands[name]
-    return run_script(main, config_class, argv[1:] if argv and argv[0] == name else argv, f"{name}: {text}")
+    return run_script(main, config_class, argv[1:] if argv and argv[0] == name else argv, f"{name}: {text}",
+                      output_files=output_files)

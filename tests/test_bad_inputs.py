@@ -135,7 +135,28 @@ ROWS = [
     Row("create_data into the current folder", [*CREATE, "--output_file=."],
         r"--output_file .*(holds files that are not create_data's records|holds --input_file)", loss=True, cwd="ws"),
     Row("create_data into the vocabulary file", [*CREATE, "--output_file={ws}/vocab.txt"],
-        r"--output_file .*vocab.txt: holds files|--output_file .*vocab.txt: is a file, not a folder", loss=True),
+        r"--output_file .*vocab.txt is also --vocab_file", loss=True),
+    Row("create_data into its input file", [*CREATE, "--output_file={ws}/corpus/text.txt"],
+        r"--output_file .*text.txt is also --input_file", loss=True),
+    Row("predict over the model's vocabulary", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--output",
+                                                "{ws}/classifier/vocab.txt"],
+        r"--output .*classifier/vocab.txt is also MODEL", loss=True),
+    Row("predict over the model's classifier.json", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--output",
+                                                     "{ws}/classifier/classifier.json"],
+        r"--output .*classifier/classifier.json is also MODEL", loss=True),
+    Row("predict over its preset", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--preset",
+                                    "{ws}/predict_preset.json", "--output", "{ws}/predict_preset.json"],
+        r"--output .*predict_preset.json is also --preset", loss=True),
+    Row("corpus over its source file", ["pretrain.py", "corpus", "--sources={ws}/corpus/text.txt",
+                                        "--output_file={ws}/corpus/text.txt"],
+        r"--output_file .*text.txt is also --sources", loss=True),
+    Row("corpus over a data set it reads", ["pretrain.py", "corpus", "--sources=bbc_news", "--data_dir={ws}/datasets",
+                                            "--output_file={ws}/datasets/bbc_news/train.jsonl"],
+        r"--output_file .*bbc_news/train.jsonl is also --sources bbc_news", loss=True),
+    Row("corpus over a data set not prepared yet", ["pretrain.py", "corpus", "--sources=sentiment",
+                                                    "--data_dir={ws}/datasets",
+                                                    "--output_file={ws}/datasets/imdb/train.jsonl"],
+        r"--output_file .*imdb/train.jsonl is also --sources imdb", loss=True),
     Row("convert over another model", ["checkpoints_convert.py", str(FIXTURES / "tiny_google"), "{ws}/classifier",
                                        "--format", "hf"],
         r"classifier: holds another model .*--overwrite true replaces it", loss=True),
@@ -198,6 +219,8 @@ ROWS = [
     # Earlier hardening.
     Row("an unknown flag", ["train.py", "--learning_rat", "1e-3"], r"unrecognized arguments: --learning_rat"),
     Row("a missing input file", ["predict.py", "{ws}/classifier", "{ws}/nowhere.jsonl"], r"nowhere.jsonl"),
+    Row("a .txt training file", [*TRAIN, "--train_file", "{ws}/corpus/text.txt", "--output_dir", "{ws}/new_run"],
+        r"text.txt: a .txt file holds one text per line and no labels; labelled data is a .jsonl"),
     Row("a bad preset key", ["train.py", "--preset", "{ws}/preset.json"],
         r"preset.json: unknown preset keys: learning_rat"),
 ]
@@ -208,6 +231,9 @@ def inputs(ws):
     pretrain.main([a.replace("{ws}", str(ws)) for a in CREATE[1:]] + [f"--output_file={ws / 'records'}"])
     (ws / "tasks.json").write_text('[{"name": "a", "train": "x.jsonl", "train": "y.jsonl", "dev": "z.jsonl"}]\n')
     (ws / "preset.json").write_text('{"learning_rat": 0.001}\n')
+    (ws / "predict_preset.json").write_text('{"batch_size": 8}\n')
+    (ws / "datasets" / "bbc_news").mkdir(parents=True)
+    shutil.copy(ws / "data" / "train.jsonl", ws / "datasets" / "bbc_news" / "train.jsonl")
     return ws
 
 

@@ -79,7 +79,8 @@ def test_txt(tmp_path):
     assert examples == [Example("first text", None, None, f"{path}:1"),
                         Example("  second, with \u2028 separator ", None, None, f"{path}:3"),
                         Example("third", None, None, f"{path}:4")]
-    assert "require_label=False" in read_error(path)
+    message = read_error(path)  # labelled data (training, dev, test) cannot be a .txt file
+    assert "a .txt file holds one text per line and no labels" in message and "require_label" not in message
 
 
 def test_jsonl_unlabelled_rows_allowed_without_require_label(tmp_path):

@@ -33,6 +33,7 @@ from pathlib import Path
 from minibert.errors import ConfigError, DataError
 from minibert.data.pretraining_shards import shard_name
 from minibert.files import atomic_write_text, commit, temp_path
+from minibert.output_paths import dataset_inputs
 
 DOMAINS = {
     "sentiment": ("imdb", "yelp_polarity", "yelp_full"),
@@ -89,6 +90,23 @@ def expand_sources(spec: str, data_dir: Path, splits: tuple[str, ...]) -> list[t
     if not out:
         raise ConfigError("--sources is required")
     return out
+
+
+def corpus_inputs(spec: str, data_dir: Path) -> list[tuple[str, Path]]:
+    """What `corpus --sources=SPEC` reads (output_paths.Inputs): the user's .jsonl/.txt files and,
+    for data set, domain and cross-domain names, those data sets under `data_dir` with the Yelp
+    partner whose test texts are dropped, including files not yet prepared. Unknown names are left
+    to expand_sources, which says what is wrong with them."""
+    names, files = [], []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        if item == CROSS_DOMAIN:
+            names += ENGLISH_DATASETS
+        elif item in DOMAINS or item in ENGLISH_DATASETS or item == "bbc_news":
+            names += DOMAINS.get(item, (item,))
+        elif Path(item).suffix in (".jsonl", ".txt"):
+            files.append(("--sources", Path(item)))
+    names += [OVERLAP_PARTNERS[name] for name in names if name in OVERLAP_PARTNERS]
+    return files + dataset_inputs("--sources", data_dir, dict.fromkeys(names))
 
 
 def iter_documents(path: Path, text_fields: tuple[str, ...] = ("text", "text_b")) -> Iterator[tuple[int, str, str]]:

