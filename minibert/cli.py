@@ -148,6 +148,9 @@ def build_parser(config_class, description: str, positional: tuple[str, ...] = (
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
         if field.name in positional:
+            # No argparse choices: an omitted positional's SUPPRESS default would be refused as a
+            # choice; parse_config_and_preset checks the value against the field's choices instead.
+            kwargs.pop("choices", None)
             parser.add_argument(field.name, nargs="?", **kwargs)
         else:
             parser.add_argument(f"--{field.name}", **kwargs)
@@ -176,8 +179,9 @@ def parse_config_and_preset(config_class, argv: list[str] | None, description: s
     for field, _ in flat_fields(config_class):  # preset values get the same checks as flags
         choices = field.metadata.get("choices")
         if choices and field.name in values and values[field.name] not in choices:
-            raise ConfigError(f"{preset}: {field.name}={values[field.name]!r} is not one of "
-                              f"{', '.join(map(str, choices))}")
+            where = f"{preset}: {field.name}" if field.name not in args else field.name.upper()
+            raise ConfigError(f"{where}={values[field.name]!r} is not one of "
+                              f"{', '.join(map(str, filter(None, choices)))}")
     return from_flat(config_class, values, "--preset"), preset
 
 

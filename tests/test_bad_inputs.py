@@ -112,6 +112,7 @@ TRAIN = ["train.py", "--init", "{ws}/model", "--train_file", "{ws}/data/train.js
 PRETRAIN = ["pretrain.py", "train", f"--init={FIXTURES / 'tiny_google'}", f"--input_file={RECORDS}",
             "--max_seq_length=64", "--max_predictions_per_seq=10", "--train_batch_size=2", "--num_train_steps=2", "--num_warmup_steps=1",
             "--device=cpu", "--threads=1", "--precision=fp32"]
+REPRODUCE = ["reproduce.py", "table4", "--data_dir", "{ws}", "--datasets", "data", "--dry_run", "true"]
 CREATE = ["pretrain.py", "create_data", "--input_file={ws}/corpus/text.txt", "--vocab_file={ws}/vocab.txt",
           "--max_seq_length=32", "--max_predictions_per_seq=5", "--dupe_factor=1"]
 
@@ -179,6 +180,15 @@ ROWS = [
         r"nowhere.jsonl"),
     Row("a new run over an earlier one", [*TRAIN, "--output_dir", "{ws}/run"],
         r"--output_dir .*run is not empty .*--overwrite_output_dir replaces it"),
+    Row("reproduce into the data set it reads", [*REPRODUCE, "--output_dir", "{ws}/data"],
+        r"--output_dir .*data is also --datasets data", loss=True),
+    Row("reproduce into a folder of notes", [*REPRODUCE, "--output_dir", "{ws}/notes"],
+        r"--output_dir notes|--output_dir .*notes: holds files that are not reproduce.py's .*ideas.txt", loss=True),
+    Row("reproduce into the current folder", [*REPRODUCE, "--output_dir", "."],
+        r"--output_dir .*(is also|holds) --data_dir", loss=True, cwd="ws"),
+    Row("reproduce --datasets escaping its folder", [*REPRODUCE[:-4], "--datasets", "../data", "--output_dir",
+                                                     "{ws}/new_run"],
+        r"--datasets \.\./data: not a data set name", loss=True),
     # Crashes that were tracebacks.
     Row("train --output_dir is a file", [*TRAIN, "--output_dir", "{ws}/a_file"],
         r"--output_dir .*a_file: is a file, not a folder"),
@@ -194,7 +204,17 @@ ROWS = [
         r"--output_dir .*loop/run: cannot be resolved"),
     Row("convert DST in a symlink loop", ["checkpoints_convert.py", str(FIXTURES / "tiny_google"), "{ws}/loop/x"],
         r"DST .*loop/x: cannot be resolved"),
+    Row("reproduce --output_dir is a file", [*REPRODUCE, "--output_dir", "{ws}/a_file"],
+        r"--output_dir .*a_file: is a file, not a folder"),
     # Silent mistakes.
+    Row("reproduce --seeds twice the same", [*REPRODUCE, "--seeds", "1,1", "--output_dir", "{ws}/new_run"],
+        r"--seeds 1,1: 1 given twice"),
+    Row("reproduce --scale small with an --init it ignores", [*REPRODUCE, "--scale", "small", "--init",
+                                                              "{ws}/nowhere", "--output_dir", "{ws}/new_run"],
+        r"--init .*nowhere: --scale small fine-tunes its own model"),
+    Row("reproduce --devices the machine lacks", [*REPRODUCE, "--devices", "cuda:99", "--output_dir", "{ws}/new_run"],
+        r"--devices cuda:99: (CUDA is not available|this machine has)"),
+    Row("reproduce without an experiment", ["reproduce.py"], r"usage: reproduce.py EXPERIMENT \[options\]"),
     Row("a key twice in --tasks_file", ["train.py", "--tasks_file", "{ws}/tasks.json", "--init", "{ws}/model",
                                         "--output_dir", "{ws}/new_run"],
         r"--tasks_file .*tasks.json: cannot read it \(key train given twice\)"),
@@ -271,6 +291,18 @@ def test_a_swap_keeps_a_users_backup_beside_the_destination(inputs):
     assert checksums(ws / "classifier.old") == backup
     shutil.rmtree(ws / "converted")
     shutil.rmtree(ws / "converted.old")
+
+
+@pytest.mark.slow
+def test_reproduce_exits_1_with_a_summary_when_runs_fail(inputs, tmp_path):
+    """Every run fails (its --init does not exist): the others still run, then one summary line and status 1."""
+    ws = inputs
+    result = run(["reproduce.py", "table4", "--data_dir", str(ws), "--datasets", "data", "--init", str(ws / "nowhere"),
+                  "--output_dir", str(tmp_path / "out"), "--devices", "cpu"])
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stdout.count("failed: ") == 8 and "nowhere" in result.stdout
+    assert result.stderr.splitlines()[-1].startswith("8 of 8 runs failed (listed above)")
 
 
 @pytest.mark.slow
