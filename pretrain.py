@@ -13,7 +13,8 @@ dataclass (minibert/pretraining/config.py); `python pretrain.py SUBCOMMAND --hel
 A corpus larger than memory: `corpus --shard_size_mb=64` writes it as shards, streaming;
 `create_data --sharded=true --num_workers=N` makes each shard's records in its own process (one
 shard in memory per worker; not Google's: nothing mixes across shards), and `train --input_file`
-takes the shards by glob. `create_data --next_sentence=false` makes masked-LM-only records (one
+takes the shards by glob. A set of shards replaces the earlier set of its name whole, and a glob
+that matches shards of two sets is refused. `create_data --next_sentence=false` makes masked-LM-only records (one
 segment of contiguous sentences, RoBERTa's DOC-SENTENCES) for `train --next_sentence=false`.
 
 `train` writes to output_dir: final/ (a minibert folder with the MLM and NSP heads, which

@@ -4,6 +4,7 @@ whose MLM/NSP heads may be missing, or new from --bert_config_file), its vocabul
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,9 +36,10 @@ def read_inputs(cfg: PretrainConfig, context: RunContext) -> tuple[BertForPreTra
         context.say(warning)
     masking = (DynamicMasking(vocab, cfg.masked_lm_prob, cfg.do_whole_word_mask, cfg.seed)
                if cfg.masking == "dynamic" else None)
-    stream = load_stream(cfg.input_file, cfg, model.config.vocab_size, masking, cfg.shuffle, "input_file", vocab_file)
+    stream = load_stream(cfg.input_file, cfg, model.config.vocab_size, masking, cfg.shuffle, "input_file", vocab_file,
+                         context.say)
     eval_stream = (load_stream(cfg.eval_input_file, cfg, model.config.vocab_size, None, False, "eval_input_file",
-                               vocab_file)
+                               vocab_file, context.say)
                    if cfg.eval_input_file else None)
     if cfg.max_seq_length > model.config.max_position_embeddings:
         raise ConfigError(f"--max_seq_length {cfg.max_seq_length} is more than the model's max_position_embeddings "
@@ -115,9 +117,12 @@ def record_paths(spec: str, flag: str) -> list[Path]:
 
 
 def load_stream(spec: str, cfg: PretrainConfig, vocab_size: int, masking: DynamicMasking | None,
-                shuffle: bool, flag: str, vocab_file: Path | None = None) -> RecordStream:
+                shuffle: bool, flag: str, vocab_file: Path | None = None,
+                say: Callable[[str], None] = lambda message: None) -> RecordStream:
     """The records of `spec` as one stream, each source checked against the flags and the vocabulary
-    (its size, and vocab_file's digest where create_data recorded the one it used)."""
+    (its size, and vocab_file's digest where create_data recorded the one it used). Records whose
+    vocabulary cannot be checked (no manifest: Google's files, or copied without it) are a warning
+    through `say`."""
     sources = [read_records(p, cfg.max_seq_length, cfg.max_predictions_per_seq) for p in record_paths(spec, flag)]
     for records in sources:
         if records.next_sentence != cfg.next_sentence:
@@ -126,6 +131,9 @@ def load_stream(spec: str, cfg: PretrainConfig, vocab_size: int, masking: Dynami
         if made_with and vocab_file is not None and made_with != sha256_file(vocab_file):
             raise ConfigError(f"{records.source}: made with another vocab.txt than {vocab_file} (its manifest's "
                               "vocab_sha256 differs): the token ids would mean other words")
+        if not made_with and vocab_file is not None:
+            say(f"warning: {records.source}: no manifest records the vocab.txt it was made with (Google's "
+                f"records, or copied without their manifest): that it is {vocab_file} cannot be checked")
         largest = int(records.arrays["input_ids"].max(initial=0))
         if largest >= vocab_size:
             raise DataError(f"{records.source}: token id {largest} is outside the model's vocabulary "
