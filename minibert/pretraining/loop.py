@@ -13,6 +13,7 @@ finishes, last/ is saved and train returns {"stopped": True, "signal": its numbe
 continues with bit-identical weights (the data position, the unlogged loss window and every RNG are in last/).
 """
 
+import glob
 import shutil
 import time
 from collections.abc import Callable
@@ -174,9 +175,11 @@ def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
 
 def open_pretraining(cfg: PretrainConfig) -> RunContext:
     """The run context, padded as Google's model runs; device and precision errors name both flags."""
-    inputs = [(f"--{name}", path.strip()) for name in ("init", "bert_config_file", "vocab_file", "input_file",
-                                                       "eval_input_file")
-              for path in getattr(cfg, name).split(",") if path.strip() != "minilm" and not any(c in path for c in "*?[")]
+    # A glob protects every path it matches (a folder holding the records' shards is not an output).
+    inputs = [(f"--{name}", match) for name in ("init", "bert_config_file", "vocab_file", "input_file",
+                                                "eval_input_file")
+              for path in getattr(cfg, name).split(",") if path.strip() and path.strip() != "minilm"
+              for match in (glob.glob(path.strip()) if any(c in path for c in "*?[") else [path.strip()])]
     check_output_dir(Path(cfg.output_dir), cfg.resume, cfg.overwrite_output_dir, inputs)  # its own errors name it
     machine = MachineOptions(device=cfg.device, precision=cfg.precision, padding="padded", threads=cfg.threads,
                              gradient_checkpointing=cfg.gradient_checkpointing)
