@@ -167,7 +167,11 @@ def data_folders(cfg: ReproduceConfig, datasets: list[str], scale, corpus_datase
 
 
 def run_in_process(config: FinetuneConfig, device: str) -> None:
-    finetune(config)
+    result = finetune(config)
+    if result.get("stopped"):
+        # The run finished its step and saved last/ on SIGTERM or SIGINT, then put the default handler
+        # back: the runner ends as the signal asks (Ctrl-C: status 130), and the same command resumes it.
+        os.kill(os.getpid(), result["signal"])
 
 
 def run_as_subprocess(config: FinetuneConfig, device: str) -> None:
