@@ -8,7 +8,8 @@ Writes one JSON object per input text to --output (default stdout): the text's s
 predicted label and the probability of every label. Long texts are encoded as the model was
 trained (head+tail truncation or hierarchical chunks, from the model's classifier.json).
 Bad input (model folder, rows, --output) ends in one line `error: ...` and exit status 2 before
-any text is encoded; --debug shows the traceback. --output may not be the input file.
+any text is encoded; --debug shows the traceback. --output may not be the input file, the model
+folder or a file in it, nor the --preset file.
 """
 
 import json
@@ -25,7 +26,7 @@ from minibert.data.examples import BAD_ROW_POLICIES, parse_examples, read_exampl
 from minibert.data.features import encode_examples
 from minibert.errors import ConfigError, DataError
 from minibert.files import atomic_write_text, remove_leftovers
-from minibert.output_paths import check_output_file
+from minibert.output_paths import check_output_file, folder_inputs
 from minibert.training.evaluation import predict_probabilities
 from minibert.training.machine import (MACHINE_RULES, MachineOptions, autocast, quantize_linear_int8,
                                        resolve_machine)
@@ -76,7 +77,7 @@ def check_output(cfg: PredictConfig) -> None:
         return
     if cfg.output.endswith(("/", "\\")):
         raise ConfigError(f"--output {cfg.output}: is a folder; give a file name, e.g. {Path(cfg.output) / 'predictions.jsonl'}")
-    inputs = [("INPUT", cfg.input if cfg.input != "-" else ""), ("MODEL", cfg.model)]
+    inputs = [("INPUT", cfg.input if cfg.input != "-" else "")] + folder_inputs("MODEL", cfg.model)
     path = check_output_file(cfg.output, "--output", inputs)
     remove_leftovers(path.parent, path.name)
 
@@ -118,4 +119,4 @@ def main(cfg: PredictConfig) -> list[dict]:
 
 
 if __name__ == "__main__":
-    run_script(main, PredictConfig, None, __doc__, positional=("model", "input"))
+    run_script(main, PredictConfig, None, __doc__, positional=("model", "input"), output_files=("output",))

@@ -132,7 +132,8 @@ def _check_format(path: Path, suffix: str, on_bad_row: str, require_label: bool)
         raise DataError(f"{path}: unknown extension {suffix!r} "
                         f"(expected one of {', '.join(_READERS)})")
     if suffix == ".txt" and require_label:
-        raise DataError(f"{path}: a .txt file has no labels; read it with require_label=False")
+        raise DataError(f"{path}: a .txt file holds one text per line and no labels; labelled data is a .jsonl, "
+                        ".csv or .tsv file with a label for every text")
 
 
 def _check_on_bad_row(on_bad_row: str) -> None:

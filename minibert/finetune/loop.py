@@ -5,8 +5,8 @@ micro-batches of one task each. A single-task run is a mixture of one task; mult
 Around the loop: the dev set is scored at every epoch end (and every eval_every steps), the best
 model by dev error (the mean over tasks) is kept in best/, last/ is written at epoch ends (and
 every checkpoint_every steps) with every rank's RNG state, so --resume continues bit-identically.
-SIGTERM: the step in progress finishes, last/ is saved and the Training is marked `signalled`
-(every rank stops after the same step; RunContext.end_step).
+SIGTERM or SIGINT: the step in progress finishes, last/ is saved and the Training's `signalled`
+holds the signal's number (every rank stops after the same step; RunContext.end_step).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class Training:
     train_eval: dict = field(default_factory=dict)  # task -> the fixed training subset scored with dev
     window: LossWindow = field(default_factory=LossWindow)
     speed: Throughput = field(default_factory=Throughput)
-    signalled: bool = False  # stopped by SIGTERM: last/ holds the step it stopped after
+    signalled: int = 0  # the signal (SIGTERM, SIGINT) that stopped the run: last/ holds the step it stopped after
 
 
 def prepare_training(context: RunContext, cfg: FinetuneConfig, model: TaskClassifier, tasks: list[Task], tokenizer,

@@ -54,7 +54,7 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
                 + (f"; {context.setup.world_size} processes" if context.setup.enabled else ""))
     training = train_tasks(context, cfg, model, tasks, tokenizer, encoding, data_sha256(files), hooks)
     if training.signalled:
-        return stopped(context, training)
+        return stopped(context, training, training.signalled)
     if not multitask:
         results = single_task_results(context, tasks[0], training.state, training.log.records,
                                       cfg.evaluation.eval_batch_size)
@@ -77,16 +77,17 @@ def multitask_stages(context: RunContext, cfg: FinetuneConfig, training: Trainin
     for t, f in zip(training.tasks, files) if cfg.multitask.stage2_epochs else ():
         stage2[t.name] = run_stage2(context, cfg, t, f, tokenizer, encoding, hooks)
         if stage2[t.name].get("stopped"):
-            return stopped(context, None)
+            return stopped(context, None, stage2[t.name]["signal"])
     results = multitask_results(context.out, training.tasks, stage1, stage2) if context.is_main else {}
     context.barrier()
     return results
 
 
-def stopped(context: RunContext, training: Training | None) -> dict:
-    """A run SIGTERM stopped: last/ is saved; the result says so (train.py then exits 143)."""
+def stopped(context: RunContext, training: Training | None, signal_number: int) -> dict:
+    """A run a signal stopped: last/ is saved; the result says so (train.py then exits 128 + the signal's
+    number: 143 for SIGTERM, 130 for SIGINT)."""
     context.close()
-    return {"stopped": True, "step": training.state.step if training else None}
+    return {"stopped": True, "signal": signal_number, "step": training.state.step if training else None}
 
 
 def run_inputs(cfg: FinetuneConfig) -> list[tuple[str, str]]:
@@ -149,7 +150,7 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
         hooks.stage2_start(task.name, model)
     training = train_tasks(stage, stage_cfg, model, [task], tokenizer, encoding, data_sha256([files]), hooks)
     if training.signalled:
-        return {"stopped": True}
+        return {"stopped": True, "signal": training.signalled}
     results = single_task_results(stage, task, training.state, training.log.records, cfg.evaluation.eval_batch_size)
     stage.say(f"stage 2: {task.name}: dev error {100 * results['dev_error']:.2f}%"
               + (f", test error {100 * results['test_error']:.2f}%" if "test_error" in results else ""))

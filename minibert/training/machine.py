@@ -26,20 +26,20 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)  # what the scripts' --precision accep
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+def resolve_device(name: str, flag: str = "--device") -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device. Errors name `flag`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device {name}: not a device (cpu, cuda, cuda:N or auto)") from None
+        raise ConfigError(f"{flag} {name}: not a device (cpu, cuda, cuda:N or auto)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        raise ConfigError(f"{flag} {name}: CUDA is not available on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
+        raise ConfigError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name}: minibert runs on cpu or cuda")
+        raise ConfigError(f"{flag} {name}: minibert runs on cpu or cuda")
     return device
 
 
