@@ -5,7 +5,9 @@
     python predict.py runs/multi/best news.jsonl --task ag_news   # one task of a multi-task model
 
 Writes one JSON object per input text to --output (default stdout): the text's source line, the
-predicted label and the probability of every label. Long texts are encoded as the model was
+predicted label and the probability of every label. A multi-label model writes "labels": every label
+whose probability reaches its threshold (possibly none; the model's, stored by train.py, or
+--threshold), and every label's probability. Long texts are encoded as the model was
 trained (head+tail truncation or hierarchical chunks, from the model's classifier.json).
 Bad input (model folder, rows, --output) ends in one line `error: ...` and exit status 2 before
 any text is encoded; --debug shows the traceback. --output may not be the input file.
@@ -50,6 +52,8 @@ class PredictConfig:
                            choices=("none", "int8"))
     on_bad_row: str = option("error", "empty or malformed rows stop the run, or are skipped and reported",
                              choices=BAD_ROW_POLICIES)
+    threshold: float = option(0.0, "multi-label model: predict the labels whose probability reaches this, instead "
+                              "of the thresholds stored with the model (0 = those)")
 
 
 def read_input(cfg: PredictConfig):
@@ -76,12 +80,27 @@ def check_output(cfg: PredictConfig) -> None:
     remove_leftovers(path.parent, path.name)
 
 
+def decide(saved, threshold: float, source: str, p: torch.Tensor) -> dict:
+    """One text's record: the argmax label, or a multi-label model's labels at their thresholds."""
+    head = saved.model.head_config
+    record = {"source": source}
+    if head.multi_label:
+        thresholds = torch.tensor(threshold or head.decision_thresholds, dtype=p.dtype)
+        record["labels"] = [name for name, yes in zip(saved.labels, (p >= thresholds).tolist()) if yes]
+    else:
+        record["label"] = saved.labels[int(torch.argmax(p))]
+    record["probabilities"] = {name: round(float(q), 6) for name, q in zip(saved.labels, p)}
+    return record
+
+
 def main(cfg: PredictConfig) -> list[dict]:
     if not cfg.model:
         raise SystemExit("usage: predict.py MODEL_FOLDER [INPUT] [--output FILE]")
     check_output(cfg)
     if cfg.threads < 0:
         raise ConfigError(f"--threads {cfg.threads}: must be at least 0 (0 = torch's default)")
+    if not 0 <= cfg.threshold < 1:
+        raise ConfigError(f"--threshold {cfg.threshold}: must be in (0, 1), or 0 for the model's thresholds")
     if cfg.quantize == "int8" and cfg.device not in ("cpu", "auto"):
         raise ConfigError(f"--quantize int8 runs on the CPU only: --device {cfg.device}; use --device cpu")
     device = resolve_device("cpu" if cfg.quantize == "int8" else cfg.device)  # auto: the CPU for int8
@@ -90,6 +109,8 @@ def main(cfg: PredictConfig) -> list[dict]:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     saved = load_classifier(cfg.model, cfg.task)
+    if cfg.threshold and not saved.model.head_config.multi_label:
+        raise ConfigError(f"--threshold applies to a multi-label model; {cfg.model} is single-label (the argmax decides)")
     for message in saved.warnings:
         print(f"warning: {message}", file=sys.stderr)
     model = saved.model.to(device)
@@ -106,10 +127,7 @@ def main(cfg: PredictConfig) -> list[dict]:
         probabilities = predict_probabilities(model, docs, cfg.batch_size, device,
                                               autocast(device, precision), saved.encoding.hierarchical, bar,
                                               pad_id=saved.tokenizer.pad_id)
-    records = []
-    for example, p in zip(examples, probabilities):
-        records.append({"source": example.source, "label": saved.labels[int(torch.argmax(p))],
-                        "probabilities": {name: round(float(q), 6) for name, q in zip(saved.labels, p)}})
+    records = [decide(saved, cfg.threshold, example.source, p) for example, p in zip(examples, probabilities)]
     lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     if cfg.output == "-":
         sys.stdout.write(lines)
