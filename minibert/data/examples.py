@@ -78,6 +78,7 @@ def read_examples(path: str | os.PathLike, *, text_field: str = "text",
     """
     path = Path(path)
     _check_format(path, path.suffix, on_bad_row, require_label)
+    _check_multi_label(multi_label, label_separator)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
