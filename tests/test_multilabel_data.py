@@ -99,6 +99,10 @@ def test_csv_tsv_label_separator(tmp_path):
     single = write(tmp_path, "s.csv", "text,label\na,x\nb,\n")
     assert read_error(single, multi_label="auto", label_separator="|") == \
         f"{single}:3: missing or empty label field 'label'"
+    unlabelled = write(tmp_path, "u.csv", "text\nfoo\n")
+    for mode in (False, "auto", True):
+        assert read_examples(unlabelled, require_label=False, multi_label=mode, label_separator="o")[0] == \
+            [Example("foo", None, None, f"{unlabelled}:2")]
 
 
 def test_csv_bad_separated_cells(tmp_path):

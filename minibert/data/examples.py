@@ -279,7 +279,7 @@ def _make_example(record: Mapping[str, object], where: str, fields: _Fields) -> 
         return f"{where}: label must be a string or an integer, got {kind} {label!r}"
     if fields.multi_label is not False:
         return Example(text, text_b, None if label is None else str(label), where)  # checked by _settle_label
-    if fields.cells and fields.label_separator and fields.label_separator in str(label):
+    if fields.cells and fields.label_separator and label is not None and fields.label_separator in label:
         return (f"{where}: label {label!r} holds the label separator {fields.label_separator!r}, but the task is "
                 "single-label (multi_label false)")
     label = str(label) if label is not None and str(label).strip() else None
