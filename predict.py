@@ -110,7 +110,8 @@ def main(cfg: PredictConfig) -> list[dict]:
         torch.set_num_threads(cfg.threads)
     saved = load_classifier(cfg.model, cfg.task)
     if cfg.threshold and not saved.model.head_config.multi_label:
-        raise ConfigError(f"--threshold applies to a multi-label model; {cfg.model} is single-label (the argmax decides)")
+        raise ConfigError(f"--threshold applies to a multi-label model; {cfg.model} is single-label "
+                          "(the argmax decides)")
     for message in saved.warnings:
         print(f"warning: {message}", file=sys.stderr)
     model = saved.model.to(device)

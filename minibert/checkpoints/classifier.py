@@ -78,7 +78,8 @@ def save_multitask_classifier(folder: str | Path, model: TaskClassifier, labels:
                               extra_files: dict[str, str] | None = None) -> None:
     """A multi-task model with every head; labels: task -> its label names. Written like save_classifier."""
     description = {
-        "tasks": {task: {"labels": labels[task], "head": head_description(head)} for task, head in model.head_configs.items()},
+        "tasks": {task: {"labels": labels[task], "head": head_description(head)}
+                  for task, head in model.head_configs.items()},
         "encoding": asdict(encoding),
         "tokenizer": {"do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name},
     }

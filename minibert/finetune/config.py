@@ -16,6 +16,7 @@ from minibert.errors import ConfigError
 from minibert.model.heads import CHUNK_POOLINGS, COMBINE, HEADS
 from minibert.text.long_text import TRUNCATIONS
 from minibert.text.tokenization import VARIANTS
+from minibert.training.metrics_log import TENSORBOARD_HINT, require_tensorboard
 from minibert.training.optimization import CLIPPING, OPTIMIZERS
 from minibert.training.problems import DEFAULT_THRESHOLD, METRICS, problem
 from minibert.training.run_context import MachineOptions
@@ -159,6 +160,8 @@ class RunOptions:
     resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
     overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
     allow_data_change: bool = option(False, "--resume even if the train or dev file changed since the run began")
+    tensorboard: bool = option(False, "also write metrics.jsonl's scalars as TensorBoard events in output_dir/"
+                               f"tensorboard ({TENSORBOARD_HINT})")
 
 
 @dataclass(frozen=True)
@@ -226,10 +229,11 @@ class FinetuneConfig:
 # The multi-task second stage's options may change too: stage 2 starts from stage 1's best model.
 RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_every", "compile",
                      "overwrite_output_dir", "allow_data_change", "padding", "gradient_checkpointing", "stage2_epochs",
-                     "stage2_lr_factor", "stage2_head"}
+                     "stage2_lr_factor", "stage2_head", "tensorboard"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
 RUN_OUTPUTS = ("best", "best.old", ".best.*.old", "last", "last.old", ".last.*.old", "metrics.jsonl", "results.json", "config.json",
-               "learning_curves.png", "multitask_results.json", "stage2", "dev_predictions*.jsonl")
+               "learning_curves.png", "multitask_results.json", "stage2", "dev_predictions*.jsonl",
+               "tensorboard")
 
 # Options that only mean something in one mode: (the options' group, the mode's test, how to ask for it).
 MODE_OPTIONS = (
@@ -283,6 +287,8 @@ def check_options(cfg: FinetuneConfig) -> None:
         if not ok(values[name]):
             raise ConfigError(f"--{name} {values[name]}: must be {requirement}")
     check_modes(cfg)
+    if cfg.run.tensorboard:
+        require_tensorboard()  # a one-line error naming the package, before anything is written
     if cfg.multilabel.thresholds == "dev" and not cfg.multitask.enabled and not cfg.data.dev_file:
         raise ConfigError("--thresholds dev chooses each label's threshold on the dev split: give --dev_file")
     if cfg.multitask.tasks and cfg.multitask.tasks_file:

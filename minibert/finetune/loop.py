@@ -133,8 +133,8 @@ def prepare_training(context: RunContext, cfg: FinetuneConfig, model: TaskClassi
         check_resumable(context.out, state.config, fresh.config, RESUMABLE_CHANGES,
                         state.data_sha256 == fresh.data_sha256, data_names(tasks), cfg.run.allow_data_change)
     context.start_output_dir(RUN_OUTPUTS, cfg.run.resume, cfg.flat())
-    log = MetricsLog(context.out / "metrics.jsonl" if context.is_main else None,
-                     state.step if cfg.run.resume else None)
+    log = MetricsLog(context.out / "metrics.jsonl" if context.is_main else None, state.step if cfg.run.resume else None,
+                     context.out / "tensorboard" if cfg.run.tensorboard else None)
     # Figure 2 plots the training error too: a fixed stratified subset, the same at every evaluation.
     count = cfg.evaluation.train_eval_count
     train_eval = {t.name: few_shot_subset(t.train_docs, count=min(count, len(t.train_docs)), seed=cfg.run.seed,

@@ -102,7 +102,8 @@ def summary(per_task: dict) -> dict:
     """Each task's dev and test scores, and the means over tasks (error; macro-F1 where a task is
     multi-label, over the tasks that all have it)."""
     kinds = {task: "dev_hamming_loss" in scores for task, scores in per_task.items()}
-    table = {task: {k: scores[k] for k in SUMMARY_KEYS[kinds[task]] if k in scores} for task, scores in per_task.items()}
+    table = {task: {k: scores[k] for k in SUMMARY_KEYS[kinds[task]] if k in scores}
+             for task, scores in per_task.items()}
     averaged = ("dev_error", "test_error") + (("dev_macro_f1", "test_macro_f1") if any(kinds.values()) else ())
     means = {f"mean_{k}": statistics.mean(scores[k] for scores in per_task.values())
              for k in averaged if per_task and all(k in scores for scores in per_task.values())}
