@@ -58,8 +58,9 @@ class PredictConfig:
 
 def read_input(cfg: PredictConfig):
     if cfg.input != "-":
+        # Labels are not read, but a multi-label file's lists are no bad rows (multi_label "auto").
         return read_examples(cfg.input, text_field=cfg.text_field, text_b_field=cfg.text_b_field,
-                             require_label=False, on_bad_row=cfg.on_bad_row)
+                             require_label=False, on_bad_row=cfg.on_bad_row, multi_label="auto")
     # stdin goes through the same reader (and its checks) as a .txt file; messages say "stdin:LINE".
     data = sys.stdin.buffer.read()
     if not data.strip():

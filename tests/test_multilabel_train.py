@@ -15,7 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 import predict
+from minibert.cli import load_preset
+from minibert.data.multitask import TaskFiles
 from minibert.finetune import FinetuneConfig, finetune
+from minibert.finetune.config import DataOptions
+from minibert.finetune.tasks import read_task
 from minibert.training.problems import MULTI_LABEL_SCORES, multilabel_report
 from test_train import FILLER, TOPICS, make_tiny_model, run_interrupted, write_split
 
@@ -193,3 +197,23 @@ def test_a_multi_task_run_mixing_single_and_multi_label_tasks(tiny_model, ml_dat
     records = predict.main(predict.PredictConfig(model=str(out / "best"), task="tags",
                                                  input=str(ml_data / "test.jsonl"), output=str(tmp_path / "p.jsonl")))
     assert all("labels" in r and "label" not in r for r in records)
+
+
+def test_the_goemotions_preset_is_the_reference_recipe():
+    values = load_preset(FinetuneConfig, ROOT / "presets" / "goemotions.json")
+    cfg = FinetuneConfig.of(**values)
+    assert (cfg.text.max_seq_length, cfg.optim.batch_size, cfg.optim.learning_rate, cfg.optim.epochs,
+            cfg.optim.warmup_proportion, cfg.multilabel.threshold, cfg.data.multi_label) == \
+        (50, 16, 5e-5, 4, 0.1, 0.3, "true")
+    deviations = json.loads((ROOT / "presets" / "goemotions.json").read_text())["_deviations"]
+    assert all(key in values for name in deviations for key in name.split(", "))
+
+
+def test_a_csv_label_separator_makes_label_lists(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\nfootball goal,sport|tech\nbank shares,business\nthe a of,\n")
+    (tmp_path / "dev.csv").write_text("text,label\nphone chip,tech\n")
+    files = TaskFiles("task", str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"), "")
+    said = []
+    train, labels, dev, _ = read_task(files, DataOptions(label_separator="|"), 1, said.append)
+    assert list(labels.names) == ["business", "sport", "tech"] and train.labels == [[1, 2], [0], []] and dev.labels == [[2]]
+    assert "multi-label (3 labels)" in said[0]
