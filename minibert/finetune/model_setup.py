@@ -4,7 +4,7 @@ learning rates, the schedule, loss scaling)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from minibert.checkpoints.classifier import load_classifier
@@ -109,11 +109,13 @@ def stage2_classifier(folder, task: Task, head: str, seed: int) -> TaskClassifie
     The global generator is left as it was, so the run's dropout stream does not depend on the choice."""
     saved = load_stage1_classifier(folder, task)
     module = saved.head
+    # A multi-label head's thresholds chosen on dev after stage 1 are chosen again after stage 2.
+    head_config = replace(saved.head_config, thresholds=None)
     if head == "fresh":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            module = new_head(saved.config, saved.head_config)
-    return TaskClassifier.from_parts(saved.config, {task.name: saved.head_config}, saved.bert, {task.name: module})
+            module = new_head(saved.config, head_config)
+    return TaskClassifier.from_parts(saved.config, {task.name: head_config}, saved.bert, {task.name: module})
 
 
 @dataclass

@@ -138,8 +138,8 @@ def multi_label_lines(results: dict) -> list[str]:
 
 
 def task_summary(row: dict) -> str:
-    """One task's line of a multi-task run's summary."""
-    if "dev_macro_f1" in row:
+    """One task's line of a multi-task run's summary (a multi-label task's has no error)."""
+    if "dev_error" not in row:
         return ", ".join(f"{split} macro-F1 {row[f'{split}_macro_f1']:.4f}, micro-F1 {row[f'{split}_micro_f1']:.4f}"
                          for split in ("dev", "test") if f"{split}_macro_f1" in row)
     return ", ".join(f"{split} error {100 * row[f'{split}_error']:.2f}%" for split in ("dev", "test")
