@@ -86,8 +86,9 @@ def decide(saved, threshold: float, source: str, p: torch.Tensor) -> dict:
     head = saved.model.head_config
     record = {"source": source}
     if head.multi_label:
-        thresholds = torch.tensor(threshold or head.decision_thresholds, dtype=p.dtype)
-        record["labels"] = [name for name, yes in zip(saved.labels, (p >= thresholds).tolist()) if yes]
+        # Compared in float64, as train.py's scores compare them (multilabel_metrics.predict_labels).
+        thresholds = torch.tensor(threshold or head.decision_thresholds, dtype=torch.float64)
+        record["labels"] = [name for name, yes in zip(saved.labels, (p.double() >= thresholds).tolist()) if yes]
     else:
         record["label"] = saved.labels[int(torch.argmax(p))]
     record["probabilities"] = {name: round(float(q), 6) for name, q in zip(saved.labels, p)}

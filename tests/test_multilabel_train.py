@@ -20,7 +20,8 @@ from minibert.data.multitask import TaskFiles
 from minibert.finetune import FinetuneConfig, finetune
 from minibert.finetune.config import DataOptions
 from minibert.finetune.tasks import read_task
-from minibert.training.problems import MULTI_LABEL_SCORES, multilabel_report
+from minibert.training.multilabel_metrics import multilabel_report
+from minibert.training.problems import MULTI_LABEL_SCORES
 from test_train import FILLER, TOPICS, make_tiny_model, run_interrupted, write_split
 
 ROOT = Path(__file__).parent.parent
@@ -88,7 +89,7 @@ def test_train_and_predict_a_multi_label_task(tiny_model, ml_data, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["thresholds"] == "dev" and results["selection_metric"] == "macro_f1"
     test_gold = [json.loads(line)["label"] for line in (ml_data / "test.jsonl").read_text().splitlines()]
-    every_label = multilabel_report(as_matrix(test_gold, LABELS), np.ones((40, 3), dtype=bool), LABELS)
+    every_label = multilabel_report(as_matrix(test_gold, LABELS), np.ones((40, 3)), 0.5, LABELS)
     assert results["test_macro_f1"] > every_label["macro_f1"] + 0.1  # better than predicting every label
     assert set(results["dev_per_label"]) == set(LABELS) and results["test_count"] == 40
     # --thresholds dev: dev is scored at the thresholds chosen on it, which are stored in best/.
@@ -101,8 +102,8 @@ def test_train_and_predict_a_multi_label_task(tiny_model, ml_data, tmp_path):
     rows = read_jsonl(out / "dev_predictions.jsonl")
     dev_gold = [json.loads(line)["label"] for line in (ml_data / "dev.jsonl").read_text().splitlines()]
     assert [sorted(r["gold"]) for r in rows] == [sorted(g) for g in dev_gold]
-    recomputed = multilabel_report(as_matrix(dev_gold, LABELS), as_matrix([r["predicted"] for r in rows], LABELS),
-                                   LABELS)
+    recomputed = multilabel_report(as_matrix(dev_gold, LABELS),
+                                   as_matrix([r["predicted"] for r in rows], LABELS).astype(float), 0.5, LABELS)
     assert all(recomputed[k] == pytest.approx(results[f"dev_{k}"], abs=1e-12) for k in MULTI_LABEL_SCORES)
     dev_records = [r for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "dev"]
     assert dev_records and all(set(MULTI_LABEL_SCORES) <= set(r) for r in dev_records)
@@ -125,8 +126,8 @@ def test_train_and_predict_a_multi_label_task(tiny_model, ml_data, tmp_path):
         # Every label whose probability reaches its threshold (rounding to 6 digits aside).
         assert all((name in p["labels"]) == (q >= thresholds[name]) for name, q in p["probabilities"].items()
                    if abs(q - thresholds[name]) > 1e-5)
-    recomputed = multilabel_report(as_matrix(test_gold, LABELS), as_matrix([p["labels"] for p in predictions], LABELS),
-                                   LABELS)
+    recomputed = multilabel_report(as_matrix(test_gold, LABELS),
+                                   as_matrix([p["labels"] for p in predictions], LABELS).astype(float), 0.5, LABELS)
     assert recomputed["macro_f1"] == pytest.approx(results["test_macro_f1"], abs=1e-12)
     # --threshold overrides the stored thresholds for one prediction run.
     records = predict.main(predict.PredictConfig(model=str(out / "best"), input=str(ml_data / "test.jsonl"),
@@ -215,5 +216,6 @@ def test_a_csv_label_separator_makes_label_lists(tmp_path):
     files = TaskFiles("task", str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"), "")
     said = []
     train, labels, dev, _ = read_task(files, DataOptions(label_separator="|"), 1, said.append)
-    assert list(labels.names) == ["business", "sport", "tech"] and train.labels == [[1, 2], [0], []] and dev.labels == [[2]]
+    assert list(labels.names) == ["business", "sport", "tech"]
+    assert train.labels == [[1, 2], [0], []] and dev.labels == [[2]]
     assert "multi-label (3 labels)" in said[0]

@@ -8,15 +8,14 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
-
 from minibert.checkpoints.classifier import load_classifier, store_thresholds
 from minibert.data.features import encode_examples
 from minibert.finetune.selection import Scoring, evaluate, predict
 from minibert.finetune.tasks import Task
 from minibert.files import atomic_write_text
 from minibert.training.plots import plot_learning_curves
-from minibert.training.problems import MULTI_LABEL_SCORES, best_thresholds, multi_hot_matrix, multilabel_report
+from minibert.training.multilabel_metrics import choose_thresholds, label_names_per_text, multilabel_report
+from minibert.training.problems import MULTI_LABEL_SCORES
 from minibert.training.run_context import RunContext
 
 
@@ -32,7 +31,7 @@ def score_best(context: RunContext, task: Task, eval_batch_size: int, multitask:
             for name, split in {"dev": task.dev, "test": task.test}.items() if split is not None}
     scores = {}
     if task.multi_label:
-        scores = choose_thresholds(context, saved.model, task, docs["dev"], scoring, multitask, thresholds)
+        scores = tune_thresholds(context, saved.model, task, docs["dev"], scoring, multitask, thresholds)
         saved = load_classifier(context.out / "best", task.name if multitask else "")  # with its thresholds
         saved.model.to(context.device)
         context.set_execution(saved.model.bert)
@@ -43,27 +42,25 @@ def score_best(context: RunContext, task: Task, eval_batch_size: int, multitask:
     return scores
 
 
-def choose_thresholds(context: RunContext, model, task: Task, docs, scoring: Scoring, multitask: bool,
-                      thresholds: str) -> dict:
+def tune_thresholds(context: RunContext, model, task: Task, docs, scoring: Scoring, multitask: bool,
+                    thresholds: str) -> dict:
     """A multi-label task's per-label thresholds that maximise each label's dev F1 (stored in best/
     with --thresholds dev), the dev macro/micro-F1 at the global threshold and at those, and every
     dev text's gold and predicted labels in output_dir/dev_predictions[.TASK].jsonl."""
     head = model.head_config
-    probabilities = predict(context, model, docs, scoring, f"dev {task.name}" if multitask else "dev")
-    gold = multi_hot_matrix([doc.label for doc in docs], len(task.labels))
-    chosen = best_thresholds(gold, probabilities.numpy(), head.threshold)
-    at_global = multilabel_report(gold, probabilities.numpy() >= head.threshold, task.labels)
-    at_chosen = multilabel_report(gold, probabilities.numpy() >= np.asarray(chosen, dtype=np.float32), task.labels)
-    decisions = chosen if thresholds == "dev" else head.threshold
+    probabilities = predict(context, model, docs, scoring, f"dev {task.name}" if multitask else "dev").numpy()
+    gold = [doc.label for doc in docs]
+    chosen = choose_thresholds(probabilities, gold, head.threshold).tolist()
+    at_global = multilabel_report(gold, probabilities, head.threshold, task.labels)
+    at_chosen = multilabel_report(gold, probabilities, chosen, task.labels)
     if context.is_main:
         if thresholds == "dev":
             store_thresholds(context.out / "best", task.name if multitask else None, chosen)
-        predicted = probabilities.numpy() >= np.asarray(decisions, dtype=np.float32)
-        rows = [{"source": example.source, "gold": [task.labels[i] for i in doc.label],
-                 "predicted": [name for name, yes in zip(task.labels, row) if yes]}
-                for example, doc, row in zip(task.dev.examples, docs, predicted)]
+        rows = label_names_per_text(gold, probabilities, chosen if thresholds == "dev" else head.threshold,
+                                    task.labels)
         name = f"dev_predictions.{task.name}.jsonl" if multitask else "dev_predictions.jsonl"
-        atomic_write_text(context.out / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(context.out / name, "".join(json.dumps({"source": example.source, **row}, ensure_ascii=False)
+                                                      + "\n" for example, row in zip(task.dev.examples, rows)))
     context.barrier()  # best/ holds the thresholds before any rank reads it again
     return {"threshold": head.threshold, "thresholds": thresholds,
             "dev_chosen_thresholds": dict(zip(task.labels, chosen)),
