@@ -42,10 +42,10 @@ def test_selection_by_a_score_that_grows_and_by_mixed_kinds():
 
 @pytest.mark.parametrize("thresholds, hamming_loss, subset_accuracy", [
     (0.5, 2 / 6, 2 / 3),  # predicted [x, y], [y], []: the second text wrong at both labels
-    ([0.2, 0.9], 0.0, 1.0),  # predicted [x, y], [x], []: a probability equal to its threshold is predicted
+    ([0.25, 0.75], 0.0, 1.0),  # predicted [x, y], [x], []: a probability equal to its threshold is predicted
 ])
 def test_decisions_reach_the_threshold(thresholds, hamming_loss, subset_accuracy):
-    probabilities = torch.tensor([[0.5, 0.9], [0.2, 0.89], [0.1, 0.1]])
+    probabilities = torch.tensor([[0.5, 0.75], [0.25, 0.625], [0.125, 0.125]])  # exact in float32
     report = problem(True).report([(0, 1), (0,), ()], probabilities, ["x", "y"], thresholds)
     assert report["hamming_loss"] == pytest.approx(hamming_loss)
     assert report["subset_accuracy"] == pytest.approx(subset_accuracy)
