@@ -53,8 +53,10 @@ class HeadConfig:
             raise ValueError(f"layers must be one of {LAYER_SETS} or a layer number, got {self.layers!r}")
         if self.pooler and self.layer_combine == "concat" and self.layers in ("first4", "last4", "all"):
             raise ValueError("the pooler takes H features: use layer_combine mean or max, or pooler=False")
-        if not all(0 < t < 1 for t in [self.threshold, *(self.thresholds or [])]):
-            raise ValueError(f"thresholds must be in (0, 1), got {self.threshold} and {self.thresholds}")
+        # Thresholds chosen on dev may reach 0 (every text) for a label whose probabilities all underflow.
+        if not 0 < self.threshold < 1 or not all(0 <= t <= 1 for t in self.thresholds or []):
+            raise ValueError(f"threshold must be in (0, 1) and thresholds in [0, 1], got {self.threshold} and "
+                             f"{self.thresholds}")
         if self.thresholds is not None and len(self.thresholds) != self.num_labels:
             raise ValueError(f"{len(self.thresholds)} thresholds for {self.num_labels} labels")
 
