@@ -68,7 +68,22 @@ def ws(tmp_path_factory) -> Path:
     (ws / "classifier.old" / "notes.txt").write_text("backup\n")
     (ws / "loop").symlink_to(ws / "loop")
     hf_folders(ws, model)
+    multi_label_files(ws / "ml")
     return ws
+
+
+def multi_label_files(folder: Path) -> None:
+    """Multi-label splits: a good train and dev, a dev naming a label training never has (line 3),
+    and a training file listing a label twice (line 2)."""
+    folder.mkdir()
+    rows = [(["sport"], "football goal"), (["business", "tech"], "bank software"), ([], "the a of"),
+            (["tech"], "computer chip"), (["business"], "shares market"), (["sport", "tech"], "goal phone")]
+    write = lambda name, rows: (folder / name).write_text(
+        "".join(json.dumps({"text": text, "label": labels}) + "\n" for labels, text in rows))
+    write("train.jsonl", rows)
+    write("dev.jsonl", rows[:3])
+    write("dev_unseen.jsonl", [*rows[:2], (["politics"], "vote")])
+    write("twice.jsonl", [rows[0], (["tech", "tech"], "chip"), *rows[2:]])
 
 
 def hf_folders(ws: Path, model: Path) -> None:
@@ -106,6 +121,8 @@ def run(args: list[str], cwd: Path = ROOT, timeout: float = TIMEOUT) -> subproce
 TRAIN = ["train.py", "--init", "{ws}/model", "--train_file", "{ws}/data/train.jsonl", "--dev_file",
          "{ws}/data/dev.jsonl", "--test_file", "{ws}/data/test.jsonl", "--max_seq_length", "24", "--head_tokens", "6",
          "--epochs", "1", "--batch_size", "8", "--device", "cpu", "--threads", "1", "--precision", "fp32"]
+ML_TRAIN = [*TRAIN, "--train_file", "{ws}/ml/train.jsonl", "--dev_file", "{ws}/ml/dev.jsonl", "--test_file", "",
+            "--output_dir", "{ws}/new_run"]
 PRETRAIN = ["pretrain.py", "train", f"--init={FIXTURES / 'tiny_google'}", f"--input_file={RECORDS}",
             "--max_seq_length=64", "--max_predictions_per_seq=10", "--train_batch_size=2", "--num_train_steps=2", "--num_warmup_steps=1",
             "--device=cpu", "--threads=1", "--precision=fp32"]
@@ -237,6 +254,26 @@ ROWS = [
     Row("predict --task on a single-task model", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--task",
                                                   "ag_news"],
         r"classifier.json: a single-task classifier, there is no task 'ag_news' to choose"),
+    # Multi-label tasks.
+    Row("a label list with --multi_label false", [*ML_TRAIN, "--multi_label", "false"],
+        r"ml/train.jsonl:1: label must be a string or an integer, got list"),
+    Row("a threshold outside (0, 1)", [*ML_TRAIN, "--threshold", "1.5"], r"--threshold 1.5: must be in \(0, 1\)"),
+    Row("--thresholds dev without a dev split", [*ML_TRAIN, "--dev_file", "", "--thresholds", "dev"],
+        r"--thresholds dev chooses each label's threshold on the dev split: give --dev_file"),
+    Row("a label listed twice in one row", [*ML_TRAIN, "--train_file", "{ws}/ml/twice.jsonl"],
+        r"ml/twice.jsonl:2: label 'tech' is listed twice"),
+    Row("a dev label training never has", [*ML_TRAIN, "--dev_file", "{ws}/ml/dev_unseen.jsonl"],
+        r"ml/dev_unseen.jsonl:3: label 'politics' not seen in training"),
+    Row("class weights for a multi-label task", [*ML_TRAIN, "--class_weighted_loss", "true"],
+        r"--class_weighted_loss applies to single-label tasks \(a multi-label task weighs its labels with --pos_weight"),
+    Row("a threshold for a single-label task", [*TRAIN, "--threshold", "0.3", "--output_dir", "{ws}/new_run"],
+        r"--threshold applies to multi-label tasks, and this run has none"),
+    Row("a multi-label metric for a single-label task", [*TRAIN, "--selection_metric", "hamming_loss",
+                                                         "--output_dir", "{ws}/new_run"],
+        r"--selection_metric hamming_loss: the single_label task task is scored by error, accuracy, macro_f1"),
+    Row("predict --threshold with a single-label model", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl",
+                                                          "--threshold", "0.3"],
+        r"--threshold applies to a multi-label model; .*classifier is single-label"),
     # Earlier hardening.
     Row("an unknown flag", ["train.py", "--learning_rat", "1e-3"], r"unrecognized arguments: --learning_rat"),
     Row("a missing input file", ["predict.py", "{ws}/classifier", "{ws}/nowhere.jsonl"], r"nowhere.jsonl"),
