@@ -94,9 +94,10 @@ def matrix_peaks(config: BertConfig, precisions: list[str], repeats: int) -> dic
     after printing each product's rate."""
     shapes = mm_shapes(config, 16 * 128)
     print(f"{'torch.mm':<34}" + "".join(f"{p + ' GFLOP/s':>16}" for p in precisions))
-    rates = {name: {p: mm_rate(*shape, PRECISIONS[p], repeats) for p in precisions} for name, shape in shapes.items()}
-    for name, by_precision in rates.items():
-        print(f"{name:<34}" + "".join(f"{by_precision[p] / 1e9:>16.1f}" for p in precisions))
+    rates = {}
+    for name, shape in shapes.items():
+        rates[name] = {p: mm_rate(*shape, PRECISIONS[p], repeats) for p in precisions}
+        print(f"{name:<34}" + "".join(f"{rates[name][p] / 1e9:>16.1f}" for p in precisions), flush=True)
     big, *step = shapes
     # The step's products as one workload in a layer's proportions: 4 H x H projections, the two FFN
     # products and two FFN-sized weight gradients; the rate is their total FLOPs / their total time.
@@ -159,7 +160,7 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     precisions, repeats = args.precisions.split(","), 1 if args.smoke else args.repeats
     print(f"{cpu_description()}; torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
-    peaks = matrix_peaks(SMOKE if args.smoke else MINILM, precisions, 3 if args.smoke else 10)
+    peaks = matrix_peaks(SMOKE if args.smoke else MINILM, precisions, 3 if args.smoke else 5)
     with tempfile.TemporaryDirectory() as folder:
         engines, config = load_engines(args.smoke, Path(folder))
     optimizers = {name: build_optimizer("adamw", [{"params": list(m.parameters()), "lr": 2e-5, "weight_decay": 0.01}])

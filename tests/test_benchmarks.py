@@ -65,3 +65,12 @@ def test_benchmark_smoke_run(name, tmp_path):
         pytest.skip(lines[-1].removeprefix("skipped: "))
     assert lines, f"{name} --smoke printed nothing"
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("option, value", [("--precisions", "fp32,fp16"), ("--rows", "train,pretrain")])
+def test_cpu_mfu_names_an_unknown_value_in_one_line(option, value, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "cpu_mfu.py"), option, value], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and result.stdout == ""
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("cpu_mfu.py: error: ") and option in error and value.split(",")[1] in error
