@@ -29,6 +29,7 @@ emulated and the bf16 rows say nothing about a bf16 machine.
 """
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -159,7 +160,8 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     precisions, repeats = args.precisions.split(","), 1 if args.smoke else args.repeats
-    print(f"{cpu_description()}; torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
+    print(f"{cpu_description()}; torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, load average "
+          f"{os.getloadavg()[0]:.1f} at the start")
     peaks = matrix_peaks(SMOKE if args.smoke else MINILM, precisions, 3 if args.smoke else 5)
     with tempfile.TemporaryDirectory() as folder:
         engines, config = load_engines(args.smoke, Path(folder))
