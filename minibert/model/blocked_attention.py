@@ -35,10 +35,9 @@ def _probabilities(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) 
 class BlockedAttention(torch.autograd.Function):
     """softmax(q k^T / sqrt(D) + bias) with dropout on the probabilities, in blocks of rows.
 
-    Equals `reference_attention` with the given keep mask. Saves q, k, v, bias, the mask (bool) and
-    the output; the probabilities are recomputed block by block in backward, as FlashAttention does
-    (Dao et al. 2022), so no B x N x Tq x Tk float tensor outlives a block, except where all of
-    them fit in one block (at most BLOCK_BYTES): then they are saved and not recomputed.
+    Equals `reference_attention` with the given keep mask. Saves only q, k, v, bias, the mask (bool)
+    and the output: the probabilities are recomputed block by block in backward, as FlashAttention
+    does (Dao et al. 2022), so no B x N x Tq x Tk float tensor outlives a block.
     """
 
     @staticmethod
@@ -54,20 +53,13 @@ class BlockedAttention(torch.autograd.Function):
         if keep is not None:
             keep = keep.reshape(B * N, Tq, Tk).view(torch.uint8)  # uint8 -> float converts ~6x faster than bool
         out = torch.empty_like(q)
-        blocks = _row_blocks(B * N, Tq * Tk, q.element_size())
-        saved = None  # the probabilities, kept for backward when they fit in one block
-        for rows in blocks:
+        for rows in _row_blocks(B * N, Tq * Tk, q.element_size()):
             probs = _probabilities(q[rows], k[rows], None if bias is None else bias[rows])
-            if len(blocks) == 1:
-                # At most BLOCK_BYTES of probabilities (e.g. 16 x 128 tokens in fp32): keeping them
-                # costs less than recomputing q k^T and the softmax in backward (same numbers).
-                saved = probs
-                probs = probs if keep is None else probs * keep.to(probs.dtype)
-            elif keep is not None:
+            if keep is not None:
                 probs.mul_(keep[rows].to(probs.dtype))  # in place: backward recomputes the dropped ones
             torch.bmm(probs, v[rows], out=out[rows])
         out.mul_(1 / (1 - dropout_p))  # inverted dropout: kept probabilities are scaled by 1/(1-p)
-        ctx.save_for_backward(q, k, v, bias, keep, out, saved)
+        ctx.save_for_backward(q, k, v, bias, keep, out)
         ctx.dropout_p = dropout_p
         return out.view(B, N, Tq, D)
 
@@ -78,7 +70,7 @@ class BlockedAttention(torch.autograd.Function):
         #   delta_i = sum_j A_ij dA_ij = dout_i . out_i   (FlashAttention's identity, so P need not be kept).
         # Computed as dS = (1/(1-p)) * (Pk * dA - P * delta * (1-p)) with Pk = P * keep; the scalar factors
         # are applied once to the (BN, T, D) results.
-        q, k, v, bias, keep, out, saved = ctx.saved_tensors
+        q, k, v, bias, keep, out = ctx.saved_tensors
         B, N, Tq, D = grad_out.shape
         Tk = k.shape[1]
         keep_scale = 1 / (1 - ctx.dropout_p)
@@ -86,10 +78,7 @@ class BlockedAttention(torch.autograd.Function):
         delta = (grad_out * out).sum(-1, keepdim=True).mul_(1 - ctx.dropout_p)  # (BN, Tq, 1)
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         for rows in _row_blocks(B * N, Tq * Tk, q.element_size()):
-            if saved is None:
-                probs = _probabilities(q[rows], k[rows], None if bias is None else bias[rows])
-            else:
-                probs = saved
+            probs = _probabilities(q[rows], k[rows], None if bias is None else bias[rows])
             kept = probs if keep is None else keep[rows].to(probs.dtype).mul_(probs)
             torch.bmm(kept.transpose(1, 2), grad_out[rows], out=grad_v[rows])
             grad_scores = torch.bmm(grad_out[rows], v[rows].transpose(1, 2))  # dA, (R, Tq, Tk)
