@@ -27,7 +27,6 @@ import statistics
 import sys
 
 import torch
-import torch.nn.functional as F
 from torch.nn.attention import SDPBackend
 
 from bench_common import HEAD_DIM, HEADS, TOKENS, Batch, errors, exact_results, packed, sdpa_packed, skip
