@@ -15,6 +15,7 @@ the largest single-process resident set size. Instance counts come from the reco
 
     python benchmarks/create_data_scale.py                              # 1024 MB, dupe_factor 1
     python benchmarks/create_data_scale.py --size_mb 64 --dupe_factor 5 --workers 1,2
+    python benchmarks/create_data_scale.py --smoke    # 0.2 MB in 2 shards, both modes (a minute)
 """
 
 import argparse
@@ -146,7 +147,11 @@ def main() -> None:
     parser.add_argument("--dupe_factor", type=int, default=1, help="Google's default is 10; 1 keeps big runs short")
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--work_dir", default="runs/create_data_scale")
+    parser.add_argument("--smoke", action="store_true", help="a 0.2 MB corpus in 2 shards, one worker: checks that "
+                        "the script runs, measures nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.size_mb, args.shard_mb, args.workers = 0.2, 0.1, "1"
 
     from minibert.resources import minilm_folder  # noqa: E402 (only the vocabulary file is needed)
     vocab = minilm_folder() / "vocab.txt"

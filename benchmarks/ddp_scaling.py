@@ -2,8 +2,9 @@
 
     python benchmarks/ddp_scaling.py --processes 2 --threads 1        # CPU: gloo, N x 1 thread vs 1 x N threads
     python benchmarks/ddp_scaling.py --processes 4 --device cuda       # GPUs: NCCL, 4 GPUs vs 1
+    python benchmarks/ddp_scaling.py --smoke     # 2 processes, 16 examples at 32 tokens: checks that it runs
 
-Both runs fine-tune the embedded MiniLM on a stratified subset of BBC News for one epoch with the
+Both runs fine-tune the embedded MiniLM on a stratified subset of BBC News (split afresh) for one epoch with the
 same global batch (one process: batch N*b; torchrun: N processes of b) and report training
 examples per second from their metrics.jsonl, and the ratio. On a CPU both settings share the same
 cores, so the ratio shows the overhead of the gradient all-reduce rather than a speed-up.
@@ -17,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from minibert.data import corpora
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,10 +37,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch_size", type=int, default=8, help="per process")
     parser.add_argument("--train_count", type=int, default=320)
+    parser.add_argument("--smoke", action="store_true", help="2 processes of 1 thread, batches of 2, 16 examples "
+                        "at 32 tokens: checks that the script runs (a minute), measures nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.processes, args.threads, args.batch_size, args.train_count = 2, 1, 2, 16
     common = ["--train_count", str(args.train_count), "--epochs", "1", "--log_every", "2", "--device", args.device,
-              "--test_file", "", "--precision", "fp32", "--padding", "padded"]
+              "--test_file", "", "--precision", "fp32", "--padding", "padded",
+              *(["--max_seq_length", "32"] if args.smoke else [])]
     with tempfile.TemporaryDirectory() as tmp:
+        corpora.prepare_bbc_news(Path(tmp) / "bbc_news")  # the embedded corpus, split as train.py's default
+        common += ["--train_file", f"{tmp}/bbc_news/train.jsonl", "--dev_file", f"{tmp}/bbc_news/dev.jsonl"]
         one = Path(tmp) / "one"
         subprocess.run([sys.executable, "train.py", *common, "--output_dir", str(one),
                         "--batch_size", str(args.batch_size * args.processes),

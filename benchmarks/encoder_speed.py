@@ -24,120 +24,46 @@ Peak RSS is the process's high-water mark during the call (reset before it throu
 
     python benchmarks/encoder_speed.py            # all rows, about 10 minutes on 2 cores
     python benchmarks/encoder_speed.py --quick    # the goal rows, fewer repeats (a few minutes)
+    python benchmarks/encoder_speed.py --smoke    # a tiny random model through the --quick rows (seconds)
 """
 
 import argparse
-import contextlib
 import random
 import resource
-import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from minibert.checkpoints.formats import load_pretrained
-from minibert.model.bert import BertModel, init_weights
-from minibert.model.heads import BertClassifier, ClsHead, HeadConfig
+from bench_common import SMOKE, SMOKE_HELP, hf_classifier, infer, interleaved, make_batch, minibert_classifier, \
+    train_step, write_models
+
 from minibert.resources import minilm_folder
 from minibert.training.optimization import build_optimizer
 
-NUM_LABELS = 5
 VAR_SEQUENCES, VAR_BATCH, VAR_LENGTHS = 64, 8, (20, 512)
 
 
-def minibert_classifier(folder, padding: str) -> BertClassifier:
-    """The library's default classifier (ClsHead: pooled [CLS] -> dropout 0.1 -> Linear(H, 5), as
-    Google's run_classifier.py) over the loaded encoder, with the library's default execution (the
-    last layer at [CLS] only, BertModel.last_layer) and the given padding."""
-    bert = load_pretrained(folder, BertModel)
-    bert.padding = padding
-    config = HeadConfig(num_labels=NUM_LABELS)
-    head = ClsHead(bert.config, config)
-    head.apply(lambda module: init_weights(module, bert.config.initializer_range))
-    return BertClassifier.from_parts(bert.config, config, bert, head)
-
-
-class HFClassifier(nn.Module):
-    """Adapter giving BertForSequenceClassification the same call signature."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, token_type_ids, attention_mask):
-        return self.model(input_ids=input_ids, token_type_ids=token_type_ids,
-                          attention_mask=attention_mask).logits
-
-
-def load_engines(folder) -> dict[str, nn.Module]:
-    import transformers
-
-    transformers.logging.set_verbosity_error()  # the untrained classifier head is expected
-    transformers.utils.logging.disable_progress_bar()
-    engines = {"minibert": minibert_classifier(folder, "padded"), "mb-unpad": minibert_classifier(folder, "unpadded")}
+def load_engines(minibert_folder, hf_folder) -> dict[str, torch.nn.Module]:
+    engines = {"minibert": minibert_classifier(minibert_folder, "padded"),
+               "mb-unpad": minibert_classifier(minibert_folder, "unpadded")}
     for implementation in ("sdpa", "eager"):
-        hf = transformers.BertForSequenceClassification.from_pretrained(
-            str(folder), num_labels=NUM_LABELS, attn_implementation=implementation)
-        engines[f"hf-{implementation}"] = HFClassifier(hf)
+        engines[f"hf-{implementation}"] = hf_classifier(hf_folder, implementation)
     return engines
 
 
-def make_batch(lengths: list[int], vocab_size: int, generator: torch.Generator) -> tuple:
-    """Random token ids, padded to the longest length with mask 0 (as a collate function does)."""
-    B, T = len(lengths), max(lengths)
-    ids = torch.randint(1000, vocab_size, (B, T), generator=generator)
-    mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).long()  # (B, T)
-    ids = ids * mask
-    ids[:, 0] = 101  # [CLS]
-    return ids, torch.zeros_like(ids), mask
-
-
-def peak_rss_reset() -> None:
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM (Linux >= 4.0)
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def autocast_context(dtype: str, device_type: str = "cpu"):
-    if dtype == "bf16":
-        return torch.autocast(device_type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def train_step(model, optimizer, batches, dtype):
-    """fwd + bwd + optimizer step per batch, on the batches' device (gpu_mfu.py runs it on CUDA too)."""
-    model.train()
-    device = batches[0][0].device
-    labels = torch.arange(batches[0][0].shape[0], device=device) % NUM_LABELS
-    for ids, types, mask in batches:
-        optimizer.zero_grad(set_to_none=True)
-        with autocast_context(dtype, device.type):
-            logits = model(ids, types, mask)
-        loss = F.cross_entropy(logits.float(), labels)
-        loss.backward()
-        optimizer.step()
-
-
-def infer(model, optimizer, batches, dtype):
-    model.eval()
-    with torch.no_grad(), autocast_context(dtype, batches[0][0].device.type):
-        for ids, types, mask in batches:
-            model(ids, types, mask)
-
-
-def rows(quick: bool, vocab_size: int):
-    """(name, work function, batches, sequences per call, repeats, dtypes) for every row."""
+def rows(quick: bool, vocab_size: int, smoke: bool = False):
+    """(name, work function, batches, sequences per call, repeats, dtypes) for every row; --smoke: the
+    --quick rows on 2 sequences of 32 tokens and 8 texts of 20..64, one repeat."""
     g = torch.Generator().manual_seed(0)
+    if smoke:
+        texts = random.Random(0).choices(range(20, 65), k=8)
+        var = lambda ls: [make_batch(ls[i:i + 4], vocab_size, g) for i in range(0, len(ls), 4)]
+        return [("train 2x32", train_step, [make_batch([32] * 2, vocab_size, g)], 2, 1, ("fp32", "bf16")),
+                ("train var", train_step, [make_batch([20, 32], vocab_size, g)], 2, 1, ("fp32", "bf16")),
+                ("var unsorted", infer, var(texts), 8, 1, ("fp32", "bf16")),
+                ("var sorted", infer, var(sorted(texts)), 8, 1, ("fp32", "bf16"))]
     fixed = lambda B, T: [make_batch([T] * B, vocab_size, g)]
     lengths = random.Random(0).choices(range(VAR_LENGTHS[0], VAR_LENGTHS[1] + 1), k=VAR_SEQUENCES)
     chunks = lambda ls: [make_batch(ls[i:i + VAR_BATCH], vocab_size, g) for i in range(0, len(ls), VAR_BATCH)]
@@ -159,19 +85,10 @@ def rows(quick: bool, vocab_size: int):
 
 
 def measure(engines, optimizers, work, batches, dtype, repeats) -> dict[str, tuple[float, float]]:
-    """Median seconds per call and peak RSS (MB) for each engine, calls interleaved."""
-    times = {name: [] for name in engines}
-    rss = dict.fromkeys(engines, 0.0)
-    for name, model in engines.items():  # warm-up: oneDNN primitive caches, allocator, autocast caches
-        work(model, optimizers[name], batches, dtype)
-    for _ in range(repeats):
-        for name, model in engines.items():
-            peak_rss_reset()
-            start = time.perf_counter()
-            work(model, optimizers[name], batches, dtype)
-            times[name].append(time.perf_counter() - start)
-            rss[name] = max(rss[name], peak_rss_mb())
-    return {name: (statistics.median(times[name]), rss[name]) for name in engines}
+    """Median seconds per call and peak RSS (MB) for each engine, calls interleaved after one warm-up
+    call each (oneDNN primitive caches, allocator, autocast caches)."""
+    calls = {name: (lambda name=name: work(engines[name], optimizers[name], batches, dtype)) for name in engines}
+    return interleaved(calls, repeats)
 
 
 def main():
@@ -179,11 +96,14 @@ def main():
     parser.add_argument("--quick", action="store_true", help="the goal rows only (train 16x128, train var, "
                         "var unsorted and sorted), 3 repeats")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (the --quick rows, shorter)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    engines = load_engines(minilm_folder())
+    with tempfile.TemporaryDirectory() as folder:
+        folders = write_models(Path(folder), SMOKE) if args.smoke else (minilm_folder(), minilm_folder())
+        engines = load_engines(*folders)
     # The optimizer steps of the training rows change the weights; speed does not depend on them.
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=2e-5, fused=True) for name, m in engines.items()}
     for name in ("minibert", "mb-unpad"):  # minibert's own default (also torch's fused AdamW)
@@ -196,7 +116,7 @@ def main():
     header = f"{'row':<14}{'dtype':<6}" + "".join(f"{n:>10}" for n in names) + f"{'ratio':>8}{'unpad':>8}  peak RSS"
     print(header)
     start = time.perf_counter()
-    for row, work, batches, sequences, repeats, dtypes in rows(args.quick, vocab_size):
+    for row, work, batches, sequences, repeats, dtypes in rows(args.quick, vocab_size, args.smoke):
         for dtype in dtypes:
             result = measure(engines, optimizers, work, batches, dtype, repeats)
             speed = {n: sequences / result[n][0] for n in names}

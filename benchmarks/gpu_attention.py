@@ -22,68 +22,18 @@ of it compiling the kernels.
 """
 
 import argparse
-import contextlib
 import math
 import statistics
 import sys
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import SDPBackend
 
-from minibert.model.kernels import triton_available, varlen_attention_reference
+from bench_common import HEAD_DIM, HEADS, TOKENS, Batch, errors, exact_results, packed, sdpa_packed, skip
 
-HEADS, HEAD_DIM = 12, 64  # BERT-base
-TOKENS = 32768  # packed tokens per benchmark batch (64 x 512)
+from minibert.model.kernels import triton_available
+
 FLASH = SDPBackend.FLASH_ATTENTION
-
-
-def packed(lengths, heads, head_dim, dtype, seed=0):
-    """q, k, v (T, N, D) leaves on the GPU, cu_seqlens int32 (B + 1,), max_seqlen."""
-    g = torch.Generator().manual_seed(seed)
-    shape = (sum(lengths), heads, head_dim)
-    q, k, v = (torch.randn(shape, generator=g).cuda().to(dtype).requires_grad_() for _ in range(3))
-    cu_seqlens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
-    return q, k, v, cu_seqlens, max(lengths)
-
-
-def padding_index(cu_seqlens, L):
-    """Rows of the (B * L) padded batch that hold the packed tokens, and the (B, L) real-token mask."""
-    bounds = cu_seqlens.tolist()
-    rows = torch.cat([torch.arange(b * L, b * L + e - s) for b, (s, e) in enumerate(zip(bounds, bounds[1:]))]).cuda()
-    lengths = torch.tensor([e - s for s, e in zip(bounds, bounds[1:])], device="cuda")
-    return rows, torch.arange(L, device="cuda")[None, :] < lengths[:, None]
-
-
-def to_padded(x, rows, B, L):
-    """(T, N, D) -> (B, N, L, D), zeros in the padding (differentiable)."""
-    padded = x.new_zeros(B * L, *x.shape[1:]).index_copy(0, rows, x)
-    return padded.view(B, L, *x.shape[1:]).transpose(1, 2)
-
-
-def sdpa_packed(q, k, v, cu_seqlens, L, dropout_p=0.0, masked=True, backend=None):
-    """SDPA on the padded batch, returned packed (T, N, D); without `masked` padded keys take part."""
-    rows, real = padding_index(cu_seqlens, L)
-    B = cu_seqlens.numel() - 1
-    qp, kp, vp = (to_padded(t, rows, B, L) for t in (q, k, v))
-    mask = real[:, None, None, :] if masked else None
-    with sdpa_kernel(backend) if backend is not None else contextlib.nullcontext():
-        out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, dropout_p=dropout_p)
-    return out.transpose(1, 2).reshape(B * L, *q.shape[1:])[rows]
-
-
-def exact_results(q, k, v, cu_seqlens, L, dropout_p=0.0, keep=None):
-    """float64 out and (out, dq, dk, dv) for a fixed random dout, from the written-out formula."""
-    exact = [t.detach().double().requires_grad_() for t in (q, k, v)]
-    out = varlen_attention_reference(*exact, cu_seqlens, L, dropout_p, keep)
-    grad_out = torch.randn(out.shape, dtype=torch.float64, device="cuda")
-    return grad_out, [out.detach(), *torch.autograd.grad(out, exact, grad_out)]
-
-
-def errors(out, inputs, grad_out, expected):
-    """Max abs error of out, dq, dk, dv against the float64 results."""
-    found = [out, *torch.autograd.grad(out, inputs, grad_out.to(out.dtype))]
-    return [(a.double() - b).abs().max().item() for a, b in zip(found, expected)]
 
 
 def check_against_sdpa(varlen_attention, dtype, head_dim, lengths) -> bool:
@@ -109,30 +59,6 @@ def check_dropout(varlen_attention) -> bool:
     print(f"check dropout fp32 D=64     {'ok  ' if ok else 'FAIL'} keep rate {kept:.4f}  "
           + "  ".join(f"{name} {e:.2e}" for name, e in zip(("out", "dq", "dk", "dv"), found)))
     return ok
-
-
-class Batch:
-    """One benchmark batch twice: packed (T, N, D) for the varlen kernels and padded (B, N, L, D)
-    for SDPA, each with its own leaves and dout, so that no engine is timed padding or unpadding."""
-
-    def __init__(self, lengths, head_dim=HEAD_DIM, dtype=torch.bfloat16):
-        self.q, self.k, self.v, self.cu, self.L = packed(lengths, HEADS, head_dim, dtype)
-        self.grad_out = torch.randn_like(self.q)
-        rows, real = padding_index(self.cu, self.L)
-        padded = [to_padded(t.detach(), rows, len(lengths), self.L) for t in (self.q, self.k, self.v, self.grad_out)]
-        self.qp, self.kp, self.vp = (t.contiguous().requires_grad_() for t in padded[:3])
-        self.grad_out_padded = padded[3].contiguous()
-        self.mask = real[:, None, None, :]  # (B, 1, 1, L) real keys
-
-    def packed_step(self, attend):
-        out = attend(self.q, self.k, self.v, self.cu, self.L)
-        torch.autograd.grad(out, (self.q, self.k, self.v), self.grad_out)
-
-    def padded_step(self, backend, dropout_p=0.0, masked=False):
-        with sdpa_kernel(backend):
-            out = F.scaled_dot_product_attention(self.qp, self.kp, self.vp, attn_mask=self.mask if masked else None,
-                                                 dropout_p=dropout_p)
-        torch.autograd.grad(out, (self.qp, self.kp, self.vp), self.grad_out_padded)
 
 
 def engines(varlen_attention):
@@ -198,8 +124,12 @@ def benchmark(varlen_attention, repeats: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20, help="interleaved timed calls per engine and batch")
+    parser.add_argument("--smoke", action="store_true", help="the checks and one timed call per engine; "
+                        "without CUDA and Triton it says so and exits 0 (there is no CPU path to try)")
     args = parser.parse_args()
     if not torch.cuda.is_available() or not triton_available():
+        if args.smoke:
+            return skip("gpu_attention.py", "needs a CUDA device and Triton (the kernel has no CPU path)")
         print("gpu_attention.py needs a CUDA device and Triton (pip install -e '.[gpu]')")
         return 1
     from minibert.model.kernels.varlen_attention import varlen_attention
@@ -217,7 +147,7 @@ def main() -> int:
         check_against_sdpa(varlen_attention, torch.bfloat16, 128, mixed[:6]),
         check_dropout(varlen_attention),
     ])
-    benchmark(varlen_attention, args.repeats)
+    benchmark(varlen_attention, 1 if args.smoke else args.repeats)
     return 0 if ok else 1
 
 

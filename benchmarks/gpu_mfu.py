@@ -1,7 +1,7 @@
 """Model FLOPs utilisation (MFU) of BERT-base fine-tuning, pre-training and inference, against
 Hugging Face transformers, with and without activation checkpointing.
 
-Needs a CUDA device and transformers (`pip install -e ".[bench,gpu]"`); `--device cpu --tiny` runs
+Needs a CUDA device and transformers (`pip install -e ".[bench,gpu]"`); `--smoke` runs
 every row on a tiny model in seconds (a smoke test, not a measurement). The engines, as in
 gpu_speed.py, hold the same randomly initialised weights: minibert padded ("minibert"), minibert
 unpadded ("mb-unpad": the Triton varlen kernel on CUDA, the default there), and transformers with
@@ -15,7 +15,7 @@ Rows (each training row also with "+ckpt": minibert's BertModel.checkpointing = 
   pretrain BxT     MLM (20 masked positions per sequence) + NSP, fwd + bwd, clipping, optimizer step
   infer var        eval mode, no_grad: texts of 20..512 tokens in batches, in their given order
 
-What is counted (`forward_flops`; model FLOPs: the same count for every engine, whatever it
+What is counted (bench_common.forward_flops, shared with cpu_mfu.py; model FLOPs: the same count for every engine, whatever it
 computes): 2 FLOPs per multiply-add of the matrix products of the model on the real tokens only:
 per layer and token the Q, K, V and attention-output projections (4 H^2) and the feed-forward
 network (2 H I); per layer and sequence of T tokens the attention scores QK^T and the weighted sum
@@ -29,31 +29,24 @@ T^2 x H per sequence; inference = forward = 1/3 of that.
 MFU = counted FLOPs / (median seconds per call x the device's dense bf16 peak).
 
     python benchmarks/gpu_mfu.py                   # BERT-base on CUDA, a few minutes on an H100/H200
-    python benchmarks/gpu_mfu.py --device cpu --tiny --threads 1   # the smoke run, under a minute
+    python benchmarks/gpu_mfu.py --smoke --threads 1   # the smoke run (on the CPU without a GPU), under a minute
 """
 
 import argparse
 import random
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from encoder_speed import HFClassifier, NUM_LABELS, infer, make_batch, minibert_classifier, peak_rss_mb, \
-    peak_rss_reset, train_step
-from gpu_speed import BERT_BASE, write_models
-from pretrain_speed import hf_step, minibert_step
+
+from bench_common import BERT_BASE, MASKED_POSITIONS, NUM_LABELS, SMOKE, SMOKE_HELP, TRAINING, Clock, HFClassifier, \
+    forward_flops, hf_classifier, hf_pretrain_step, infer, interleaved, make_batch, minibert_classifier, \
+    minibert_pretrain_step, pretraining_batch, quiet_transformers, train_step, write_models
 
 from minibert.checkpoints.formats import load_checkpoint, load_state, state_of
 from minibert.model.config import BertConfig
 from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.training.optimization import build_optimizer
-
-TINY = BertConfig(vocab_size=1500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=128, max_position_embeddings=512)
-MASKED_POSITIONS = 20  # pre-training predictions per sequence (Google's max_predictions_per_seq at 128)
-TRAINING = 3  # forward + backward = 3 x forward: backward computes two products per forward product
 
 # Dense bf16 tensor-core peaks in TFLOP/s (no sparsity), from the vendors' data sheets; the first
 # substring found in torch.cuda.get_device_name() wins, so the more specific names come first.
@@ -62,18 +55,6 @@ PEAK_BF16_TFLOPS = (
     ("B200", 2250), ("A100", 312), ("A800", 312), ("A10G", 70), ("A10", 125), ("L40S", 362), ("L40", 181),
     ("L4", 121), ("RTX 4090", 165), ("A6000", 155),
 )
-
-
-def forward_flops(config: BertConfig, lengths: list[int], num_labels: int = 0, masked_positions: int = 0) -> int:
-    """FLOPs of one forward pass over sequences of the given real lengths, as the module docstring
-    counts them: the encoder's matrix products, the pooler, and either a classifier of num_labels
-    (fine-tuning, inference) or NSP plus the MLM head at masked_positions per sequence (pre-training)."""
-    H, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
-    per_token = 4 * H * H + 2 * H * I  # multiply-adds of one layer per token: Q, K, V, output; FFN in, out
-    attention = lambda T: 2 * T * T * H  # per layer: scores (T x D by D x T) and values (T x T by T x D), all heads
-    encoder = L * sum(per_token * T + attention(T) for T in lengths)
-    head = H * H + (H * num_labels if num_labels else H * 2 + masked_positions * (H * H + H * V))
-    return 2 * (encoder + len(lengths) * head)
 
 
 def peak_tflops(device: torch.device, override: float) -> float | None:
@@ -86,16 +67,6 @@ def peak_tflops(device: torch.device, override: float) -> float | None:
     return next((peak for key, peak in PEAK_BF16_TFLOPS if key in name), None)
 
 
-def pretraining_batch(lengths: list[int], vocab_size: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random records in Google's feature names, MASKED_POSITIONS distinct positions per sequence."""
-    ids, types, mask = make_batch(lengths, vocab_size, g)
-    positions = torch.stack([torch.randperm(T - 1, generator=g)[:MASKED_POSITIONS] + 1 for T in lengths])
-    return {"input_ids": ids, "segment_ids": types, "input_mask": mask, "masked_lm_positions": positions,
-            "masked_lm_ids": torch.randint(1000, vocab_size, positions.shape, generator=g),
-            "masked_lm_weights": torch.ones(positions.shape), "next_sentence_labels": torch.randint(2, (len(lengths),),
-                                                                                                generator=g)}
-
-
 def pretrain_step(engine, optimizer, batches, dtype):
     engine.model.train()
     for batch in batches:
@@ -103,7 +74,7 @@ def pretrain_step(engine, optimizer, batches, dtype):
 
 
 class PretrainEngine:
-    """A BertForPreTraining and pretrain_speed.py's step for it (minibert's or transformers')."""
+    """A BertForPreTraining and the pre-training step for it (minibert's or transformers')."""
 
     def __init__(self, model, step):
         self.model, self.step = model, step
@@ -114,23 +85,18 @@ class PretrainEngine:
 
 def load_engines(minibert_folder: Path, hf_folder: Path, device: torch.device) -> tuple[dict, dict]:
     """(classifiers, pre-training models), each {engine name: model} on the device, the same weights."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()  # the untrained heads are expected
-    transformers.utils.logging.disable_progress_bar()
-    hf = transformers.BertForSequenceClassification.from_pretrained(str(hf_folder), num_labels=NUM_LABELS,
-                                                                    attn_implementation="sdpa")
     classifiers = {"minibert": minibert_classifier(minibert_folder, "padded"),
-                   "mb-unpad": minibert_classifier(minibert_folder, "unpadded"), "hf-sdpa": HFClassifier(hf)}
+                   "mb-unpad": minibert_classifier(minibert_folder, "unpadded"), "hf-sdpa": hf_classifier(hf_folder)}
     checkpoint = load_checkpoint(minibert_folder)
     pretraining = {}
     for name, padding in (("minibert", "padded"), ("mb-unpad", "unpadded")):
         model = BertForPreTraining(checkpoint.config)
         load_state(model, {**state_of(model), **checkpoint.state}, str(minibert_folder))
         model.bert.padding = padding
-        pretraining[name] = PretrainEngine(model.to(device), minibert_step)
-    hf_pretraining = transformers.BertForPreTraining.from_pretrained(str(hf_folder), attn_implementation="sdpa")
-    pretraining["hf-sdpa"] = PretrainEngine(hf_pretraining.to(device), hf_step)
+        pretraining[name] = PretrainEngine(model.to(device), minibert_pretrain_step)
+    hf_pretraining = quiet_transformers().BertForPreTraining.from_pretrained(str(hf_folder),
+                                                                             attn_implementation="sdpa")
+    pretraining["hf-sdpa"] = PretrainEngine(hf_pretraining.to(device), hf_pretrain_step)
     return {name: model.to(device) for name, model in classifiers.items()}, pretraining
 
 
@@ -146,14 +112,14 @@ def set_checkpointing(engines: dict, on: bool) -> None:
         else:
             model.gradient_checkpointing_enable({"use_reentrant": False}) if on else model.gradient_checkpointing_disable()
 
-def rows(config: BertConfig, tiny: bool, device: torch.device):
+def rows(config: BertConfig, smoke: bool, device: torch.device):
     """(name, kind, work, batches, the real lengths they hold, checkpointing); kind picks the engines."""
     g = torch.Generator().manual_seed(0)
     mixed = lambda n, seed: random.Random(seed).choices(range(20, 513), k=n)
     on = lambda batch: tuple(t.to(device) for t in batch)
-    scale = (lambda b: max(1, b // 16)) if tiny else (lambda b: b)  # --tiny: a few sequences per batch
+    scale = (lambda b: max(1, b // 16)) if smoke else (lambda b: b)  # --smoke: a few sequences per batch
     classifier = lambda lengths: [on(make_batch(lengths, config.vocab_size, g))]
-    texts, per_batch = mixed(scale(1024), 2), 16 if tiny else 64
+    texts, per_batch = mixed(scale(1024), 2), 16 if smoke else 64
     pretrain = [{k: v.to(device) for k, v in pretraining_batch([128] * scale(32), config.vocab_size, g).items()}]
     result = []
     for ckpt in (False, True):
@@ -169,51 +135,18 @@ def rows(config: BertConfig, tiny: bool, device: torch.device):
     return result
 
 
-class Clock:
-    """Synchronised timing and the peak memory one call adds: CUDA's allocator counters, or on the
-    CPU the process's peak RSS (which includes every model; encoder_speed.py's helpers)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def start(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.resident = torch.cuda.memory_allocated()
-        else:
-            peak_rss_reset()
-        self.t = time.perf_counter()
-
-    def stop(self) -> tuple[float, float]:
-        if self.cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - self.t
-        peak = (torch.cuda.max_memory_allocated() - self.resident) / 2**20 if self.cuda else peak_rss_mb()
-        return seconds, peak
-
-
 def measure(engines, optimizers, work, batches, repeats, warmup, clock) -> dict[str, tuple[float, float]]:
-    """Median seconds per call and the largest peak memory (MB), engines interleaved."""
-    times, peak = {name: [] for name in engines}, dict.fromkeys(engines, 0.0)
-    for name, engine in engines.items():  # warm-up: kernels compiled/autotuned, allocator caches
-        for _ in range(warmup):
-            work(engine, optimizers[name], batches, "bf16")
-    for _ in range(repeats):
-        for name, engine in engines.items():
-            clock.start()
-            work(engine, optimizers[name], batches, "bf16")
-            seconds, memory = clock.stop()
-            times[name].append(seconds)
-            peak[name] = max(peak[name], memory)
-    return {name: (statistics.median(times[name]), peak[name]) for name in engines}
+    """Median seconds per call and the largest peak memory (MB), engines interleaved, bf16."""
+    calls = {name: (lambda name=name: work(engines[name], optimizers[name], batches, "bf16")) for name in engines}
+    return interleaved(calls, repeats, warmup, clock)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
-    parser.add_argument("--tiny", action="store_true", help="a 2-layer model of hidden 64, small batches, one "
-                        "timed call: checks that every row runs (with --device cpu in seconds)")
+    parser.add_argument("--device", default="", help="cuda (the default), cuda:N or cpu (the default of --smoke "
+                        "without a GPU)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (every row, small batches, one timed "
+                        "call)")
     parser.add_argument("--peak_tflops", type=float, default=0.0, help="the device's dense bf16 peak (default: "
                         "from the table of known GPUs by name; none on the CPU: MFU is then not printed)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls of each engine per row (default 10)")
@@ -222,19 +155,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = torch.device(args.device or ("cpu" if args.smoke and not torch.cuda.is_available() else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("gpu_mfu.py: no CUDA device (use --device cpu --tiny for a smoke run)")
-    config, repeats, warmup = (TINY, 1, 1) if args.tiny else (BERT_BASE, args.repeats, 2)
+        raise SystemExit("gpu_mfu.py: no CUDA device (--smoke runs a tiny model on the CPU)")
+    config, repeats, warmup = (SMOKE, 1, 1) if args.smoke else (BERT_BASE, args.repeats, 2)
     with tempfile.TemporaryDirectory() as folder:
         classifiers, pretraining = load_engines(*write_models(Path(folder), config), device)
     peak = peak_tflops(device, args.peak_tflops)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"{name}, torch {torch.__version__}; {'tiny model' if args.tiny else 'BERT-base'}, random weights, bf16; "
+    print(f"{name}, torch {torch.__version__}; {'tiny model' if args.smoke else 'BERT-base'}, random weights, bf16; "
           f"peak {peak or 'unknown'} TFLOP/s; medians of {repeats} interleaved calls; peak MB = "
           + ("allocated beyond the resident models" if device.type == "cuda" else "process peak RSS"))
     print(f"{'row':<24}{'engine':<10}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak MB':>9}{'vs HF':>7}")
-    for row, kind, work, batches, lengths, ckpt in rows(config, args.tiny, device):
+    for row, kind, work, batches, lengths, ckpt in rows(config, args.smoke, device):
         engines = classifiers if kind == "classifier" else pretraining
         set_checkpointing(engines, ckpt)
         optimizers = {n: build_optimizer("adamw", [{"params": list(e.parameters()), "lr": 2e-5, "weight_decay": 0.01}])

@@ -20,38 +20,20 @@ call allocates beyond what was already allocated when it started (the three mode
 optimizer states and gradients stay on the GPU throughout): activations, gradients and temporaries.
 
     python benchmarks/gpu_speed.py          # about a minute on an H100/H200
+    python benchmarks/gpu_speed.py --smoke  # a tiny model on the CPU (or the GPU if there is one), seconds
 """
 
 import argparse
 import random
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from encoder_speed import NUM_LABELS, HFClassifier, make_batch, minibert_classifier
 
-from minibert.checkpoints.formats import checkpoint_of, save_hf, save_minibert
-from minibert.model.bert import BertModel
-from minibert.model.config import BertConfig
+from bench_common import BERT_BASE, SMOKE, SMOKE_HELP, Clock, hf_classifier, infer, interleaved, make_batch, \
+    minibert_classifier, train_step, write_models
+
 from minibert.training.optimization import build_optimizer
-
-BERT_BASE = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                       intermediate_size=3072, max_position_embeddings=512)
-
-
-def write_models(folder: Path, config: BertConfig = BERT_BASE) -> tuple[Path, Path]:
-    """A random BERT (BERT-base by default) as a minibert folder and as a Hugging Face folder (the same weights)."""
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                               + [f"[unused{i}]" for i in range(config.vocab_size - 5)]) + "\n")
-    torch.manual_seed(0)
-    checkpoint = checkpoint_of(BertModel(config), vocab)
-    save_minibert(folder / "minibert", checkpoint)
-    save_hf(folder / "hf", checkpoint)
-    return folder / "minibert", folder / "hf"
 
 
 def triton_version() -> str:
@@ -62,22 +44,16 @@ def triton_version() -> str:
     return triton.__version__
 
 
-def load_engines(minibert_folder: Path, hf_folder: Path) -> dict:
-    import transformers
-
-    transformers.logging.set_verbosity_error()  # the untrained classifier head is expected
-    transformers.utils.logging.disable_progress_bar()
-    hf = transformers.BertForSequenceClassification.from_pretrained(str(hf_folder), num_labels=NUM_LABELS,
-                                                                    attn_implementation="sdpa")
+def load_engines(minibert_folder: Path, hf_folder: Path, device: torch.device) -> dict:
     engines = {"minibert": minibert_classifier(minibert_folder, "padded"),
-               "mb-unpad": minibert_classifier(minibert_folder, "unpadded"), "hf-sdpa": HFClassifier(hf)}
-    return {name: model.cuda() for name, model in engines.items()}
+               "mb-unpad": minibert_classifier(minibert_folder, "unpadded"), "hf-sdpa": hf_classifier(hf_folder)}
+    return {name: model.to(device) for name, model in engines.items()}
 
 
-def check_same_numbers(engines: dict) -> float:
+def check_same_numbers(engines: dict, vocab_size: int, device: torch.device) -> float:
     """Largest difference of the pooled [CLS] vectors, fp32, eval mode, a padded batch of 8."""
     g = torch.Generator().manual_seed(1)
-    ids, types, mask = (t.cuda() for t in make_batch([37, 128, 5, 77, 128, 64, 9, 100], BERT_BASE.vocab_size, g))
+    ids, types, mask = (t.to(device) for t in make_batch([37, 128, 5, 77, 128, 64, 9, 100], vocab_size, g))
     for model in engines.values():
         model.eval()
     with torch.no_grad():
@@ -86,73 +62,43 @@ def check_same_numbers(engines: dict) -> float:
     return max((pooled[name] - hf).abs().max().item() for name in pooled)
 
 
-def train_step(model, optimizer, batches):
-    model.train()
-    for ids, types, mask in batches:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = model(ids, types, mask)
-        loss = F.cross_entropy(logits.float(), torch.arange(ids.shape[0], device="cuda") % NUM_LABELS)
-        loss.backward()
-        optimizer.step()
-
-
-def infer(model, optimizer, batches):
-    model.eval()
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
-        for ids, types, mask in batches:
-            model(ids, types, mask)
-
-
-def rows():
-    """(name, work, batches on the GPU, sequences per call)."""
+def rows(vocab_size: int, device: torch.device, smoke: bool):
+    """(name, work, batches on the device, sequences per call); --smoke: a 64th of each batch."""
     g = torch.Generator().manual_seed(0)
-    cuda = lambda lengths: tuple(t.cuda() for t in make_batch(lengths, BERT_BASE.vocab_size, g))
+    on = lambda lengths: tuple(t.to(device) for t in make_batch(lengths, vocab_size, g))
     mixed = lambda n, seed: random.Random(seed).choices(range(20, 513), k=n)
-    texts = mixed(1024, 2)
-    return [("train 32x128", train_step, [cuda([128] * 32)], 32),
-            ("train 16x512", train_step, [cuda([512] * 16)], 16),
-            ("train var 32", train_step, [cuda(mixed(32, 1))], 32),
-            ("infer 256x128", infer, [cuda([128] * 256)], 256),
-            ("infer var", infer, [cuda(texts[i:i + 64]) for i in range(0, len(texts), 64)], len(texts))]
-
-
-def measure(engines, optimizers, work, batches, repeats) -> dict[str, tuple[float, float]]:
-    """Median seconds per call and peak GPU memory (MB) each call adds, engines interleaved."""
-    times, peak = {name: [] for name in engines}, dict.fromkeys(engines, 0.0)
-    for name, model in engines.items():  # warm-up: kernels compiled/autotuned, allocator caches
-        for _ in range(2):
-            work(model, optimizers[name], batches)
-    for _ in range(repeats):
-        for name, model in engines.items():
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            resident = torch.cuda.memory_allocated()
-            start = time.perf_counter()
-            work(model, optimizers[name], batches)
-            torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-            peak[name] = max(peak[name], (torch.cuda.max_memory_allocated() - resident) / 2**20)
-    return {name: (statistics.median(times[name]), peak[name]) for name in engines}
+    n = (lambda b: max(1, b // 64)) if smoke else (lambda b: b)
+    texts = mixed(n(1024), 2)
+    return [(f"train {n(32)}x128", train_step, [on([128] * n(32))], n(32)),
+            (f"train {n(16)}x512", train_step, [on([512] * n(16))], n(16)),
+            (f"train var {n(32)}", train_step, [on(mixed(n(32), 1))], n(32)),
+            (f"infer {n(256)}x128", infer, [on([128] * n(256))], n(256)),
+            ("infer var", infer, [on(texts[i:i + 64]) for i in range(0, len(texts), 64)], len(texts))]
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10, help="timed calls of each engine per row (default 10)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (on the CPU when there is no GPU)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("gpu_speed.py needs a CUDA device")
+    if not torch.cuda.is_available() and not args.smoke:
+        raise SystemExit("gpu_speed.py needs a CUDA device (--smoke runs a tiny model on the CPU)")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config, repeats = (SMOKE, 1) if args.smoke else (BERT_BASE, args.repeats)
     with tempfile.TemporaryDirectory() as folder:
-        engines = load_engines(*write_models(Path(folder)))
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton_version()}; "
-          "BERT-base, random weights")
-    print(f"pooled output, fp32: largest difference minibert vs transformers {check_same_numbers(engines):.2e}")
+        engines = load_engines(*write_models(Path(folder), config), device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    print(f"{name}, torch {torch.__version__}, triton {triton_version()}; "
+          f"{'tiny model' if args.smoke else 'BERT-base'}, random weights")
+    print(f"pooled output, fp32: largest difference minibert vs transformers "
+          f"{check_same_numbers(engines, config.vocab_size, device):.2e}")
     optimizers = {name: build_optimizer("adamw", [{"params": list(m.parameters()), "lr": 2e-5, "weight_decay": 0.01}])
                   for name, m in engines.items()}  # torch's fused AdamW for all three (Trainer's default)
     names = list(engines)
     print(f"{'row':<15}" + "".join(f"{n:>10}" for n in names) + f"{'ratio':>8}{'unpad':>8}  peak MB")
-    for row, work, batches, sequences in rows():
-        result = measure(engines, optimizers, work, batches, args.repeats)
+    for row, work, batches, sequences in rows(config.vocab_size, device, args.smoke):
+        calls = {n: (lambda n=n: work(engines[n], optimizers[n], batches, "bf16")) for n in names}
+        result = interleaved(calls, repeats, warmup=1 if args.smoke else 2, clock=Clock(device))
         speed = {n: sequences / result[n][0] for n in names}
         print(f"{row:<15}" + "".join(f"{speed[n]:>10.1f}" for n in names)
               + f"{speed['minibert'] / speed['hf-sdpa']:>8.2f}{speed['mb-unpad'] / speed['hf-sdpa']:>8.2f}  "

@@ -13,26 +13,33 @@ With neither flag this is Trainer's defaults (fp32, randomly sampled batches pad
 longest text): the comparison for `time python train.py` against `time python
 benchmarks/hf_trainer_bbc.py`, whole processes. --group_by_length and --bf16 are the tuned Trainer.
 
-Needs transformers and accelerate (`pip install -e ".[bench]"`) and the prepared data/bbc_news splits.
+Needs transformers and accelerate (`pip install -e ".[bench]"`); prepares the data/bbc_news splits
+if they are missing. `--smoke` trains on 48 examples at 32 tokens for one epoch and evaluates 16
+(seconds; a check that the script runs, not a measurement).
 """
 
 import argparse
+import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 
+from minibert.data import corpora
 from minibert.data.examples import LabelSet, encode_labels, read_examples
 from minibert.resources import minilm_folder
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
 
 
+SMOKE_COUNTS = {"train": 48, "dev": 16, "test": 16}  # --smoke: the first examples of each split
+
+
 class Encoded(torch.utils.data.Dataset):
-    def __init__(self, path, labels, tokenizer, encoding):
+    def __init__(self, path, labels, tokenizer, encoding, count: int | None = None):
         examples, _ = read_examples(path)
-        ids, examples, _ = encode_labels(examples, labels)
+        ids, examples, _ = encode_labels(examples[:count], labels)
         self.items = []
         for example, label in zip(examples, ids):
             (input_ids, types), = encoding.encode(tokenizer.encode_text(example.text), None,
@@ -59,17 +66,29 @@ def main():
     parser.add_argument("--group_by_length", action="store_true",
                         help="batches of similar lengths (Trainer's group_by_length); default: random batches")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--smoke", action="store_true", help="48 training examples at 32 tokens, one epoch: checks "
+                        "that the script runs (seconds), measures nothing")
     args = parser.parse_args()
+    if importlib.util.find_spec("accelerate") is None:  # Trainer needs it; transformers imports without it
+        if args.smoke:
+            print("skipped: hf_trainer_bbc.py needs accelerate (pip install -e '.[bench]')")
+            return
+        raise SystemExit("hf_trainer_bbc.py needs accelerate: pip install -e '.[bench]'")
+    if args.smoke:
+        args.epochs, args.max_seq_length, args.head_tokens = 1, 32, 8
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not Path(args.data, "train.jsonl").exists():
+        corpora.prepare_bbc_news(args.data)
+    import transformers
 
     folder = minilm_folder()
     tokenizer = FullTokenizer(folder / "vocab.txt")
     train_examples, _ = read_examples(f"{args.data}/train.jsonl")
     labels = LabelSet.from_examples(train_examples)
     encoding = TextEncoding(args.max_seq_length, "head_tail", args.head_tokens)
-    splits = {name: Encoded(f"{args.data}/{name}.jsonl", labels, tokenizer, encoding)
-              for name in ("train", "dev", "test")}
+    splits = {name: Encoded(f"{args.data}/{name}.jsonl", labels, tokenizer, encoding,
+                            SMOKE_COUNTS[name] if args.smoke else None) for name in ("train", "dev", "test")}
     model = transformers.BertForSequenceClassification.from_pretrained(str(folder), num_labels=len(labels))
     training = transformers.TrainingArguments(
         output_dir=args.output_dir, num_train_epochs=args.epochs, learning_rate=args.learning_rate,

@@ -16,20 +16,20 @@ Rows:
 each in fp32 and under torch.autocast("cpu", dtype=torch.bfloat16).
 
     python benchmarks/last_layer_speed.py --threads 1
+    python benchmarks/last_layer_speed.py --smoke    # a tiny random model, one repeat (seconds)
 """
 
 import argparse
-import contextlib
 import random
-import statistics
-import time
+import tempfile
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from encoder_speed import minibert_classifier  # the same classifier as the ratio against transformers
-from minibert.checkpoints.formats import load_checkpoint, load_pretrained, load_state, state_of
-from minibert.model.bert import BertModel
+from bench_common import SMOKE, SMOKE_HELP, autocast_context, interleaved, minibert_classifier, write_models
+
+from minibert.checkpoints.formats import load_checkpoint, load_state, state_of
 from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.resources import minilm_folder
 from minibert.training.optimization import build_optimizer
@@ -50,15 +50,11 @@ def random_batch(lengths: list[int], vocab_size: int, g: torch.Generator) -> dic
             "labels": torch.arange(B) % 2}
 
 
-def autocast(dtype: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-
-
 def train_classifier(model, optimizer, batches, dtype):
     model.train()
     for b in batches:
         optimizer.zero_grad(set_to_none=True)
-        with autocast(dtype):
+        with autocast_context(dtype):
             logits = model(b["ids"], b["types"], b["mask"])
         F.cross_entropy(logits.float(), b["labels"]).backward()
         optimizer.step()
@@ -66,7 +62,7 @@ def train_classifier(model, optimizer, batches, dtype):
 
 def infer_classifier(model, optimizer, batches, dtype):
     model.eval()
-    with torch.no_grad(), autocast(dtype):
+    with torch.no_grad(), autocast_context(dtype):
         for b in batches:
             model(b["ids"], b["types"], b["mask"])
 
@@ -75,7 +71,7 @@ def train_pretraining(model, optimizer, batches, dtype):
     model.train()
     for b in batches:
         optimizer.zero_grad(set_to_none=True)
-        with autocast(dtype):
+        with autocast_context(dtype):
             out = model(b["ids"], b["types"], b["mask"], masked_lm_positions=b["positions"])
         mlm = F.cross_entropy(out.mlm_logits.float().flatten(0, 1), b["mlm_labels"].flatten())
         (mlm + F.cross_entropy(out.nsp_logits.float(), b["labels"])).backward()
@@ -93,27 +89,27 @@ def measure(models, work, batches, dtype, repeats) -> dict[str, float]:
     """Median seconds per call of each model, calls interleaved after one warm-up call each."""
     optimizers = {name: build_optimizer("adamw", [{"params": list(m.parameters()), "lr": 1e-5,
                                                    "weight_decay": 0.01}]) for name, m in models.items()}
-    times = {name: [] for name in models}
-    for name, model in models.items():
-        work(model, optimizers[name], batches, dtype)
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            work(model, optimizers[name], batches, dtype)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    calls = {name: (lambda name=name: work(models[name], optimizers[name], batches, dtype)) for name in models}
+    return {name: seconds for name, (seconds, _) in interleaved(calls, repeats).items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per model and row (default 5)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (one repeat)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    folder = minilm_folder()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_models(Path(tmp), SMOKE)[0] if args.smoke else minilm_folder()
+        run(folder, 1 if args.smoke else args.repeats)
+
+
+def run(folder: Path, repeats: int) -> None:
+    """Every row, fp32 and bf16, on the model in `folder`."""
     g = torch.Generator().manual_seed(0)
-    vocab_size = load_pretrained(folder, BertModel).config.vocab_size
+    vocab_size = load_checkpoint(folder).config.vocab_size
     lengths = sorted(random.Random(0).choices(range(20, 513), k=64))
     var = [random_batch(lengths[i:i + 8], vocab_size, g) for i in range(0, len(lengths), 8)]
 
@@ -129,13 +125,13 @@ def main():
              [random_batch([128] * 32, vocab_size, g)], 32),
             ("infer var", lambda: pair(lambda: minibert_classifier(folder, "unpadded")), infer_classifier, var, 64),
             ("pretrain", lambda: pair(pretraining), train_pretraining, [random_batch([128] * 16, vocab_size, g)], 16)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seq/s (median of {args.repeats} "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seq/s (median of {repeats} "
           f"interleaved calls); gain = needed / all")
     print(f"{'row':<14}{'dtype':<6}{'needed':>10}{'all':>10}{'gain':>8}")
     for name, build, work, batches, sequences in rows:
         models = build()
         for dtype in ("fp32", "bf16"):
-            median = measure(models, work, batches, dtype, args.repeats)
+            median = measure(models, work, batches, dtype, repeats)
             speed = {mode: sequences / s for mode, s in median.items()}
             print(f"{name:<14}{dtype:<6}{speed['needed']:>10.2f}{speed['all']:>10.2f}"
                   f"{speed['needed'] / speed['all']:>8.3f}", flush=True)

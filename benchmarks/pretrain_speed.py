@@ -18,40 +18,44 @@ Instance creation is timed too (instances/s and the process's peak memory over c
     python benchmarks/pretrain_speed.py            # fp32 and bf16, 16 x 128, about 5 minutes on 2 cores
     python benchmarks/pretrain_speed.py --quick    # fp32 only, fewer steps
     python benchmarks/pretrain_speed.py --threads 1 --optimizer adamw
+    python benchmarks/pretrain_speed.py --smoke    # a tiny random model, a few articles (seconds)
 """
 
 import argparse
-import contextlib
+import dataclasses
+import json
 import random
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from encoder_speed import peak_rss_mb
+from bench_common import SMOKE, SMOKE_HELP, hf_parameter_groups, hf_pretrain_step, minibert_pretrain_step, \
+    peak_rss_mb, quiet_transformers, write_models
+
 from minibert.checkpoints.formats import load_checkpoint, load_state, state_of
 from minibert.data import corpora
 from minibert.data.pretraining_batches import RecordStream
-from minibert.data.pretraining_instances import (Documents, InstanceSettings, Vocabulary,
-                                                 create_instances)
+from minibert.data.pretraining_instances import Documents, InstanceSettings, Vocabulary, create_instances
 from minibert.data.pretraining_records import instance_arrays
 from minibert.model.pretraining_heads import BertForPreTraining
-from minibert.pretraining.losses import pretraining_loss_terms, pretraining_outputs
 from minibert.resources import minilm_folder
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.optimization import OPTIMIZERS, build_optimizer, parameter_groups
 
+SMOKE_ARTICLES = 40  # --smoke: instances from the first articles only
 
-def bbc_documents(tokenizer: FullTokenizer) -> Documents:
-    """BBC News training articles, one sentence per line as Google's reader sees them (line breaks)."""
+
+def bbc_documents(tokenizer: FullTokenizer, articles: int | None = None) -> Documents:
+    """BBC News training articles (all, or the first `articles`), one sentence per line as Google's
+    reader sees them (line breaks)."""
     split = Path("data/bbc_news/train.jsonl")
     if not split.exists():
         corpora.prepare_bbc_news("data/bbc_news")
-    import json
     documents = Documents()
-    for line in split.read_text(encoding="utf-8").splitlines():
+    for line in split.read_text(encoding="utf-8").splitlines()[:articles]:
         for sentence in json.loads(line)["text"].splitlines():
             if sentence.strip() and (ids := tokenizer.encode_text(sentence.strip())):
                 documents.add_sentence(ids)
@@ -59,61 +63,25 @@ def bbc_documents(tokenizer: FullTokenizer) -> Documents:
     return documents
 
 
-def hf_parameter_groups(model, weight_decay: float) -> list[dict]:
-    """Trainer's grouping: weight decay on every parameter except biases and LayerNorm weights."""
-    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def load_models(smoke: bool, folder: Path) -> tuple:
+    """(minibert BertForPreTraining, transformers BertForPreTraining): MiniLM's encoder with the same
+    fresh heads, or with --smoke a tiny random model of MiniLM's vocabulary written to `folder`."""
+    if smoke:
+        ours_folder, hf_folder = write_models(folder, dataclasses.replace(SMOKE, vocab_size=30522))
+    else:
+        ours_folder = hf_folder = minilm_folder()
+    checkpoint = load_checkpoint(ours_folder)
+    ours = BertForPreTraining(checkpoint.config)
+    load_state(ours, {**state_of(ours), **checkpoint.state}, str(ours_folder))
+    hf = quiet_transformers().BertForPreTraining.from_pretrained(str(hf_folder), attn_implementation="sdpa")
+    return ours, hf
 
 
-def minibert_step(model, optimizer, batch, precision):
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(precision, batch["input_ids"].device.type):
-        output = pretraining_outputs(model, batch)
-    weight = float(batch["masked_lm_weights"].sum())
-    mlm, nsp = pretraining_loss_terms(output, batch, weight, len(batch["input_ids"]))
-    (mlm + nsp).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-
-
-def hf_step(model, optimizer, batch, precision):
-    # transformers' form of the same targets: labels at the masked positions, -100 elsewhere.
-    labels = torch.full_like(batch["input_ids"], -100)
-    rows = torch.arange(len(labels), device=labels.device)[:, None].expand_as(batch["masked_lm_positions"])
-    real = batch["masked_lm_weights"] > 0
-    labels[rows[real], batch["masked_lm_positions"][real]] = batch["masked_lm_ids"][real]
-    optimizer.zero_grad(set_to_none=True)
-    with autocast(precision, batch["input_ids"].device.type):
-        out = model(input_ids=batch["input_ids"], token_type_ids=batch["segment_ids"],
-                    attention_mask=batch["input_mask"])
-    mlm = F.cross_entropy(out.prediction_logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
-    nsp = F.cross_entropy(out.seq_relationship_logits.float(), batch["next_sentence_labels"])
-    (mlm + nsp).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-
-
-def autocast(precision: str, device_type: str = "cpu"):
-    return torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--optimizer", default="adam_weight_decay", choices=sorted(OPTIMIZERS),
-                        help="minibert's optimizer, as pretrain.py --optimizer")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    folder = minilm_folder()
+def bbc_records(folder: Path, articles: int | None) -> dict:
+    """Google's instances from BBC News (128 tokens, 20 predictions, dupe_factor 2), timed."""
     tokenizer = FullTokenizer(folder / "vocab.txt")
-
     start, rss_before = time.time(), peak_rss_mb()
-    documents = bbc_documents(tokenizer)
+    documents = bbc_documents(tokenizer, articles)
     read_s = time.time() - start
     settings = InstanceSettings(max_seq_length=128, max_predictions_per_seq=20, dupe_factor=2)
     start = time.time()
@@ -124,14 +92,26 @@ def main() -> None:
           f"{read_s:.1f}s; {len(instances)} instances (dupe_factor 2) in {create_s:.1f}s = "
           f"{len(instances) / create_s:.0f} instances/s; peak RSS {peak_rss_mb():.0f} MB "
           f"(was {rss_before:.0f} MB before reading)")
+    return records
 
-    import transformers
-    transformers.logging.set_verbosity_error()
-    checkpoint = load_checkpoint(folder)
-    ours = BertForPreTraining(checkpoint.config)
-    load_state(ours, {**state_of(ours), **checkpoint.state}, str(folder))
-    hf = transformers.BertForPreTraining.from_pretrained(str(folder), attn_implementation="sdpa")
-    engines = {"minibert": (ours, minibert_step), "hf-sdpa": (hf, hf_step)}
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--optimizer", default="adam_weight_decay", choices=sorted(OPTIMIZERS),
+                        help="minibert's optimizer, as pretrain.py --optimizer")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + f" (instances of {SMOKE_ARTICLES} "
+                        "articles, batches of 2, one timed step per precision)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    records = bbc_records(minilm_folder(), SMOKE_ARTICLES if args.smoke else None)
+    with tempfile.TemporaryDirectory() as folder:
+        ours, hf = load_models(args.smoke, Path(folder))
+    engines = {"minibert": (ours, minibert_pretrain_step), "hf-sdpa": (hf, hf_pretrain_step)}
     optimizers = {
         "minibert": build_optimizer(args.optimizer, parameter_groups(ours, lr=1e-5, weight_decay=0.01,
                                                                      num_layers=ours.config.num_hidden_layers)),
@@ -142,11 +122,11 @@ def main() -> None:
     for model, _ in engines.values():
         model.train()
     stream = RecordStream([records], shuffle=True, seed=0)
-    steps = 4 if args.quick else 8
+    batch_size, steps = (2, 1) if args.smoke else (args.batch, 4 if args.quick else 8)
     for precision in ("fp32",) if args.quick else ("fp32", "bf16"):
         times, tokens = {name: [] for name in engines}, []
         for step in range(steps + 1):  # step 0 warms up and is not counted
-            batch = stream.batch(step * args.batch, args.batch)
+            batch = stream.batch(step * batch_size, batch_size)
             tokens.append(int(batch["input_mask"].sum()))
             for name, (model, step_fn) in engines.items():
                 t = time.perf_counter()
@@ -155,8 +135,9 @@ def main() -> None:
                     times[name].append(time.perf_counter() - t)
         mean_tokens = statistics.mean(tokens)
         medians = {name: statistics.median(ts) for name, ts in times.items()}
-        line = ", ".join(f"{name} {mean_tokens / s:.0f} tokens/s ({args.batch / s:.2f} seq/s)" for name, s in medians.items())
-        print(f"train step {args.batch}x128 {precision}: {line}; ratio minibert/hf "
+        line = ", ".join(f"{name} {mean_tokens / s:.0f} tokens/s ({batch_size / s:.2f} seq/s)"
+                         for name, s in medians.items())
+        print(f"train step {batch_size}x128 {precision}: {line}; ratio minibert/hf "
               f"{medians['hf-sdpa'] / medians['minibert']:.2f}x (medians of {steps} interleaved steps)")
 
 

@@ -23,17 +23,22 @@ absolute times drift, shares are steadier.
     python benchmarks/profile_step.py                    # train 16x128 and inference, fp32 and bf16
     python benchmarks/profile_step.py --rows train --precisions bf16 --steps 3
     python benchmarks/profile_step.py --rows mixed --padding unpadded
+    python benchmarks/profile_step.py --smoke           # a tiny random model, every row once (seconds)
 """
 
 import argparse
 import functools
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
+
+from bench_common import SMOKE, SMOKE_HELP, write_models
 
 import minibert.model.bert as bert_module
 from minibert.checkpoints.formats import load_checkpoint, load_state
@@ -44,6 +49,9 @@ from minibert.training.optimization import build_optimizer, parameter_groups
 from minibert.training.machine import autocast
 
 NUM_LABELS = 5
+PAD_ID = 0  # [PAD] in the uncased BERT vocabularies (MiniLM's included)
+ROWS = ("train", "infer", "mixed")  # the keys of rows()
+PRECISIONS = ("fp32", "bf16")
 KINDS = ("matmul", "attention", "layernorm", "gelu", "dropout", "embedding", "optimizer", "collation",
          "other ops", "python")
 
@@ -104,8 +112,8 @@ def tag_model_regions() -> None:
             setattr(bert_module, name, tag(getattr(bert_module, name), f"region {name}"))
 
 
-def build_model() -> BertClassifier:
-    pretrained = load_checkpoint(minilm_folder())
+def build_model(folder: Path) -> BertClassifier:
+    pretrained = load_checkpoint(folder)
     model = BertClassifier(pretrained.config, HeadConfig(NUM_LABELS))
     load_state(model.bert, pretrained.state, str(pretrained.source))
     return model
@@ -115,7 +123,7 @@ def make_docs(lengths: list[int], vocab_size: int, seed: int) -> list[EncodedDoc
     rng = random.Random(seed)
     docs = []
     for i, n in enumerate(lengths):
-        ids = [101] + [rng.randrange(1000, vocab_size) for _ in range(n - 2)] + [102]
+        ids = [101] + [rng.randrange(1000, vocab_size) for _ in range(n - 2)] + [102]  # [CLS] ... [SEP]
         docs.append(EncodedDoc([(ids, [0] * n)], i % NUM_LABELS))
     return docs
 
@@ -126,7 +134,7 @@ def train_step(model, optimizer, batches, precision):
     device = torch.device("cpu")
     for docs in batches:
         with record_function("region collation"):
-            batch = collate(docs, hierarchical=False)
+            batch = collate(docs, hierarchical=False, pad_id=PAD_ID)
             inputs = model_inputs(batch, device)
         with autocast(device, precision):
             logits = model(**inputs)
@@ -144,7 +152,7 @@ def infer(model, optimizer, batches, precision):
     device = torch.device("cpu")
     for docs in batches:
         with record_function("region collation"):
-            inputs = model_inputs(collate(docs, hierarchical=False), device)
+            inputs = model_inputs(collate(docs, hierarchical=False, pad_id=PAD_ID), device)
         with autocast(device, precision):
             model(**inputs)
 
@@ -188,11 +196,17 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--padding", default="padded", choices=("padded", "unpadded"),
                         help="the encoder's padding mode (BertModel.padding)")
+    parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (one profiled call per row)")
     args = parser.parse_args()
+    for flag, given, known in (("--rows", args.rows, ROWS), ("--precisions", args.precisions, PRECISIONS)):
+        if unknown := sorted(set(given.split(",")) - set(known)):
+            parser.error(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tag_model_regions()
-    model = build_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_model(write_models(Path(tmp), SMOKE)[0] if args.smoke else minilm_folder())
+    steps = 1 if args.smoke else args.steps
     model.bert.padding = args.padding
     groups = parameter_groups(model, lr=1e-4, weight_decay=0.01, layer_decay=0.95,
                               num_layers=model.config.num_hidden_layers)
@@ -200,12 +214,12 @@ def main():
     table = rows(model.config.vocab_size)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, optimizer {args.optimizer}, "
           f"{args.padding} encoder; "
-          f"median ms per call over {args.steps} profiled calls (share of the median call)")
+          f"median ms per call over {steps} profiled calls (share of the median call)")
     for key in args.rows.split(","):
         name, work, batches = table[key]
         for precision in args.precisions.split(","):
             work(model, optimizer, batches, precision)  # warm-up: oneDNN primitives, allocator
-            runs = [profile_once(work, model, optimizer, batches, precision) for _ in range(args.steps)]
+            runs = [profile_once(work, model, optimizer, batches, precision) for _ in range(steps)]
             medians = {k: statistics.median(r[k] for r in runs) for k in (*KINDS, "total")}
             print(f"\n{name}, {precision}: {medians['total']:.0f} ms per call "
                   f"(min {min(r['total'] for r in runs):.0f}, max {max(r['total'] for r in runs):.0f})")

@@ -1,6 +1,7 @@
 """Tokenizer throughput on the BBC News corpus (2,225 documents): minibert vs Hugging Face.
 
     python benchmarks/tokenizer_speed.py [--repeats 3] [--vocab tests/fixtures/tiny_google/vocab.txt]
+    python benchmarks/tokenizer_speed.py --smoke    # the first 50 documents, one pass (seconds)
 
 Each contender turns every document into token ids (no [CLS]/[SEP]); the time is the median of
 --repeats full passes. minibert "cold" builds a fresh FullTokenizer (empty word cache) before each
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from minibert.text.tokenization import FullTokenizer
 
+SMOKE_DOCUMENTS = 50
 DEFAULT_VOCAB = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tiny_google" / "vocab.txt"
 
 
@@ -63,9 +65,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--vocab", type=Path, default=DEFAULT_VOCAB)
+    parser.add_argument("--smoke", action="store_true", help=f"the first {SMOKE_DOCUMENTS} documents, one pass: "
+                        "checks that the script runs (seconds), measures nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats = 1
 
-    docs = bbc_documents()
+    docs = bbc_documents()[:SMOKE_DOCUMENTS if args.smoke else None]
     n_chars = sum(map(len, docs))
     print(f"BBC News: {len(docs)} documents, {n_chars / 1e6:.2f} M characters; median of {args.repeats}")
 

@@ -23,8 +23,10 @@ import statistics
 import sys
 
 import torch
+from torch.nn.attention import SDPBackend
 
-from gpu_attention import FLASH, HEADS, TOKENS, Batch, errors, exact_results, packed, sdpa_packed
+from bench_common import HEADS, TOKENS, Batch, errors, exact_results, packed, sdpa_packed, skip
+
 from minibert.model.kernels import triton_available
 
 CANDIDATES = {  # kernel -> (BM, BN, warps, stages) tried besides the table's own choice
@@ -33,6 +35,7 @@ CANDIDATES = {  # kernel -> (BM, BN, warps, stages) tried besides the table's ow
              (16, 64, 4, 2)],
     "queries": [(64, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (32, 32, 4, 2)],
 }
+FLASH = SDPBackend.FLASH_ATTENTION
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -68,6 +71,8 @@ def main() -> int:
     parser.add_argument("--dtypes", default="bf16", help="comma-separated: bf16, fp16, fp32 (default bf16)")
     parser.add_argument("--head_dims", default="64,128", help="comma-separated head sizes (default 64,128)")
     parser.add_argument("--kernels", default="forward,keys,queries", help="which kernels' tiles to vary")
+    parser.add_argument("--smoke", action="store_true", help="the table's own tiles only, one timed call each; "
+                        "without CUDA and Triton it says so and exits 0 (there is no CPU path to try)")
     args = parser.parse_args()
     for flag, given, known in (("--dtypes", args.dtypes, DTYPES), ("--kernels", args.kernels, CANDIDATES)):
         unknown = sorted(set(given.split(",")) - set(known))
@@ -76,6 +81,8 @@ def main() -> int:
     if not all(d.isdigit() for d in args.head_dims.split(",")):
         parser.error(f"--head_dims: comma-separated whole numbers, got {args.head_dims!r}")
     if not torch.cuda.is_available() or not triton_available():
+        if args.smoke:
+            return skip("varlen_tiles.py", "needs a CUDA device and Triton (the kernel has no CPU path)")
         print("varlen_tiles.py needs a CUDA device and Triton (pip install -e '.[gpu]')")
         return 1
     import triton
@@ -83,6 +90,7 @@ def main() -> int:
     from minibert.model.kernels import varlen_attention as module
 
     table_choice = module.kernel_blocks
+    repeats = 1 if args.smoke else args.repeats
     g = torch.Generator().manual_seed(2)
     check_lengths = [1, 512, *torch.randint(1, 513, (4,), generator=g).tolist()]
     shapes = {"uniform 20..512": torch.randint(20, 513, (TOKENS // 266,), generator=g).tolist(),
@@ -100,14 +108,15 @@ def main() -> int:
             for kernel in args.kernels.split(","):
                 chosen = default[kernel]
                 table_shape = (chosen.m, chosen.n, chosen.warps, chosen.stages)
-                for shape in [table_shape, *(c for c in CANDIDATES[kernel] if c != table_shape)]:
+                candidates = [] if args.smoke else [c for c in CANDIDATES[kernel] if c != table_shape]
+                for shape in [table_shape, *candidates]:
                     tiles = dict(default, **{kernel: module.Blocks(*shape)})
                     module.kernel_blocks = lambda D, dt, tiles=tiles: tiles
                     row = f"{dtype_name:5} {head_dim:>4} {kernel:8} {shape[0]:>4} {shape[1]:>4} {shape[2]:>5} {shape[3]:>6}"
                     try:
                         error, ratio = check(module.varlen_attention, dtype, head_dim, check_lengths)
                         timed = {name: interleaved_ms({"ours": lambda b: b.packed_step(module.varlen_attention),
-                                                       "flash": lambda b: b.padded_step(FLASH)}, batch, args.repeats)
+                                                       "flash": lambda b: b.padded_step(FLASH)}, batch, repeats)
                                  for name, batch in batches.items()}
                     except Exception as e:  # e.g. out of shared memory for this tile: report, go on
                         print(f"{row} failed: {str(e).splitlines()[0][:80]}", flush=True)

@@ -1,5 +1,6 @@
-"""benchmarks/gpu_mfu.py: its FLOP count against a hand count from the layer shapes, and a smoke
-run of every row on the CPU (a tiny model; the measurement itself needs a GPU)."""
+"""benchmarks/gpu_mfu.py: its FLOP count (bench_common.forward_flops, which cpu_mfu.py uses too)
+against a hand count from the layer shapes, and a smoke run of every row on the CPU (a tiny model;
+the measurement itself needs a GPU)."""
 
 import subprocess
 import sys
@@ -17,9 +18,16 @@ CONFIG = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2, num_atten
 
 @pytest.fixture
 def gpu_mfu(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the benchmarks import each other as scripts do
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the benchmarks import bench_common as scripts do
     import gpu_mfu
     return gpu_mfu
+
+
+@pytest.fixture
+def bench_common(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_common
+    return bench_common
 
 
 def products(shapes) -> int:
@@ -37,27 +45,27 @@ def layer(T: int) -> list:
             (T, 12, 8, 1)]  # FFN out: (T, I) @ (I, H)
 
 
-def test_classifier_flops_equal_the_hand_count(gpu_mfu):
+def test_classifier_flops_equal_the_hand_count(bench_common):
     lengths = [3, 5]
     per_sequence = lambda T: products(2 * layer(T) + [(1, 8, 8, 1),   # pooler on [CLS]: (1, H) @ (H, H)
                                                       (1, 8, 3, 1)])  # classifier: (1, H) @ (H, 3 labels)
     hand = per_sequence(3) + per_sequence(5)
     # Written out: per layer and token 2 (4*64 + 2*96) = 896, attention 4 T^2 H = 32 T^2 per layer.
     assert hand == 2 * (896 * 8 + 32 * (9 + 25)) + 2 * (128 + 48)
-    assert gpu_mfu.forward_flops(CONFIG, lengths, num_labels=3) == hand
+    assert bench_common.forward_flops(CONFIG, lengths, num_labels=3) == hand
     # Training: 6 x non-embedding weight matrices x tokens + 12 L T^2 H per sequence, heads included.
     matrices = 2 * (4 * 64 + 2 * 96)
-    assert gpu_mfu.TRAINING * hand == 6 * matrices * 8 + 12 * 2 * (9 + 25) * 8 + 6 * 2 * (64 + 24)
+    assert bench_common.TRAINING * hand == 6 * matrices * 8 + 12 * 2 * (9 + 25) * 8 + 6 * 2 * (64 + 24)
 
 
-def test_pretraining_flops_equal_the_hand_count(gpu_mfu):
+def test_pretraining_flops_equal_the_hand_count(bench_common):
     lengths, masked = [6, 6, 6], 2
     per_sequence = products(2 * layer(6) + [
         (1, 8, 8, 1),        # pooler
         (1, 8, 2, 1),        # NSP classifier (H, 2)
         (masked, 8, 8, 1),   # MLM transform at the masked positions (H, H)
         (masked, 8, 50, 1)])  # decoder: the tied word embeddings (H, V)
-    assert gpu_mfu.forward_flops(CONFIG, lengths, masked_positions=masked) == 3 * per_sequence
+    assert bench_common.forward_flops(CONFIG, lengths, masked_positions=masked) == 3 * per_sequence
 
 
 def test_peak_table_and_override(gpu_mfu):
@@ -73,7 +81,7 @@ def test_peak_table_and_override(gpu_mfu):
 def test_every_row_runs_on_the_cpu(tmp_path):
     """The tiny model through every row and engine, one thread (about a minute on a shared machine)."""
     pytest.importorskip("transformers")
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_mfu.py"), "--device", "cpu", "--tiny",
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "gpu_mfu.py"), "--device", "cpu", "--smoke",
                              "--threads", "1", "--peak_tflops", "1"], capture_output=True, text=True, check=True,
                             cwd=tmp_path)
     lines = [line.split() for line in result.stdout.splitlines()[2:]]

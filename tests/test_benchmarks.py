@@ -1,0 +1,76 @@
+"""Every script in benchmarks/ runs: each one's `--smoke` mode (a tiny model or a small input, a
+couple of calls) in a subprocess, from a scratch working directory, so that none rots unnoticed.
+
+The scripts are found by listing the folder, so a new benchmark is covered once it has `--smoke`.
+A script that cannot run on this machine (the GPU kernels without CUDA, a missing peer package)
+prints one line starting with "skipped: " and exits 0; the test is then skipped with that reason.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+HELPER = "bench_common.py"  # shared code, not a benchmark
+# Smoke runs that take more than a few seconds even on an idle machine: whole train.py or
+# pretrain.py processes, Hugging Face's Trainer, or every row of a benchmark with both libraries.
+SLOW = {"create_data_scale.py", "ddp_scaling.py", "hf_trainer_bbc.py", "gpu_mfu.py", "encoder_speed.py",
+        "gpu_speed.py", "last_layer_speed.py", "pretrain_speed.py", "cpu_mfu.py", "profile_step.py"}
+TIMEOUT_S = 600  # per script, on a shared 2-core machine
+
+
+def scripts() -> list:
+    found = sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name != HELPER)
+    return [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in found]
+
+
+def run_smoke(name: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python benchmarks/NAME --smoke` with one thread, in its own process group, killed (with
+    everything it started) if it outlives TIMEOUT_S."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(BENCHMARKS / name), "--smoke"], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        out, err = "", f"timed out after {TIMEOUT_S} s"
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the script and whatever it left (workers, torchrun)
+        except ProcessLookupError:
+            pass  # the group has ended
+        process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def test_the_smoke_test_finds_every_benchmark():
+    names = [getattr(p, "values", [p])[0] for p in scripts()]
+    assert HELPER not in names and "cpu_mfu.py" in names and "profile_step.py" in names
+    assert SLOW <= set(names), "a slow entry names no script"
+
+
+@pytest.mark.parametrize("name", scripts())
+def test_benchmark_smoke_run(name, tmp_path):
+    result = run_smoke(name, tmp_path)
+    assert result.returncode == 0, f"{name} --smoke exited {result.returncode}\n{result.stdout[-3000:]}" \
+                                   f"\n{result.stderr[-3000:]}"
+    lines = result.stdout.strip().splitlines()
+    if lines and lines[-1].startswith("skipped: "):
+        pytest.skip(lines[-1].removeprefix("skipped: "))
+    assert lines, f"{name} --smoke printed nothing"
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("option, value", [("--precisions", "fp32,fp16"), ("--rows", "train,pretrain")])
+def test_cpu_mfu_names_an_unknown_value_in_one_line(option, value, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "cpu_mfu.py"), option, value], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and result.stdout == ""
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("cpu_mfu.py: error: ") and option in error and value.split(",")[1] in error
