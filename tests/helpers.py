@@ -21,7 +21,7 @@ from minibert.data.pretraining_instances import (Documents, Instances, InstanceS
                                                  read_documents)
 from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.experiments.runner import Inits
-from minibert.finetune import FinetuneConfig
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.text.tokenization import FullTokenizer
@@ -232,3 +232,20 @@ def make_run_folder(folder, error=None, last=False, **provenance):
         (folder / "results.json").write_text(json.dumps({"test_error": error, **provenance}))
     if last:
         (folder / "last").mkdir()
+
+
+class Crash(Exception):
+    """Raised by the step hook: the run ends there, as a kill would end it."""
+
+
+def crash_after(step: int) -> FitHooks:
+    """Hooks that end the run right after optimizer step `step` (and its checkpoint, if one is due)."""
+    def after_step(done: int) -> None:
+        if done == step:
+            raise Crash(step)
+    return FitHooks(after_step=after_step)
+
+
+def run_interrupted(cfg, step):
+    with pytest.raises(Crash):
+        finetune(cfg, crash_after(step))

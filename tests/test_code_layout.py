@@ -119,9 +119,6 @@ def test_it(monkeypatch):
     assert [line for line, _ in library_patches(source)] == [7, 8, 9, 10, 11]
 
 
-@pytest.mark.xfail(strict=True, reason="benchmarks/gpu_mfu.py still imports other benchmarks (encoder_speed, "
-                   "gpu_speed, pretrain_speed), as do gpu_speed.py, last_layer_speed.py and pretrain_speed.py "
-                   "(encoder_speed) and varlen_tiles.py (gpu_attention)")
 def test_no_benchmark_imports_another():
     importers = {path.name: imported_modules(path) & BENCHMARK_NAMES for path in BENCHMARKS}
     assert {path: names for path, names in importers.items() if names} == {}

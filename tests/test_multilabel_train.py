@@ -22,7 +22,7 @@ from minibert.finetune.config import DataOptions
 from minibert.finetune.tasks import read_task
 from minibert.training.multilabel_metrics import multilabel_report
 from minibert.training.problems import MULTI_LABEL_SCORES
-from test_train import FILLER, TOPICS, make_tiny_model, run_interrupted, write_split
+from helpers import FILLER, TOPICS, make_tiny_model, run_interrupted, write_split
 
 ROOT = Path(__file__).parent.parent
 LABELS = sorted(TOPICS)

@@ -23,7 +23,7 @@ from minibert.finetune.config import TextOptions
 from minibert.finetune.model_setup import resolve_pooler, text_encoding
 from minibert.text.long_text import paper_head_tokens
 
-from helpers import TOPICS, config, make_tiny_model, write_split
+from helpers import TOPICS, config, make_tiny_model, run_interrupted, write_split
 
 pytestmark = pytest.mark.usefixtures("keep_thread_count")  # train.main sets torch's thread count (--threads)
 
@@ -52,23 +52,6 @@ def test_tiny_run_learns_saves_and_predicts(tiny_model, data, tmp_path, capsys):
     assert accuracy == pytest.approx(results["test_accuracy"])
     assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in predictions)
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 45
-
-
-class Crash(Exception):
-    """Raised by the step hook: the run ends there, as a kill would end it."""
-
-
-def crash_after(step: int) -> FitHooks:
-    """Hooks that end the run right after optimizer step `step` (and its checkpoint, if one is due)."""
-    def after_step(done: int) -> None:
-        if done == step:
-            raise Crash(step)
-    return FitHooks(after_step=after_step)
-
-
-def run_interrupted(cfg, step):
-    with pytest.raises(Crash):
-        finetune(cfg, crash_after(step))
 
 
 def test_resume_gives_the_same_result(tiny_model, data, tmp_path):
