@@ -30,8 +30,7 @@ from minibert.errors import ConfigError, DataError
 from minibert.files import atomic_write_text, remove_leftovers
 from minibert.output_paths import check_output_file, folder_inputs
 from minibert.training.evaluation import predict_probabilities
-from minibert.training.machine import (MACHINE_RULES, MachineOptions, autocast, quantize_linear_int8,
-                                       resolve_machine)
+from minibert.training.machine import MACHINE_RULES, MachineOptions, autocast, quantize_linear_int8, resolve_machine
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,21 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-from bench_common import MINILM, NUM_LABELS, SMOKE, SMOKE_HELP, TRAINING, forward_flops, hf_classifier, infer, \
-    interleaved, make_batch, minibert_classifier, train_step, write_models
+from bench_common import (
+    MINILM,
+    NUM_LABELS,
+    SMOKE,
+    SMOKE_HELP,
+    TRAINING,
+    forward_flops,
+    hf_classifier,
+    infer,
+    interleaved,
+    make_batch,
+    minibert_classifier,
+    train_step,
+    write_models,
+)
 
 from minibert.model.config import BertConfig
 from minibert.resources import minilm_folder
@@ -211,7 +223,8 @@ def main(argv=None) -> None:
         flops = forward_flops(config, lengths, num_labels=NUM_LABELS) * (TRAINING if work is train_step else 1)
         for precision in precisions:
             products = product_calls(config, precision)
-            calls = {name: (lambda name=name: work(engines[name], optimizers[name], batches, precision))
+            calls = {name: (lambda name=name, work=work, batches=batches, precision=precision:
+                            work(engines[name], optimizers[name], batches, precision))
                      for name in engines}
             result = interleaved({**calls, **{name: call for name, (call, _) in products.items()}}, repeats)
             peaks = tuple(products[name][1] / result.pop(name)[0] for name in products)

@@ -35,9 +35,17 @@ import time
 from pathlib import Path
 
 import torch
-
-from bench_common import SMOKE, SMOKE_HELP, hf_classifier, infer, interleaved, make_batch, minibert_classifier, \
-    train_step, write_models
+from bench_common import (
+    SMOKE,
+    SMOKE_HELP,
+    hf_classifier,
+    infer,
+    interleaved,
+    make_batch,
+    minibert_classifier,
+    train_step,
+    write_models,
+)
 
 from minibert.resources import minilm_folder
 from minibert.training.optimization import build_optimizer

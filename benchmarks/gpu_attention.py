@@ -27,9 +27,8 @@ import statistics
 import sys
 
 import torch
-from torch.nn.attention import SDPBackend
-
 from bench_common import HEAD_DIM, HEADS, TOKENS, Batch, errors, exact_results, packed, sdpa_packed, skip
+from torch.nn.attention import SDPBackend
 
 from minibert.model.kernels import triton_available
 
@@ -132,9 +131,9 @@ def main() -> int:
             return skip("gpu_attention.py", "needs a CUDA device and Triton (the kernel has no CPU path)")
         print("gpu_attention.py needs a CUDA device and Triton (pip install -e '.[gpu]')")
         return 1
-    from minibert.model.kernels.varlen_attention import varlen_attention
-
     import triton
+
+    from minibert.model.kernels.varlen_attention import varlen_attention
 
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
     torch.manual_seed(0)  # the checks' random output gradients (drawn on the GPU)

@@ -38,10 +38,28 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-from bench_common import BERT_BASE, MASKED_POSITIONS, NUM_LABELS, SMOKE, SMOKE_HELP, TRAINING, Clock, HFClassifier, \
-    forward_flops, hf_classifier, hf_pretrain_step, infer, interleaved, make_batch, minibert_classifier, \
-    minibert_pretrain_step, pretraining_batch, quiet_transformers, train_step, write_models
+from bench_common import (
+    BERT_BASE,
+    MASKED_POSITIONS,
+    NUM_LABELS,
+    SMOKE,
+    SMOKE_HELP,
+    TRAINING,
+    Clock,
+    HFClassifier,
+    forward_flops,
+    hf_classifier,
+    hf_pretrain_step,
+    infer,
+    interleaved,
+    make_batch,
+    minibert_classifier,
+    minibert_pretrain_step,
+    pretraining_batch,
+    quiet_transformers,
+    train_step,
+    write_models,
+)
 
 from minibert.checkpoints.formats import load_checkpoint, load_state, state_of
 from minibert.model.config import BertConfig

@@ -29,9 +29,19 @@ import tempfile
 from pathlib import Path
 
 import torch
-
-from bench_common import BERT_BASE, SMOKE, SMOKE_HELP, Clock, hf_classifier, infer, interleaved, make_batch, \
-    minibert_classifier, train_step, write_models
+from bench_common import (
+    BERT_BASE,
+    SMOKE,
+    SMOKE_HELP,
+    Clock,
+    hf_classifier,
+    infer,
+    interleaved,
+    make_batch,
+    minibert_classifier,
+    train_step,
+    write_models,
+)
 
 from minibert.training.optimization import build_optimizer
 
@@ -97,7 +107,8 @@ def main():
     names = list(engines)
     print(f"{'row':<15}" + "".join(f"{n:>10}" for n in names) + f"{'ratio':>8}{'unpad':>8}  peak MB")
     for row, work, batches, sequences in rows(config.vocab_size, device, args.smoke):
-        calls = {n: (lambda n=n: work(engines[n], optimizers[n], batches, "bf16")) for n in names}
+        calls = {n: (lambda n=n, work=work, batches=batches: work(engines[n], optimizers[n], batches, "bf16"))
+                 for n in names}
         result = interleaved(calls, repeats, warmup=1 if args.smoke else 2, clock=Clock(device))
         speed = {n: sequences / result[n][0] for n in names}
         print(f"{row:<15}" + "".join(f"{speed[n]:>10.1f}" for n in names)

@@ -32,7 +32,6 @@ from minibert.resources import minilm_folder
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
 
-
 SMOKE_COUNTS = {"train": 48, "dev": 16, "test": 16}  # --smoke: the first examples of each split
 
 

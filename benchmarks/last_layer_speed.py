@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from bench_common import SMOKE, SMOKE_HELP, autocast_context, interleaved, minibert_classifier, write_models
 
 from minibert.checkpoints.formats import load_checkpoint, load_state, state_of

@@ -31,9 +31,16 @@ import time
 from pathlib import Path
 
 import torch
-
-from bench_common import SMOKE, SMOKE_HELP, hf_parameter_groups, hf_pretrain_step, minibert_pretrain_step, \
-    peak_rss_mb, quiet_transformers, write_models
+from bench_common import (
+    SMOKE,
+    SMOKE_HELP,
+    hf_parameter_groups,
+    hf_pretrain_step,
+    minibert_pretrain_step,
+    peak_rss_mb,
+    quiet_transformers,
+    write_models,
+)
 
 from minibert.checkpoints.formats import load_checkpoint, load_state, state_of
 from minibert.data import corpora

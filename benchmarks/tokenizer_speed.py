@@ -88,7 +88,7 @@ def main():
         "minibert warm": median_time(encode_all, args.repeats, setup=lambda: warm_tok),
     }
     for name, run in hugging_face_contenders(args.vocab).items():
-        results[name] = median_time(lambda _: run(docs), args.repeats)
+        results[name] = median_time(lambda _, run=run: run(docs), args.repeats)
         same = results[name][1] == results["minibert warm"][1]
         print(f"{name}: ids identical to minibert (variant='huggingface'): {same}")
 

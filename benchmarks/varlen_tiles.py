@@ -23,9 +23,8 @@ import statistics
 import sys
 
 import torch
-from torch.nn.attention import SDPBackend
-
 from bench_common import HEADS, TOKENS, Batch, errors, exact_results, packed, sdpa_packed, skip
+from torch.nn.attention import SDPBackend
 
 from minibert.model.kernels import triton_available
 

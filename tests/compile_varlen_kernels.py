@@ -32,7 +32,7 @@ POINTERS = ("Q", "K", "V", "Out", "GradOut", "GradQ", "GradK", "GradV")
 def signature(fn, dtype: str, constants: dict) -> dict[str, str]:
     """Triton argument types: tensors of the input dtype, fp32 Lse/Delta, int32 cu_seqlens, an
     int64 seed (as `draw_seed_offset` guarantees), fp32 scalars, int32 strides and sizes."""
-    types = {name: f"*{dtype}" for name in POINTERS}
+    types = dict.fromkeys(POINTERS, f"*{dtype}")
     types.update(Lse="*fp32", Delta="*fp32", cu_seqlens="*i32", Keep="*i8", seed="i64", scale="fp32", dropout_p="fp32")
     return {name: "constexpr" if name in constants else types.get(name, "i32") for name in fn.arg_names}
 

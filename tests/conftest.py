@@ -1,10 +1,9 @@
 """The fixtures the test modules share; the plain builders they use are in helpers.py."""
 
-import os
-from pathlib import Path
-
 import contextlib
+import os
 import re
+from pathlib import Path
 
 import pytest
 import torch

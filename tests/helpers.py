@@ -17,8 +17,14 @@ import torch
 
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.cli import parse_config
-from minibert.data.pretraining_instances import (Documents, Instances, InstanceSettings, Vocabulary, create_instances,
-                                                 read_documents)
+from minibert.data.pretraining_instances import (
+    Documents,
+    Instances,
+    InstanceSettings,
+    Vocabulary,
+    create_instances,
+    read_documents,
+)
 from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.experiments.runner import Inits
 from minibert.finetune import FinetuneConfig, FitHooks, finetune

@@ -24,9 +24,9 @@ STEPS = 12
 def golden_run(tmp: Path) -> list[dict]:
     """The train records of the run: step, loss, lr."""
     import torch
+    from helpers import config, make_tiny_model, write_split
 
     from minibert.finetune import finetune
-    from helpers import config, make_tiny_model, write_split
 
     torch.set_num_threads(1)
     for name, n, seed in (("train", 60, 1), ("dev", 12, 2)):

@@ -14,11 +14,10 @@ import sys
 
 import pytest
 import torch
+from helpers import TINY, batch, triton_kernel_or_skip
 
 from minibert.model import attention as attention_module
 from minibert.model.bert import BertModel
-
-from helpers import TINY, batch, triton_kernel_or_skip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from minibert.checkpoints.classifier import load_classifier, save_classifier
 from minibert.checkpoints.conversion import ConvertConfig
 from minibert.checkpoints.conversion import convert as convert_checkpoint
 from minibert.checkpoints.formats import (
@@ -27,17 +28,16 @@ from minibert.checkpoints.formats import (
     save_checkpoint,
     state_of,
 )
-from minibert.checkpoints.classifier import load_classifier, save_classifier
 from minibert.checkpoints.integrity import check_vocab, read_safetensors, write_sha256_sidecar
 from minibert.checkpoints.tf_checkpoint import read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError, ConfigError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
-from minibert.training.problems import problem
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
+from minibert.training.problems import problem
 
 
 def assert_same_tensors(a: dict, b: dict):

@@ -14,15 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ACCEPTANCE, PRETRAINING, STEPS, config, make_google_dir, make_tiny_model, write_split
 
 import predict
 import pretrain
-from minibert.finetune import finetune
 from minibert.checkpoints import names
 from minibert.checkpoints.formats import load_checkpoint
+from minibert.finetune import finetune
 from minibert.model.kernels import triton_available
-
-from helpers import ACCEPTANCE, PRETRAINING, STEPS, config, make_google_dir, make_tiny_model, write_split
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from helpers import VOCAB_FILE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibert.text.encoding import build_inputs, encode_batch, pad_batch, truncate_pair
 from minibert.text.tokenization import FullTokenizer
-
-from helpers import VOCAB_FILE
 
 
 def google_truncate(a, b, max_length):

@@ -10,6 +10,7 @@ dropout off (with dropout on, the two draw masks of different shapes).
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import LENGTHS, NO_DROPOUT, batch
 
 from minibert.model.attention import attention, attention_bias, packed_keys_attention
 from minibert.model.bert import BertModel, gather_positions
@@ -17,8 +18,6 @@ from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig, TaskClassifier
 from minibert.model.packing import pack, pack_mask
 from minibert.model.pretraining_heads import BertForPreTraining
-
-from helpers import LENGTHS, NO_DROPOUT, batch
 
 # helpers' tiny model (odd sizes, as in Google's modeling_test.py) with dropout off, unless a
 # test turns it on, and its batch of a full row, two padded ones and a row of just [CLS].

@@ -6,8 +6,13 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from minibert.training.multilabel_metrics import (choose_thresholds, gold_matrix, label_names_per_text,
-                                                  multilabel_report, predict_labels)
+from minibert.training.multilabel_metrics import (
+    choose_thresholds,
+    gold_matrix,
+    label_names_per_text,
+    multilabel_report,
+    predict_labels,
+)
 
 NAMES = ["a", "b", "c"]
 # At threshold 0.5: text 0 partly right, text 1 one extra, text 2 predicts nothing, text 3 wrong,

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import FILLER, TOPICS, make_tiny_model, run_interrupted, write_split
 from safetensors.torch import load_file
 
 import predict
@@ -22,7 +23,6 @@ from minibert.finetune.config import DataOptions
 from minibert.finetune.tasks import read_task
 from minibert.training.multilabel_metrics import multilabel_report
 from minibert.training.problems import MULTI_LABEL_SCORES
-from helpers import FILLER, TOPICS, make_tiny_model, run_interrupted, write_split
 
 ROOT = Path(__file__).parent.parent
 LABELS = sorted(TOPICS)

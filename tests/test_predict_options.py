@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
+from helpers import config
 
 import predict
-from minibert.finetune import finetune
 from minibert.errors import ConfigError
+from minibert.finetune import finetune
 from minibert.training.machine import resolve_precision
-
-from helpers import config
 
 pytestmark = pytest.mark.usefixtures("keep_thread_count")  # predict.main sets torch's thread count (--threads)
 

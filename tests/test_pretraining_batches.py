@@ -4,13 +4,12 @@ from collections import Counter
 
 import numpy as np
 import torch
+from helpers import RECORDS, VOCAB_FILE
 
 from minibert.data.pretraining_batches import DynamicMasking, RecordStream, remask
 from minibert.data.pretraining_instances import Vocabulary
 from minibert.data.pretraining_records import read_records
 from minibert.text.tokenization import FullTokenizer
-
-from helpers import RECORDS, VOCAB_FILE
 
 VOCAB = Vocabulary.of(FullTokenizer(VOCAB_FILE))
 

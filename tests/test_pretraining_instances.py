@@ -7,17 +7,30 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import (
+    GOOGLE_FOLDERS,
+    PRETRAINING,
+    VOCAB,
+    VOCAB_FILE,
+    create_data_args,
+    google_features,
+    google_instances,
+    make_documents,
+)
 
 import pretrain
 from minibert.checkpoints.tfrecord import read_examples
-from minibert.data.pretraining_instances import (InstanceSettings, instances_from_document, mask_tokens, masking_groups,
-                                                 read_documents, truncate_seq_pair)
+from minibert.data.pretraining_instances import (
+    InstanceSettings,
+    instances_from_document,
+    mask_tokens,
+    masking_groups,
+    read_documents,
+    truncate_seq_pair,
+)
 from minibert.data.pretraining_records import read_records
 from minibert.errors import ConfigError, DataError
 from minibert.text.tokenization import FullTokenizer
-
-from helpers import (GOOGLE_FOLDERS, PRETRAINING, VOCAB, VOCAB_FILE, create_data_args, google_features,
-                     google_instances, make_documents)
 
 
 @pytest.mark.parametrize("folder", GOOGLE_FOLDERS)

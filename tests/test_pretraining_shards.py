@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import RECORDS, SAMPLE_TEXT, VOCAB, VOCAB_FILE, google_features, google_instances, make_documents
 
 import pretrain
 from minibert.checkpoints.tfrecord import read_examples
@@ -15,11 +16,9 @@ from minibert.data import pretraining_records
 from minibert.data.pretraining_instances import InstanceSettings, single_segment_instances
 from minibert.data.pretraining_records import read_records, write_records
 from minibert.data.pretraining_shards import shard_output, shard_seed
-from minibert.pretraining.config import RecordOptions
 from minibert.errors import ConfigError
+from minibert.pretraining.config import RecordOptions
 from minibert.pretraining.model_setup import load_stream
-
-from helpers import RECORDS, SAMPLE_TEXT, VOCAB, VOCAB_FILE, google_features, google_instances, make_documents
 
 SHAPE = ["--max_seq_length=64", "--max_predictions_per_seq=10", "--dupe_factor=3"]
 

@@ -4,10 +4,27 @@ import numpy as np
 import torch
 
 import minibert
-from minibert import (BertClassifier, BertConfig, BertForPreTraining, BertModel, CheckpointError, ConfigError,
-                      DataError, FullTokenizer, HeadConfig, LabelSet, MinibertError, TextEncoding, encode_batch,
-                      load_checkpoint, load_classifier, load_pretrained, read_examples, save_checkpoint,
-                      save_classifier)
+from minibert import (
+    BertClassifier,
+    BertConfig,
+    BertForPreTraining,
+    BertModel,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    FullTokenizer,
+    HeadConfig,
+    LabelSet,
+    MinibertError,
+    TextEncoding,
+    encode_batch,
+    load_checkpoint,
+    load_classifier,
+    load_pretrained,
+    read_examples,
+    save_checkpoint,
+    save_classifier,
+)
 
 
 def test_every_public_name_resolves_to_its_definition():

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import INITS, make_run_folder, make_tiny_model, parse_reproduce, reproduce_text
 
 from minibert.cli import from_flat
+from minibert.errors import ConfigError
 from minibert.experiments import reproduction
 from minibert.experiments.paper import ENGLISH7, EXPERIMENTS, FIGURE3, PAPER_PRETRAIN, TABLE5, TABLE6, Experiment, Row
 from minibert.experiments.pretraining_jobs import TRAIN_KEYS, job_state, scaled_steps
 from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan
-from minibert.errors import ConfigError
 from minibert.pretraining import STAGES, PretrainConfig
-
-from helpers import INITS, make_run_folder, make_tiny_model, parse_reproduce, reproduce_text
 
 PRESETS = Path(__file__).resolve().parent.parent / "presets" / "pretrain"
 

@@ -15,14 +15,13 @@ import crc32c
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_GOOGLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibert.checkpoints import sstable, tf_checkpoint
 from minibert.checkpoints.tf_checkpoint import list_tf_variables, read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError
-
-from helpers import TINY_GOOGLE
 
 PREFIX = TINY_GOOGLE / "bert_model.ckpt"
 DATA = TINY_GOOGLE / "bert_model.ckpt.data-00000-of-00001"

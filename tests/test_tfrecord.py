@@ -6,12 +6,21 @@ import struct
 from pathlib import Path
 
 import pytest
-
-from minibert.checkpoints.tfrecord import (Feature, bytes_feature, decode_example, encode_example, float_feature,
-                                           frame_record, int64_feature, read_examples, read_records, write_examples)
-from minibert.errors import DataError
-
 from helpers import GOOGLE_FOLDERS, PRETRAINING, RECORDS
+
+from minibert.checkpoints.tfrecord import (
+    Feature,
+    bytes_feature,
+    decode_example,
+    encode_example,
+    float_feature,
+    frame_record,
+    int64_feature,
+    read_examples,
+    read_records,
+    write_examples,
+)
+from minibert.errors import DataError
 
 
 @pytest.mark.parametrize("folder", GOOGLE_FOLDERS)

@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from helpers import VOCAB_FILE  # real uncased vocab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,8 +34,6 @@ from minibert.text.tokenization import (
     is_whitespace,
     load_vocab,
 )
-
-from helpers import VOCAB_FILE  # real uncased vocab
 
 GOOGLE_TEST_VOCAB = ["[UNK]", "[CLS]", "[SEP]", "want", "##want", "##ed", "wa", "un", "runn",
                      "##ing", ","]
@@ -56,7 +55,7 @@ def uncased_hf():
     return FullTokenizer(VOCAB_FILE, variant="huggingface")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def real_vocab_tokenizer(do_lower_case, variant):
     """FullTokenizer on the uncased vocab; do_lower_case=False is a mismatch the check only warns of."""
     with warnings.catch_warnings():
@@ -392,7 +391,7 @@ class TestVocab:
 # Hugging Face's Python BertTokenizer as an oracle
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hf_python_tokenizer(do_lower_case=True):
     """transformers' slow (Python) BertTokenizer: BertTokenizerLegacy in 5.x, BertTokenizer in 4.x."""
     transformers = pytest.importorskip("transformers")

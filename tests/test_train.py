@@ -11,19 +11,18 @@ import json
 
 import pytest
 import torch
+from helpers import TOPICS, config, make_tiny_model, run_interrupted, write_split
 from safetensors.torch import load_file
 
 import predict
-from minibert.finetune import FinetuneConfig, FitHooks, finetune, summary_lines
 from minibert.checkpoints.formats import load_checkpoint
 from minibert.cli import parse_config
-from minibert.errors import ConfigError
 from minibert.data.batching import random_batches
+from minibert.errors import ConfigError
+from minibert.finetune import FinetuneConfig, FitHooks, finetune, summary_lines
 from minibert.finetune.config import TextOptions
 from minibert.finetune.model_setup import resolve_pooler, text_encoding
 from minibert.text.long_text import paper_head_tokens
-
-from helpers import TOPICS, config, make_tiny_model, run_interrupted, write_split
 
 pytestmark = pytest.mark.usefixtures("keep_thread_count")  # train.main sets torch's thread count (--threads)
 

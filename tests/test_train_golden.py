@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from make_train_golden import GOLDEN, golden_run
 
 

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, config
 
-from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.cli import parse_config
 from minibert.errors import ConfigError, DataError
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.training.metrics_log import NonFiniteLoss
-
-from helpers import ROOT, config
 
 pytestmark = pytest.mark.usefixtures("keep_thread_count")  # train.main sets torch's thread count (--threads)
 

@@ -8,14 +8,13 @@ tensor shape, so with dropout on the two paths draw different masks).
 
 import pytest
 import torch
+from helpers import LENGTHS, NO_DROPOUT, TINY, batch, triton_kernel_or_skip
 
 from minibert.model import attention as attention_module
 from minibert.model.attention import VARLEN_ATTENTION_IMPLEMENTATIONS, attention, attention_bias, varlen_attention
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.model.packing import pack, pack_mask, unpack
-
-from helpers import LENGTHS, NO_DROPOUT, TINY, batch, triton_kernel_or_skip
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and repeatable
 

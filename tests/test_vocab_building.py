@@ -2,14 +2,14 @@
 reads, and a from-scratch pipeline (vocab -> records -> 2-layer model) whose MLM loss falls."""
 
 import json
+
 import pytest
 import torch
+from helpers import SAMPLE_TEXT
 
 import pretrain
 from minibert.text.tokenization import FullTokenizer
 from minibert.text.vocab_building import to_wordpiece
-
-from helpers import SAMPLE_TEXT
 
 
 @pytest.fixture(autouse=True)

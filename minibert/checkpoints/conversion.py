@@ -16,10 +16,10 @@ from minibert.checkpoints.integrity import check_vocab
 from minibert.cli import option
 from minibert.errors import CheckpointError, ConfigError
 from minibert.files import TEMP_SUFFIX, atomic_write_text, replace_folder
-from minibert.output_paths import Inputs, check_not_input, resolve, visible_entries
 from minibert.model.bert import BertModel
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.model.pretraining_heads import BertForPreTraining
+from minibert.output_paths import Inputs, check_not_input, resolve, visible_entries
 from minibert.text.encoding import build_inputs, pad_batch
 from minibert.text.tokenization import FullTokenizer
 

@@ -30,8 +30,7 @@ from typing import NamedTuple
 
 import crc32c
 
-from minibert.checkpoints.protobuf import (Malformed, bytes_field, packed_floats, packed_varints, parse_message,
-                                           varint)
+from minibert.checkpoints.protobuf import Malformed, bytes_field, packed_floats, packed_varints, parse_message, varint
 from minibert.checkpoints.sstable import mask_crc
 from minibert.errors import DataError
 from minibert.files import atomic_file

@@ -25,7 +25,6 @@ from minibert.data.pretraining_instances import Vocabulary, mask_tokens
 from minibert.data.pretraining_records import FEATURES, Records
 from minibert.errors import DataError
 
-
 # --masking: the records' own masks (Google), or Google's rule drawn anew per epoch and record.
 MASKINGS = ("static", "dynamic")
 

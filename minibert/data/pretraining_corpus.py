@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minibert.errors import ConfigError, DataError
 from minibert.data.pretraining_shards import earlier_shards, remove_paths, shard_name
+from minibert.errors import ConfigError, DataError
 from minibert.files import atomic_write_text, commit, temp_path
 from minibert.output_paths import dataset_inputs
 
@@ -249,6 +249,17 @@ class CorpusFiles:
             temp.unlink(missing_ok=True)
 
 
+def kept_texts(path, drop: set, entry: dict, titles: deque):
+    """The texts of `path` that are not in `drop` (counted in entry["dropped_overlap"]); each one's
+    title is appended to `titles` as the text is handed out."""
+    for _, text, title in iter_documents(path):
+        if drop and text_key(text) in drop:
+            entry["dropped_overlap"] += 1
+            continue
+        titles.append(title)
+        yield text
+
+
 def write_corpus(output: Path, sources: list[tuple[str, str, Path]], splitter, segmenter: str, data_dir: Path,
                  progress: Callable[[int], None] | None = None, shard_bytes: int = 0) -> CorpusReport:
     """Write the corpus (one sentence per line, a blank line after every document) atomically, as
@@ -269,15 +280,7 @@ def write_corpus(output: Path, sources: list[tuple[str, str, Path]], splitter, s
                      "titles": 0}
             titles: deque[str] = deque()  # the titles of the texts the splitter has taken, in order
 
-            def texts():
-                for _, text, title in iter_documents(path):
-                    if drop and text_key(text) in drop:
-                        entry["dropped_overlap"] += 1
-                        continue
-                    titles.append(title)
-                    yield text
-
-            for sentences in splitter(texts()):
+            for sentences in splitter(kept_texts(path, drop, entry, titles)):
                 # The paper's code (generate_corpus_agnews.py) writes an AG title as its own line, not
                 # sentence-split, before the description's sentences.
                 title = titles.popleft()

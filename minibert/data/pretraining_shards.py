@@ -26,7 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from minibert.data.pretraining_instances import Documents, InstanceSettings, Vocabulary, create_instances, read_documents
+from minibert.data.pretraining_instances import (
+    Documents,
+    InstanceSettings,
+    Vocabulary,
+    create_instances,
+    read_documents,
+)
 from minibert.data.pretraining_records import is_tfrecord, write_records
 from minibert.errors import ConfigError, DataError
 from minibert.text.tokenization import FullTokenizer

@@ -26,8 +26,8 @@ import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from minibert.data.pretraining_corpus import CROSS_DOMAIN, DOMAINS, ENGLISH_DATASETS, manifest_path
 from minibert.cli import flat_fields
+from minibert.data.pretraining_corpus import CROSS_DOMAIN, DOMAINS, ENGLISH_DATASETS, manifest_path
 from minibert.errors import ConfigError
 from minibert.experiments.paper import BEST_EXP_I, CHINESE, IN_DOMAIN, WITHIN, Experiment, Row
 from minibert.files import find_folder

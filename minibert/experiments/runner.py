@@ -23,10 +23,26 @@ from pathlib import Path
 from minibert.data.examples import write_jsonl
 from minibert.data.splits import few_shot_subset
 from minibert.errors import ConfigError, DataError
-from minibert.experiments.paper import (CHINESE, PAPER_PRETRAIN, PAPER_RECIPE, TABLE1_TRAIN, Experiment, Row,
-                                        table1_chunks)
-from minibert.experiments.pretraining_jobs import (PretrainJob, check_settings, checkpoint_refusal, checkpoint_steps,
-                                                   corpus_of, job_state, model_name, new_job, settings_digest)
+from minibert.experiments.paper import (
+    CHINESE,
+    PAPER_PRETRAIN,
+    PAPER_RECIPE,
+    TABLE1_TRAIN,
+    Experiment,
+    Row,
+    table1_chunks,
+)
+from minibert.experiments.pretraining_jobs import (
+    PretrainJob,
+    check_settings,
+    checkpoint_refusal,
+    checkpoint_steps,
+    corpus_of,
+    job_state,
+    model_name,
+    new_job,
+    settings_digest,
+)
 from minibert.files import atomic_write_text, find_folder, sha256_file
 from minibert.finetune.config import FinetuneConfig
 from minibert.output_paths import DATASET_SPLITS

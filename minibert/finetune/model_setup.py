@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+
 from minibert.checkpoints.classifier import load_classifier
 from minibert.checkpoints.formats import Checkpoint, load_checkpoint, load_state
 from minibert.checkpoints.integrity import check_vocab
@@ -20,8 +21,8 @@ from minibert.resources import model_path
 from minibert.text.encoding import TextEncoding
 from minibert.text.long_text import paper_head_tokens
 from minibert.text.tokenization import FullTokenizer
-from minibert.training.optimization import build_optimizer, freeze_encoder, parameter_groups, unfreeze
 from minibert.training.machine import grad_scaler
+from minibert.training.optimization import build_optimizer, freeze_encoder, parameter_groups, unfreeze
 from minibert.training.schedules import build_scheduler
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from minibert.checkpoints.classifier import load_classifier, store_thresholds
 from minibert.data.features import encode_examples
+from minibert.files import atomic_write_text
 from minibert.finetune.selection import Scoring, evaluate, predict
 from minibert.finetune.tasks import Task
-from minibert.files import atomic_write_text
-from minibert.training.plots import plot_learning_curves
 from minibert.training.multilabel_metrics import choose_thresholds, label_names_per_text, multilabel_report
+from minibert.training.plots import plot_learning_curves
 from minibert.training.problems import MULTI_LABEL_SCORES
 from minibert.training.run_context import RunContext
 

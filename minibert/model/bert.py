@@ -22,7 +22,6 @@ from minibert.model.config import BertConfig
 from minibert.model.dropout import dropout
 from minibert.model.packing import Packing, pack, pack_mask, packed_rows, unpack
 
-
 PADDING_MODES = ("padded", "unpadded")
 LAST_LAYER_MODES = ("needed", "all")
 CHECKPOINTING_MODES = ("off", "layers")

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minibert.model.activations import ACTIVATIONS
-from minibert.model.bert import BertModel, BertOutput, gather_positions, init_weights
+from minibert.model.bert import BertModel, BertOutput, init_weights
 from minibert.model.config import BertConfig
 
 

@@ -14,8 +14,7 @@ STAGES maps each subcommand to (function, config class, help): pretrain.py's com
 experiment runner's in-process stages both run from it.
 """
 
-from minibert.pretraining.config import (CorpusConfig, CreateDataConfig, DefaultConfig, PretrainConfig,
-                                         VocabConfig)
+from minibert.pretraining.config import CorpusConfig, CreateDataConfig, DefaultConfig, PretrainConfig, VocabConfig
 from minibert.pretraining.data_steps import build_corpus, build_vocabulary, create_data
 from minibert.pretraining.embedded import embedded_default
 from minibert.pretraining.loop import PretrainHooks, PretrainState, train

@@ -13,12 +13,28 @@ from pathlib import Path
 from tqdm import tqdm
 
 from minibert.data import corpora
-from minibert.data.pretraining_corpus import (SPLITTERS, CorpusReport, corpus_inputs, expand_sources, manifest_path,
-                                              write_corpus)
+from minibert.data.pretraining_corpus import (
+    SPLITTERS,
+    CorpusReport,
+    corpus_inputs,
+    expand_sources,
+    manifest_path,
+    write_corpus,
+)
 from minibert.data.pretraining_instances import InstanceSettings
-from minibert.data.pretraining_shards import (MANIFEST_SUFFIX, Job, check_one_set, check_shards, earlier_shards,
-                                              remove_paths, run_job, run_jobs, shard_output, shard_seed)
 from minibert.data.pretraining_records import NATIVE_FORMAT, is_tfrecord, manifest_of
+from minibert.data.pretraining_shards import (
+    MANIFEST_SUFFIX,
+    Job,
+    check_one_set,
+    check_shards,
+    earlier_shards,
+    remove_paths,
+    run_job,
+    run_jobs,
+    shard_output,
+    shard_seed,
+)
 from minibert.errors import ConfigError, DataError
 from minibert.files import sha256_file
 from minibert.output_paths import check_output_file, check_output_folder, is_records_folder

@@ -6,9 +6,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from minibert.pretraining.config import (CorpusConfig, CreateDataConfig, DefaultConfig, InitOptions, PretrainConfig,
-                                         PretrainEvalOptions, PretrainOptimOptions, PretrainRunOptions, RecordOptions,
-                                         check_options)
+from minibert.pretraining.config import (
+    CorpusConfig,
+    CreateDataConfig,
+    DefaultConfig,
+    InitOptions,
+    PretrainConfig,
+    PretrainEvalOptions,
+    PretrainOptimOptions,
+    PretrainRunOptions,
+    RecordOptions,
+    check_options,
+)
 from minibert.pretraining.data_steps import build_corpus, create_data
 from minibert.pretraining.loop import train
 from minibert.resources import model_path

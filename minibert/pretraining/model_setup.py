@@ -4,8 +4,8 @@ whose MLM/NSP heads may be missing, or new from --bert_config_file), its vocabul
 
 import hashlib
 import json
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
