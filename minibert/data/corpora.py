@@ -125,8 +125,8 @@ def read_zhang_csv(path: str | Path, class_names: Sequence[str] | None,
 
     `assemble` turns the text fields (with \\n turned back into a newline) into the record's "text"
     and optional "text_b": join_fields (default), title_dash_description (AG) or
-    question_answer_pair (Yahoo! Answers). Label n (1-based) becomes class_names[n - 1]; with class_names None the number is kept
-    as a string. Every row must have as many fields as the first.
+    question_answer_pair (Yahoo! Answers). Label n (1-based) becomes class_names[n - 1]; with
+    class_names None the number is kept as a string. Every row must have as many fields as the first.
     """
     path = Path(path)
     records, width = [], None

@@ -96,7 +96,8 @@ def read_goemotions_tsv(path: str | Path, emotions: tuple[str, ...],
             if not row:
                 continue  # a blank line
             if len(row) != 3:
-                raise DataError(f"{where}: expected 3 tab-separated fields (text, label ids, comment id), got {len(row)}")
+                raise DataError(f"{where}: expected 3 tab-separated fields (text, label ids, comment id), "
+                                f"got {len(row)}")
             text, ids, comment = row
             if not text.strip():
                 raise DataError(f"{where}: empty text")

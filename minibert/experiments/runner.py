@@ -95,7 +95,8 @@ SCALES = {
     "small": Scale("small", {**PAPER_RECIPE, "max_seq_length": 128, "learning_rate": 1e-4, "eval_batch_size": 64,
                              "precision": "auto"},
                    "NOT the paper's setting: all-MiniLM-L6-v2, 128 tokens (hierarchical: at most 4 chunks), "
-                   "lr 1e-4 unless the row sets one (Figure 2, Table 4, Table 7's multi-task rows), stratified subsets of 600 train / 200 dev / 400 test examples; further pre-training: "
+                   "lr 1e-4 unless the row sets one (Figure 2, Table 4, Table 7's multi-task rows), stratified "
+                   "subsets of 600 train / 200 dev / 400 test examples; further pre-training: "
                    "300 steps of 16 sequences at lr 1e-4 on the subsets' training text", 600, 200, 400,
                    curve_every=5, curve_train_examples=200, english_init="minilm", num_layers=6,
                    hierarchical={"max_chunks": 4}, pretrain=SMALL_PRETRAIN, row_pretrain=False),

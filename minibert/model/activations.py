@@ -10,7 +10,8 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 # hidden_act name -> function. "gelu" is the exact erf form the released checkpoints were trained
-# with (Google's modeling.py before February 2019); the tanh form has its own names (ours, and Hugging Face's two spellings).
+# with (Google's modeling.py before February 2019); the tanh form has its own names (ours, and
+# Hugging Face's two spellings).
 ACTIVATIONS = {
     "gelu": F.gelu,
     "gelu_tanh": gelu_tanh,

@@ -20,9 +20,11 @@ from minibert.pretraining.embedded import embedded_default
 from minibert.pretraining.loop import PretrainHooks, PretrainState, train
 
 STAGES = {
-    "default": (embedded_default, DefaultConfig, "the embedded job: MiniLM further pre-trained on BBC News training text"),
+    "default": (embedded_default, DefaultConfig,
+                "the embedded job: MiniLM further pre-trained on BBC News training text"),
     "corpus": (build_corpus, CorpusConfig, "data sets -> Google's text format, one sentence per line (paper §4.2)"),
-    "vocab": (build_vocabulary, VocabConfig, "learn a WordPiece vocab.txt with sentencepiece (pre-training from scratch)"),
+    "vocab": (build_vocabulary, VocabConfig,
+              "learn a WordPiece vocab.txt with sentencepiece (pre-training from scratch)"),
     "create_data": (create_data, CreateDataConfig, "text -> pre-training records (Google's create_pretraining_data.py; "
                     "--sharded: one process per input file)"),
     "train": (train, PretrainConfig, "MLM + NSP pre-training from records (Google's run_pretraining.py)"),

@@ -104,7 +104,8 @@ def build_vocabulary(cfg: VocabConfig) -> VocabReport:
     start = time.time()
     report = build_vocab(inputs, Path(cfg.output_file), cfg.vocab_size, cfg.do_lower_case, cfg.num_unused,
                          cfg.heldout_every, cfg.model_type, cfg.max_sentences)
-    say(f"wrote {cfg.output_file}: {report.size} entries ({report.characters} characters) in {time.time() - start:.1f}s")
+    say(f"wrote {cfg.output_file}: {report.size} entries ({report.characters} characters) "
+        f"in {time.time() - start:.1f}s")
     if report.size < cfg.vocab_size:
         say(f"warning: --vocab_size {cfg.vocab_size} asked for more entries than the text gives: the vocabulary "
             f"has {report.size}")

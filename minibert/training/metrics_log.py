@@ -105,7 +105,8 @@ class LossWindow:
 
     def mean(self, step: int, reduce=None) -> float:
         """The window's mean loss; `reduce` sums (total, batches) over processes when given."""
-        sums = torch.stack([self.total, torch.tensor(float(self.batches), dtype=torch.float64, device=self.total.device)])
+        count = torch.tensor(float(self.batches), dtype=torch.float64, device=self.total.device)
+        sums = torch.stack([self.total, count])
         if reduce is not None:
             sums = reduce(sums)
         total, batches = sums.tolist()
