@@ -37,13 +37,14 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import minibert.model.bert as bert_module
 from minibert.checkpoints.formats import load_checkpoint, load_state
-from minibert.data.features import EncodedDoc, collate, model_inputs
+from minibert.data.features import EncodedDoc, EncodedDocs, collate, model_inputs
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.resources import minilm_folder
 from minibert.training.optimization import build_optimizer, parameter_groups
 from minibert.training.machine import autocast
 
 NUM_LABELS = 5
+PAD_ID = 0  # [PAD] in the MiniLM (bert-base-uncased) vocabulary
 KINDS = ("matmul", "attention", "layernorm", "gelu", "dropout", "embedding", "optimizer", "collation",
          "other ops", "python")
 
@@ -113,11 +114,8 @@ def build_model() -> BertClassifier:
 
 def make_docs(lengths: list[int], vocab_size: int, seed: int) -> list[EncodedDoc]:
     rng = random.Random(seed)
-    docs = []
-    for i, n in enumerate(lengths):
-        ids = [101] + [rng.randrange(1000, vocab_size) for _ in range(n - 2)] + [102]
-        docs.append(EncodedDoc([(ids, [0] * n)], i % NUM_LABELS))
-    return docs
+    chunks = [[([101] + [rng.randrange(1000, vocab_size) for _ in range(n - 2)] + [102], [0] * n)] for n in lengths]
+    return list(EncodedDocs.from_chunks(chunks, [i % NUM_LABELS for i in range(len(lengths))]))
 
 
 def train_step(model, optimizer, batches, precision):
@@ -126,7 +124,7 @@ def train_step(model, optimizer, batches, precision):
     device = torch.device("cpu")
     for docs in batches:
         with record_function("region collation"):
-            batch = collate(docs, hierarchical=False)
+            batch = collate(docs, hierarchical=False, pad_id=PAD_ID)
             inputs = model_inputs(batch, device)
         with autocast(device, precision):
             logits = model(**inputs)
@@ -144,7 +142,7 @@ def infer(model, optimizer, batches, precision):
     device = torch.device("cpu")
     for docs in batches:
         with record_function("region collation"):
-            inputs = model_inputs(collate(docs, hierarchical=False), device)
+            inputs = model_inputs(collate(docs, hierarchical=False, pad_id=PAD_ID), device)
         with autocast(device, precision):
             model(**inputs)
 

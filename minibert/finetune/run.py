@@ -43,7 +43,8 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
     tokenizer = load_tokenizer(pretrained, cfg.text, context.say)
     start = time.time()
     splits = [read_task(f, cfg.data, cfg.run.seed, context.say) for f in files]
-    tasks = [encode_task(f.name, s, tokenizer, encoding, context.say) for f, s in zip(files, splits)]
+    tasks = [encode_task(f.name, s, tokenizer, encoding, context.say, context.token_cache())
+             for f, s in zip(files, splits)]
     model = new_classifier(pretrained, cfg.classifier, tasks)
     for t in tasks:
         context.say(f"{t.name + ': ' if t.name else ''}{len(t.train_docs)} train / {len(t.dev_docs)} dev examples, "

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from minibert.cli import option
+from minibert.data.token_cache import CACHE_FOLDER, TokenCache
 from minibert.errors import ConfigError
 from minibert.files import atomic_write_text, remove_leftovers
 from minibert.output_paths import Inputs
@@ -111,6 +112,18 @@ class RunContext:
 
     def barrier(self) -> None:
         barrier(self.setup)
+
+    def token_cache(self) -> TokenCache:
+        """Where the run's encoded data is kept. One process: in its memory, nothing written. Under
+        torchrun: out/.token_cache, written by each node's local rank 0 and mapped by every process of
+        the node (minibert.data.token_cache), so a node tokenizes once. The output folder because it
+        is the one place a run writes, already checked against every input (open_run); a --resume
+        reuses the entries its unchanged data keys, and --overwrite_output_dir keeps only entries
+        whose key this run's data and settings give again."""
+        if not self.setup.enabled:
+            return TokenCache()
+        return TokenCache(self.out / CACHE_FOLDER, writer=self.setup.local_rank == 0,
+                          agree=lambda ok: all(gather_objects(ok, self.setup)))
 
     def start_output_dir(self, outputs: tuple[str, ...], resume: bool, config: dict) -> None:
         """Once every input has been read: clear what a killed run left and, for a new run, the
