@@ -4,7 +4,8 @@ Classification?" (Sun, Qiu, Xu, Huang 2019).
     python train.py                                   # embedded default: MiniLM on BBC News, CPU
     python train.py --preset my_settings.json --init uncased_L-12_H-768_A-12   # JSON of these options
     python train.py --tasks imdb,yelp_polarity,ag_news,dbpedia --init uncased_L-12_H-768_A-12 \\
-        --max_seq_length 512 --learning_rate 2e-5       # multi-task (paper §4.3, Table 7's BERT-MFiT-FiT)
+        --max_seq_length 512 --learning_rate 2e-5       # multi-task (paper §4.3) with train.py's defaults;
+                                                        # Table 7's BERT-MFiT-FiT settings: reproduce.py table7
     python reproduce.py table2 ...                    # the paper's experiments (see reproduce.py)
 
 Every option is a field of minibert.finetune.FinetuneConfig (flags have the same names). The run

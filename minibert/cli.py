@@ -21,6 +21,7 @@ import typing
 from pathlib import Path
 
 from minibert.errors import ConfigError, MinibertError
+from minibert.files import read_json_object
 
 # The exit status of a run SIGTERM stopped after saving last/: 128 + 15, what a shell reports for a
 # process SIGTERM ended, so a scheduler or script sees the run is unfinished (--resume continues it).
@@ -175,27 +176,12 @@ def load_preset(config_class, path: str | Path) -> dict:
     """Field values from a JSON preset, converted like flags; unknown or repeated keys and values
     that no flag could give are errors naming the file and the key. Keys starting with "_" are
     comments."""
-    path = Path(path)
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=refuse_repeated_keys)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
-        raise ConfigError(f"{path}: cannot read preset: {e}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: a preset must be a JSON object of option values")
+    values = read_json_object(path, "preset", ConfigError)
     hints = {field.name: hint for field, hint in flat_fields(config_class)}
     unknown = sorted(k for k in values if k not in hints and not k.startswith("_"))
     if unknown:
         raise ConfigError(f"{path}: unknown preset keys: {', '.join(unknown)}")
     return {k: convert_value(hints[k], v, f"{path}: {k}") for k, v in values.items() if not k.startswith("_")}
-
-
-def refuse_repeated_keys(pairs: list) -> dict:
-    """json.loads' object_pairs_hook: a key given twice is an error (JSON keeps the last silently)."""
-    keys = [key for key, _ in pairs]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise ValueError(f"key {', '.join(repeated)} given twice")
-    return dict(pairs)
 
 
 def run_script(main, config_class, argv: list[str] | None, description: str, positional: tuple[str, ...] = ()):

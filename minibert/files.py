@@ -12,6 +12,7 @@ killed process left.
 import contextlib
 import glob
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -194,3 +195,26 @@ def sha256_file(path: str | Path) -> str:
         while chunk := f.read(1 << 24):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_json_object(path: str | Path, what: str, error: type[Exception]) -> dict:
+    """A JSON file that must hold one object, read for `what` ("config", "preset", ...); a key given
+    twice is refused (json.loads would keep the last silently). Any problem raises `error` with one
+    line naming the file."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=refuse_repeated_keys)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        raise error(f"{path}: cannot read {what}: {e}") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: a {what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def refuse_repeated_keys(pairs: list) -> dict:
+    """json.loads' object_pairs_hook: a key given twice is a ValueError (JSON keeps the last silently)."""
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ValueError(f"key {', '.join(repeated)} given twice")
+    return dict(pairs)

@@ -75,10 +75,16 @@ def test_csv_without_label_column_when_labels_not_required(tmp_path):
 
 def test_txt(tmp_path):
     path = write(tmp_path, "d.txt", "first text\n\n  second, with \u2028 separator \r\nthird")
-    examples, _ = read_examples(path, require_label=False)
+    examples, bad = read_examples(path, require_label=False, on_bad_row="skip")
     assert examples == [Example("first text", None, None, f"{path}:1"),
                         Example("  second, with \u2028 separator ", None, None, f"{path}:3"),
                         Example("third", None, None, f"{path}:4")]
+    # A blank line is a text too (predictions follow the input's lines): a bad row, never dropped silently.
+    assert bad == [f"{path}:2: empty line (a .txt file holds one text per line)"]
+    assert read_error(path, require_label=False) == bad[0]
+    assert read_error(write(tmp_path, "w.txt", "a\n \t\n"), require_label=False).endswith("w.txt:2: empty line "
+                                                                                           "(a .txt file holds one "
+                                                                                           "text per line)")
     assert "require_label=False" in read_error(path)
 
 

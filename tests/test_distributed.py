@@ -180,7 +180,7 @@ def test_two_ranks_train_as_one_process_with_the_global_batch(setup_files, tmp_p
     single = finetune(options(setup_files, tmp_path / "one", batch_size=8))
     # The ranks shared the encoded train and dev splits through the cache; one process writes none.
     parts = sorted(json.loads((p / KEY_FILE).read_text())["key"]["part"] for p in (tmp_path / "ddp" / CACHE_FOLDER).iterdir())
-    assert parts == ["/dev", "/train"] and not (tmp_path / "one" / CACHE_FOLDER).exists()
+    assert parts == ["task/dev", "task/train"] and not (tmp_path / "one" / CACHE_FOLDER).exists()
     ddp_records, one_records = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
     assert [r["step"] for r in ddp_records] == [r["step"] for r in one_records]  # rank 0 alone wrote
     for a, b in zip(ddp_records, one_records):

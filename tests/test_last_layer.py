@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from minibert.model.attention import attention, attention_bias, packed_keys_attention
 from minibert.model.bert import BertModel, gather_positions
 from minibert.model.config import BertConfig
-from minibert.model.heads import BertClassifier, HeadConfig, MultiTaskClassifier
+from minibert.model.heads import BertClassifier, HeadConfig, TaskClassifier
 from minibert.model.packing import pack, pack_mask
 from minibert.model.pretraining_heads import BertForPreTraining
 from test_unpadded import LENGTHS, NO_DROPOUT, batch
@@ -184,7 +184,7 @@ def test_hierarchical_chunks_equal_the_full_layer(padding, pooling):
 
 def test_multitask_heads_each_get_what_they_read():
     torch.manual_seed(0)
-    model = MultiTaskClassifier(TINY, {"topic": HeadConfig(num_labels=3, dropout=0.0),
+    model = TaskClassifier(TINY, {"topic": HeadConfig(num_labels=3, dropout=0.0),
                                        "feat": HeadConfig(num_labels=2, dropout=0.0, head="bilstm_attention")}).train()
     ids, types, mask = batch()
     for padding in ("padded", "unpadded"):

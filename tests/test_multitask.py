@@ -19,15 +19,12 @@ import predict
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.checkpoints.classifier import load_classifier
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
-import minibert.finetune.loop as loop_module
-import minibert.finetune.run as run_module
-import minibert.finetune.tasks as tasks_module
 from minibert.data.multitask import epoch_schedule, read_tasks_file, redrawn_batches, task_counts, tasks_from_names
 from minibert.finetune.model_setup import new_head
 from minibert.errors import CheckpointError, ConfigError, MinibertError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
-from minibert.model.heads import HeadConfig, MultiTaskClassifier
+from minibert.model.heads import HeadConfig, TaskClassifier
 from minibert.training.optimization import build_optimizer, parameter_groups
 
 TASKS = {
@@ -124,7 +121,7 @@ def test_a_tasks_batch_changes_only_the_encoder_and_its_own_head():
     config = BertConfig(vocab_size=20, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=24, max_position_embeddings=16)
     torch.manual_seed(0)
-    model = MultiTaskClassifier(config, {"a": HeadConfig(3, pooler=False), "b": HeadConfig(2, layers="1")})
+    model = TaskClassifier(config, {"a": HeadConfig(3, pooler=False), "b": HeadConfig(2, layers="1")})
     groups = parameter_groups(model, lr=1e-2, weight_decay=0.01, layer_decay=0.9, num_layers=2)
     optimizer = build_optimizer("adamw", groups)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -155,11 +152,11 @@ def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monke
     results = finetune(config(root, tmp_path / "mt", tasks_dir="data"), hooks)  # relative to the working directory
     out = tmp_path / "mt"
     # Stage 1 lists every batch of each task once per epoch (60/8 and 40/8 batches, 4 epochs), each
-    # micro-batch of one task; stage 2 is the same loop on each task alone (its one head: task "").
-    stage1 = [task for _, task in micro_batches if task]
+    # micro-batch of one task; stage 2 is the same loop on each task alone (a table of its one head).
+    stage1 = [task for _, task in micro_batches[:4 * 13]]
     assert Counter(stage1) == {"topics": 4 * 8, "sentiment": 4 * 5} and len(set(stage1[:13])) == 2
     assert steps == [*range(1, 4 * 13 + 1), *range(1, 8 + 1), *range(1, 5 + 1)]
-    assert [task for _, task in micro_batches[len(stage1):]] == [""] * (8 + 5)
+    assert [task for _, task in micro_batches[len(stage1):]] == ["topics"] * 8 + ["sentiment"] * 5
     stage1 = json.loads((out / "multitask_results.json").read_text())["tasks"]
     assert stage1["topics"]["test_accuracy"] > 0.7 and stage1["sentiment"]["test_accuracy"] > 0.75  # chance 1/3, 1/2
     assert set(results["stage2"]["tasks"]) == {"topics", "sentiment"}
@@ -221,9 +218,36 @@ def test_multitask_resume_is_bit_identical(setup, tmp_path):
         finetune(config(root, tmp_path / "resumed", resume=True, **{**options, "learning_rate": 1e-3}))
 
 
+@pytest.mark.slow
+def test_stage2_batch_size_and_layer_decay(setup, tmp_path):
+    """--stage2_batch_size / --stage2_layer_decay (Table 7: BERT-FiT's batch 24 and xi 0.95 after stage
+    1's 32 and 1.0) set stage 2's batches and layer-wise rates; stage 1 keeps batch_size and layer_decay."""
+    root, _ = setup
+    steps = []
+    finetune(config(root, tmp_path / "out", epochs=1, stage2_batch_size=20, stage2_layer_decay=0.5),
+             FitHooks(after_step=steps.append))
+    # Stage 1: 60/8 + 40/8 -> 8 + 5 batches; stage 2: topics 60/20 = 3 steps, sentiment 40/20 = 2.
+    assert steps == [*range(1, 14), 1, 2, 3, 1, 2]
+    for task in ("topics", "sentiment"):
+        saved = json.loads((tmp_path / "out" / "stage2" / task / "config.json").read_text())
+        assert (saved["batch_size"], saved["layer_decay"]) == (20, 0.5)
+        groups = torch.load(tmp_path / "out" / "stage2" / task / "last" / "trainer.pt",
+                            weights_only=True)["optimizer"]["param_groups"]
+        top = 3e-3 * 0.5  # learning_rate x stage2_lr_factor
+        rates = {g["name"].split(" (")[0]: g["initial_lr"] for g in groups}
+        assert rates == pytest.approx({"embeddings": top * 0.25, "layer 0": top * 0.5, "layer 1": top,
+                                       "pooler": top, "head": top})
+    stage1 = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert (stage1["batch_size"], stage1["layer_decay"], stage1["stage2_batch_size"]) == (8, 0.9, 20)
+
+
 def test_multitask_option_errors(setup, tmp_path):
     root, _ = setup
     for overrides, message in ((dict(stage2_lr_factor=2.0), "stage2_lr_factor"), (dict(compile=True), "compile"),
+                               (dict(stage2_batch_size=-1), "^--stage2_batch_size -1: must be at least 0"),
+                               (dict(stage2_layer_decay=1.5), r"^--stage2_layer_decay 1.5: must be in \[0, 1\]"),
+                               (dict(tasks="", tasks_dir="data", stage2_batch_size=24),
+                                "^--stage2_batch_size applies to multi-task"),
                                (dict(task_temperature=0.0), "task_temperature"),
                                (dict(tasks_file="x.json"), "not both"), (dict(tasks="topics,nope"), "nope/train.jsonl")):
         with pytest.raises(MinibertError, match=message):
@@ -264,32 +288,25 @@ def crash_at(step: int):
     return after_step
 
 
-def micro_batches_of(setup, tmp_path, monkeypatch, **overrides):
-    """Every stage-1 micro-batch the loop trained on, as (step, task, example indices)."""
+def micro_batches_of(setup, tmp_path, **overrides):
+    """Every stage-1 epoch's micro-batches the loop trained on, as (task, example indices)."""
     listed = []
-    original = tasks_module.epoch_micro_batches
-
-    def recording(tasks, optim, multitask, seed, epoch, setup_):
-        batches = original(tasks, optim, multitask, seed, epoch, setup_)
-        if len(tasks) > 1:
-            listed.append(batches)
-        return batches
-
-    monkeypatch.setattr(loop_module, "epoch_micro_batches", recording)
-    results = finetune(config(setup[0], tmp_path, **overrides))
+    record = FitHooks(epoch_batches=lambda epoch, batches: listed.append(batches) if len(
+        {task for task, _ in batches}) > 1 else None)
+    results = finetune(config(setup[0], tmp_path, **overrides), record)
     return listed, results
 
 
 @pytest.mark.slow
-def test_random_task_sampling_in_a_run_and_its_resume(setup, tmp_path, monkeypatch):
+def test_random_task_sampling_in_a_run_and_its_resume(setup, tmp_path):
     root, _ = setup
     options = dict(epochs=2, checkpoint_every=3, task_sampling="random", stage2_epochs=0)
-    listed, full = micro_batches_of(setup, tmp_path / "full", monkeypatch, **options)
-    epoch0, epoch1 = listed[1], listed[2]  # listed[0]: prepare_fit counts the steps
+    listed, full = micro_batches_of(setup, tmp_path / "full", **options)
+    epoch0, epoch1 = listed
     # 60 // 8 and 40 // 8 batches per epoch, each 8 distinct examples of one task, redrawn each epoch.
     assert Counter(task for task, _ in epoch0) == {"topics": 7, "sentiment": 5}
     assert all(len(set(batch)) == 8 for _, batch in epoch0 + epoch1)
-    assert epoch0 != epoch1 and listed[0] == epoch0
+    assert epoch0 != epoch1
     seen = [i for task, batch in epoch0 if task == "topics" for i in batch]
     assert len(set(seen)) < len(seen)  # drawn with replacement across batches, as the paper's code
 
@@ -301,22 +318,21 @@ def test_random_task_sampling_in_a_run_and_its_resume(setup, tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_stage2_fresh_head(setup, tmp_path, monkeypatch):
+def test_stage2_fresh_head(setup, tmp_path):
     """--stage2_head fresh: stage 2 starts from stage 1's encoder (pooler too) and a new head drawn
     from the seed, as the paper's code loads only model.bert; kept starts from stage 1's head."""
     root, _ = setup
     starts = {}
-    original = run_module.stage2_classifier
 
-    def recording(folder, task, head, seed):
-        model = original(folder, task, head, seed)
-        starts[head, task.name] = {k: v.clone() for k, v in model.state_dict().items()}
-        return model
+    def recording(head):
+        def stage2_start(task, model):
+            view = model.classifier(task)  # names as a single-task classifier's: bert.*, head.*
+            starts[head, task] = {k: v.clone() for k, v in view.state_dict().items()}
+        return FitHooks(stage2_start=stage2_start)
 
-    monkeypatch.setattr(run_module, "stage2_classifier", recording)
     options = dict(epochs=1, stage2_epochs=1)
     for head in ("fresh", "kept"):
-        results = finetune(config(root, tmp_path / head, stage2_head=head, **options))
+        results = finetune(config(root, tmp_path / head, stage2_head=head, **options), recording(head))
         assert set(results["stage2"]["tasks"]) == {"topics", "sentiment"}
     a, b = (load_file(tmp_path / run / "best" / "model.safetensors") for run in ("fresh", "kept"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the option changes nothing in stage 1

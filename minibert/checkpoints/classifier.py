@@ -2,9 +2,10 @@
 
 classifier.json holds what prediction needs besides the weights: the label names (their order
 defines the output indices), the head configuration, how texts were encoded (truncation or
-hierarchical chunks) and the tokenizer settings. A multi-task model (MultiTaskClassifier) holds
-every task's head; its classifier.json has "tasks": {name: {"labels", "head"}} instead, and
-load_classifier(folder, task) returns that task's classifier.
+hierarchical chunks) and the tokenizer settings. A multi-task model (a TaskClassifier with a head
+per task, architecture "MultiTaskClassifier") holds every task's head; its classifier.json has
+"tasks": {name: {"labels", "head"}} instead, and load_classifier(folder, task) returns that task's
+classifier.
 """
 
 import json
@@ -14,8 +15,8 @@ from pathlib import Path
 from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_state, save_minibert
 from minibert.checkpoints.integrity import check_vocab
 from minibert.errors import CheckpointError
-from minibert.files import atomic_write_text, replace_folder
-from minibert.model.heads import BertClassifier, HeadConfig, MultiTaskClassifier
+from minibert.files import atomic_write_text, read_json_object, replace_folder
+from minibert.model.heads import BertClassifier, HeadConfig, TaskClassifier
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
 
@@ -41,24 +42,18 @@ class SavedClassifier:
 
 def save_classifier(folder: str | Path, model: BertClassifier, labels: list[str], encoding: TextEncoding,
                     tokenizer: FullTokenizer, vocab_file: Path, extra_files: dict[str, str] | None = None) -> None:
-    """Write the whole folder under a temporary name, then swap it in (files.replace_folder)."""
+    """A single-task classifier's folder (written as write_folder does)."""
     description = {
         "labels": labels,
         "head": asdict(model.head_config),
         "encoding": asdict(encoding),
         "tokenizer": {"do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name},
     }
-
-    def fill(tmp: Path) -> None:
-        save_minibert(tmp, checkpoint_of(model, vocab_file, classifier_architecture(model.head_config, encoding)))
-        atomic_write_text(tmp / CLASSIFIER_FILE, json.dumps(description, indent=2, ensure_ascii=False) + "\n")
-        for name, text in (extra_files or {}).items():
-            atomic_write_text(tmp / name, text)
-
-    replace_folder(folder, fill)
+    checkpoint = checkpoint_of(model, vocab_file, classifier_architecture(model.head_config, encoding))
+    write_folder(folder, checkpoint, description, extra_files)
 
 
-def save_multitask_classifier(folder: str | Path, model: MultiTaskClassifier, labels: dict[str, list[str]],
+def save_multitask_classifier(folder: str | Path, model: TaskClassifier, labels: dict[str, list[str]],
                               encoding: TextEncoding, tokenizer: FullTokenizer, vocab_file: Path,
                               extra_files: dict[str, str] | None = None) -> None:
     """A multi-task model with every head; labels: task -> its label names. Written like save_classifier."""
@@ -67,9 +62,15 @@ def save_multitask_classifier(folder: str | Path, model: MultiTaskClassifier, la
         "encoding": asdict(encoding),
         "tokenizer": {"do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name},
     }
+    write_folder(folder, checkpoint_of(model, vocab_file, "MultiTaskClassifier"), description, extra_files)
+
+
+def write_folder(folder: str | Path, checkpoint, description: dict, extra_files: dict[str, str] | None) -> None:
+    """The checkpoint, classifier.json and the extra files, written under a temporary name and then
+    swapped in (files.replace_folder)."""
 
     def fill(tmp: Path) -> None:
-        save_minibert(tmp, checkpoint_of(model, vocab_file, "MultiTaskClassifier"))
+        save_minibert(tmp, checkpoint)
         atomic_write_text(tmp / CLASSIFIER_FILE, json.dumps(description, indent=2, ensure_ascii=False) + "\n")
         for name, text in (extra_files or {}).items():
             atomic_write_text(tmp / name, text)
@@ -77,7 +78,7 @@ def save_multitask_classifier(folder: str | Path, model: MultiTaskClassifier, la
     replace_folder(folder, fill)
 
 
-def _choose_task(description: dict, task: str, description_file: Path) -> dict:
+def _choose_task(description: dict, task: str | None, description_file: Path) -> dict:
     """The single-task part of classifier.json: as it is, or the chosen task's of a multi-task model."""
     tasks = description.get("tasks")
     if tasks is None:
@@ -90,19 +91,14 @@ def _choose_task(description: dict, task: str, description_file: Path) -> dict:
     return {**description, **tasks[task]}
 
 
-def load_classifier(folder: str | Path, task: str = "") -> SavedClassifier:
+def load_classifier(folder: str | Path, task: str | None = None) -> SavedClassifier:
     """A classifier folder written by train.py; for a multi-task model, the classifier of `task`
-    (the shared encoder with that task's head)."""
+    (the shared encoder with that task's head); None for a single-task model."""
     folder = Path(folder)
     description_file = folder / CLASSIFIER_FILE
     if not description_file.is_file():
         raise CheckpointError(f"{folder}: not a classifier saved by train.py (no {CLASSIFIER_FILE})")
-    try:
-        description = json.loads(description_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{description_file}: malformed ({e})") from None
-    if not isinstance(description, dict):
-        raise CheckpointError(f"{description_file}: malformed (not a JSON object)")
+    description = read_json_object(description_file, "classifier description", CheckpointError)
     # Outside the try below: a --task mistake is the user's, not a malformed file.
     description = _choose_task(description, task, description_file)
     try:

@@ -22,7 +22,7 @@ from minibert.checkpoints import names
 from minibert.checkpoints.integrity import check_finite, read_safetensors, verify_sha256
 from minibert.checkpoints.tf_checkpoint import find_tf_prefix, read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError
-from minibert.files import atomic_save_safetensors, atomic_write_text, sha256_file
+from minibert.files import atomic_save_safetensors, atomic_write_text, read_json_object, sha256_file
 from minibert.model.bert import BertModel
 from minibert.model.config import METADATA_KEYS, BertConfig
 from minibert.model.pretraining_heads import BertForPreTraining
@@ -284,11 +284,8 @@ def _read_minibert_metadata(folder: Path) -> dict:
     path = folder / MINIBERT_FILE
     if not path.exists():
         return {}
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read ({e})") from None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("sha256", {}), dict):
+    metadata = read_json_object(path, "minibert.json", CheckpointError)
+    if not isinstance(metadata.get("sha256", {}), dict):
         raise CheckpointError(f"{path}: expected an object with 'architecture' and 'sha256'")
     return metadata
 

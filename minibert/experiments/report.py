@@ -132,8 +132,9 @@ def markdown(experiment: Experiment, scale: Scale, runs: list[Run], datasets: li
         lines += ["", f"Avg. Δ: the mean over the data sets of 100 × (e_ref − e) / e_ref with e_ref the "
                       f"{experiment.relative_to} row's error (the paper's §5.4.3); ours against our "
                       f"{experiment.relative_to}, over the data sets both have; the paper's from its numbers "
-                      "over the data sets shown (over all of them it gives the published column, e.g. "
-                      "BERT-FiT 9.22%)."]
+                      "over the data sets shown. Over all of them this gives the published column to the "
+                      "paper's truncation of the last digit: BERT-FiT 9.220 (9.22%), BERT-ITPT-FiT 16.079, "
+                      "printed 16.07% (rounding would give 16.08)."]
     if notes:
         lines.append("")
         lines += [f"[{number}] {reason}" for reason, number in notes.items()]

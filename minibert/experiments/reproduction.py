@@ -23,16 +23,20 @@ from minibert.data import corpora
 from minibert.errors import ConfigError, DataError
 from minibert.experiments.dataset_stats import table1_markdown
 from minibert.experiments.paper import EXPERIMENTS, TABLE1
-from minibert.experiments.pretraining_jobs import corpus_needs, scaled_steps
+from minibert.experiments.pretraining_jobs import corpus_needs, scaled_steps, vocab_beside
 from minibert.experiments.report import PLOTS, markdown
 from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan, subset_data
 from minibert.files import atomic_write_text
 from minibert.finetune import FinetuneConfig, finetune
+from minibert.finetune.config import TextOptions
 from minibert.pretraining import STAGES
+from minibert.resources import model_path
+from minibert.text.tokenization import FullTokenizer
 from minibert.training.machine import PRECISIONS
 
 STATES = ("done", "resume", "new", "refused")
 TABLE1_NAME = "table1"  # not an experiment: counts and lengths of the prepared data sets (dataset_stats)
+PAPER_INIT = "uncased_L-12_H-768_A-12"  # the paper's English BERT-base (§5), Google's release folder
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,8 @@ class ReproduceConfig:
     scale: str = option("paper", "paper: the paper's settings; small: a 2-core CPU budget (not the paper's setting)",
                         choices=tuple(SCALES))
     seeds: str = option("1", "comma-separated seeds; the table shows mean ± std over them")
-    init: str = option("uncased_L-12_H-768_A-12", "English BERT-base (Google release folder or any --init of "
-                       "train.py); --scale small uses the embedded MiniLM")
+    init: str = option(PAPER_INIT, "English BERT-base (Google release folder or any --init of train.py); --scale "
+                       "small uses the embedded MiniLM, as table1 does while this folder is not here")
     init_chinese: str = option("", "Chinese BERT-base for Sogou News (chinese_L-12_H-768_A-12)")
     init_large: str = option("", "BERT-large for Table 8 (uncased_L-24_H-1024_A-16)")
     data_dir: str = option("data", "folder of the prepared data sets, data/<name>/{train,dev,test}.jsonl")
@@ -82,8 +86,8 @@ def data_folders(cfg: ReproduceConfig, datasets: list[str], scale, corpus_datase
     folders = {}
     for name in dict.fromkeys([*datasets, *corpus_datasets]):
         source = Path(cfg.data_dir) / name
-        if name == "bbc_news" and not (source / "train.jsonl").is_file():
-            corpora.prepare_bbc_news(source)  # the embedded data set: prepared on first use
+        if name == "bbc_news":
+            corpora.ensure_bbc_news(source, lambda text: None)  # the embedded data set: prepared on first use
         if not (source / "train.jsonl").is_file() and name not in datasets:
             continue
         if not (source / "train.jsonl").is_file():
@@ -203,12 +207,35 @@ def subset_counts(data: Path, datasets: list[str]) -> str:
     return f"\nExamples used: {'; '.join(counts)}.\n" if counts else ""
 
 
+def table1_tokenizer(init: str) -> FullTokenizer:
+    """The tokenizer of model `init`, as the fine-tuning runs build it (do_lower_case, Google's rules)."""
+    path = model_path(init)
+    if not path.exists() and not any(path.parent.glob(f"{path.name}.*")):  # a folder, file or ckpt prefix
+        raise ConfigError(f"--init {init}: no such model, whose vocabulary Table 1's WordPieces need")
+    return FullTokenizer(vocab_beside(init), TextOptions().do_lower_case, TextOptions().tokenizer_variant)
+
+
+def table1_tokenizers(cfg: ReproduceConfig) -> tuple[FullTokenizer, FullTokenizer, str]:
+    """The tokenizers Table 1 counts WordPieces with (§5.1), and a sentence naming them: English, the
+    model the scale fine-tunes (--init; the embedded MiniLM at --scale small, and while --init is left
+    at its default and that folder is not here); Sogou News, --init_chinese's (the English one without
+    it: both split CJK characters one per token)."""
+    init = SCALES[cfg.scale].english_init or cfg.init
+    if init == PAPER_INIT and not model_path(init).exists():
+        init = "minilm"
+    english = table1_tokenizer(init)
+    chinese = table1_tokenizer(cfg.init_chinese) if cfg.init_chinese else english
+    said = f"English with {english.vocab_file} ({len(english.vocab):,} tokens)"
+    said += f", Chinese with {chinese.vocab_file}" if cfg.init_chinese else ", Chinese with the same (no --init_chinese)"
+    return english, chinese, said
+
+
 def reproduce(cfg: ReproduceConfig, say=print) -> tuple[str, list]:
     """Plan, run (unless dry_run) and report; returns RESULTS.md's text and the runs. table1: the
     data sets' statistics (OUTPUT/table1.md), no runs."""
     if cfg.experiment == TABLE1_NAME:
         datasets = [d.strip() for d in cfg.datasets.split(",") if d.strip()] or list(TABLE1)
-        text = table1_markdown(Path(cfg.data_dir), datasets)
+        text = table1_markdown(Path(cfg.data_dir), datasets, *table1_tokenizers(cfg))
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(cfg.output_dir) / "table1.md", text)
         return text, []

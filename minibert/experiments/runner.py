@@ -23,9 +23,10 @@ from pathlib import Path
 from minibert.data.examples import write_jsonl
 from minibert.data.splits import few_shot_subset
 from minibert.errors import ConfigError, DataError
-from minibert.experiments.paper import CHINESE, PAPER_PRETRAIN, PAPER_RECIPE, TABLE1_TRAIN, Experiment, Row
-from minibert.experiments.pretraining_jobs import (PretrainJob, check_settings, checkpoint_refusal, corpus_of, job_state,
-                                              model_name, new_job, settings_digest)
+from minibert.experiments.paper import (CHINESE, PAPER_PRETRAIN, PAPER_RECIPE, TABLE1_TRAIN, Experiment, Row,
+                                        table1_chunks)
+from minibert.experiments.pretraining_jobs import (PretrainJob, check_settings, checkpoint_refusal, checkpoint_steps,
+                                                   corpus_of, job_state, model_name, new_job, settings_digest)
 from minibert.files import find_folder
 from minibert.finetune.config import FinetuneConfig
 
@@ -52,7 +53,8 @@ class Scale:
     curve_every: int = 100
     curve_train_examples: int = 2000
     english_init: str = ""  # "" = the runner's --init
-    hierarchical: dict = field(default_factory=dict)  # recipe values of the scale's hierarchical rows only
+    # Recipe values of the scale's hierarchical rows only; none: max_chunks from Table 1 (paper.table1_chunks).
+    hierarchical: dict = field(default_factory=dict)
     num_layers: int = 0  # the scale's own model's layers (0 = whatever --init has), for Table 3's rows
     pretrain: dict = field(default_factory=lambda: dict(PAPER_PRETRAIN))
     # Whether a row's own pre-training settings (Row.pretrain_settings: Table 8's BERT-large) apply;
@@ -206,6 +208,8 @@ class _Jobs:
         if folder not in self.jobs:
             self.jobs[folder] = new_job(corpus, init, folder, settings, self.data_folders)
         job = self.jobs[folder]
+        if row.pretrain_step:  # Figure 3 fine-tunes the models saved along the way; other rows need only the end
+            job.checkpoints = checkpoint_steps(settings)
         return job, job.refused or checkpoint_refusal(job, row.pretrain_step)
 
 
@@ -231,7 +235,9 @@ def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders
               "init": init, "seed": seed, "output_dir": str(folder),
               **{f"{split}_file": str(data / f"{split}.jsonl") for split in SPLITS}}
     if values.get("hierarchical"):
-        values.update(scale.hierarchical)
+        # §5.3.1 encodes every chunk of a text. A budget scale caps them; the paper's scale keeps as many
+        # as the data set's longest text in Table 1 fills (the library's default would train on 16).
+        values.update(scale.hierarchical or {"max_chunks": table1_chunks(dataset, values["max_seq_length"])})
     if experiment.plot == "curves":  # Figure 2: errors at regular steps, training error too
         values.update(eval_every=scale.curve_every, train_eval_count=scale.curve_train_examples)
     if experiment.plot == "few_shot" and row.x is not None and row.x < 1:

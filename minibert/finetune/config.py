@@ -167,6 +167,10 @@ class MultiTaskOptions:
     # while still moving the head and the top layers within one epoch.
     stage2_lr_factor: float = option(0.5, "multi-task: the second stage's learning rate, as a factor of "
                                      "learning_rate")
+    # Stage 2 is single-task fine-tuning: Table 7 compares it with BERT-FiT (batch 24, xi 0.95), while
+    # stage 1 follows the multi-task code (batch 32, no decay).
+    stage2_batch_size: int = option(0, "multi-task: the second stage's batch_size (0 = batch_size)")
+    stage2_layer_decay: float = option(0.0, "multi-task: the second stage's layer_decay xi (0 = layer_decay)")
 
     @property
     def enabled(self) -> bool:
@@ -202,7 +206,7 @@ class FinetuneConfig:
 # The multi-task second stage's options may change too: stage 2 starts from stage 1's best model.
 RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "checkpoint_every", "compile",
                      "overwrite_output_dir", "allow_data_change", "padding", "gradient_checkpointing", "stage2_epochs",
-                     "stage2_lr_factor", "stage2_head"}
+                     "stage2_lr_factor", "stage2_head", "stage2_batch_size", "stage2_layer_decay"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
 RUN_OUTPUTS = ("best", "best.old", ".best.*.old", "last", "last.old", ".last.*.old", "metrics.jsonl", "results.json", "config.json",
                "learning_curves.png", "multitask_results.json", "stage2")
@@ -210,7 +214,8 @@ RUN_OUTPUTS = ("best", "best.old", ".best.*.old", "last", "last.old", ".last.*.o
 # Options that only mean something in one mode: (the options' group, the mode's test, how to ask for it).
 MODE_OPTIONS = (
     ("multitask", lambda cfg: cfg.multitask.enabled, "multi-task runs (--tasks)",
-     ("tasks_dir", "task_temperature", "task_sampling", "stage2_head", "stage2_epochs", "stage2_lr_factor")),
+     ("tasks_dir", "task_temperature", "task_sampling", "stage2_head", "stage2_epochs", "stage2_lr_factor",
+      "stage2_batch_size", "stage2_layer_decay")),
     ("classifier", lambda cfg: cfg.classifier.head == "bilstm_attention", "--head bilstm_attention",
      ("lstm_size", "attention_hops", "attention_size", "attention_penalty")),
     ("classifier", lambda cfg: cfg.text.hierarchical, "hierarchical runs (--hierarchical true)", ("chunk_pooling",)),
@@ -279,4 +284,6 @@ RULES = {
     "task_temperature": (lambda v: 0 < v < float("inf"), "positive"),
     "stage2_epochs": (_at_least(0), "at least 0 (0 = no second stage)"),
     "stage2_lr_factor": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "stage2_batch_size": (_at_least(0), "at least 0 (0 = batch_size)"),
+    "stage2_layer_decay": (lambda v: 0 <= v <= 1, "in [0, 1] (0 = layer_decay)"),
 }

@@ -5,8 +5,8 @@ micro-batches of one task each. A single-task run is a mixture of one task; mult
 Around the loop: the dev set is scored at every epoch end (and every eval_every steps), the best
 model by dev error (the mean over tasks) is kept in best/, last/ is written at epoch ends (and
 every checkpoint_every steps) with every rank's RNG state, so --resume continues bit-identically.
-SIGTERM: the step in progress finishes, last/ is saved and the Fit is marked `signalled` (every
-rank stops after the same step).
+SIGTERM: the step in progress finishes, last/ is saved and the Training is marked `signalled`
+(every rank stops after the same step).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from tqdm import tqdm
 from minibert.data.features import collate, model_inputs
 from minibert.data.splits import few_shot_subset
 from minibert.finetune.config import RESUMABLE_CHANGES, RUN_OUTPUTS, FinetuneConfig
-from minibert.finetune.model_setup import (Optimisation, build_optimisation, set_trainable, task_head, task_logits,
-                                           train_mode)
-from minibert.finetune.selection import evaluate_dev
+from minibert.finetune.model_setup import Optimisation, build_optimisation, set_trainable, train_mode
+from minibert.finetune.selection import DevSelection, Scoring, evaluate_dev, save_best
 from minibert.finetune.tasks import Task, class_weights, data_names, epoch_micro_batches
+from minibert.model.heads import TaskClassifier
 from minibert.text.encoding import TextEncoding
 from minibert.training.distributed import all_reduce_sum, no_sync
 from minibert.training.metrics_log import LossWindow, MetricsLog
@@ -34,42 +34,29 @@ from minibert.training.optimization import optimizer_step
 from minibert.training.run_context import RunContext, check_resumable
 from minibert.training.stop_signal import StopSignal
 
+MicroBatches = list[tuple[str, list[int]]]  # (task, example indices) in training order
 
-@dataclass
+
+@dataclass(frozen=True)
 class FitHooks:
     """Seams into the loop for tests and tools (None = nothing is called).
 
-    after_step(step): after optimizer step `step` and its logging, evaluation and checkpoint; an
-    exception raised here ends the run as a crash at that point would.
+    after_step(step): after optimizer step `step` and everything due after it (its log record,
+    evaluation, checkpoint); an exception raised here ends the run as a crash at that point would.
     loss(step, task, loss) -> loss: each micro-batch's loss before backward (e.g. a NaN injected).
+    epoch_batches(epoch, micro_batches): the micro-batches an epoch trains on, (task, example
+    indices) in order, before the first of them.
+    stage2_start(task, model): multi-task stage 2's starting model of `task`, before it trains.
     """
 
     after_step: Callable[[int], None] | None = None
     loss: Callable[[int, str, torch.Tensor], torch.Tensor] | None = None
+    epoch_batches: Callable[[int, MicroBatches], None] | None = None
+    stage2_start: Callable[[str, TaskClassifier], None] | None = None
 
 
 @dataclass
-class DevSelection:
-    """The best model by dev error, and early stopping after `patience` evaluations without a better one."""
-
-    best_dev_error: float | None = None
-    best_step: int | None = None
-    evals_without_improvement: int = 0
-    stopped: bool = False  # early stopping fired
-
-    def record(self, error: float, step: int, patience: int) -> bool:
-        """Score one evaluation; True when it is the best so far (the model is then saved)."""
-        better = self.best_dev_error is None or error < self.best_dev_error
-        if better:
-            self.best_dev_error, self.best_step, self.evals_without_improvement = error, step, 0
-        else:
-            self.evals_without_improvement += 1
-        self.stopped = patience > 0 and self.evals_without_improvement >= patience
-        return better
-
-
-@dataclass
-class FinetuneState(DevSelection):
+class FinetuneState:
     """Where a run stands; saved in last/ and restored by --resume."""
 
     step: int = 0  # optimizer steps done
@@ -79,6 +66,11 @@ class FinetuneState(DevSelection):
     world_size: int = 1  # processes (torchrun): a resume with another number would see other batches
     config: dict = field(default_factory=dict)
     stage1_done: bool = False  # multi-task: stage 1 finished, a --resume goes on with stage 2
+    selection: DevSelection = field(default_factory=DevSelection)
+
+    def __post_init__(self):
+        if isinstance(self.selection, dict):  # as last/ stores it (dataclasses.asdict)
+            self.selection = DevSelection(**self.selection)
 
 
 class Throughput:
@@ -98,37 +90,40 @@ class Throughput:
 
 
 @dataclass
-class Fit:
-    """Everything one call of `fit` reads, set up by `prepare_fit`."""
+class Training:
+    """Everything one call of `fit` reads and advances, set up by `prepare_training`."""
 
-    model: torch.nn.Module
+    model: TaskClassifier
     tasks: list[Task]
     tokenizer: object
     encoding: TextEncoding
-    opt: Optimisation
+    optimisation: Optimisation
     steps_per_epoch: int
     state: FinetuneState
     log: MetricsLog
-    weights: dict = field(default_factory=dict)  # task -> class weights of the loss (--class_weighted_loss)
+    multitask: bool  # a multi-task run: reports every task, saves every head
+    class_weights: dict = field(default_factory=dict)  # task -> class weights of the loss (--class_weighted_loss)
     train_eval: dict = field(default_factory=dict)  # task -> the fixed training subset scored with dev
     window: LossWindow = field(default_factory=LossWindow)
     speed: Throughput = field(default_factory=Throughput)
     signalled: bool = False  # stopped by SIGTERM: last/ holds the step it stopped after
 
 
-def prepare_fit(context: RunContext, cfg: FinetuneConfig, model, tasks: list[Task], tokenizer, encoding,
-                data_sha256: str) -> Fit:
+def prepare_training(context: RunContext, cfg: FinetuneConfig, model: TaskClassifier, tasks: list[Task], tokenizer,
+                     encoding, data_sha256: str) -> Training:
     """The optimisation, the run's state (restored on --resume, after checking settings and data)
     and its output folder, started only now that every input has been read."""
     listed = epoch_micro_batches(tasks, cfg.optim, cfg.multitask, cfg.run.seed, 0, context.setup)
     # The schedule counts optimizer steps (every rank takes each one), i.e. after gradient accumulation.
     steps_per_epoch = math.ceil(len(listed) / cfg.optim.grad_accum_steps)
-    opt = build_optimisation(cfg.optim, model, cfg.optim.epochs * steps_per_epoch, context.device, context.precision)
+    optimisation = build_optimisation(cfg.optim, model, cfg.optim.epochs * steps_per_epoch, context.device,
+                                      context.precision)
     weights = {t.name: class_weights([d.label for d in t.train_docs], len(t.labels)).to(context.device)
                for t in tasks} if cfg.optim.class_weighted_loss else {}
     state = FinetuneState(data_sha256=data_sha256, world_size=context.setup.world_size, config=cfg.flat())
     if cfg.run.resume:
-        fresh, state = state, context.resume(model, opt.optimizer, opt.scheduler, opt.scaler, FinetuneState)
+        fresh, state = state, context.resume(model, optimisation.optimizer, optimisation.scheduler,
+                                             optimisation.scaler, FinetuneState)
         check_resumable(context.out, state.config, fresh.config, RESUMABLE_CHANGES,
                         state.data_sha256 == fresh.data_sha256, data_names(tasks), cfg.run.allow_data_change)
     context.start_output_dir(RUN_OUTPUTS, cfg.run.resume, cfg.flat())
@@ -138,100 +133,134 @@ def prepare_fit(context: RunContext, cfg: FinetuneConfig, model, tasks: list[Tas
     count = cfg.evaluation.train_eval_count
     train_eval = {t.name: few_shot_subset(t.train_docs, count=min(count, len(t.train_docs)), seed=cfg.run.seed,
                                           key=lambda doc: doc.label) for t in tasks} if count else {}
-    return Fit(model, tasks, tokenizer, encoding, opt, steps_per_epoch, state, log, weights, train_eval,
-               LossWindow(state.window_loss, state.window_batches))
+    return Training(model, tasks, tokenizer, encoding, optimisation, steps_per_epoch, state, log,
+                    cfg.multitask.enabled, weights, train_eval, LossWindow(state.window_loss, state.window_batches))
 
 
-def fit(context: RunContext, cfg: FinetuneConfig, run: Fit, hooks: FitHooks) -> FinetuneState:
+def fit(context: RunContext, cfg: FinetuneConfig, training: Training, hooks: FitHooks) -> FinetuneState:
     """Train until the last epoch ends, early stopping fires or SIGTERM arrives; returns the run's state."""
     stop = StopSignal()
     stop.install()
     try:
-        for epoch in range(run.state.step // run.steps_per_epoch, cfg.optim.epochs):
-            if run.state.stopped or run.state.stage1_done or run.signalled:
+        for epoch in range(training.state.step // training.steps_per_epoch, cfg.optim.epochs):
+            if training.state.selection.stopped or training.state.stage1_done or training.signalled:
                 break
-            run_epoch(context, cfg, run, hooks, epoch, stop)
+            run_epoch(context, cfg, training, hooks, epoch, stop)
     finally:
         stop.restore()
-    run.log.close()
+    training.log.close()
     context.barrier()  # best/ is complete before any rank reads it
-    return run.state
+    return training.state
 
 
-def run_epoch(context: RunContext, cfg: FinetuneConfig, run: Fit, hooks: FitHooks, epoch: int,
+def run_epoch(context: RunContext, cfg: FinetuneConfig, training: Training, hooks: FitHooks, epoch: int,
               stop: StopSignal) -> None:
     """The epoch's optimizer steps from where the run stands (a resume may start mid-epoch)."""
-    optim, state, model, opt = cfg.optim, run.state, run.model, run.opt
-    docs = {t.name: t.train_docs for t in run.tasks}
-    set_trainable(optim, model, epoch)
+    optim, state, model = cfg.optim, training.state, training.model
+    docs = {t.name: t.train_docs for t in training.tasks}
+    set_trainable(optim, model, epoch, context.say)
     train_mode(optim, model)
     # Wrapped per epoch: DistributedDataParallel fixes its set of trained parameters when built;
     # a head may leave the pooler or some layers without a gradient.
     train_model = context.wrap(model, find_unused_parameters=True, compile=cfg.run.compile)
-    listed = epoch_micro_batches(run.tasks, optim, cfg.multitask, cfg.run.seed, epoch, context.setup)
+    listed = epoch_micro_batches(training.tasks, optim, cfg.multitask, cfg.run.seed, epoch, context.setup)
+    if hooks.epoch_batches is not None:
+        hooks.epoch_batches(epoch, listed)
     # One optimizer step = grad_accum_steps micro-batches (the epoch's last step may have fewer).
     steps = [listed[i:i + optim.grad_accum_steps] for i in range(0, len(listed), optim.grad_accum_steps)]
-    first = state.step - epoch * run.steps_per_epoch  # steps done in this epoch before a resume
+    first = state.step - epoch * training.steps_per_epoch  # steps done in this epoch before a resume
     bar = tqdm(total=len(listed), initial=first * optim.grad_accum_steps, desc=f"epoch {epoch + 1}/{optim.epochs}",
                unit="batch", disable=not context.is_main)
-    run.speed.restart()
+    training.speed.restart()
     for s in range(first, len(steps)):
         for m, (task, micro_batch) in enumerate(steps[s]):
-            batch = collate([docs[task][i] for i in micro_batch], cfg.text.hierarchical, run.tokenizer.pad_id)
             with no_sync(train_model, last_micro_batch=m + 1 == len(steps[s])):
-                with context.autocast():
-                    logits = task_logits(train_model, task, model_inputs(batch, context.device))
-                loss = F.cross_entropy(logits.float(), batch["labels"].to(context.device),
-                                       weight=run.weights.get(task))
-                if cfg.classifier.head == "bilstm_attention" and cfg.classifier.attention_penalty:
-                    # Lin et al. (2017) §2.2: the penalty keeps the attention hops apart.
-                    loss = loss + cfg.classifier.attention_penalty * task_head(model, task).penalty
-                if hooks.loss is not None:
-                    loss = hooks.loss(state.step + 1, task, loss)
+                batch = [docs[task][i] for i in micro_batch]
+                loss = micro_batch_loss(context, cfg, training, train_model, task, batch, hooks)
                 # Each micro-batch's loss is scaled so the accumulated gradient is their mean.
-                opt.scaler.scale(loss / len(steps[s])).backward()
-            run.window.add(loss, state.step + 1)
-            run.speed.count(len(micro_batch))
+                training.optimisation.scaler.scale(loss / len(steps[s])).backward()
+            training.window.add(loss, state.step + 1)
+            training.speed.count(len(micro_batch))
             bar.update(1)
         # Gradients are cleared to None, not zero: another task's head or a frozen layer stays untouched.
+        opt = training.optimisation
         lr = optimizer_step(model, opt.optimizer, opt.scheduler, opt.scaler, optim.max_grad_norm, optim.clip_mode)
         state.step += 1
-        after_step(context, cfg, run, epoch, (s + 1) / len(steps), lr, bar)
-        # Read once per step, on every rank, so a SIGTERM at any moment gets this step saved.
-        run.signalled = stop.requested(context.setup)
-        if run.signalled:
-            save_last(context, run)
-            context.say(f"stopped by signal at step {state.step}; continue with --resume")
-        if hooks.after_step is not None:
-            hooks.after_step(state.step)
-        if state.stopped:
+        end_of_epoch = s + 1 == len(steps)
+        log_and_evaluate(context, cfg, training, (epoch, (s + 1) / len(steps)), end_of_epoch, lr, bar)
+        finish_step(context, training, stop, end_of_epoch or due(state.step, cfg.run.checkpoint_every), hooks)
+        if state.selection.stopped:
             context.say(f"early stopping: {cfg.evaluation.early_stopping} evaluations without a better dev error")
-        if state.stopped or run.signalled:
+        if state.selection.stopped or training.signalled:
             break
     bar.close()
 
 
-def save_last(context: RunContext, run: Fit) -> None:
+def micro_batch_loss(context: RunContext, cfg: FinetuneConfig, training: Training, train_model, task: str,
+                     docs: list, hooks: FitHooks) -> torch.Tensor:
+    """The loss of one micro-batch (`docs` of `task`): a float32 scalar, ready for backward."""
+    batch = collate(docs, cfg.text.hierarchical, training.tokenizer.pad_id)
+    with context.autocast():
+        logits = train_model(task, **model_inputs(batch, context.device))
+    loss = F.cross_entropy(logits.float(), batch["labels"].to(context.device), weight=training.class_weights.get(task))
+    if cfg.classifier.head == "bilstm_attention" and cfg.classifier.attention_penalty:
+        # Lin et al. (2017) §2.2: the penalty keeps the attention hops apart.
+        loss = loss + cfg.classifier.attention_penalty * training.model.heads[task].penalty
+    if hooks.loss is not None:
+        loss = hooks.loss(training.state.step + 1, task, loss)
+    return loss
+
+
+def due(step: int, every: int) -> bool:
+    """Whether a periodic action (every N optimizer steps; 0 = never) falls on `step`."""
+    return every > 0 and step % every == 0
+
+
+def finish_step(context: RunContext, training: Training, stop: StopSignal, checkpoint_due: bool,
+                hooks: FitHooks) -> None:
+    """The end of an optimizer step, in one order: the stop signal (read once per step on every rank,
+    so a SIGTERM at any moment gets this step saved), last/ when due or signalled, then the hook."""
+    training.signalled = stop.requested(context.setup)
+    if checkpoint_due or training.signalled:
+        save_last(context, training)
+    if training.signalled:
+        context.say(f"stopped by signal at step {training.state.step}; continue with --resume")
+    if hooks.after_step is not None:
+        hooks.after_step(training.state.step)
+
+
+def save_last(context: RunContext, training: Training) -> None:
     """last/: the model, optimizer, schedule, scaler and state with the unlogged loss window."""
-    run.state.window_loss, run.state.window_batches = run.window.state()
-    context.checkpoint(run.model, run.opt.optimizer, run.opt.scheduler, run.opt.scaler, run.state)
+    training.state.window_loss, training.state.window_batches = training.window.state()
+    opt = training.optimisation
+    context.checkpoint(training.model, opt.optimizer, opt.scheduler, opt.scaler, training.state)
 
 
-def after_step(context: RunContext, cfg: FinetuneConfig, run: Fit, epoch: int, done: float, lr: float, bar) -> None:
-    """What is due after an optimizer step: a metrics record, a dev evaluation, a checkpoint.
-    done: the share of the epoch's steps taken (1 at its end)."""
-    state, end_of_epoch = run.state, done == 1
-    if state.step % cfg.run.log_every == 0 or end_of_epoch:
-        speed = run.speed.per_second(context.setup.world_size)
-        loss = run.window.mean(state.step, lambda sums: all_reduce_sum(sums, context.setup))  # one host sync
-        run.log.write(step=state.step, epoch=epoch + done, split="train", loss=loss, lr=lr, examples_per_s=speed)
+def log_and_evaluate(context: RunContext, cfg: FinetuneConfig, training: Training, position: tuple[int, float],
+                     end_of_epoch: bool, lr: float, bar) -> None:
+    """What is due after an optimizer step besides the checkpoint: a metrics record and a dev
+    evaluation (which keeps the best model). position: (epoch index, share of its steps done)."""
+    state, (epoch, done) = training.state, position
+    if due(state.step, cfg.run.log_every) or end_of_epoch:
+        speed = training.speed.per_second(context.setup.world_size)
+        loss = training.window.mean(state.step, lambda sums: all_reduce_sum(sums, context.setup))  # one host sync
+        training.log.write(step=state.step, epoch=epoch + done, split="train", loss=loss, lr=lr, examples_per_s=speed)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", ex_s=f"{speed:.1f}")
-        run.window.reset()
-        run.speed.restart()
-    every = cfg.evaluation.eval_every
-    if end_of_epoch or (every > 0 and state.step % every == 0):
-        evaluate_dev(context, cfg, run, epoch + 1)
-        train_mode(cfg.optim, run.model)
-    every = cfg.run.checkpoint_every
-    if end_of_epoch or (every > 0 and state.step % every == 0):
-        save_last(context, run)
+        training.window.reset()
+        training.speed.restart()
+    if end_of_epoch or due(state.step, cfg.evaluation.eval_every):
+        select_on_dev(context, cfg, training, epoch + 1)
+        train_mode(cfg.optim, training.model)
+
+
+def select_on_dev(context: RunContext, cfg: FinetuneConfig, training: Training, epoch: int) -> None:
+    """Score dev; keep the model in best/ when it is the best so far."""
+    scoring = Scoring(cfg.evaluation.eval_batch_size, cfg.text.hierarchical, training.tokenizer.pad_id)
+    state = training.state
+    summary, line = evaluate_dev(context, training.model, training.tasks, scoring, training.log, state.step, epoch,
+                                 training.multitask, training.train_eval)
+    better = state.selection.record(summary["error"], state.step, cfg.evaluation.early_stopping)
+    context.say(f"step {state.step}: {line}" + (" - best so far, saved" if better else ""))
+    if better and context.is_main:
+        save_best(context.out / "best", training.model, training.tasks, training.encoding, training.tokenizer,
+                  training.multitask, cfg.flat())

