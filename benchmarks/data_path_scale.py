@@ -131,8 +131,8 @@ def run_job(processes: int, options: dict, report: Path) -> list[dict]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{processes} processes did not reach their first step in {RUN_TIMEOUT_S} s")
     except BaseException:
-        for r in range(processes):
-            print(report.with_name(f"{report.stem}.rank{r}.log").read_text()[-3000:])
+        for log in sorted(report.parent.glob(f"{report.stem}.rank*.log")):
+            print(f"{log.name}:\n{log.read_text()[-3000:]}")
         raise
     finally:
         for process in context.processes:
