@@ -200,7 +200,7 @@ def encode_examples(examples: list[Example], labels: list | None, tokenizer, enc
     """Every example tokenized and framed as the encoding says, with its label (-1 each when labels is
     None). With a cache (minibert.data.token_cache) the node encodes once: its writer process
     encodes and saves the arrays under `part` (e.g. "task/train"), every process maps them."""
-    if cache is None:
+    if cache is None or not cache.shared:  # no key needed: hashing every text would be wasted work
         return EncodedDocs(encode_tokens(examples, tokenizer, encoding), labels)
     arrays = cache.arrays(part, tokens_key(examples, tokenizer, encoding),
                           lambda: dataclasses.asdict(encode_tokens(examples, tokenizer, encoding)))

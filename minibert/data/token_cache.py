@@ -56,10 +56,15 @@ class TokenCache:
     writer: bool = True
     agree: Callable[[bool], bool] = _alone
 
+    @property
+    def shared(self) -> bool:
+        """Whether arrays go through the cache's files (else build() is all there is to it)."""
+        return self.folder is not None
+
     def arrays(self, part: str, key: dict, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         """build()'s arrays: built and written by the writer unless a valid entry exists, then read
         (memory-mapped) by every process. Every process of the job must call this together."""
-        if self.folder is None:
+        if not self.shared:
             return build()
         full_key = {"part": part, **key}
         digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()

@@ -117,9 +117,9 @@ class RunContext:
         """Where the run's encoded data is kept. One process: in its memory, nothing written. Under
         torchrun: out/.token_cache, written by each node's local rank 0 and mapped by every process of
         the node (minibert.data.token_cache), so a node tokenizes once. The output folder because it
-        is the one place a run writes, already checked against every input (open_run); a --resume
-        reuses the entries its unchanged data keys, and --overwrite_output_dir keeps only entries
-        whose key this run's data and settings give again."""
+        is the one place a run writes, already checked against every input (open_run), and its own
+        (no other run reads or removes its entries); a --resume on unchanged data reuses them, and an
+        entry made from other data or settings is never read (the writer replaces it)."""
         if not self.setup.enabled:
             return TokenCache()
         return TokenCache(self.out / CACHE_FOLDER, writer=self.setup.local_rank == 0,
