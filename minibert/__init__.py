@@ -5,9 +5,19 @@ The public API, for users of Google's modeling.py / tokenization.py or of transf
     from minibert import BertModel, FullTokenizer, encode_batch, load_pretrained
     model = load_pretrained("uncased_L-12_H-768_A-12", BertModel).eval()
 
-The package follows the data flow: text/ (tokenizer, framing, long texts) -> data/ (examples,
-batches) -> model/ (config, encoder, attention, heads) -> training/ (optimizers, schedules, run
-state) -> checkpoints/ (Google TF, Hugging Face and minibert formats).
+The package follows the data flow:
+
+    text/          tokenizer (Google-compatible), pair encoding, long-text windows, vocab building
+    data/          examples and public data sets, batches, pre-training corpora, instances, records
+    model/         config, encoder, attention (one dispatch point), classification and MLM/NSP heads
+    checkpoints/   Google TF, Hugging Face and minibert formats, their name tables, TFRecord
+    training/      optimizers, schedules, machine options and precision, metrics, resumable
+                   checkpoints, distributed helpers, and the run context every kind of run shares
+    finetune/      the fine-tuning run: option groups, tasks (one or many), its loop, results
+    pretraining/   the pre-training subcommands (corpus, vocab, create_data, train) and its loop
+    experiments/   the paper's tables as rows over typed configs, and the runner that reproduces them
+    cli.py         command lines generated from the configs; errors.py, files.py, output_paths.py,
+                   resources.py: errors, atomic writes, the output-path policy, packaged material
 """
 
 import importlib

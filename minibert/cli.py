@@ -22,16 +22,39 @@ from pathlib import Path
 
 from minibert.errors import ConfigError, MinibertError
 from minibert.files import read_json_object
+from minibert.output_paths import check_not_input, resolve
 
-# The exit status of a run SIGTERM stopped after saving last/: 128 + 15, what a shell reports for a
-# process SIGTERM ended, so a scheduler or script sees the run is unfinished (--resume continues it).
-STOPPED_EXIT_STATUS = 128 + signal.SIGTERM
+
+def stopped_exit_status(number: int) -> int:
+    """The exit status of a run a signal stopped after saving last/: 128 + its number (143 for SIGTERM,
+    130 for SIGINT), what a shell reports for a process that signal ended, so a scheduler or script
+    sees the run is unfinished (--resume continues it)."""
+    return 128 + number
 
 
 def option(default, help: str, choices: tuple | None = None):
     """A config field with a help text (and optionally its allowed values) for the command line."""
     metadata = {"help": help} if choices is None else {"help": help, "choices": choices}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def at_least(low):
+    """A RULES test: the value is at least `low`."""
+    return lambda value: value >= low
+
+
+def finite_at_least(low):
+    """A RULES test: the value is a finite number, at least `low`."""
+    return lambda value: low <= value < float("inf")
+
+
+def check_rules(values: dict, rules: dict) -> None:
+    """The first option of `values` ({option: value}) that fails its rule, as a ConfigError
+    `--option value: must be REQUIREMENT`. rules: {option: (test, requirement)}; a test must fail
+    for NaN (written as comparisons, it does)."""
+    for name, (ok, requirement) in rules.items():
+        if not ok(values[name]):
+            raise ConfigError(f"--{name} {values[name]}: must be {requirement}")
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -111,17 +134,35 @@ def from_flat(config_class, values: dict, where: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
-    return _build(config_class, values)
+    return _build(config_class(), values)
 
 
-def _build(config_class, values: dict):
-    hints, kwargs = typing.get_type_hints(config_class), {}
-    for field in dataclasses.fields(config_class):
-        if dataclasses.is_dataclass(hints[field.name]):
-            kwargs[field.name] = _build(hints[field.name], values)
+def _build(default, values: dict):
+    """`default` with the options of `values` replaced, group by group. A group's defaults are those
+    of the config's default instance, so a config may give a group other defaults than the group's
+    class (pre-training's machine options default to padded batches)."""
+    kwargs = {}
+    for field in dataclasses.fields(default):
+        value = getattr(default, field.name)
+        if dataclasses.is_dataclass(value):
+            kwargs[field.name] = _build(value, values)
         elif field.name in values:
             kwargs[field.name] = values[field.name]
-    return config_class(**kwargs)
+    return dataclasses.replace(default, **kwargs)
+
+
+class FlatOptions:
+    """A run's config as flat {option: value}, option groups opened: what flags, presets and
+    config.json hold (a base class of the configs made of groups)."""
+
+    @classmethod
+    def of(cls, where: str = "", **values):
+        """The config from flat {option: value}; an unknown option is a ConfigError naming `where`."""
+        return from_flat(cls, values, where or cls.__name__)
+
+    def flat(self) -> dict:
+        """{option: value}: what config.json and presets hold."""
+        return to_flat(self)
 
 
 def to_flat(config) -> dict:
@@ -139,12 +180,16 @@ def build_parser(config_class, description: str, positional: tuple[str, ...] = (
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", help="JSON file of field values, applied before the flags")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    defaults = to_flat(config_class())  # a group's defaults may be the config's own (see _build)
     for field, hint in flat_fields(config_class):
         kwargs = {"type": _converter(hint), "default": argparse.SUPPRESS,
-                  "help": f"{field.metadata.get('help', '')} (default: {field.default!r})"}
+                  "help": f"{field.metadata.get('help', '')} (default: {defaults[field.name]!r})"}
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
         if field.name in positional:
+            # No argparse choices: an omitted positional's SUPPRESS default would be refused as a
+            # choice; parse_config_and_preset checks the value against the field's choices instead.
+            kwargs.pop("choices", None)
             parser.add_argument(field.name, nargs="?", **kwargs)
         else:
             parser.add_argument(f"--{field.name}", **kwargs)
@@ -157,6 +202,12 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
 
     Fields named in `positional` are given as positional arguments instead of flags.
     """
+    return parse_config_and_preset(config_class, argv, description, positional)[0]
+
+
+def parse_config_and_preset(config_class, argv: list[str] | None, description: str,
+                            positional: tuple[str, ...]) -> tuple[object, str | None]:
+    """parse_config's config and the --preset file it read (None without one)."""
     args = vars(build_parser(config_class, description, positional).parse_args(argv))
     args.pop("debug", None)
     values = {}
@@ -167,9 +218,20 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
     for field, _ in flat_fields(config_class):  # preset values get the same checks as flags
         choices = field.metadata.get("choices")
         if choices and field.name in values and values[field.name] not in choices:
-            raise ConfigError(f"{preset}: {field.name}={values[field.name]!r} is not one of "
-                              f"{', '.join(map(str, choices))}")
-    return from_flat(config_class, values, "--preset")
+            where = f"{preset}: {field.name}" if field.name not in args else field.name.upper()
+            raise ConfigError(f"{where}={values[field.name]!r} is not one of "
+                              f"{', '.join(map(str, filter(None, choices)))}")
+    return from_flat(config_class, values, "--preset"), preset
+
+
+def check_outputs_not_preset(config, output_files: tuple[str, ...], preset: str | None) -> None:
+    """Refuse an output file option (comma-separated names included) that is the --preset file read."""
+    values = to_flat(config)
+    for name in output_files if preset else ():
+        value = values.get(name)
+        for path in (p.strip() for p in value.split(",")) if isinstance(value, str) and value != "-" else ():
+            if path:
+                check_not_input(resolve(path, f"--{name}"), f"--{name}", [("--preset", preset)])
 
 
 def load_preset(config_class, path: str | Path) -> dict:
@@ -184,30 +246,44 @@ def load_preset(config_class, path: str | Path) -> dict:
     return {k: convert_value(hints[k], v, f"{path}: {k}") for k, v in values.items() if not k.startswith("_")}
 
 
-def run_script(main, config_class, argv: list[str] | None, description: str, positional: tuple[str, ...] = ()):
+def run_script(main, config_class, argv: list[str] | None, description: str, positional: tuple[str, ...] = (),
+               output_files: tuple[str, ...] = ()):
     """Parse the command line into config_class and call main(config).
+
+    `output_files` names the options that give a file the script writes: none may be the --preset
+    file (main checks them against everything else it reads).
 
     Bad input (a MinibertError: a file:line, tensor, key or option and what is wrong) is printed as
     one line `error: ...` with exit status 2; `--debug` re-raises it with its traceback. Anything
-    else is a bug and keeps its traceback. A run that SIGTERM stopped (main returned a dict with
-    "stopped": True, after saving last/) exits with status 143, as a process SIGTERM ended.
+    else is a bug and keeps its traceback. A run that a signal stopped (main returned a dict with
+    "stopped": True and "signal", after saving last/) exits with status 128 + the signal's number, as a
+    process that signal ended (143 for SIGTERM, 130 for Ctrl-C). A Ctrl-C outside a training loop
+    (reading, tokenizing) ends the script with one line and status 130, never a traceback.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     try:
-        result = main(parse_config(config_class, argv, description, positional))
+        config, preset = parse_config_and_preset(config_class, argv, description, positional)
+        check_outputs_not_preset(config, output_files, preset)
+        result = main(config)
     except MinibertError as e:
         if debug:
             traceback.print_exc()
         message = str(e).replace("\n", "\n  ")  # a list of names stays one message, indented
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        raise SystemExit(stopped_exit_status(signal.SIGINT)) from None
     if isinstance(result, dict) and result.get("stopped"):
-        raise SystemExit(STOPPED_EXIT_STATUS)
+        raise SystemExit(stopped_exit_status(result.get("signal", signal.SIGTERM)))
     return result
 
 
-def run_subcommands(commands: dict, argv: list[str] | None, description: str, default: str):
+def run_subcommands(commands: dict, argv: list[str] | None, description: str, default: str,
+                    output_files: tuple[str, ...] = ()):
     """run_script for a script with subcommands: `commands` maps a name to (main, config class, help).
 
     The first argument names the subcommand; without one (no arguments, or a flag first) the
@@ -223,4 +299,5 @@ def run_subcommands(commands: dict, argv: list[str] | None, description: str, de
     if name not in commands:
         raise SystemExit(f"unknown subcommand {name!r}; choose one of {', '.join(commands)}")
     main, config_class, text = commands[name]
-    return run_script(main, config_class, argv[1:] if argv and argv[0] == name else argv, f"{name}: {text}")
+    return run_script(main, config_class, argv[1:] if argv and argv[0] == name else argv, f"{name}: {text}",
+                      output_files=output_files)

@@ -6,7 +6,7 @@ flushed to disk (fsync), and only then renamed over the target, so a reader sees
 the new one, never half of one. A replaced file keeps its permissions. Folders are swapped in the
 same way by `replace_folder`, whose old side also has a fresh name (`.<name>.<random>.old`), so a
 swap never deletes anything it did not create. `remove_leftovers` deletes the temporaries that a
-killed process left.
+killed process left; `swap_leftovers` names what a swap may leave beside a folder.
 """
 
 import contextlib
@@ -142,6 +142,12 @@ def replace_folder(folder: str | Path, fill: Callable[[Path], None]) -> None:
     _fsync_folder(folder.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def swap_leftovers(name: str) -> tuple[str, str]:
+    """Globs of the old sides a replace_folder of `name` (a name or a glob) may leave beside it: a
+    run that clears its outputs clears these with them."""
+    return f".{name}.*{OLD_SUFFIX}", f"{name}{OLD_SUFFIX}"
 
 
 def find_folder(folder: str | Path) -> Path | None:

@@ -1,3 +1,5 @@
+"""The fixtures the test modules share; the plain builders they use are in helpers.py."""
+
 import os
 from pathlib import Path
 
@@ -12,8 +14,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-FIXTURES = Path(__file__).parent / "fixtures"
-TINY_GOOGLE = FIXTURES / "tiny_google"
+from helpers import TINY_GOOGLE, make_tiny_model, write_split  # noqa: E402  (after TRITON_INTERPRET)
 
 
 @pytest.fixture
@@ -23,6 +24,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def keep_thread_count():
+    """Scripts set torch's thread count (--threads); give the next tests theirs back (modules opt in
+    with pytestmark)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """helpers.make_tiny_model's model over the topic words, one per module."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """The topic data set (helpers.write_split): 150 train, 30 dev and 45 test rows."""
+    folder = tmp_path_factory.mktemp("topics")
+    write_split(folder / "train.jsonl", 150, 1)
+    write_split(folder / "dev.jsonl", 30, 2)
+    write_split(folder / "test.jsonl", 45, 3)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,11 @@
 
     python tests/make_train_golden.py
 
-The run is test_train.py's tiny model and topic data with warm-up, linear decay, layer-wise decay,
-gradient accumulation, dropout and a log line per optimizer step; test_train_golden.py repeats it
-and compares. An off-by-one in a schedule, in loss scaling under accumulation or in the data order
-changes these numbers, so rerun this script only for a deliberate change of the training math, and
-say why in the commit.
+The run is helpers.py's tiny model and topic data (those of test_train.py's runs) with warm-up,
+linear decay, layer-wise decay, gradient accumulation, dropout and a log line per optimizer step;
+test_train_golden.py repeats it and compares. An off-by-one in a schedule, in loss scaling under
+accumulation or in the data order changes these numbers, so rerun this script only for a deliberate
+change of the training math, and say why in the commit.
 """
 
 import json
@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-# When run as a script: test_train's helpers (tests/) and train.py (the repository root).
+# When run as a script: helpers.py (tests/) and the minibert package (the repository root).
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]
 
 GOLDEN = Path(__file__).parent / "fixtures" / "train_golden" / "losses.json"
@@ -25,8 +25,8 @@ def golden_run(tmp: Path) -> list[dict]:
     """The train records of the run: step, loss, lr."""
     import torch
 
-    from minibert.finetune import FinetuneConfig, FitHooks, finetune
-    from test_train import config, make_tiny_model, write_split
+    from minibert.finetune import finetune
+    from helpers import config, make_tiny_model, write_split
 
     torch.set_num_threads(1)
     for name, n, seed in (("train", 60, 1), ("dev", 12, 2)):

@@ -1,4 +1,4 @@
-"""minibert.batching: random and length-grouped training batches and sorted evaluation batches."""
+"""minibert.data.batching: random and length-grouped training batches and sorted evaluation batches."""
 
 import pytest
 from hypothesis import given, settings

@@ -17,8 +17,8 @@ import torch
 
 from minibert.model import attention as attention_module
 from minibert.model.bert import BertModel
-from minibert.model.config import BertConfig
-from test_unpadded import TINY, batch, triton_kernel_or_skip
+
+from helpers import TINY, batch, triton_kernel_or_skip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_pretrain import ACCEPTANCE, PRETRAINING, STEPS, make_google_dir
-from test_train import config, make_tiny_model, write_split
 
 import predict
 import pretrain
-from minibert.finetune import FinetuneConfig, FitHooks, finetune
+from minibert.finetune import finetune
 from minibert.checkpoints import names
 from minibert.checkpoints.formats import load_checkpoint
 from minibert.model.kernels import triton_available
+
+from helpers import ACCEPTANCE, PRETRAINING, STEPS, config, make_google_dir, make_tiny_model, write_split
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -70,9 +70,10 @@ def test_mixed_precision_on_cuda_learns_and_predicts(files, tmp_path, precision)
     assert results["precision"] == (expected if precision == "auto" else "fp16")
     assert saved["padding"] == ("unpadded" if triton_available() else "padded")  # auto: the kernel where it imports
     assert results["test_accuracy"] > 0.8  # chance is 1/3
-    predictions = predict.main(predict.PredictConfig(model=str(tmp_path / "run" / "best"), input=str(files / "test.jsonl"),
-                                                     output=str(tmp_path / "p.jsonl"), device="cuda",
-                                                     precision=results["precision"]))
+    predictions = predict.main(predict.PredictConfig.of(model=str(tmp_path / "run" / "best"),
+                                                        input=str(files / "test.jsonl"),
+                                                        output=str(tmp_path / "p.jsonl"), device="cuda",
+                                                        precision=results["precision"]))
     gold = [json.loads(line)["label"] for line in (files / "test.jsonl").read_text().splitlines()]
     accuracy = sum(p["label"] == g for p, g in zip(predictions, gold)) / len(gold)
     assert accuracy == pytest.approx(results["test_accuracy"], abs=1 / 45)  # at most one borderline text

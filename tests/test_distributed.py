@@ -22,19 +22,18 @@ from safetensors.torch import load_file
 
 import predict
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
-from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.data.examples import read_examples
 from minibert.data.features import encode_examples
 from minibert.data.token_cache import CACHE_FOLDER, KEY_FILE
-from minibert.model.bert import BertModel
-from minibert.model.config import BertConfig
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.distributed import Distributed, eval_shard, shard_batches
-from minibert.training.run_context import MachineOptions, open_run
-from test_train import FILLER, TOPICS, config, write_split
+from minibert.training.machine import TrainingMachineOptions
+from minibert.training.run_context import open_run
 
-ROOT = Path(__file__).parent.parent
+from helpers import (PRETRAINING, ROOT, TASK_WORDS, TOPIC_WORDS, config, make_google_dir, make_tiny_model, write_split,
+                     write_task)
+
 RANKS_TIMEOUT_S = 240  # each run takes seconds; a test makes up to 3 within pytest-timeout's 900 s
 
 
@@ -42,14 +41,7 @@ RANKS_TIMEOUT_S = 240  # each run takes seconds; a test makes up to 3 within pyt
 def setup_files(tmp_path_factory):
     """A dropout-free tiny model and the topic data set."""
     folder = tmp_path_factory.mktemp("ddp")
-    words = sorted(set(" ".join(TOPICS.values()).split()) | set(FILLER))
-    (folder / "model").mkdir()
-    (folder / "model" / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
-    model_config = BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                              intermediate_size=48, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                              attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    save_minibert(folder / "model", checkpoint_of(BertModel(model_config), folder / "model" / "vocab.txt"))
+    make_tiny_model(folder / "model", TOPIC_WORDS, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     write_split(folder / "train.jsonl", 96, 1)  # 96 = 12 global batches of 8
     write_split(folder / "dev.jsonl", 21, 2)
     write_split(folder / "test.jsonl", 33, 3)
@@ -92,7 +84,7 @@ def _encode_worker(rank: int, world_size: int, port: int, files: Path, out: Path
     """Encode the training split through the run's token cache; report how many texts this rank tokenized."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    context = open_run(MachineOptions(device="cpu", threads=1), str(out), resume=False, overwrite=False)
+    context = open_run(TrainingMachineOptions(device="cpu", threads=1), str(out), resume=False, overwrite=False)
     tokenizer = CountingTokenizer(FullTokenizer(files / "model" / "vocab.txt"))
     examples = read_examples(files / "train.jsonl")[0]
     docs = encode_examples(examples, None, tokenizer, TextEncoding(16, truncation="head"), context.token_cache(),
@@ -238,19 +230,8 @@ def test_torchrun_runs_train_py_with_two_cpu_processes(setup_files, tmp_path):
 def test_multitask_under_ddp_trains_as_one_process(tmp_path):
     """--tasks under 2 ranks: every rank trains the same task at each step (same mixed epoch), and
     the run equals one process with the global batch, other tasks' heads untouched included."""
-    from test_multitask import TASKS as MT_TASKS
-    from test_multitask import FILLER as MT_FILLER
-    from test_multitask import write_task
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
-        {w for classes in MT_TASKS.values() for words in classes.values() for w in words} | set(MT_FILLER))
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    model_config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                              intermediate_size=48, max_position_embeddings=32, hidden_dropout_prob=0.0,
-                              attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    save_minibert(tmp_path / "model", checkpoint_of(BertModel(model_config), tmp_path / "model" / "vocab.txt"))
+    make_tiny_model(tmp_path / "model", TASK_WORDS, max_position_embeddings=32, hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0)
     write_task(tmp_path / "data" / "topics", "topics", sizes=(48, 12, 12), seed=1)
     write_task(tmp_path / "data" / "sentiment", "sentiment", sizes=(32, 12, 12), seed=2)
 
@@ -278,7 +259,6 @@ def test_torchrun_pretraining_equals_one_process_with_the_global_batch(tmp_path)
     with 4 records per step, on Google's records and the dropout-free tiny Google model: the same
     losses and final weights (the MLM loss is normalised over the global batch's weights)."""
     import pretrain
-    from test_pretrain import PRETRAINING, make_google_dir
 
     init = make_google_dir(tmp_path / "init")  # the acceptance run's model: tiny_google, no dropout, tanh GELU
     common = [f"--init={init}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",

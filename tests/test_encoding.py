@@ -1,6 +1,4 @@
-"""Tests of minibert.encoding: truncation, [CLS]/[SEP] framing and padding, by value."""
-
-from pathlib import Path
+"""Tests of minibert.text.encoding: truncation, [CLS]/[SEP] framing and padding, by value."""
 
 import pytest
 import torch
@@ -10,7 +8,7 @@ from hypothesis import strategies as st
 from minibert.text.encoding import build_inputs, encode_batch, pad_batch, truncate_pair
 from minibert.text.tokenization import FullTokenizer
 
-VOCAB_FILE = Path(__file__).parent / "fixtures" / "tiny_google" / "vocab.txt"
+from helpers import VOCAB_FILE
 
 
 def google_truncate(a, b, max_length):

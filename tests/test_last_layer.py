@@ -17,9 +17,10 @@ from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig, TaskClassifier
 from minibert.model.packing import pack, pack_mask
 from minibert.model.pretraining_heads import BertForPreTraining
-from test_unpadded import LENGTHS, NO_DROPOUT, batch
 
-# test_unpadded's tiny model (odd sizes, as in Google's modeling_test.py) with dropout off, unless a
+from helpers import LENGTHS, NO_DROPOUT, batch
+
+# helpers' tiny model (odd sizes, as in Google's modeling_test.py) with dropout off, unless a
 # test turns it on, and its batch of a full row, two padded ones and a row of just [CLS].
 TINY = NO_DROPOUT
 PRECISIONS = [("fp32", 1e-5), ("bf16", 3e-2)]

@@ -10,9 +10,7 @@ from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.model.pretraining_heads import BertForPreTraining, gather_positions
 
-# Odd sizes so that a transposed or mis-split dimension cannot hide (as in Google's modeling_test.py).
-TINY = BertConfig(vocab_size=99, hidden_size=30, num_hidden_layers=3, num_attention_heads=5,
-                  intermediate_size=37, max_position_embeddings=40, type_vocab_size=3)
+from helpers import TINY  # odd sizes, as in Google's modeling_test.py
 
 
 def random_batch(B=3, T=17, seed=0):

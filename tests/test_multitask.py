@@ -1,14 +1,12 @@
 """Multi-task fine-tuning (train.py --tasks): task batching, head isolation, the second stage,
-resume, prediction per task, and two tiny tasks written here that learn together.
+resume, prediction per task, and two tiny tasks (helpers.TASKS) that learn together.
 
 The two tasks use disjoint vocabularies (topic words and sentiment words, plus shared filler), so a
 batch's token ids tell which task it came from, and each task can only be learnt from its own data.
 """
 
 import json
-import random
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,53 +16,24 @@ from safetensors.torch import load_file
 import predict
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.checkpoints.classifier import load_classifier
-from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.data.multitask import epoch_schedule, read_tasks_file, redrawn_batches, task_counts, tasks_from_names
 from minibert.finetune.model_setup import new_head
 from minibert.errors import CheckpointError, ConfigError, MinibertError
-from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.model.heads import HeadConfig, TaskClassifier
 from minibert.training.optimization import build_optimizer, parameter_groups
 
-TASKS = {
-    "topics": {"sport": "football match goal team player coach league".split(),
-               "business": "shares market profit bank company economy price".split(),
-               "tech": "computer software internet phone digital online chip".split()},
-    "sentiment": {"good": "great wonderful excellent loved superb delightful".split(),
-                  "bad": "awful terrible boring hated dreadful poor".split()},
-}
-FILLER = "the a of and to in is was for on that with as it".split()
-
+from helpers import SPECIAL_TOKENS, TASK_WORDS, TASKS, make_tiny_model, write_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and repeatable
 
 
-def write_task(folder: Path, task: str, sizes=(60, 24, 30), seed=0):
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    classes = TASKS[task]
-    for split, n in zip(("train", "dev", "test"), sizes):
-        with open(folder / f"{split}.jsonl", "w") as f:
-            for i in range(n):
-                label = list(classes)[i % len(classes)]
-                words = rng.choices(classes[label], k=rng.randint(2, 4)) + rng.choices(FILLER, k=rng.randint(3, 8))
-                rng.shuffle(words)
-                f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    """The tiny model over both tasks' words, and the two tasks' data; the model's vocabulary."""
     root = tmp_path_factory.mktemp("multitask")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
-        {w for classes in TASKS.values() for words in classes.values() for w in words} | set(FILLER))
-    model = root / "model"
-    model.mkdir()
-    (model / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=32)
-    torch.manual_seed(0)
-    save_minibert(model, checkpoint_of(BertModel(config), model / "vocab.txt"))
+    vocab = SPECIAL_TOKENS + TASK_WORDS
+    make_tiny_model(root / "model", TASK_WORDS, max_position_embeddings=32)
     write_task(root / "data" / "topics", "topics", seed=1)
     write_task(root / "data" / "sentiment", "sentiment", sizes=(40, 20, 30), seed=2)
     return root, vocab
@@ -74,7 +43,7 @@ def config(root, out, **overrides):
     values = dict(init=str(root / "model"), tasks="topics,sentiment", tasks_dir=str(root / "data"),
                   output_dir=str(out), max_seq_length=16,
                   epochs=4, batch_size=8, learning_rate=3e-3, layer_decay=0.9, eval_batch_size=16, log_every=2,
-                  device="cpu", seed=3, threads=1, stage2_epochs=1, precision="fp32")  # as test_train's runs
+                  device="cpu", seed=3, threads=1, stage2_epochs=1, precision="fp32")  # as helpers.config's runs
     values.update(overrides)
     return FinetuneConfig.of(**values)
 
@@ -183,7 +152,8 @@ def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monke
     assert accuracy == pytest.approx(stage1["sentiment"]["test_accuracy"], abs=1 / 30 + 1e-9)
     texts = tmp_path / "texts.txt"
     texts.write_text("great wonderful the a\nawful terrible of\n")
-    topics = predict.main(predict.PredictConfig(model=str(out / "best"), input=str(texts), task="topics", device="cpu"))
+    topics = predict.main(predict.PredictConfig.of(model=str(out / "best"), input=str(texts), task="topics",
+                                                   device="cpu"))
     assert set(topics[0]["probabilities"]) == {"business", "sport", "tech"}
     with pytest.raises(CheckpointError, match="choose one of topics, sentiment"):
         load_classifier(out / "best")

@@ -1,4 +1,4 @@
-"""data/<name>/prepare.py and minibert.corpora on small samples written in each distributed format.
+"""data/<name>/prepare.py and minibert.data.corpora on small samples written in each distributed format.
 
 Each test writes a sample exactly as the data set ships it (aclImdb folders with <br /> tags, Zhang
 et al. CSVs with doubled quotes and \\n escapes, TREC lines with a Latin-1 byte) into tmp_path, runs

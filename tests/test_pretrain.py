@@ -22,35 +22,14 @@ import pretrain
 from minibert.checkpoints import names
 from minibert.checkpoints.formats import load_checkpoint
 from minibert.checkpoints.tfrecord import read_examples, write_examples
-from minibert.cli import parse_config
-from minibert.pretraining import PretrainConfig, PretrainHooks, train
+from minibert.cli import build_parser, parse_config
+from minibert.pretraining import DefaultConfig, PretrainConfig, PretrainHooks, train
+from minibert.pretraining.embedded import default_train_config
 from minibert.pretraining.model_setup import records_sha256
 
-FIXTURES = Path(__file__).parent / "fixtures"
-PRETRAINING = FIXTURES / "pretraining_google"
-STEPS = PRETRAINING / "steps_sample_text_64"
-ACCEPTANCE = ("--train_batch_size=4 --max_seq_length=64 --max_predictions_per_seq=10 --num_train_steps=20 "
-              "--num_warmup_steps=0 --schedule=constant --learning_rate=1e-3 --optimizer=adam_weight_decay "
-              "--weight_decay=0.01 --max_grad_norm=1.0 --shuffle=false --log_every=1 --precision=fp32").split()
+from helpers import ACCEPTANCE, FIXTURES, PRETRAINING, STEPS, make_google_dir
 
-
-@pytest.fixture(autouse=True)
-def keep_thread_count():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_google_dir(folder: Path) -> Path:
-    """A copy of tiny_google whose config has no dropout and the tanh GELU, as Google's run used."""
-    folder.mkdir()
-    for path in (FIXTURES / "tiny_google").glob("*"):
-        if path.name.startswith(("bert_", "vocab")):
-            shutil.copy(path, folder)
-    config = json.loads((folder / "bert_config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, hidden_act="gelu_tanh")
-    (folder / "bert_config.json").write_text(json.dumps(config))
-    return folder
+pytestmark = pytest.mark.usefixtures("keep_thread_count")  # pretrain.main sets torch's thread count (--threads)
 
 
 @pytest.fixture
@@ -254,11 +233,25 @@ def test_token_ids_outside_the_vocabulary_are_refused(tmp_path, script_error):
              "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_train_steps=1", "--num_warmup_steps=0"])
 
 
-def test_bad_options_are_refused(google_dir, tmp_path, script_error):
-    with script_error(r"--train_batch_size=6 must be a positive multiple of --grad_accum_steps=4"):
-        run([f"--init={google_dir}", "--input_file=x", "--train_batch_size=6", "--grad_accum_steps=4"])
-    with script_error(r"--precision=fp16: --precision fp16 needs a CUDA device"):
-        run([f"--init={google_dir}", "--input_file=x", "--precision=fp16", "--device=cpu"])
+@pytest.mark.parametrize("options, message", [
+    (["--train_batch_size=6", "--grad_accum_steps=4"],
+     r"--train_batch_size 6: must be a multiple of --grad_accum_steps \(4\)"),
+    (["--num_train_steps=20", "--num_warmup_steps=30"],
+     r"--num_warmup_steps 30: must be at most --num_train_steps \(20\)"),
+    (["--save_checkpoints_steps=0"], "--save_checkpoints_steps 0: must be at least 1"),
+    (["--learning_rate=nan"], "--learning_rate nan: must be a finite number, at least 0"),
+    (["--threads=-1"], r"--threads -1: must be at least 0 \(0 = torch's default\)"),
+    (["--precision=fp16", "--device=cpu"], "--precision fp16 needs a CUDA device"),
+])
+def test_bad_options_are_refused_in_one_line_before_anything_is_written(google_dir, tmp_path, script_error, options,
+                                                                       message):
+    with script_error(f"^error: {message}"):
+        pretrain.main(["train", f"--init={google_dir}", "--input_file=x", f"--output_dir={tmp_path / 'out'}",
+                       *options])
+    assert not (tmp_path / "out").exists()
+
+
+def test_resume_without_a_checkpoint_is_refused(google_dir, tmp_path, script_error):
     with script_error(r"--resume: no checkpoint"):
         run([f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
              f"--output_dir={tmp_path / 'out'}", "--max_seq_length=64", "--max_predictions_per_seq=10", "--resume=true"])
@@ -282,8 +275,8 @@ def test_every_pretraining_preset_has_the_papers_settings():
     for preset in presets:
         cfg = parse_config(PretrainConfig, ["--preset", str(preset)])
         # §5.2: batch 32, 128 tokens, lr 5e-5, 100,000 steps, 10,000 warm-up.
-        assert (cfg.train_batch_size, cfg.max_seq_length, cfg.learning_rate, cfg.num_train_steps,
-                cfg.num_warmup_steps) == (32, 128, 5e-5, 100_000, 10_000), preset
+        assert (cfg.optim.train_batch_size, cfg.records.max_seq_length, cfg.optim.learning_rate,
+                cfg.optim.num_train_steps, cfg.optim.num_warmup_steps) == (32, 128, 5e-5, 100_000, 10_000), preset
 
 
 def test_sigterm_saves_last_and_resume_finishes_the_same_run(google_dir, tmp_path):
@@ -298,7 +291,7 @@ def test_sigterm_saves_last_and_resume_finishes_the_same_run(google_dir, tmp_pat
 
     previous = signal.getsignal(signal.SIGTERM)
     result = run_with_hook([*common, f"--output_dir={tmp_path / 'stopped'}"], term_after_step_3)
-    assert result == {"step": 4, "stopped": True} and signal.getsignal(signal.SIGTERM) is previous
+    assert result == {"step": 4, "stopped": True, "signal": signal.SIGTERM} and signal.getsignal(signal.SIGTERM) is previous
     assert not (tmp_path / "stopped" / "final").exists()
     assert torch.load(tmp_path / "stopped" / "last" / "trainer.pt", weights_only=True)["state"]["step"] == 4
     run([*common, f"--output_dir={tmp_path / 'stopped'}", "--resume=true"])
@@ -324,7 +317,7 @@ def test_the_itpt_preset_keeps_every_10k_checkpoint_across_a_sigterm_save(google
         if step == 4:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    assert run_with_hook(common, term_after_step_4) == {"step": 5, "stopped": True}
+    assert run_with_hook(common, term_after_step_4) == {"step": 5, "stopped": True, "signal": signal.SIGTERM}
     assert torch.load(tmp_path / "out" / "last" / "trainer.pt", weights_only=True)["state"]["step"] == 5
     run([*common, "--resume=true"])
     kept = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "out").glob("checkpoint-*"))
@@ -402,3 +395,45 @@ def test_gradient_checkpointing_gives_the_same_steps(tmp_path):
         a = load_file(tmp_path / "plain" / "final" / "model.safetensors")
         b = load_file(tmp_path / out / "final" / "model.safetensors")
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), out
+
+
+def test_padding_unpadded_gives_the_same_steps_and_padded_is_the_default(google_dir, tmp_path):
+    """Google's model runs padded records (the default); --padding unpadded runs only the real tokens
+    through the encoder's layers: the same math, so the same losses and weights to rounding."""
+    common = [f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+              *ACCEPTANCE[:3], "--num_train_steps=3", *ACCEPTANCE[4:]]
+    run([*common, f"--output_dir={tmp_path / 'padded'}"])
+    run([*common, f"--output_dir={tmp_path / 'unpadded'}", "--padding=unpadded"])
+    for out, padding in (("padded", "padded"), ("unpadded", "unpadded")):
+        assert json.loads((tmp_path / out / "config.json").read_text())["padding"] == padding
+    padded, unpadded = train_records(tmp_path / "padded"), train_records(tmp_path / "unpadded")
+    assert [r["loss"] for r in unpadded] == pytest.approx([r["loss"] for r in padded], rel=1e-5)
+    a = load_file(tmp_path / "padded" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "unpadded" / "final" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_the_embedded_default_trains_on_its_machine_options(tmp_path):
+    """pretrain.py default passes its machine options (padded by default, as train's) to its train stage."""
+    cfg = parse_config(DefaultConfig, ["--device=cpu", "--threads=1", "--gradient_checkpointing=true",
+                                       "--num_train_steps=40"])
+    run_cfg = default_train_config(cfg, tmp_path, 20)
+    assert run_cfg.machine == cfg.machine and cfg.machine.padding == "padded"
+    assert (run_cfg.optim.num_train_steps, run_cfg.optim.num_warmup_steps,
+            run_cfg.run.save_checkpoints_steps) == (40, 4, 10)
+    assert parse_config(DefaultConfig, ["--padding=unpadded"]).machine.padding == "unpadded"
+    assert "(default: 'padded')" in " ".join(build_parser(PretrainConfig, "").format_help().split())
+
+
+def test_overwrite_clears_the_earlier_runs_outputs_with_their_swap_leftovers_only(google_dir, tmp_path):
+    out = tmp_path / "out"
+    common = [f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+              f"--output_dir={out}", *ACCEPTANCE[:3], "--num_train_steps=1", *ACCEPTANCE[4:],
+              "--keep_checkpoints=2", "--save_checkpoints_steps=1"]
+    run(common)
+    for leftover in (".final.0123abcd.old", "last.old", ".checkpoint-1.89abcdef.old", "checkpoint-7"):
+        (out / leftover).mkdir()
+    (out / "notes.txt").write_text("mine")
+    run([*common, "--overwrite_output_dir=true"])
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "config.json", "final", "last", "metrics.jsonl",
+                                                     "notes.txt", "pretraining_curves.png"]

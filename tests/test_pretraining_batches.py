@@ -1,7 +1,6 @@
 """The record stream (order, epochs, resumable position) and dynamic masking statistics."""
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,9 +10,9 @@ from minibert.data.pretraining_instances import Vocabulary
 from minibert.data.pretraining_records import read_records
 from minibert.text.tokenization import FullTokenizer
 
-FIXTURES = Path(__file__).parent / "fixtures"
-RECORDS = FIXTURES / "pretraining_google" / "sample_text_64" / "examples.tfrecord"
-VOCAB = Vocabulary.of(FullTokenizer(FIXTURES / "tiny_google" / "vocab.txt"))
+from helpers import RECORDS, VOCAB_FILE
+
+VOCAB = Vocabulary.of(FullTokenizer(VOCAB_FILE))
 
 
 def records():
@@ -85,7 +84,7 @@ def test_dynamic_masking_follows_googles_rule():
 
 def test_dynamic_whole_word_masking_masks_every_piece_of_a_word():
     source = records()
-    tokenizer = FullTokenizer(FIXTURES / "tiny_google" / "vocab.txt")
+    tokenizer = FullTokenizer(VOCAB_FILE)
     masking = DynamicMasking(VOCAB, masked_lm_prob=0.3, whole_word=True, seed=5)
     for row in range(20):
         record = {name: np.asarray(array[row]) for name, array in source.arrays.items()}

@@ -4,63 +4,38 @@ for record, and each rule is checked on its own on synthetic documents."""
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import pretrain
 from minibert.checkpoints.tfrecord import read_examples
-from minibert.data.pretraining_instances import (Documents, InstanceSettings, Vocabulary, create_instances,
-                                                 instances_from_document, mask_tokens, masking_groups,
+from minibert.data.pretraining_instances import (InstanceSettings, instances_from_document, mask_tokens, masking_groups,
                                                  read_documents, truncate_seq_pair)
 from minibert.data.pretraining_records import read_records
 from minibert.errors import ConfigError, DataError
 from minibert.text.tokenization import FullTokenizer
 
-FIXTURES = Path(__file__).parent / "fixtures" / "pretraining_google"
-VOCAB_FILE = Path(__file__).parent / "fixtures" / "tiny_google" / "vocab.txt"
-FOLDERS = ("sample_text_64", "sample_text_128", "sample_text_64_wwm")
+from helpers import (GOOGLE_FOLDERS, PRETRAINING, VOCAB, VOCAB_FILE, create_data_args, google_features,
+                     google_instances, make_documents)
 
 
-def create_data_args(folder: str, output: Path) -> list[str]:
-    settings = json.loads((FIXTURES / folder / "settings.json").read_text())
-    return ["create_data", f"--input_file={FIXTURES / 'sample_text.txt'}", f"--output_file={output}",
-            f"--vocab_file={VOCAB_FILE}", f"--do_lower_case={settings['do_lower_case']}",
-            f"--do_whole_word_mask={settings['do_whole_word_mask']}",
-            f"--max_seq_length={settings['max_seq_length']}",
-            f"--max_predictions_per_seq={settings['max_predictions_per_seq']}",
-            f"--random_seed={settings['seed']}", f"--dupe_factor={settings['dupe_factor']}",
-            f"--masked_lm_prob={settings['masked_lm_prob']}", f"--short_seq_prob={settings['short_seq_prob']}"]
-
-
-def google_features(folder: str) -> list[dict]:
-    rows = [json.loads(line) for line in (FIXTURES / folder / "features.jsonl").read_text().splitlines()]
-    return [{k: v if isinstance(v, list) else [v] for k, v in row.items()} for row in rows]
-
-
-@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("folder", GOOGLE_FOLDERS)
 def test_create_data_reproduces_googles_tfrecord(tmp_path, folder):
     pretrain.main(create_data_args(folder, tmp_path / "out.tfrecord"))
     mine = [{k: f.values for k, f in ex.items()} for ex in read_examples(tmp_path / "out.tfrecord")]
     assert mine == google_features(folder)
 
 
-@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("folder", GOOGLE_FOLDERS)
 def test_instances_equal_googles_instances(folder):
     """The tokens after masking, segments, labels and masked positions of Google's instances.jsonl."""
-    settings = json.loads((FIXTURES / folder / "settings.json").read_text())
-    tokenizer = FullTokenizer(VOCAB_FILE, settings["do_lower_case"])
-    instances = create_instances(
-        read_documents([FIXTURES / "sample_text.txt"], tokenizer),
-        InstanceSettings(settings["max_seq_length"], settings["max_predictions_per_seq"], settings["masked_lm_prob"],
-                         settings["short_seq_prob"], settings["dupe_factor"], settings["do_whole_word_mask"]),
-        Vocabulary.of(tokenizer), random.Random(settings["seed"]))
+    instances, tokenizer = google_instances(folder)
     mine = [{"tokens": tokenizer.convert_ids_to_tokens(i.tokens),
              "segment_ids": [0] * i.a_length + [1] * (len(i.tokens) - i.a_length),
              "is_random_next": i.is_random_next, "masked_lm_positions": i.masked_positions.tolist(),
              "masked_lm_labels": tokenizer.convert_ids_to_tokens(i.masked_labels)} for i in instances]
-    assert mine == [json.loads(line) for line in (FIXTURES / folder / "instances.jsonl").read_text().splitlines()]
+    assert mine == [json.loads(line) for line in (PRETRAINING / folder / "instances.jsonl").read_text().splitlines()]
 
 
 def test_native_format_holds_the_same_records(tmp_path):
@@ -82,20 +57,8 @@ def test_several_outputs_are_written_round_robin(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Rules on synthetic documents: token t of sentence s of document d is 1000 * (d + 1) + 10 * s + t.
-
-VOCAB = Vocabulary(cls_id=2, sep_id=3, mask_id=4, random_words=list(range(10_000)),
-                   continuation=frozenset(range(9000, 10_000)))
-
-
-def make_documents(shape: list[list[int]]) -> Documents:
-    """shape[d][s] = number of tokens of sentence s of document d."""
-    documents = Documents()
-    for d, sentences in enumerate(shape):
-        for s, length in enumerate(sentences):
-            documents.add_sentence([1000 * (d + 1) + 10 * s + t for t in range(length)])
-        documents.end_document()
-    return documents
+# Rules on synthetic documents (helpers.make_documents): token t of sentence s of document d is
+# 1000 * (d + 1) + 10 * s + t.
 
 
 class ScriptedRandom(random.Random):

@@ -11,31 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from minibert.cli import parse_config
 from minibert.experiments import reproduction
-from minibert.experiments.reproduction import ReproduceConfig, reproduce
-from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.experiments.paper import (EXPERIMENTS, FIGURE2, FIGURE4, PAPER_PRETRAIN, PAPER_PRETRAIN_LARGE,
-                                       PAPER_RECIPE, TABLE2, TABLE4, Experiment, Row, avg_delta)
+                                       TABLE2, Experiment, Row, avg_delta)
 from minibert.experiments.report import PLOTS, format_errors, markdown, provenance
 from minibert.errors import ConfigError, DataError
-from minibert.checkpoints.formats import checkpoint_of, save_minibert
-from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier
 from minibert.finetune.model_setup import head_config
 from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, plan, run_status, slug, subset_data
 
-
-def parse_reproduce(argv: list[str]) -> ReproduceConfig:
-    """reproduce.py's command line as a config."""
-    return parse_config(ReproduceConfig, argv, positional=("experiment",))
-
-
-def reproduce_text(cfg: ReproduceConfig) -> str:
-    return reproduce(cfg)[0]
-
-INITS = Inits("bert-base", chinese="bert-chinese")
+from helpers import INITS, make_run_folder, make_tiny_model, parse_reproduce, reproduce_text
+from minibert.experiments.reproduction import reproduce
 
 
 def data_folders(tmp_path, names):
@@ -163,14 +150,6 @@ def test_hierarchical_rows_classify_the_last_layers_cls_hidden_state(tmp_path):
         assert head.pooler == (not run.config.text.hierarchical), run.row.name
         torch.testing.assert_close(features, expected, rtol=1e-5, atol=1e-6)
     assert sum(run.config.text.hierarchical for run in runs) == 3
-
-
-def make_run_folder(folder, error=None, last=False, **provenance):
-    folder.mkdir(parents=True, exist_ok=True)
-    if error is not None:
-        (folder / "results.json").write_text(json.dumps({"test_error": error, **provenance}))
-    if last:
-        (folder / "last").mkdir()
 
 
 TINY = Experiment("tiny", "Tiny table", ("imdb",), (
@@ -312,8 +291,19 @@ def test_subset_data_is_stratified_and_fixed(tmp_path):
             for split in ("train", "dev", "test")}
     assert [len(rows[s]) for s in ("train", "dev", "test")] == [600, 200, 400]
     assert sum(r["label"] == "b" for r in rows["train"]) == 200  # a third, as in the source
-    (source / "train.jsonl").write_text("")  # an existing subset is reused, not rebuilt
-    assert subset_data(source, tmp_path / "sub", SCALES["small"]) == target
+    written = {split: (target / f"{split}.jsonl").stat().st_mtime_ns for split in ("train", "dev", "test")}
+    moved = tmp_path / "moved"
+    source.rename(moved)  # the same files elsewhere (another --data_dir): the subsets are reused
+    assert subset_data(moved, tmp_path / "sub", SCALES["small"]) == target
+    assert {split: (target / f"{split}.jsonl").stat().st_mtime_ns for split in written} == written
+    (moved / "train.jsonl").write_text((moved / "train.jsonl").read_text().replace("train 1", "changed"))
+    before = (target / "train.jsonl").read_bytes()
+    with pytest.raises(DataError, match=r"sub: subsets made from .*src with other contents or sizes, not from .*moved"):
+        subset_data(moved, tmp_path / "sub", SCALES["small"])
+    assert (target / "train.jsonl").read_bytes() == before
+    (target / "subset.json").unlink()  # subsets of an older minibert: their source cannot be checked
+    with pytest.raises(DataError, match="subsets made before subsets recorded their source"):
+        subset_data(moved, tmp_path / "sub", SCALES["small"])
     with pytest.raises(Exception, match="prepare"):
         subset_data(tmp_path / "missing", tmp_path / "sub2", SCALES["small"])
 
@@ -330,23 +320,26 @@ def test_command_line_dry_run_and_errors(tmp_path, capsys):
     assert "Table 4: layer-wise decreasing learning rate (test error %): 16 runs - 0 done, 0 resume, 16 new" \
         in capsys.readouterr().out.replace(", scale paper", "")
     assert "| lr 2e-05, xi 0.95 | not run | 5.40 |" in text
-    assert (tmp_path / "out" / "paper" / "table4" / "RESULTS.md").read_text() == text
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    reproduce_text(replace(cfg, scale="small", precision=""))  # its subsets are not written either
+    assert "scale small: 16 runs" in capsys.readouterr().out and not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match="--seeds"):
         reproduce_text(replace(cfg, seeds="1,x"))
+    for seeds in ("1,1", "1,01", ""):
+        with pytest.raises(ConfigError, match="--seeds"):
+            reproduce_text(replace(cfg, seeds=seeds))
+    with pytest.raises(ConfigError, match="--datasets imdb,imdb: imdb given twice"):
+        reproduce_text(replace(cfg, datasets="imdb,imdb"))
+    for name in ("../imdb", "..", "/tmp/imdb", "a/b"):
+        with pytest.raises(ConfigError, match="not a data set name"):
+            reproduce_text(replace(cfg, datasets=name))
+    with pytest.raises(ConfigError, match="--devices cpu,tpu: minibert runs on cpu or cuda|--devices tpu"):
+        reproduce_text(replace(cfg, devices="cpu,tpu"))
+    with pytest.raises(ConfigError, match="--init .*nowhere: --scale small fine-tunes its own model"):
+        reproduce_text(replace(cfg, scale="small", init=str(tmp_path / "nowhere")))
     with pytest.raises(DataError, match="trec/train.jsonl"):
         reproduce_text(replace(cfg, datasets="trec"))
     assert reproduction.device_list("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
-
-
-def tiny_model(folder, words):
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(words)
-    folder.mkdir(parents=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=64)
-    torch.manual_seed(0)
-    save_minibert(folder, checkpoint_of(BertModel(config), folder / "vocab.txt"))
-    return folder
 
 
 @pytest.mark.slow
@@ -366,7 +359,7 @@ def test_small_table_end_to_end(tmp_path, monkeypatch, capsys):
                 words = rng.choices(topics[label], k=4) + rng.choices(filler, k=3)
                 rng.shuffle(words)
                 f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
-    model = tiny_model(tmp_path / "model", {w for ws in topics.values() for w in ws} | set(filler))
+    model = make_tiny_model(tmp_path / "model", sorted({w for ws in topics.values() for w in ws} | set(filler)))
     tiny_scale = replace(SCALES["small"], recipe={**SCALES["small"].recipe, "max_seq_length": 16, "epochs": 6,
                                                   "batch_size": 4, "learning_rate": 2e-3, "threads": 1},
                          english_init=str(model), train_examples=40, dev_examples=20, test_examples=20)

@@ -1,4 +1,5 @@
-"""Tests of minibert.tf_checkpoint against a checkpoint written by TensorFlow itself.
+"""Tests of minibert.checkpoints.tf_checkpoint and minibert.checkpoints.sstable against a checkpoint
+written by TensorFlow itself.
 
 The fixture tests/fixtures/tiny_google/bert_model.ckpt was written by TensorFlow 2.15 (see the
 README there). Reading it is checked against variables.txt and against a decode by hand of the
@@ -21,10 +22,11 @@ from minibert.checkpoints import sstable, tf_checkpoint
 from minibert.checkpoints.tf_checkpoint import list_tf_variables, read_tf_checkpoint, write_tf_checkpoint
 from minibert.errors import CheckpointError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tiny_google"
-PREFIX = FIXTURE / "bert_model.ckpt"
-DATA = FIXTURE / "bert_model.ckpt.data-00000-of-00001"
-INDEX = FIXTURE / "bert_model.ckpt.index"
+from helpers import TINY_GOOGLE
+
+PREFIX = TINY_GOOGLE / "bert_model.ckpt"
+DATA = TINY_GOOGLE / "bert_model.ckpt.data-00000-of-00001"
+INDEX = TINY_GOOGLE / "bert_model.ckpt.index"
 
 # Entries read by hand from `xxd bert_model.ckpt.index`: the bytes after the key are the
 # BundleEntryProto fields offset (tag 0x20), size (0x28) and crc32c (0x35, fixed32), so the
@@ -59,7 +61,7 @@ def masked_crc(data: bytes) -> int:
 
 def test_fixture_names_and_shapes_match_variables_txt(fixture_tensors):
     expected = {}
-    for line in (FIXTURE / "variables.txt").read_text().splitlines():
+    for line in (TINY_GOOGLE / "variables.txt").read_text().splitlines():
         name, shape = line.split("\t")
         expected[name] = tuple(int(d) for d in shape.strip("[]").split(","))
     assert list(fixture_tensors) == list(expected)  # same names, in sorted order
@@ -106,7 +108,7 @@ def test_returned_tensors_own_writable_memory(fixture_tensors):
 
 
 def test_prefix_can_be_the_index_file_or_the_folder(fixture_tensors, tmp_path):
-    for form in (INDEX, str(INDEX), FIXTURE, DATA):
+    for form in (INDEX, str(INDEX), TINY_GOOGLE, DATA):
         assert list_tf_variables(form) == list_tf_variables(PREFIX)
     shutil.copy(INDEX, tmp_path / "a.index")
     shutil.copy(INDEX, tmp_path / "b.index")
@@ -127,10 +129,13 @@ def test_writer_reproduces_tensorflows_files_byte_for_byte(fixture_tensors, tmp_
         assert torch.equal(tensor, fixture_tensors[name]), name
 
 
-def test_index_with_many_blocks_reads_back(fixture_tensors, tmp_path, monkeypatch):
-    monkeypatch.setattr(sstable, "_TABLE_BLOCK_SIZE", 200)  # a few entries per data block
+def test_index_with_many_blocks_reads_back(fixture_tensors, tmp_path):
     write_tf_checkpoint(tmp_path / "ckpt", fixture_tensors, num_shards=2)
-    data = (tmp_path / "ckpt.index").read_bytes()
+    index = tmp_path / "ckpt.index"
+    records = sstable.read_table(index.read_bytes())
+    assert sstable.build_table(records) == index.read_bytes()  # the writer's table, TensorFlow's block size
+    index.write_bytes(sstable.build_table(records, block_size=200))  # a few entries per data block
+    data = index.read_bytes()
     footer = data[-48:]
     _metaindex, pos = sstable._read_handle(footer, 0)
     index_handle, _ = sstable._read_handle(footer, pos)
@@ -185,12 +190,7 @@ def test_table_round_trip_with_any_keys_and_block_size(keys, block_size):
     # Random byte keys (shared prefixes, 0xff bytes) exercise prefix compression, restart
     # points, and the separators written into the index block.
     records = [(b"", b"header")] + [(k, k[::-1] * 3) for k in sorted(keys)]
-    old, sstable._TABLE_BLOCK_SIZE = sstable._TABLE_BLOCK_SIZE, block_size
-    try:
-        table = sstable.build_table(records)
-    finally:
-        sstable._TABLE_BLOCK_SIZE = old
-    assert sstable.read_table(table) == records
+    assert sstable.read_table(sstable.build_table(records, block_size)) == records
 
 
 @settings(max_examples=300, deadline=None)
@@ -216,13 +216,12 @@ def test_writer_refuses_unsupported_dtype_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_writer_failure_leaves_no_files(tmp_path, monkeypatch):
-    def fail(records):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(tf_checkpoint, "build_table", fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_tf_checkpoint(tmp_path / "ckpt", {"v": torch.ones(2)}, num_shards=2)
+def test_writer_failure_leaves_no_files(tmp_path):
+    """A failure in the middle of writing: the first shard is written, then the second one's tensor
+    has no data to copy out (a meta tensor). Neither temporary file nor any final name is left."""
+    tensors = {"a": torch.ones(2), "b": torch.ones(2, device="meta")}  # "a" to shard 0, "b" to shard 1
+    with pytest.raises(NotImplementedError, match="meta tensor"):
+        write_tf_checkpoint(tmp_path / "ckpt", tensors, num_shards=2)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -288,11 +287,15 @@ def test_missing_shard_is_named(tmp_path):
 
 
 @pytest.mark.parametrize("dtype_number, label", [(2, "DT_DOUBLE"), (7, "DT_STRING")])
-def test_unsupported_dtype_names_tensor_and_number(tmp_path, monkeypatch, dtype_number, label):
-    # Write a float64 tensor as if float64 were supported, with the enum value under test.
-    monkeypatch.setitem(tf_checkpoint._TORCH_TO_TF, torch.float64, dtype_number)
-    write_tf_checkpoint(tmp_path / "ckpt", {"ok": torch.ones(2), "odd": torch.ones(2).double()})
-    monkeypatch.undo()
+def test_unsupported_dtype_names_tensor_and_number(tmp_path, dtype_number, label):
+    # An index whose entry for 'odd' says the dtype under test: the BundleEntryProto's field 1 (tag
+    # 0x08, first in the entry) rewritten from DT_FLOAT (1), and the table rebuilt around it.
+    write_tf_checkpoint(tmp_path / "ckpt", {"ok": torch.ones(2), "odd": torch.ones(2)})
+    index = tmp_path / "ckpt.index"
+    records = dict(sstable.read_table(index.read_bytes()))
+    assert records[b"odd"][:2] == b"\x08\x01"
+    records[b"odd"] = bytes([0x08, dtype_number]) + records[b"odd"][2:]
+    index.write_bytes(sstable.build_table(sorted(records.items())))
     for read in (list_tf_variables, read_tf_checkpoint):
         with pytest.raises(CheckpointError, match=rf"ckpt.index: tensor 'odd' has unsupported "
                                                   rf"dtype {dtype_number} \({label}\)"):

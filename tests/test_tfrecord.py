@@ -11,14 +11,13 @@ from minibert.checkpoints.tfrecord import (Feature, bytes_feature, decode_exampl
                                            frame_record, int64_feature, read_examples, read_records, write_examples)
 from minibert.errors import DataError
 
-FIXTURES = Path(__file__).parent / "fixtures" / "pretraining_google"
-FOLDERS = ("sample_text_64", "sample_text_128", "sample_text_64_wwm")
+from helpers import GOOGLE_FOLDERS, PRETRAINING, RECORDS
 
 
-@pytest.mark.parametrize("folder", FOLDERS)
+@pytest.mark.parametrize("folder", GOOGLE_FOLDERS)
 def test_reads_googles_records_equal_to_their_decoded_json(folder):
-    examples = list(read_examples(FIXTURES / folder / "examples.tfrecord"))
-    expected = [json.loads(line) for line in (FIXTURES / folder / "features.jsonl").read_text().splitlines()]
+    examples = list(read_examples(PRETRAINING / folder / "examples.tfrecord"))
+    expected = [json.loads(line) for line in (PRETRAINING / folder / "features.jsonl").read_text().splitlines()]
     assert len(examples) == len(expected)
     for example, record in zip(examples, expected):
         assert {name: f.values for name, f in example.items()} == {
@@ -28,7 +27,7 @@ def test_reads_googles_records_equal_to_their_decoded_json(folder):
 
 def test_googles_records_survive_decode_and_encode(tmp_path):
     """minibert's writer -> Google-format reader gives the same features; the framing is TensorFlow's."""
-    source = FIXTURES / "sample_text_64" / "examples.tfrecord"
+    source = RECORDS
     examples = list(read_examples(source))
     assert write_examples(tmp_path / "copy.tfrecord", examples) == len(examples)
     assert list(read_examples(tmp_path / "copy.tfrecord")) == examples

@@ -1,4 +1,4 @@
-"""Tests of minibert.tokenization against Google's rules and Hugging Face's slow BertTokenizer.
+"""Tests of minibert.text.tokenization against Google's rules and Hugging Face's slow BertTokenizer.
 
 Sources of expected values:
   * Google's tokenization_test.py cases, re-expressed (TestGoogleCases);
@@ -34,7 +34,8 @@ from minibert.text.tokenization import (
     load_vocab,
 )
 
-VOCAB_FILE = Path(__file__).parent / "fixtures" / "tiny_google" / "vocab.txt"  # real uncased vocab
+from helpers import VOCAB_FILE  # real uncased vocab
+
 GOOGLE_TEST_VOCAB = ["[UNK]", "[CLS]", "[SEP]", "want", "##want", "##ed", "wa", "un", "runn",
                      "##ing", ","]
 

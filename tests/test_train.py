@@ -1,14 +1,13 @@
 """End-to-end runs of train.py and predict.py on a tiny model and a tiny topic data set.
 
-The model is a freshly initialised 2-layer BERT (hidden 32) over a vocabulary of the data set's
-words, saved as a minibert folder; the bad-input tests start from the Google-format fixture to go
-through the TF reader too. The data set is written by the tests: three topics whose texts mix topic
-words with shared filler words, so a model must learn to pass the test (chance is 1/3).
+The model (helpers.make_tiny_model) is a freshly initialised 2-layer BERT (hidden 32) over a
+vocabulary of the data set's words, saved as a minibert folder; the bad-input tests start from the
+Google-format fixture to go through the TF reader too. The data set is written by the tests
+(helpers.write_split): three topics whose texts mix topic words with shared filler words, so a model
+must learn to pass the test (chance is 1/3).
 """
 
 import json
-import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,78 +15,17 @@ from safetensors.torch import load_file
 
 import predict
 from minibert.finetune import FinetuneConfig, FitHooks, finetune, summary_lines
-from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, save_minibert
+from minibert.checkpoints.formats import load_checkpoint
 from minibert.cli import parse_config
 from minibert.errors import ConfigError
 from minibert.data.batching import random_batches
 from minibert.finetune.config import TextOptions
 from minibert.finetune.model_setup import resolve_pooler, text_encoding
-from minibert.model.bert import BertModel
-from minibert.model.config import BertConfig
 from minibert.text.long_text import paper_head_tokens
 
-TOPICS = {
-    "sport": "football match goal team player coach league season win score stadium cup",
-    "business": "shares market profit bank company economy price investors growth sales trade firm",
-    "tech": "computer software internet phone digital online users technology mobile network data chip",
-}
-FILLER = "the a of and to in is was for on that with as it at by from this have said will be".split()
+from helpers import TOPICS, config, make_tiny_model, write_split
 
-
-@pytest.fixture(autouse=True)
-def keep_thread_count():
-    """train.main sets torch's thread count (--threads); give the next tests theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def write_split(path, n, seed, bad_row=False):
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            label = list(TOPICS)[i % 3]
-            words = rng.choices(TOPICS[label].split(), k=rng.randint(4, 8)) + rng.choices(FILLER, k=rng.randint(5, 25))
-            rng.shuffle(words)
-            f.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
-        if bad_row:
-            f.write(json.dumps({"text": "   ", "label": "sport"}) + "\n")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"))
-
-
-def make_tiny_model(folder: Path, **config_overrides) -> Path:
-    """A freshly initialised 2-layer BERT over the topic words, saved as a minibert folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    words = sorted(set(" ".join(TOPICS.values()).split()) | set(FILLER))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", "."] + words
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=48, max_position_embeddings=64, **config_overrides)
-    torch.manual_seed(0)
-    save_minibert(folder, checkpoint_of(BertModel(config), folder / "vocab.txt"))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("topics")
-    write_split(folder / "train.jsonl", 150, 1)
-    write_split(folder / "dev.jsonl", 30, 2)
-    write_split(folder / "test.jsonl", 45, 3)
-    return folder
-
-
-def config(init, data, out, **overrides):
-    values = dict(init=str(init), train_file=str(data / "train.jsonl"), dev_file=str(data / "dev.jsonl"),
-                  test_file=str(data / "test.jsonl"), output_dir=str(out), max_seq_length=24, head_tokens=6,
-                  epochs=5, batch_size=8, learning_rate=5e-3, layer_decay=0.9, eval_batch_size=16,
-                  log_every=2, device="cpu", seed=7, pooler="false", threads=1, precision="fp32")
-    values.update(overrides)
-    return FinetuneConfig.of(**values)
+pytestmark = pytest.mark.usefixtures("keep_thread_count")  # train.main sets torch's thread count (--threads)
 
 
 def test_tiny_run_learns_saves_and_predicts(tiny_model, data, tmp_path, capsys):

@@ -1,5 +1,5 @@
 """Bad options, bad data and earlier runs: train.py stops with one clear line before any long work,
-and never loses an earlier run. Uses the tiny model and topic data of test_train.py."""
+and never loses an earlier run. Uses the tiny model and topic data of conftest.py."""
 
 import json
 import subprocess
@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import config, data, keep_thread_count, tiny_model  # noqa: F401  (fixtures)
 
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.cli import parse_config
 from minibert.errors import ConfigError, DataError
 from minibert.training.metrics_log import NonFiniteLoss
 
-ROOT = Path(__file__).parent.parent
+from helpers import ROOT, config
+
+pytestmark = pytest.mark.usefixtures("keep_thread_count")  # train.main sets torch's thread count (--threads)
 
 
 def folder_bytes(folder: Path) -> dict:

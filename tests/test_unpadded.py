@@ -6,8 +6,6 @@ under bf16 autocast, in eval mode and in train mode with dropout off (dropout ma
 tensor shape, so with dropout on the two paths draw different masks).
 """
 
-import os
-
 import pytest
 import torch
 
@@ -17,21 +15,9 @@ from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
 from minibert.model.packing import pack, pack_mask, unpack
 
-TINY = BertConfig(vocab_size=99, hidden_size=30, num_hidden_layers=3, num_attention_heads=5,
-                  intermediate_size=37, max_position_embeddings=40, type_vocab_size=3)
-NO_DROPOUT = BertConfig(**{**TINY.to_dict(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
-LENGTHS = (17, 11, 4, 1)  # a full row, two padded ones and a row of just [CLS]
-
+from helpers import LENGTHS, NO_DROPOUT, TINY, batch, triton_kernel_or_skip
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and repeatable
-
-
-def batch(lengths=LENGTHS, T=17, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, TINY.vocab_size, (len(lengths), T), generator=g)
-    types = torch.randint(0, TINY.type_vocab_size, (len(lengths), T), generator=g)
-    mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).long()
-    return ids * mask, types * mask, mask
 
 
 def run(model, ids, types, mask, precision):
@@ -141,15 +127,6 @@ def test_triton_entry_is_in_the_table_and_says_what_it_needs():
         q = torch.zeros(2, 1, 4)
         with pytest.raises(RuntimeError, match="needs triton"):
             varlen_attention(q, q, q, torch.tensor([0, 2], dtype=torch.int32), 2, implementation="triton")
-
-
-def triton_kernel_or_skip():
-    """The Triton varlen kernel where it can run here: on CUDA, or on the CPU under TRITON_INTERPRET=1."""
-    pytest.importorskip("triton", reason="Triton is not installed (pip install -e '.[gpu]')")
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("no GPU and TRITON_INTERPRET is not 1: Triton cannot run its kernels")
-    from minibert.model.kernels.varlen_attention import varlen_attention as kernel
-    return kernel
 
 
 def test_unpadded_encoder_through_the_triton_kernel_equals_padded(monkeypatch):

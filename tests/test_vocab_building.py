@@ -2,8 +2,6 @@
 reads, and a from-scratch pipeline (vocab -> records -> 2-layer model) whose MLM loss falls."""
 
 import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -11,7 +9,7 @@ import pretrain
 from minibert.text.tokenization import FullTokenizer
 from minibert.text.vocab_building import to_wordpiece
 
-SAMPLE = Path(__file__).parent / "fixtures" / "pretraining_google" / "sample_text.txt"
+from helpers import SAMPLE_TEXT
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +25,7 @@ def test_word_initial_pieces_stay_and_inner_pieces_get_hashes():
 
 def test_vocabulary_layout_and_coverage(tmp_path):
     vocab_file = tmp_path / "vocab.txt"
-    pretrain.main(["vocab", f"--input_file={SAMPLE}", f"--output_file={vocab_file}", "--vocab_size=400",
+    pretrain.main(["vocab", f"--input_file={SAMPLE_TEXT}", f"--output_file={vocab_file}", "--vocab_size=400",
                    "--num_unused=5", "--heldout_every=0"])
     tokens = vocab_file.read_text(encoding="utf-8").splitlines()
     assert len(tokens) == len(set(tokens)) <= 400
@@ -35,7 +33,7 @@ def test_vocabulary_layout_and_coverage(tmp_path):
                            "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert "t" in tokens and "##t" in tokens and any(t.startswith("##") and len(t) > 3 for t in tokens)
     tokenizer = FullTokenizer(vocab_file, do_lower_case=True)
-    text = SAMPLE.read_text(encoding="utf-8")
+    text = SAMPLE_TEXT.read_text(encoding="utf-8")
     ids = tokenizer.encode_text(text)
     assert tokenizer.unk_id not in ids  # every character of the training text has a piece
     words = tokenizer.basic_tokenizer.tokenize(text)
@@ -44,7 +42,7 @@ def test_vocabulary_layout_and_coverage(tmp_path):
 
 def test_too_small_vocabulary_and_empty_corpus(tmp_path, script_error):
     with script_error(r"--vocab_size=50 is too small: the corpus has \d+ distinct characters"):
-        pretrain.main(["vocab", f"--input_file={SAMPLE}", f"--output_file={tmp_path / 'v.txt'}", "--vocab_size=50",
+        pretrain.main(["vocab", f"--input_file={SAMPLE_TEXT}", f"--output_file={tmp_path / 'v.txt'}", "--vocab_size=50",
                        "--num_unused=0"])
     (tmp_path / "empty.txt").write_text("\n\n")
     with script_error(r"empty.txt: no text"):
@@ -55,11 +53,12 @@ def test_too_small_vocabulary_and_empty_corpus(tmp_path, script_error):
 @pytest.mark.slow
 def test_from_scratch_pipeline_mlm_loss_falls(tmp_path):
     vocab_file = tmp_path / "vocab.txt"
-    pretrain.main(["vocab", f"--input_file={SAMPLE}", f"--output_file={vocab_file}", "--vocab_size=400",
+    pretrain.main(["vocab", f"--input_file={SAMPLE_TEXT}", f"--output_file={vocab_file}", "--vocab_size=400",
                    "--num_unused=5", "--heldout_every=0"])
     records = tmp_path / "records"
-    pretrain.main(["create_data", f"--input_file={SAMPLE}", f"--output_file={records}", f"--vocab_file={vocab_file}",
-                   "--max_seq_length=64", "--max_predictions_per_seq=10", "--dupe_factor=5"])
+    pretrain.main(["create_data", f"--input_file={SAMPLE_TEXT}", f"--output_file={records}",
+                   f"--vocab_file={vocab_file}", "--max_seq_length=64", "--max_predictions_per_seq=10",
+                   "--dupe_factor=5"])
     size = len(vocab_file.read_text(encoding="utf-8").splitlines())
     config = {"vocab_size": size, "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
               "intermediate_size": 96, "max_position_embeddings": 64, "hidden_act": "gelu"}

@@ -17,8 +17,9 @@ from minibert.checkpoints.integrity import check_vocab
 from minibert.errors import CheckpointError
 from minibert.files import atomic_write_text, read_json_object, replace_folder
 from minibert.model.heads import BertClassifier, HeadConfig, TaskClassifier
+from minibert.schema import is_instance, typed
 from minibert.text.encoding import TextEncoding
-from minibert.text.tokenization import FullTokenizer
+from minibert.text.tokenization import VARIANTS, FullTokenizer
 
 CLASSIFIER_FILE = "classifier.json"
 
@@ -29,6 +30,26 @@ def classifier_architecture(head: HeadConfig, encoding: TextEncoding) -> str:
     same; else BertClassifier, which only minibert can run."""
     standard = head.head == "cls" and head.layers == "last" and head.pooler and not encoding.hierarchical
     return "BertForSequenceClassification" if standard else "BertClassifier"
+
+
+MULTI_LABEL_FIELDS = ("multi_label", "threshold", "thresholds")
+
+
+def head_description(head: HeadConfig) -> dict:
+    """classifier.json's "head": every field; a single-label head's file leaves out the multi-label
+    ones (their defaults), so it reads as before they existed."""
+    description = asdict(head)
+    return description if head.multi_label else {k: v for k, v in description.items() if k not in MULTI_LABEL_FIELDS}
+
+
+def store_thresholds(folder: str | Path, task: str | None, thresholds: list[float]) -> None:
+    """Per-label thresholds chosen on dev into a saved classifier's classifier.json (`task`'s head of
+    a multi-task model; None for a single-task one), where predict.py reads them."""
+    path = Path(folder) / CLASSIFIER_FILE
+    description = json.loads(path.read_text(encoding="utf-8"))
+    part = description["tasks"][task] if task else description
+    part["head"] = head_description(HeadConfig(**{**part["head"], "thresholds": thresholds}))
+    atomic_write_text(path, json.dumps(description, indent=2, ensure_ascii=False) + "\n")
 
 
 @dataclass
@@ -45,7 +66,7 @@ def save_classifier(folder: str | Path, model: BertClassifier, labels: list[str]
     """A single-task classifier's folder (written as write_folder does)."""
     description = {
         "labels": labels,
-        "head": asdict(model.head_config),
+        "head": head_description(model.head_config),
         "encoding": asdict(encoding),
         "tokenizer": {"do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name},
     }
@@ -58,7 +79,8 @@ def save_multitask_classifier(folder: str | Path, model: TaskClassifier, labels:
                               extra_files: dict[str, str] | None = None) -> None:
     """A multi-task model with every head; labels: task -> its label names. Written like save_classifier."""
     description = {
-        "tasks": {task: {"labels": labels[task], "head": asdict(head)} for task, head in model.head_configs.items()},
+        "tasks": {task: {"labels": labels[task], "head": head_description(head)}
+                  for task, head in model.head_configs.items()},
         "encoding": asdict(encoding),
         "tokenizer": {"do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name},
     }
@@ -76,6 +98,35 @@ def write_folder(folder: str | Path, checkpoint, description: dict, extra_files:
             atomic_write_text(tmp / name, text)
 
     replace_folder(folder, fill)
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """classifier.json's "tokenizer": how the texts were tokenized in training."""
+
+    do_lower_case: bool
+    variant: str
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {self.variant!r}")
+
+
+def read_description(description: dict, path: Path) -> tuple[HeadConfig, TextEncoding, list[str], TokenizerSettings]:
+    """classifier.json's parts, each checked against its declared types (minibert.schema)."""
+    missing = [key for key in ("head", "encoding", "labels", "tokenizer") if key not in description]
+    if missing:
+        raise CheckpointError(f"{path}: malformed (no {', '.join(missing)})")
+    head = typed(HeadConfig, description["head"], f"{path}: head", CheckpointError)
+    encoding = typed(TextEncoding, description["encoding"], f"{path}: encoding", CheckpointError)
+    settings = typed(TokenizerSettings, description["tokenizer"], f"{path}: tokenizer", CheckpointError)
+    labels = description["labels"]
+    if not is_instance(labels, list[str]) or not labels:
+        raise CheckpointError(f"{path}: labels must be a list of names, got {json.dumps(labels)[:80]}")
+    repeated = sorted({name for name in labels if labels.count(name) > 1})
+    if repeated:
+        raise CheckpointError(f"{path}: label {', '.join(map(repr, repeated))} is listed twice")
+    return head, encoding, labels, settings
 
 
 def _choose_task(description: dict, task: str | None, description_file: Path) -> dict:
@@ -101,13 +152,7 @@ def load_classifier(folder: str | Path, task: str | None = None) -> SavedClassif
     description = read_json_object(description_file, "classifier description", CheckpointError)
     # Outside the try below: a --task mistake is the user's, not a malformed file.
     description = _choose_task(description, task, description_file)
-    try:
-        head = HeadConfig(**description["head"])
-        encoding = TextEncoding(**description["encoding"])
-        labels = [str(name) for name in description["labels"]]
-        tokenizer_settings = description["tokenizer"]
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{description_file}: malformed ({e})") from None
+    head, encoding, labels, tokenizer_settings = read_description(description, description_file)
     if len(labels) != head.num_labels:
         raise CheckpointError(f"{description_file}: {len(labels)} labels but num_labels={head.num_labels}")
     checkpoint = load_checkpoint(folder)
@@ -127,7 +172,7 @@ def load_classifier(folder: str | Path, task: str | None = None) -> SavedClassif
     unused = load_state(model, state, str(checkpoint.source))
     if unused:
         raise CheckpointError(f"{checkpoint.source}: tensors the classifier does not use: {', '.join(unused)}")
-    tokenizer = FullTokenizer(checkpoint.vocab_file, do_lower_case=tokenizer_settings["do_lower_case"],
-                              variant=tokenizer_settings["variant"], check_case=False)
+    tokenizer = FullTokenizer(checkpoint.vocab_file, do_lower_case=tokenizer_settings.do_lower_case,
+                              variant=tokenizer_settings.variant, check_case=False)
     warnings = checkpoint.warnings + check_vocab(tokenizer, checkpoint.config, checkpoint.vocab_file)
     return SavedClassifier(model, labels, encoding, tokenizer, warnings)

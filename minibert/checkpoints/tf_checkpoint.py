@@ -1,7 +1,7 @@
 """Read and write TensorFlow checkpoints (the "TensorBundle" format) without TensorFlow.
 
 A checkpoint with prefix P (e.g. `bert_model.ckpt`) is `P.index`, a sorted key/value table
-(LevelDB's SSTable, read and written by minibert.sstable) whose key "" holds a BundleHeaderProto
+(LevelDB's SSTable, read and written by minibert.checkpoints.sstable) whose key "" holds a BundleHeaderProto
 and whose other keys are variable names mapped to BundleEntryProtos, and
 `P.data-00000-of-0000N`..., N shards of raw little-endian tensor bytes.
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minibert.data.examples import Example
+from minibert.data.examples import Example, multi_hot
 from minibert.data.token_cache import TokenCache
 from minibert.files import sha256_file
 from minibert.text.encoding import TextEncoding, pad_batch
@@ -198,8 +198,11 @@ def _plain(value):
 def encode_examples(examples: list[Example], labels: list | None, tokenizer, encoding: TextEncoding,
                     cache: TokenCache | None = None, part: str = "") -> EncodedDocs:
     """Every example tokenized and framed as the encoding says, with its label (-1 each when labels is
-    None). With a cache (minibert.data.token_cache) the node encodes once: its writer process
-    encodes and saves the arrays under `part` (e.g. "task/train"), every process maps them."""
+    None; a multi-label example's list of label ids becomes a tuple). With a cache
+    (minibert.data.token_cache) the node encodes once: its writer process encodes and saves the
+    arrays under `part` (e.g. "task/train"), every process maps them."""
+    if labels is not None:
+        labels = [tuple(label) if isinstance(label, list) else label for label in labels]
     if cache is None or not cache.shared:  # no key needed: hashing every text would be wasted work
         return EncodedDocs(encode_tokens(examples, tokenizer, encoding), labels)
     arrays = cache.arrays(part, tokens_key(examples, tokenizer, encoding),
@@ -207,14 +210,18 @@ def encode_examples(examples: list[Example], labels: list | None, tokenizer, enc
     return EncodedDocs(TokenArrays(**arrays), labels)
 
 
-def collate(docs: list[EncodedDoc], hierarchical: bool, pad_id: int) -> dict:
+def collate(docs: list[EncodedDoc], hierarchical: bool, pad_id: int, num_labels: int = 0) -> dict:
     """Documents -> model inputs (C, T) padded with pad_id (the vocabulary's [PAD]) to the batch's
-    longest chunk, and labels (B,).
+    longest chunk, and labels: (B,) int64 class indices, or for multi-label documents (B, num_labels)
+    float32 multi-hot rows.
 
     With hierarchical encoding, doc_index (C,) and num_docs tell the head how to regroup chunks.
     """
     batch = pad_batch([chunk for doc in docs for chunk in doc.chunks], pad_id=pad_id)
-    batch["labels"] = torch.tensor([doc.label for doc in docs])
+    if docs and isinstance(docs[0].label, tuple):
+        batch["labels"] = torch.from_numpy(multi_hot([doc.label for doc in docs], num_labels))
+    else:
+        batch["labels"] = torch.tensor([doc.label for doc in docs])
     if hierarchical:
         batch["doc_index"] = torch.tensor([d for d, doc in enumerate(docs) for _ in range(doc.num_chunks)])
         batch["num_docs"] = len(docs)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from minibert.data.pretraining_corpus import CROSS_DOMAIN, DOMAINS, ENGLISH_DATASETS, manifest_path
+from minibert.cli import flat_fields
 from minibert.errors import ConfigError
 from minibert.experiments.paper import BEST_EXP_I, CHINESE, IN_DOMAIN, WITHIN, Experiment, Row
 from minibert.files import find_folder
@@ -43,7 +44,7 @@ RUNTIME_KEYS = {"device", "threads", "resume", "overwrite_output_dir", "keep_che
 _FILLED_IN = {"input_file", "output_file", "vocab_file", "output_dir", "init", "device", "resume",
               "overwrite_output_dir", "keep_checkpoints"}
 CREATE_DATA_KEYS = {f.name for f in fields(CreateDataConfig)} - _FILLED_IN
-TRAIN_KEYS = {f.name for f in fields(PretrainConfig)} - _FILLED_IN
+TRAIN_KEYS = {f.name for f, _ in flat_fields(PretrainConfig)} - _FILLED_IN
 # What a scale must say: the shape of the records and how long, how big and how often train runs.
 REQUIRED_SETTINGS = ("max_seq_length", "max_predictions_per_seq", "train_batch_size", "learning_rate",
                      "num_train_steps", "num_warmup_steps", "save_checkpoints_steps")

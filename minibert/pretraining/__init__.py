@@ -1,6 +1,7 @@
 """Further pre-training of BERT (masked LM + next-sentence prediction) as Google's code does it.
 
-    config.py        the subcommands' configs (their fields are pretrain.py's flags)
+    config.py        the subcommands' configs (their fields are pretrain.py's flags; train's in
+                     option groups, checked by one rules table)
     data_steps.py    corpus (data sets -> Google's text format), vocab (WordPiece vocab.txt),
                      create_data (create_pretraining_data.py; --sharded: one process per file)
     model_setup.py   the model from --init (missing MLM/NSP heads initialised) or a config, the

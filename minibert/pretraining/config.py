@@ -1,15 +1,17 @@
 """The pre-training subcommands' configs: one dataclass each, whose fields are the command line's flags
-(minibert.cli), named and defaulted as Google's scripts where Google has the flag."""
+(minibert.cli), named and defaulted as Google's scripts where Google has the flag. train's config is
+made of option groups, like fine-tuning's, each read by the code it configures; its options are
+checked by one rules table (check_options), as fine-tuning's are."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from minibert.cli import option
+from minibert.cli import FlatOptions, at_least, check_rules, finite_at_least, option
 from minibert.data.pretraining_batches import MASKINGS
 from minibert.data.pretraining_corpus import SPLITTERS
-from minibert.errors import ConfigError
 from minibert.text.vocab_building import MODEL_TYPES
-from minibert.training.machine import PRECISION_CHOICES
+from minibert.training.machine import MACHINE_RULES, TrainingMachineOptions
 from minibert.training.optimization import OPTIMIZERS
+from minibert.training.run_context import RESUMABLE_CHANGES as SHARED_RESUMABLE_CHANGES
 from minibert.training.schedules import SCHEDULES
 
 
@@ -69,21 +71,45 @@ class CreateDataConfig:
     num_workers: int = option(1, "processes for --sharded, each making one shard at a time")
 
 
-@dataclass
-class PretrainConfig:
-    """train: run_pretraining.py."""
-    # Data and model (Google's run_pretraining.py flag names where Google has one).
-    input_file: str = option("", "pre-training records: TFRecord files (Google's or create_data's) or create_data "
-                             "folders; comma-separated, globs allowed")
-    output_dir: str = option("runs/pretrain", "where final/, last/, metrics and plots go")
+# Google's run_pretraining.py feeds every record padded to max_seq_length; --padding unpadded runs
+# only the real tokens through the encoder's layers (the same math, in another summation order).
+PADDED = TrainingMachineOptions(padding="padded")
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    """The model that trains and its vocabulary (Google: init_checkpoint, bert_config_file, vocab_file)."""
     init: str = option("", "start from: Google release folder or ckpt prefix, Hugging Face folder, minibert "
                        "folder, or 'minilm'; empty = from scratch with --bert_config_file (Google: init_checkpoint)")
     bert_config_file: str = option("", "model config: required from scratch; with --init it replaces the "
                                    "checkpoint's config (e.g. to change dropout or hidden_act)")
     vocab_file: str = option("", "vocabulary (default: vocab.txt beside --init); saved into final/")
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    """The training records and what they must hold (checked against each record source)."""
+    input_file: str = option("", "pre-training records: TFRecord files (Google's or create_data's) or create_data "
+                             "folders; comma-separated, globs allowed")
     max_seq_length: int = option(128, "tokens per record (must match the records)")
     max_predictions_per_seq: int = option(20, "predictions per record (must match the records)")
-    # Optimisation (Google's defaults = the paper's settings, §5.2).
+    next_sentence: bool = option(True, "add the next-sentence loss (false: masked LM only, e.g. from scratch, on "
+                                 "records from create_data --next_sentence=false)")
+    shuffle: bool = option(True, "shuffle records every epoch (false: file order, as given)")
+
+
+@dataclass(frozen=True)
+class MaskingOptions:
+    """Which tokens the masked LM predicts: the records' masks, or Google's rule drawn anew."""
+    masking: str = option("static", "static: the records' masks (Google); dynamic: Google's rule drawn anew "
+                          "per epoch and record", choices=MASKINGS)
+    do_whole_word_mask: bool = option(False, "dynamic masking: mask whole words")
+    masked_lm_prob: float = option(0.15, "dynamic masking: share of tokens to mask")
+
+
+@dataclass(frozen=True)
+class PretrainOptimOptions:
+    """Optimizer steps, batch and schedule (Google's defaults = the paper's settings, §5.2)."""
     train_batch_size: int = option(32, "sequences per optimizer step")
     grad_accum_steps: int = option(1, "split each step's batch into this many forward passes (same result)")
     num_train_steps: int = option(100_000, "optimizer steps")
@@ -94,44 +120,81 @@ class PretrainConfig:
     schedule: str = option("google_warmup_linear", "learning-rate schedule", choices=tuple(SCHEDULES))
     weight_decay: float = option(0.01, "decoupled weight decay, not on biases and LayerNorm")
     max_grad_norm: float = option(1.0, "clip gradients to this global norm (0 = off)")
-    # What is learned.
-    masking: str = option("static", "static: the records' masks (Google); dynamic: Google's rule drawn anew "
-                          "per epoch and record", choices=MASKINGS)
-    do_whole_word_mask: bool = option(False, "dynamic masking: mask whole words")
-    masked_lm_prob: float = option(0.15, "dynamic masking: share of tokens to mask")
-    next_sentence: bool = option(True, "add the next-sentence loss (false: masked LM only, e.g. from scratch, on "
-                                 "records from create_data --next_sentence=false)")
-    # Running.
-    shuffle: bool = option(True, "shuffle records every epoch (false: file order, as given)")
+
+
+@dataclass(frozen=True)
+class PretrainEvalOptions:
+    """The evaluation records (MLM loss/accuracy, NSP accuracy) and when they are scored."""
+    eval_input_file: str = option("", "records to evaluate on (MLM loss/accuracy, NSP accuracy)")
+    eval_every: int = option(0, "evaluate every N steps (0 = at every checkpoint and at the end)")
+    eval_batch_size: int = option(32, "sequences per evaluation forward pass")
+
+
+@dataclass(frozen=True)
+class PretrainRunOptions:
+    """The output folder, seed, logging, checkpoints and resuming."""
+    output_dir: str = option("runs/pretrain", "where final/, last/, metrics and plots go")
     seed: int = option(12345, "seed of new weights, dropout, shuffling and dynamic masks")
+    log_every: int = option(10, "write a metrics.jsonl record of the last N steps' mean losses every N steps")
     save_checkpoints_steps: int = option(1000, "write last/ every N steps (and at the end, and on SIGTERM)")
     keep_checkpoints: int = option(1, "K > 1: every save_checkpoints_steps and at the end the model is also "
                                    "written as checkpoint-STEP/ (a minibert folder train.py --init reads), the "
                                    "K-1 newest kept (a SIGTERM stop writes none); e.g. the paper's Figure 3")
-    eval_input_file: str = option("", "records to evaluate on (MLM loss/accuracy, NSP accuracy)")
-    eval_every: int = option(0, "evaluate every N steps (0 = at every checkpoint and at the end)")
-    eval_batch_size: int = option(32, "sequences per evaluation forward pass")
-    log_every: int = option(10, "write a metrics.jsonl record of the last N steps' mean losses every N steps")
-    precision: str = option("auto", "auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32, bf16 "
-                            "autocast, or fp16 with loss scaling (GPU)", choices=PRECISION_CHOICES)
-    device: str = option("auto", "cpu, cuda, cuda:N or auto")
-    threads: int = option(0, "CPU threads for torch (0 = torch's default)")
-    gradient_checkpointing: bool = option(False, "recompute each encoder layer in backward, with the same dropout "
-                                          "masks (same numbers): less activation memory for about one more "
-                                          "forward pass of compute")
     resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
     allow_data_change: bool = option(False, "--resume even if the --input_file records changed since the run began")
     overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
 
 
-# Options that may change between an interrupted run and its --resume; any other change is refused.
-RESUMABLE_CHANGES = {"resume", "threads", "device", "log_every", "save_checkpoints_steps", "keep_checkpoints",
-                     "eval_every", "eval_batch_size", "eval_input_file", "overwrite_output_dir", "allow_data_change",
-                     "gradient_checkpointing"}
+@dataclass(frozen=True)
+class PretrainConfig(FlatOptions):
+    """train: run_pretraining.py (Google's flag names where Google has one)."""
+    model: InitOptions = field(default_factory=InitOptions)
+    records: RecordOptions = field(default_factory=RecordOptions)
+    mlm: MaskingOptions = field(default_factory=MaskingOptions)
+    optim: PretrainOptimOptions = field(default_factory=PretrainOptimOptions)
+    evaluation: PretrainEvalOptions = field(default_factory=PretrainEvalOptions)
+    machine: TrainingMachineOptions = field(default_factory=lambda: PADDED)
+    run: PretrainRunOptions = field(default_factory=PretrainRunOptions)
 
 
-@dataclass
-class DefaultConfig:
+# Options that may change between an interrupted run and its --resume (besides every run's); any
+# other change is refused.
+RESUMABLE_CHANGES = SHARED_RESUMABLE_CHANGES | {"save_checkpoints_steps", "keep_checkpoints", "eval_every",
+                                                "eval_batch_size", "eval_input_file"}
+# What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
+RUN_OUTPUTS = ("last", "final", "metrics.jsonl", "config.json", "pretraining_curves.png", "checkpoint-*")
+
+
+# (test, requirement) per option (minibert.cli.check_rules); non-finite numbers fail every test.
+RULES = MACHINE_RULES | {
+    "train_batch_size": (at_least(1), "at least 1"),
+    "grad_accum_steps": (at_least(1), "at least 1"),
+    "num_train_steps": (at_least(1), "at least 1"),
+    "num_warmup_steps": (at_least(0), "at least 0"),
+    "learning_rate": (finite_at_least(0), "a finite number, at least 0"),
+    "weight_decay": (finite_at_least(0), "a finite number, at least 0"),
+    "max_grad_norm": (finite_at_least(0), "a finite number, at least 0 (0 = no clipping)"),
+    "eval_every": (at_least(0), "at least 0 (0 = with every checkpoint)"),
+    "eval_batch_size": (at_least(1), "at least 1"),
+    "log_every": (at_least(1), "at least 1"),
+    "save_checkpoints_steps": (at_least(1), "at least 1"),
+    "keep_checkpoints": (at_least(1), "at least 1"),
+}
+
+
+def check_options(cfg: PretrainConfig) -> None:
+    """Every option value train cannot run with, as one ConfigError naming the option, before
+    anything is read."""
+    values = cfg.flat()
+    check_rules(values, RULES)
+    accum, steps = cfg.optim.grad_accum_steps, cfg.optim.num_train_steps
+    check_rules(values, {  # rules between two options
+        "train_batch_size": (lambda v: v % accum == 0, f"a multiple of --grad_accum_steps ({accum})"),
+        "num_warmup_steps": (lambda v: v <= steps, f"at most --num_train_steps ({steps})")})
+
+
+@dataclass(frozen=True)
+class DefaultConfig(FlatOptions):
     """The embedded default: within-task further pre-training of MiniLM on BBC News (paper §5.4, ITPT)."""
     output_dir: str = option("runs/bbc_itpt", "corpora, records, and the pre-training run (output_dir/run)")
     num_train_steps: int = option(300, "optimizer steps (the paper: 100,000; the whole default takes about "
@@ -140,20 +203,4 @@ class DefaultConfig:
     max_seq_length: int = option(128, "tokens per record (the paper: 128)")
     learning_rate: float = option(1e-4, "peak learning rate (the paper: 5e-5; higher here because "
                                   "MiniLM's MLM/NSP heads start untrained)")
-    precision: str = option("auto", "auto (bf16 where the CPU has native bf16), fp32, or bf16 autocast",
-                            choices=PRECISION_CHOICES)
-    threads: int = option(0, "CPU threads for torch (0 = torch's default)")
-
-
-def check_train_config(cfg: PretrainConfig) -> None:
-    """The option combinations train refuses, all named in one ConfigError, before anything is read."""
-    problems = []
-    if cfg.train_batch_size < 1 or cfg.grad_accum_steps < 1 or cfg.train_batch_size % cfg.grad_accum_steps:
-        problems.append(f"--train_batch_size={cfg.train_batch_size} must be a positive multiple of "
-                        f"--grad_accum_steps={cfg.grad_accum_steps}")
-    if cfg.num_train_steps < 1 or not 0 <= cfg.num_warmup_steps <= cfg.num_train_steps:
-        problems.append("need --num_train_steps >= 1 and 0 <= --num_warmup_steps <= --num_train_steps")
-    if cfg.log_every < 1 or cfg.save_checkpoints_steps < 1 or cfg.keep_checkpoints < 1:
-        problems.append("--log_every, --save_checkpoints_steps and --keep_checkpoints must be at least 1")
-    if problems:
-        raise ConfigError("; ".join(problems))
+    machine: TrainingMachineOptions = field(default_factory=lambda: PADDED)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from minibert.pretraining.config import CorpusConfig, CreateDataConfig, DefaultConfig, PretrainConfig
+from minibert.pretraining.config import (CorpusConfig, CreateDataConfig, DefaultConfig, InitOptions, PretrainConfig,
+                                         PretrainEvalOptions, PretrainOptimOptions, PretrainRunOptions, RecordOptions,
+                                         check_options)
 from minibert.pretraining.data_steps import build_corpus, create_data
 from minibert.pretraining.loop import train
 from minibert.resources import model_path
@@ -17,19 +19,15 @@ def embedded_default(cfg: DefaultConfig) -> dict:
     dev text before and after. The model lands in output_dir/run/final, ready for train.py --init."""
     out = Path(cfg.output_dir)
     vocab = model_path("minilm") / "vocab.txt"
+    predictions = max(1, round(cfg.max_seq_length * 0.15))  # Google's pairing: 20 for 128 tokens
+    run = default_train_config(cfg, out, predictions)
+    check_options(run)  # before the corpus and the records are made
     for split in ("train", "dev"):
         build_corpus(CorpusConfig(sources="bbc_news", output_file=str(out / f"bbc_{split}.txt"), splits=split))
-    predictions = max(1, round(cfg.max_seq_length * 0.15))  # Google's pairing: 20 for 128 tokens
     for split, dupe in (("train", 5), ("dev", 1)):  # dupe_factor 5: the paper's code
         create_data(CreateDataConfig(input_file=str(out / f"bbc_{split}.txt"), output_file=str(out / f"records_{split}"),
                                      vocab_file=str(vocab), max_seq_length=cfg.max_seq_length,
                                      max_predictions_per_seq=predictions, dupe_factor=dupe))
-    run = PretrainConfig(input_file=str(out / "records_train"), eval_input_file=str(out / "records_dev"),
-                         output_dir=str(out / "run"), init="minilm", max_seq_length=cfg.max_seq_length,
-                         max_predictions_per_seq=predictions, train_batch_size=cfg.train_batch_size,
-                         num_train_steps=cfg.num_train_steps, num_warmup_steps=cfg.num_train_steps // 10,
-                         learning_rate=cfg.learning_rate, save_checkpoints_steps=max(1, cfg.num_train_steps // 4),
-                         eval_every=cfg.num_train_steps, precision=cfg.precision, threads=cfg.threads)
     start = time.time()
     result = train(run)
     evals = [r for r in result["records"] if r["split"] == "eval"]
@@ -40,3 +38,18 @@ def embedded_default(cfg: DefaultConfig) -> dict:
                f"training took {time.time() - start:.0f}s")
     tqdm.write(f"the further pre-trained model: {out / 'run' / 'final'}")
     return {"before": before, "after": after}
+
+
+def default_train_config(cfg: DefaultConfig, out: Path, predictions: int) -> PretrainConfig:
+    """The embedded default's train config: MiniLM on out/records_train, evaluated on out/records_dev
+    before and after, last/ four times, on cfg's machine."""
+    steps = cfg.num_train_steps
+    return PretrainConfig(
+        model=InitOptions(init="minilm"),
+        records=RecordOptions(input_file=str(out / "records_train"), max_seq_length=cfg.max_seq_length,
+                              max_predictions_per_seq=predictions),
+        optim=PretrainOptimOptions(train_batch_size=cfg.train_batch_size, num_train_steps=steps,
+                                   num_warmup_steps=steps // 10, learning_rate=cfg.learning_rate),
+        evaluation=PretrainEvalOptions(eval_input_file=str(out / "records_dev"), eval_every=steps),
+        machine=cfg.machine,
+        run=PretrainRunOptions(output_dir=str(out / "run"), save_checkpoints_steps=max(1, steps // 4)))

@@ -4,6 +4,8 @@ whose MLM/NSP heads may be missing, or new from --bert_config_file), its vocabul
 
 import hashlib
 import json
+from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,7 +20,7 @@ from minibert.files import sha256_file
 from minibert.model.bert import num_parameters
 from minibert.model.config import BertConfig
 from minibert.model.pretraining_heads import BertForPreTraining
-from minibert.pretraining.config import PretrainConfig
+from minibert.pretraining.config import InitOptions, PretrainConfig, RecordOptions
 from minibert.pretraining.data_steps import expand_files
 from minibert.resources import model_path
 from minibert.text.tokenization import FullTokenizer
@@ -29,33 +31,36 @@ def read_inputs(cfg: PretrainConfig, context: RunContext) -> tuple[BertForPreTra
                                                                   RecordStream | None]:
     """The model, its vocab.txt, and the training and (--eval_input_file) evaluation records, each
     checked against the others and the flags, before anything is written."""
-    model, vocab_file, report = build_model(cfg)
+    seed, records, mlm = cfg.run.seed, cfg.records, cfg.mlm
+    model, vocab_file, report = build_model(cfg.model, seed)
     vocab, warnings = check_vocabulary(vocab_file, model.config)
     for warning in warnings:
         context.say(warning)
-    masking = (DynamicMasking(vocab, cfg.masked_lm_prob, cfg.do_whole_word_mask, cfg.seed)
-               if cfg.masking == "dynamic" else None)
-    stream = load_stream(cfg.input_file, cfg, model.config.vocab_size, masking, cfg.shuffle, "input_file", vocab_file)
-    eval_stream = (load_stream(cfg.eval_input_file, cfg, model.config.vocab_size, None, False, "eval_input_file",
-                               vocab_file)
-                   if cfg.eval_input_file else None)
-    if cfg.max_seq_length > model.config.max_position_embeddings:
-        raise ConfigError(f"--max_seq_length {cfg.max_seq_length} is more than the model's max_position_embeddings "
-                          f"({model.config.max_position_embeddings})")
-    context.set_execution(model.bert)  # padding "padded": every record at max_seq_length, as Google's model runs
+    masking = (DynamicMasking(vocab, mlm.masked_lm_prob, mlm.do_whole_word_mask, seed)
+               if mlm.masking == "dynamic" else None)
+    vocab_size = model.config.vocab_size
+    stream = load_stream(records.input_file, records, seed, vocab_size, masking, "input_file", vocab_file,
+                         context.say)
+    eval_file = cfg.evaluation.eval_input_file  # read in file order, with its own masks
+    eval_stream = (load_stream(eval_file, replace(records, shuffle=False), seed, vocab_size, None, "eval_input_file",
+                               vocab_file, context.say) if eval_file else None)
+    if records.max_seq_length > model.config.max_position_embeddings:
+        raise ConfigError(f"--max_seq_length {records.max_seq_length} is more than the model's "
+                          f"max_position_embeddings ({model.config.max_position_embeddings})")
+    context.set_execution(model.bert)  # padding "padded" by default: every record at max_seq_length, as Google's
     context.say("\n".join(report))
-    W = context.setup.world_size
-    per_step = cfg.train_batch_size * W  # sequences per optimizer step, all processes
-    context.say(f"{len(stream)} training records; {cfg.num_train_steps} steps of {per_step} sequences "
-                f"= {cfg.num_train_steps * per_step / len(stream):.2f} epochs; precision {cfg.precision}"
-                + (f"; {W} processes of {cfg.train_batch_size}" if context.setup.enabled else ""))
+    W, batch, steps = context.setup.world_size, cfg.optim.train_batch_size, cfg.optim.num_train_steps
+    per_step = batch * W  # sequences per optimizer step, all processes
+    context.say(f"{len(stream)} training records; {steps} steps of {per_step} sequences "
+                f"= {steps * per_step / len(stream):.2f} epochs; precision {context.precision}"
+                + (f"; {W} processes of {batch}" if context.setup.enabled else ""))
     return model, vocab_file, stream, eval_stream
 
 
-def build_model(cfg: PretrainConfig) -> tuple[BertForPreTraining, Path, list[str]]:
+def build_model(cfg: InitOptions, seed: int) -> tuple[BertForPreTraining, Path, list[str]]:
     """The model with every parameter from --init (heads it lacks are initialised and reported),
     or initialised from --bert_config_file; returns (model, vocab file, report lines)."""
-    torch.manual_seed(cfg.seed)  # new heads (or a model from scratch) start from the same weights every run
+    torch.manual_seed(seed)  # new heads (or a model from scratch) start from the same weights every run
     if not cfg.init:
         if not cfg.bert_config_file or not cfg.vocab_file:
             raise ConfigError("from scratch (no --init) needs --bert_config_file and --vocab_file")
@@ -114,10 +119,13 @@ def record_paths(spec: str, flag: str) -> list[Path]:
     return [p for p in expand_files(spec, flag) if not p.name.endswith(".tfrecord.manifest.json")]
 
 
-def load_stream(spec: str, cfg: PretrainConfig, vocab_size: int, masking: DynamicMasking | None,
-                shuffle: bool, flag: str, vocab_file: Path | None = None) -> RecordStream:
-    """The records of `spec` as one stream, each source checked against the flags and the vocabulary
-    (its size, and vocab_file's digest where create_data recorded the one it used)."""
+def load_stream(spec: str, cfg: RecordOptions, seed: int, vocab_size: int, masking: DynamicMasking | None,
+                flag: str, vocab_file: Path | None = None,
+                say: Callable[[str], None] = lambda message: None) -> RecordStream:
+    """The records of `spec` as one stream (shuffled with `seed` when cfg.shuffle), each source
+    checked against the flags and the vocabulary (its size, and vocab_file's digest where create_data
+    recorded the one it used). Records whose vocabulary cannot be checked (no manifest: Google's
+    files, or copied without it) are a warning through `say`."""
     sources = [read_records(p, cfg.max_seq_length, cfg.max_predictions_per_seq) for p in record_paths(spec, flag)]
     for records in sources:
         if records.next_sentence != cfg.next_sentence:
@@ -126,11 +134,14 @@ def load_stream(spec: str, cfg: PretrainConfig, vocab_size: int, masking: Dynami
         if made_with and vocab_file is not None and made_with != sha256_file(vocab_file):
             raise ConfigError(f"{records.source}: made with another vocab.txt than {vocab_file} (its manifest's "
                               "vocab_sha256 differs): the token ids would mean other words")
+        if not made_with and vocab_file is not None:
+            say(f"warning: {records.source}: no manifest records the vocab.txt it was made with (Google's "
+                f"records, or copied without their manifest): that it is {vocab_file} cannot be checked")
         largest = int(records.arrays["input_ids"].max(initial=0))
         if largest >= vocab_size:
             raise DataError(f"{records.source}: token id {largest} is outside the model's vocabulary "
                             f"({vocab_size} ids): records made with another vocab.txt")
-    return RecordStream(sources, shuffle, cfg.seed, masking)
+    return RecordStream(sources, cfg.shuffle, seed, masking)
 
 
 def records_sha256(spec: str, flag: str) -> str:

@@ -1,5 +1,6 @@
 """Device, numeric precision and padding choices, applied from outside the model (autocast, loss
-scaling, int8 quantization, BertModel.padding).
+scaling, int8 quantization, BertModel.padding): the options every run that computes has
+(MachineOptions; training adds gradient checkpointing) and the one function that resolves them.
 
 `resolve_precision("auto", device)` picks bf16 autocast where the hardware computes bf16 natively
 (CPUs with AVX512-BF16 or AMX, CUDA GPUs of compute capability 8.0 or later) and fp32 elsewhere.
@@ -9,11 +10,13 @@ bf16 matrix multiplies run about 3x faster than fp32 ones (benchmarks/README.md)
 
 import contextlib
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from minibert.cli import at_least, option
 from minibert.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -23,20 +26,20 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)  # what the scripts' --precision accep
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+def resolve_device(name: str, flag: str = "--device") -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device. Errors name `flag`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device {name}: not a device (cpu, cuda, cuda:N or auto)") from None
+        raise ConfigError(f"{flag} {name}: not a device (cpu, cuda, cuda:N or auto)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        raise ConfigError(f"{flag} {name}: CUDA is not available on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
+        raise ConfigError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name}: minibert runs on cpu or cuda")
+        raise ConfigError(f"{flag} {name}: minibert runs on cpu or cuda")
     return device
 
 
@@ -52,23 +55,28 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo", capability: str | None = None) -> bool:
     """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16) and torch's build uses
-    AVX-512 kernels (torch.backends.cpu.get_cpu_capability(); oneDNN then takes the bf16 paths)."""
-    capability = torch.backends.cpu.get_cpu_capability()
+    AVX-512 kernels (oneDNN then takes the bf16 paths). `capability` is torch's name for the kernels
+    it uses ("AVX2", "AVX512", ...; torch.backends.cpu.get_cpu_capability() when None)."""
+    if capability is None:
+        capability = torch.backends.cpu.get_cpu_capability()
     if not capability.startswith("AVX512"):
         return False
     return any(flag in cpu_flags(cpuinfo) for flag in NATIVE_BF16_CPU_FLAGS)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, cpuinfo: str | Path = "/proc/cpuinfo",
+                      cpu_capability: str | None = None) -> str:
     """'auto' -> 'bf16' where the device has native bf16, else 'fp32'; other names are checked and
-    returned as they are. The scripts print and save the resolved name with the run."""
+    returned as they are. The scripts print and save the resolved name with the run. On a CPU device
+    `cpuinfo` and `cpu_capability` are what `cpu_has_native_bf16` reads (this machine's by default)."""
     if precision not in PRECISION_CHOICES:
         raise ConfigError(f"--precision {precision}: must be one of {', '.join(PRECISION_CHOICES)}")
     if precision != "auto":
         return precision
-    native = {"cpu": cpu_has_native_bf16, "cuda": lambda: torch.cuda.is_bf16_supported(including_emulation=False)}
+    native = {"cpu": lambda: cpu_has_native_bf16(cpuinfo, cpu_capability),
+              "cuda": lambda: torch.cuda.is_bf16_supported(including_emulation=False)}
     check = native.get(device.type)
     return "bf16" if check is not None and check() else "fp32"
 
@@ -126,3 +134,40 @@ def quantize_linear_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(model.cpu(), {nn.Linear}, dtype=torch.qint8)
+
+
+@dataclass(frozen=True)
+class MachineOptions:
+    """Where and how a run computes (train.py, pretrain.py train and default, predict.py); the
+    "auto" values are resolved once, by resolve_machine."""
+
+    precision: str = option("auto", "auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32, "
+                            "bf16 autocast (CPU or GPU), fp16 with loss scaling (GPU)", choices=PRECISION_CHOICES)
+    padding: str = option("auto", "unpadded: only real tokens through the encoder's layers (same math); "
+                          "auto: unpadded on CPU, and on CUDA with the Triton varlen kernel", choices=PADDING_CHOICES)
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    threads: int = option(0, "CPU threads for torch (0 = torch's default)")
+
+
+@dataclass(frozen=True)
+class TrainingMachineOptions(MachineOptions):
+    """MachineOptions of a run that trains: also whether backward recomputes the encoder's layers."""
+
+    gradient_checkpointing: bool = option(False, "recompute each encoder layer in backward, with the same dropout "
+                                          "masks (same numbers): less activation memory for about one more "
+                                          "forward pass of compute")
+
+
+# The machine options' RULES (minibert.cli.check_rules); the choices are checked by the parser.
+MACHINE_RULES = {"threads": (at_least(0), "at least 0 (0 = torch's default)")}
+
+
+def resolve_machine(machine: MachineOptions) -> tuple[torch.device, str, str]:
+    """(device, precision, padding) with "auto" resolved, for every kind of run: fp16 without CUDA
+    and a device this machine lacks are refused (ConfigError) before any work; --threads is applied."""
+    if machine.threads > 0:
+        torch.set_num_threads(machine.threads)
+    device = resolve_device(machine.device)
+    precision = resolve_precision(machine.precision, device)
+    autocast(device, precision)  # refuses fp16 without CUDA now, not at the first step
+    return device, precision, resolve_padding(machine.padding, device)

@@ -1,63 +1,71 @@
 """What every kind of run shares: device, precision and padding resolved once, threads, the process
-group, per-rank seeds, rank-0 output, the DDP wrap, the output folder, resume checks, checkpoints
-with every rank's RNG state, and shutdown.
+group, per-rank seeds, rank-0 output, the DDP wrap, and the end-of-run policy: the output folder, the
+resume check, checkpoints with every rank's RNG state, the end of each step (stop signal, checkpoint,
+hook) and shutdown.
 
 Fine-tuning (minibert.finetune) and pre-training (minibert.pretraining) each write their own loop
 over a RunContext; neither repeats this plumbing. The order of the calls is the order of a run:
 
-    context = open_run(RunOptions(...), "runs/x")   # every check that needs no data, nothing written
+    context = open_run(cfg.machine, output_dir, resume, overwrite, inputs)  # checks; nothing written
     ...read and check every input...
-    state = context.resume(...) if resuming          # settings and data unchanged, or one error line
-    context.start_output_dir(outputs, config)        # only now is the output folder written
-    ...loop: context.checkpoint(...) when due...
+    state = LoopState(data_sha256=..., world_size=..., config=cfg.flat())   # a RunState subclass
+    if resume:                               # the same settings and data, or one error line
+        state = context.restore(model, optimizer, scheduler, scaler, state, may_change, data, allow)
+    context.start_output_dir(outputs, resume, cfg.flat())   # only now is the output folder written
+    with context.stoppable():                # SIGTERM asks the run to stop after its step
+        for each optimizer step:
+            ...forward, backward, optimizer step; log and evaluate what is due...
+            if context.end_step(step, due, save, hooks.after_step):   # signal, checkpoint, hook
+                break
     context.close()
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from minibert.cli import option
 from minibert.data.token_cache import CACHE_FOLDER, TokenCache
 from minibert.errors import ConfigError
-from minibert.files import atomic_write_text, remove_leftovers
+from minibert.files import atomic_write_text, remove_leftovers, swap_leftovers
 from minibert.output_paths import Inputs
 from minibert.training.distributed import (Distributed, barrier, device_for, gather_objects, init_distributed,
                                            shutdown)
-from minibert.training.machine import (PADDING_CHOICES, PRECISION_CHOICES, autocast, resolve_device,
-                                        resolve_padding, resolve_precision)
 from minibert.training.last_checkpoint import capture_rng, check_output_dir, find_run, load_run, save_run
+from minibert.training.machine import TrainingMachineOptions, autocast, resolve_machine
+from minibert.training.stop_signal import StopSignal
+
+# Options a --resume may change in every kind of run (where and how fast it runs, how often it
+# logs, the resume flags themselves); each loop adds its own. Any other change is refused.
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite_output_dir", "allow_data_change", "log_every", "device",
+                               "threads", "padding", "gradient_checkpointing"})
 
 # A different dropout stream per rank: rank r seeds seed + RANK_SEED_STRIDE * r (the weights are the
 # same on every rank: DistributedDataParallel broadcasts rank 0's when it wraps the model).
 RANK_SEED_STRIDE = 1_000_003
 
 
-@dataclass(frozen=True)
-class MachineOptions:
-    """Where and how a run computes; "auto" values are resolved once, by open_run."""
+@dataclass
+class RunState:
+    """What every run saves in last/ besides its tensors; each loop's state adds its own fields."""
 
-    precision: str = option("auto", "auto (bf16 where the CPU/GPU has native bf16, else fp32), fp32, "
-                            "bf16 autocast (CPU or GPU), fp16 with loss scaling (GPU)", choices=PRECISION_CHOICES)
-    padding: str = option("auto", "unpadded: only real tokens through the encoder's layers (same math); "
-                          "auto: unpadded on CPU, and on CUDA with the Triton varlen kernel", choices=PADDING_CHOICES)
-    device: str = option("auto", "cpu, cuda, cuda:N or auto")
-    threads: int = option(0, "CPU threads for torch (0 = torch's default)")
-    gradient_checkpointing: bool = option(False, "recompute each encoder layer in backward, with the same dropout "
-                                          "masks (same numbers): less activation memory for about one more "
-                                          "forward pass of compute")
+    step: int = 0  # optimizer steps done
+    world_size: int = 1  # processes (torchrun): a resume with another number would see other batches
+    config: dict = field(default_factory=dict)  # the run's flat options: a resume compares them
+    data_sha256: str = ""  # of the training data: a resume on other data is refused unless allowed
 
 
 @dataclass
 class RunContext:
-    """One run's resolved machine and process group, and its output folder."""
+    """One run's resolved machine and process group, its output folder and its end-of-run policy."""
 
     device: torch.device
     precision: str  # resolved: fp32, bf16 or fp16
@@ -65,6 +73,7 @@ class RunContext:
     setup: Distributed
     out: Path
     checkpointing: str = "off"  # BertModel.checkpointing: off, or layers (recomputed in backward)
+    stop: StopSignal = field(default_factory=StopSignal)  # SIGTERM, read by end_step
 
     @property
     def is_main(self) -> bool:
@@ -127,23 +136,38 @@ class RunContext:
 
     def start_output_dir(self, outputs: tuple[str, ...], resume: bool, config: dict) -> None:
         """Once every input has been read: clear what a killed run left and, for a new run, the
-        earlier run's `outputs` (names or globs inside out, and nothing else); write config.json."""
+        earlier run's `outputs` (names or globs inside out, with the old sides of their folder swaps,
+        and nothing else); write config.json."""
         if self.setup.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             remove_leftovers(self.out)  # temporary folders of a killed checkpoint write, half-written files
             if not resume:
-                for path in (p for pattern in outputs for p in self.out.glob(pattern)):
+                patterns = [p for name in outputs for p in (name, *swap_leftovers(name))]
+                for path in (p for pattern in patterns for p in self.out.glob(pattern)):
                     shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             atomic_write_text(self.out / "config.json", json.dumps(config, indent=2) + "\n")
         self.barrier()
 
     def resume(self, model, optimizer, scheduler, scaler, state_class):
         """The run in out/last restored into the model, optimizer, scheduler and scaler; returns its
-        state (state_class) with this rank's RNG streams restored. check_resumable comes next."""
+        state (state_class) with this rank's RNG streams restored, unchecked (restore checks it)."""
         folder = find_run(self.out / "last")
         state = state_class(**load_run(folder, model, optimizer, scheduler, scaler, rank=self.setup.rank,
                                        world_size=self.setup.world_size))
         self.say(f"resumed from {folder} at optimizer step {state.step}")
+        return state
+
+    def restore(self, model, optimizer, scheduler, scaler, fresh: RunState, may_change: set, data: str,
+                allow_data_change: bool) -> RunState:
+        """--resume: the run in out/last restored (see resume) and checked against `fresh`, the state
+        a new run would start with: its options may differ only in may_change (RESUMABLE_CHANGES and
+        the loop's own) and its data (data_sha256; `data` names it in the message) only with
+        allow_data_change, else one ConfigError. The state returned (fresh's class) then records
+        fresh's data digest: the data the run goes on with."""
+        state = self.resume(model, optimizer, scheduler, scaler, type(fresh))
+        check_resumable(self.out, state.config, fresh.config, may_change, state.data_sha256 == fresh.data_sha256,
+                        data, allow_data_change)
+        state.data_sha256 = fresh.data_sha256
         return state
 
     def checkpoint(self, model, optimizer, scheduler, scaler, state) -> None:
@@ -153,23 +177,52 @@ class RunContext:
             save_run(self.out / "last", model, optimizer, scheduler, scaler, state, rng_states)
         self.barrier()
 
+    @contextlib.contextmanager
+    def stoppable(self) -> Iterator[None]:
+        """While the block runs, SIGTERM asks the run to stop after its step (end_step reads it);
+        the previous handler is back afterwards."""
+        self.stop.install()
+        try:
+            yield
+        finally:
+            self.stop.restore()
+
+    def end_step(self, step: int, due: bool, save: Callable[[], None],
+                 after_step: Callable[[int], None] | None) -> int:
+        """The end of optimizer step `step`, after the loop logged and evaluated what was due, in the
+        one order every loop follows (inside `with context.stoppable()`):
+
+          1. the stop signal is read, on every rank, so that all ranks stop after the same step;
+          2. save() runs when `due` (the loop's checkpoint schedule, its last step included) or when
+             a stop was requested: it writes last/ through self.checkpoint (collective: every rank
+             calls it) with whatever the run keeps with it;
+          3. after_step(step), the hook, sees the step with its checkpoint written: an exception
+             raised there ends the run as a crash at that point would; SIGTERM sent there stops the
+             run after the next step.
+
+        Returns True when the run is to stop (SIGTERM): last/ holds this step, the loop breaks out
+        and its caller reports the run as stopped."""
+        stopping = self.stop.requested(self.setup)
+        if due or stopping:
+            save()
+        if stopping:
+            self.say(f"stopped by signal at step {step}; continue with --resume")
+        if after_step is not None:
+            after_step(step)
+        return stopping
+
     def close(self) -> None:
         shutdown(self.setup)
 
 
-def open_run(machine: MachineOptions, output_dir: str, resume: bool, overwrite: bool,
+def open_run(machine: TrainingMachineOptions, output_dir: str, resume: bool, overwrite: bool,
              inputs: Inputs = ()) -> RunContext:
     """Check the output folder (inputs: (option, path) of what the run reads, which it may not
-    write over), resolve "auto" device/precision/padding, set threads, and join the process group
+    write over), resolve the machine options (resolve_machine), and join the process group
     torchrun set up (or run as one process). Nothing is written."""
     out = Path(output_dir)
     check_output_dir(out, resume, overwrite, inputs)
-    if machine.threads > 0:
-        torch.set_num_threads(machine.threads)
-    device = resolve_device(machine.device)
-    precision = resolve_precision(machine.precision, device)
-    padding = resolve_padding(machine.padding, device)
-    autocast(device, precision)  # refuses fp16 without CUDA now, not at the first step
+    device, precision, padding = resolve_machine(machine)
     setup = init_distributed(device.type)  # one process, or this process's rank under torchrun
     checkpointing = "layers" if machine.gradient_checkpointing else "off"
     return RunContext(device_for(setup, device), precision, padding, setup, out, checkpointing)
@@ -180,7 +233,8 @@ def check_resumable(out: Path, saved: dict, current: dict, may_change: set, same
     """A resumed run must have the settings it was started with (but those in may_change) and,
     unless allow_data_change, the same data (same_data: the digests agree). saved/current: flat
     {option: value} of the checkpoint's config and of this run's. output_dir may differ: a run
-    folder moved elsewhere (or named by another relative path) is the same run."""
+    folder moved elsewhere (or named by another relative path) is the same run. (RunContext.restore
+    calls it.)"""
     may_change = may_change | {"output_dir"}
     changed = [k for k, v in saved.items() if k not in may_change and current.get(k, v) != v]
     if changed:
