@@ -42,7 +42,7 @@ from bench_common import SMOKE, SMOKE_HELP, write_models
 
 import minibert.model.bert as bert_module
 from minibert.checkpoints.formats import load_checkpoint, load_state
-from minibert.data.features import EncodedDoc, collate, model_inputs
+from minibert.data.features import EncodedDoc, EncodedDocs, collate, model_inputs
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.resources import minilm_folder
 from minibert.training.optimization import build_optimizer, parameter_groups
@@ -121,11 +121,9 @@ def build_model(folder: Path) -> BertClassifier:
 
 def make_docs(lengths: list[int], vocab_size: int, seed: int) -> list[EncodedDoc]:
     rng = random.Random(seed)
-    docs = []
-    for i, n in enumerate(lengths):
-        ids = [101] + [rng.randrange(1000, vocab_size) for _ in range(n - 2)] + [102]  # [CLS] ... [SEP]
-        docs.append(EncodedDoc([(ids, [0] * n)], i % NUM_LABELS))
-    return docs
+    chunks = [[([101] + [rng.randrange(1000, vocab_size) for _ in range(n - 2)] + [102], [0] * n)]  # [CLS] ... [SEP]
+              for n in lengths]
+    return list(EncodedDocs.from_chunks(chunks, [i % NUM_LABELS for i in range(len(lengths))]))
 
 
 def train_step(model, optimizer, batches, precision):

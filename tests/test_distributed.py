@@ -22,7 +22,14 @@ from safetensors.torch import load_file
 
 import predict
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
+from minibert.data.examples import read_examples
+from minibert.data.features import encode_examples
+from minibert.data.token_cache import CACHE_FOLDER, KEY_FILE
+from minibert.text.encoding import TextEncoding
+from minibert.text.tokenization import FullTokenizer
 from minibert.training.distributed import Distributed, eval_shard, shard_batches
+from minibert.training.machine import TrainingMachineOptions
+from minibert.training.run_context import open_run
 
 from helpers import (PRETRAINING, ROOT, TASK_WORDS, TOPIC_WORDS, config, make_google_dir, make_tiny_model, write_split,
                      write_task)
@@ -59,6 +66,34 @@ def _worker(rank: int, world_size: int, port: int, cfg: FinetuneConfig, crash_af
     finetune(cfg, FitHooks(after_step=after_step))
 
 
+class CountingTokenizer:
+    """A tokenizer that counts the texts it tokenizes (and is otherwise the one it wraps)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, 0
+
+    def encode_text(self, text):
+        self.texts += 1
+        return self.tokenizer.encode_text(text)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def _encode_worker(rank: int, world_size: int, port: int, files: Path, out: Path):
+    """Encode the training split through the run's token cache; report how many texts this rank tokenized."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    context = open_run(TrainingMachineOptions(device="cpu", threads=1), str(out), resume=False, overwrite=False)
+    tokenizer = CountingTokenizer(FullTokenizer(files / "model" / "vocab.txt"))
+    examples = read_examples(files / "train.jsonl")[0]
+    docs = encode_examples(examples, None, tokenizer, TextEncoding(16, truncation="head"), context.token_cache(),
+                           "/train")
+    report = {"texts": tokenizer.texts, "chunks": [d.chunks for d in docs]}
+    (out.parent / f"rank{rank}.json").write_text(json.dumps(report))
+    context.close()
+
+
 def run_ranks(world_size: int, cfg: FinetuneConfig, crash_after: int | None = None) -> None:
     """Start the ranks and wait for them; a hung rank fails the test after RANKS_TIMEOUT_S.
 
@@ -67,7 +102,12 @@ def run_ranks(world_size: int, cfg: FinetuneConfig, crash_after: int | None = No
     and a rank that inherits a held lock waits forever. Whatever ends the wait (a failed rank, the
     timeout, pytest-timeout, Ctrl-C), no rank outlives this call.
     """
-    context = mp.start_processes(_worker, args=(world_size, free_port(), cfg, crash_after), nprocs=world_size,
+    start_ranks(world_size, _worker, (cfg, crash_after))
+
+
+def start_ranks(world_size: int, worker, args: tuple) -> None:
+    """run_ranks for any worker(rank, world_size, port, *args)."""
+    context = mp.start_processes(worker, args=(world_size, free_port(), *args), nprocs=world_size,
                                  join=False, start_method="spawn")
     deadline = time.monotonic() + RANKS_TIMEOUT_S
     try:
@@ -113,9 +153,26 @@ def test_batches_are_split_into_equal_rank_slices():
 
 
 @pytest.mark.slow
+def test_a_node_tokenizes_once_and_its_ranks_map_the_same_tokens(setup_files, tmp_path):
+    start_ranks(2, _encode_worker, (setup_files, tmp_path / "run"))
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert reports[0]["texts"] == 96 and reports[1]["texts"] == 0  # local rank 1 read rank 0's cache
+    assert reports[0]["chunks"] == reports[1]["chunks"]
+    (entry,) = (tmp_path / "run" / CACHE_FOLDER).iterdir()
+    assert json.loads((entry / KEY_FILE).read_text())["key"]["part"] == "/train"
+    written = {p.name: p.stat().st_mtime_ns for p in entry.iterdir()}
+    start_ranks(2, _encode_worker, (setup_files, tmp_path / "run"))  # the same data again: nobody tokenizes
+    assert [json.loads((tmp_path / f"rank{r}.json").read_text())["texts"] for r in range(2)] == [0, 0]
+    assert {p.name: p.stat().st_mtime_ns for p in entry.iterdir()} == written
+
+
+@pytest.mark.slow
 def test_two_ranks_train_as_one_process_with_the_global_batch(setup_files, tmp_path):
     run_ranks(2, options(setup_files, tmp_path / "ddp", batch_size=4))
     single = finetune(options(setup_files, tmp_path / "one", batch_size=8))
+    # The ranks shared the encoded train and dev splits through the cache; one process writes none.
+    parts = sorted(json.loads((p / KEY_FILE).read_text())["key"]["part"] for p in (tmp_path / "ddp" / CACHE_FOLDER).iterdir())
+    assert parts == ["task/dev", "task/train"] and not (tmp_path / "one" / CACHE_FOLDER).exists()
     ddp_records, one_records = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
     assert [r["step"] for r in ddp_records] == [r["step"] for r in one_records]  # rank 0 alone wrote
     for a, b in zip(ddp_records, one_records):

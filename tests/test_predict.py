@@ -11,7 +11,7 @@ import torch
 
 import predict
 from minibert.checkpoints.classifier import save_classifier
-from minibert.data.features import EncodedDoc, cap_chunks, collate, model_inputs
+from minibert.data.features import EncodedDocs, cap_chunks, collate, model_inputs
 from minibert.errors import CheckpointError, ConfigError, DataError
 from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig
@@ -116,8 +116,8 @@ def test_hierarchical_prediction_streams_chunks_and_matches_one_forward(tmp_path
                                             hierarchical=True)
     rng = torch.Generator().manual_seed(0)
     texts = [" ".join(WORDS[i] for i in torch.randint(len(WORDS), (n,), generator=rng)) for n in (140, 3, 20, 9, 1, 33)]
-    docs = [EncodedDoc(encoding.encode(tokenizer.encode_text(t), None, tokenizer.cls_id, tokenizer.sep_id), -1)
-            for t in texts]
+    docs = list(EncodedDocs.from_chunks([encoding.encode(tokenizer.encode_text(t), None, tokenizer.cls_id,
+                                                         tokenizer.sep_id) for t in texts]))
     assert [len(d.chunks) for d in docs] == [24, 1, 4, 2, 1, 6]  # 6 tokens per chunk
     sizes = []
     hook = model.bert.register_forward_hook(lambda module, args, output: sizes.append(args[0].shape[0]))
@@ -131,7 +131,7 @@ def test_hierarchical_prediction_streams_chunks_and_matches_one_forward(tmp_path
 
 
 def test_training_chunks_are_capped_with_a_message():
-    docs = [EncodedDoc([([1], [0])] * n, 0) for n in (3, 9, 2, 12)]
+    docs = EncodedDocs.from_chunks([[([1], [0])] * n for n in (3, 9, 2, 12)], [0] * 4)
     sources = [f"train.jsonl:{i + 1}" for i in range(4)]
     capped, message = cap_chunks(docs, sources, 4)
     assert [len(d.chunks) for d in capped] == [3, 4, 2, 4]

@@ -44,7 +44,7 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
     start = time.time()
     splits = [read_task(f, cfg.data, cfg.run.seed, context.say) for f in files]
     multitask = cfg.multitask.enabled
-    tasks = [encode_task(f.name, s, tokenizer, encoding, task_say(context, f.name, multitask))
+    tasks = [encode_task(f.name, s, tokenizer, encoding, task_say(context, f.name, multitask), context.token_cache())
              for f, s in zip(files, splits)]
     check_problem_options(cfg, {t.name: t.multi_label for t in tasks})
     model = new_classifier(pretrained, cfg.classifier, tasks, cfg.multilabel.threshold)

@@ -19,6 +19,7 @@ from minibert.data.examples import LabelSet, encode_labels, is_multi_label, read
 from minibert.data.features import cap_chunks, encode_examples
 from minibert.data.multitask import TaskFiles, epoch_schedule, read_tasks_file, redrawn_batches, tasks_from_names
 from minibert.data.splits import few_shot_subset
+from minibert.data.token_cache import TokenCache
 from minibert.errors import DataError
 from minibert.files import sha256_file
 from minibert.finetune.config import (BBC_DIR, TRAIN_CHUNK_CAP, DataOptions, FinetuneConfig, MultiTaskOptions,
@@ -114,10 +115,11 @@ def read_task(files: TaskFiles, data: DataOptions, seed: int, say) -> tuple[Spli
     return train, labels, dev, test
 
 
-def encode_task(name: str, splits, tokenizer, encoding: TextEncoding, say) -> Task:
-    """A task's training and dev examples as encoded documents; `say` prints a message about the task."""
+def encode_task(name: str, splits, tokenizer, encoding: TextEncoding, say, cache: TokenCache = TokenCache()) -> Task:
+    """A task's training and dev examples as encoded documents; `say` prints a message about the task;
+    under torchrun a node's processes share the encoded arrays through `cache`."""
     train, labels, dev, test = splits
-    train_docs = encode_examples(train.examples, train.labels, tokenizer, encoding)
+    train_docs = encode_examples(train.examples, train.labels, tokenizer, encoding, cache, f"{name}/train")
     if encoding.hierarchical and encoding.max_chunks == 0:
         # Deviation from the paper (which encodes every chunk): training backpropagates through all
         # chunks of a text at once, so one very long text could need gigabytes; beyond
@@ -126,7 +128,7 @@ def encode_task(name: str, splits, tokenizer, encoding: TextEncoding, say) -> Ta
         train_docs, message = cap_chunks(train_docs, [e.source for e in train.examples], TRAIN_CHUNK_CAP)
         if message:
             say(f"note: {message}")
-    dev_docs = encode_examples(dev.examples, dev.labels, tokenizer, encoding)
+    dev_docs = encode_examples(dev.examples, dev.labels, tokenizer, encoding, cache, f"{name}/dev")
     return Task(name, list(labels.names), train.path, train_docs, dev, test, dev_docs,
                 is_multi_label(train.examples))
 

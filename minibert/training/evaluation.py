@@ -68,9 +68,9 @@ def predict_hierarchical(model, docs: list[EncodedDoc], max_chunks: int, device:
     model = getattr(model, "module", model)
     activation = problem(model.head_config.multi_label).activation
     probabilities = [None] * len(docs)
-    for group in chunk_groups([len(doc.chunks) for doc in docs], max_chunks):
+    for group in chunk_groups([doc.num_chunks for doc in docs], max_chunks):
         chunks = [chunk for i in group for chunk in docs[i].chunks]
-        doc_index = torch.tensor([d for d, i in enumerate(group) for _ in docs[i].chunks], device=device)
+        doc_index = torch.tensor([d for d, i in enumerate(group) for _ in range(docs[i].num_chunks)], device=device)
         features = []
         for start in range(0, len(chunks), max_chunks):
             piece = pad_batch(chunks[start:start + max_chunks], pad_id=pad_id)

@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from minibert.data.token_cache import CACHE_FOLDER, TokenCache
 from minibert.errors import ConfigError
 from minibert.files import atomic_write_text, remove_leftovers, swap_leftovers
 from minibert.output_paths import Inputs
@@ -120,6 +121,18 @@ class RunContext:
 
     def barrier(self) -> None:
         barrier(self.setup)
+
+    def token_cache(self) -> TokenCache:
+        """Where the run's encoded data is kept. One process: in its memory, nothing written. Under
+        torchrun: out/.token_cache, written by each node's local rank 0 and mapped by every process of
+        the node (minibert.data.token_cache), so a node tokenizes once. The output folder because it
+        is the one place a run writes, already checked against every input (open_run), and its own
+        (no other run reads or removes its entries); a --resume on unchanged data reuses them, and an
+        entry made from other data or settings is never read (the writer replaces it)."""
+        if not self.setup.enabled:
+            return TokenCache()
+        return TokenCache(self.out / CACHE_FOLDER, writer=self.setup.local_rank == 0,
+                          agree=lambda ok: all(gather_objects(ok, self.setup)))
 
     def start_output_dir(self, outputs: tuple[str, ...], resume: bool, config: dict) -> None:
         """Once every input has been read: clear what a killed run left and, for a new run, the
