@@ -129,7 +129,8 @@ def run_mode(name: str, args: list[str], outputs: Path, megabytes: float) -> dic
     sampler.join()
     if process.returncode != 0:
         print(output[-2000:])
-        return {"mode": name, "error": output.strip().splitlines()[-1] if output.strip() else f"exit {process.returncode}",
+        return {"mode": name,
+                "error": output.strip().splitlines()[-1] if output.strip() else f"exit {process.returncode}",
                 "seconds": seconds, "peak_pss_mb": sampler.pss / 1024, "peak_single_rss_mb": sampler.single_rss / 1024}
     instances = sum(json.loads(p.read_text())["records"] for p in outputs.glob("*/manifest.json"))
     return {"mode": name, "seconds": seconds, "instances": instances, "instances_per_s": instances / seconds,
@@ -158,8 +159,9 @@ def main() -> None:
     work = Path(args.work_dir)
     shards = build_corpus(work, args.size_mb, args.shard_mb)
     megabytes = sum(p.stat().st_size for p in shards) / 1e6
-    print(f"corpus: {megabytes:.1f} MB of BBC News training text repeated, {len(shards)} shards of ~{args.shard_mb:g} MB "
-          f"in {shards[0].parent}; dupe_factor {args.dupe_factor}, max_seq_length {args.max_seq_length}, "
+    print(f"corpus: {megabytes:.1f} MB of BBC News training text repeated, "
+          f"{len(shards)} shards of ~{args.shard_mb:g} MB in {shards[0].parent}; "
+          f"dupe_factor {args.dupe_factor}, max_seq_length {args.max_seq_length}, "
           f"MiniLM's vocabulary; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start")
     common = [f"--vocab_file={vocab}", f"--dupe_factor={args.dupe_factor}", f"--max_seq_length={args.max_seq_length}",
               f"--max_predictions_per_seq={max(1, round(args.max_seq_length * 0.15))}"]
@@ -188,7 +190,8 @@ def main() -> None:
             print(f"{r['mode']:<32} {r['seconds']:>8.0f}  failed: {r['error']} (peak PSS {r['peak_pss_mb']:.0f} MB)")
             continue
         print(f"{r['mode']:<32} {r['seconds']:>8.0f} {r['instances']:>10} {r['instances_per_s']:>8.0f} "
-              f"{r['mb_per_s']:>6.2f} {r['peak_pss_mb']:>12.0f} {r['peak_single_rss_mb']:>18.0f} {r['load_average']:>5.2f}")
+              f"{r['mb_per_s']:>6.2f} {r['peak_pss_mb']:>12.0f} {r['peak_single_rss_mb']:>18.0f} "
+              f"{r['load_average']:>5.2f}")
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"largest resident set of any child process (getrusage RUSAGE_CHILDREN): {children:.0f} MB")
 

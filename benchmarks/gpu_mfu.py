@@ -15,8 +15,8 @@ Rows (each training row also with "+ckpt": minibert's BertModel.checkpointing = 
   pretrain BxT     MLM (20 masked positions per sequence) + NSP, fwd + bwd, clipping, optimizer step
   infer var        eval mode, no_grad: texts of 20..512 tokens in batches, in their given order
 
-What is counted (bench_common.forward_flops, shared with cpu_mfu.py; model FLOPs: the same count for every engine, whatever it
-computes): 2 FLOPs per multiply-add of the matrix products of the model on the real tokens only:
+What is counted (bench_common.forward_flops, shared with cpu_mfu.py; model FLOPs: the same count for every engine,
+whatever it computes): 2 FLOPs per multiply-add of the matrix products of the model on the real tokens only:
 per layer and token the Q, K, V and attention-output projections (4 H^2) and the feed-forward
 network (2 H I); per layer and sequence of T tokens the attention scores QK^T and the weighted sum
 of the values (2 T^2 H multiply-adds); per sequence the pooler (H^2) and the classifier (H x labels)
@@ -126,9 +126,11 @@ def set_checkpointing(engines: dict, on: bool) -> None:
         if name != "hf-sdpa":
             model.bert.checkpointing = "layers" if on else "off"
         elif hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x renamed the switch
-            model.activation_checkpointing_enable({"use_reentrant": False}) if on else model.activation_checkpointing_disable()
+            (model.activation_checkpointing_enable({"use_reentrant": False}) if on
+             else model.activation_checkpointing_disable())
         else:
-            model.gradient_checkpointing_enable({"use_reentrant": False}) if on else model.gradient_checkpointing_disable()
+            (model.gradient_checkpointing_enable({"use_reentrant": False}) if on
+             else model.gradient_checkpointing_disable())
 
 def rows(config: BertConfig, smoke: bool, device: torch.device):
     """(name, kind, work, batches, the real lengths they hold, checkpointing); kind picks the engines."""

@@ -10,8 +10,8 @@ labels -100 elsewhere, as its BertForPreTraining computes them), backward, globa
 optimizer update, in train mode (dropout 0.1). Each engine gets the optimizer its trainer uses by
 default: minibert pretrain.py's (`--optimizer`, Google's AdamWeightDecay unless told otherwise,
 built by the same code), transformers Trainer's for torch >= 2.8 (`adamw_torch_fused`: torch's
-fused AdamW), both with weight decay 0.01 on everything but biases and LayerNorm. The engines are timed interleaved (one step of each in turn);
-the ratio of the medians is what to read on a shared machine.
+fused AdamW), both with weight decay 0.01 on everything but biases and LayerNorm. The engines are timed
+interleaved (one step of each in turn); the ratio of the medians is what to read on a shared machine.
 
 Instance creation is timed too (instances/s and the process's peak memory over create_data's work).
 

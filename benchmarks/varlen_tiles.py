@@ -111,7 +111,8 @@ def main() -> int:
                 for shape in [table_shape, *candidates]:
                     tiles = dict(default, **{kernel: module.Blocks(*shape)})
                     module.kernel_blocks = lambda D, dt, tiles=tiles: tiles
-                    row = f"{dtype_name:5} {head_dim:>4} {kernel:8} {shape[0]:>4} {shape[1]:>4} {shape[2]:>5} {shape[3]:>6}"
+                    row = (f"{dtype_name:5} {head_dim:>4} {kernel:8} "
+                           f"{shape[0]:>4} {shape[1]:>4} {shape[2]:>5} {shape[3]:>6}")
                     try:
                         error, ratio = check(module.varlen_attention, dtype, head_dim, check_lengths)
                         timed = {name: interleaved_ms({"ours": lambda b: b.packed_step(module.varlen_attention),

@@ -117,7 +117,8 @@ def test_optimizer_state_and_classifier_of_a_fine_tuned_google_checkpoint(tiny_g
     assert_same_tensors(load_checkpoint(tmp_path / "converted").state, checkpoint.state)
     # The classifier travels to Hugging Face as BertForSequenceClassification and back.
     save_checkpoint(tmp_path / "hf", checkpoint, "hf")
-    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == ["BertForSequenceClassification"]
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == [
+        "BertForSequenceClassification"]
     assert_same_tensors(load_checkpoint(tmp_path / "hf").state, checkpoint.state)
 
 
@@ -136,7 +137,8 @@ def test_hf_folder_variants(tmp_path, variant):
     config, state = random_pretraining_state()
     if variant == "bare_encoder":
         state = {k: v for k, v in state.items() if k.startswith("bert.")}
-    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state)), "hf")
+    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state)),
+                    "hf")
     file = tmp_path / "hf" / "model.safetensors"
     tensors = load_file(file)
     assert any(k.startswith("bert.") for k in tensors) == (variant != "bare_encoder")
@@ -171,7 +173,8 @@ def test_transformers_reads_our_hf_output(tiny_google, tmp_path):
 
 def test_errors_name_the_problem(tiny_google, tmp_path):
     config, state = random_pretraining_state()
-    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state)), "hf")
+    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state)),
+                    "hf")
     file = tmp_path / "hf" / "model.safetensors"
     tensors = load_file(file)
     # A tensor no table knows.
@@ -287,8 +290,10 @@ def test_non_finite_weight_is_refused_naming_the_tensor(tmp_path, value):
     config, state = random_pretraining_state()
     state["bert.layers.1.key.bias"][3] = value
     state["nsp.weight"][0, 0] = value
-    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state)), "hf")
-    with pytest.raises(CheckpointError, match="non-finite values \\(NaN or inf\\) in bert.layers.1.key.bias, nsp.weight$"):
+    save_checkpoint(tmp_path / "hf", Checkpoint(config, state, "minibert", tmp_path, None, architecture_of(state)),
+                    "hf")
+    with pytest.raises(CheckpointError,
+                       match="non-finite values \\(NaN or inf\\) in bert.layers.1.key.bias, nsp.weight$"):
         load_checkpoint(tmp_path / "hf")
 
 
@@ -404,7 +409,8 @@ def test_convert_validates_everything_before_touching_dst(tiny_google, tmp_path)
     tensors = load_file(tmp_path / "hf" / "model.safetensors")
     del tensors["bert.encoder.layer.1.attention.self.key.bias"]
     save_file(tensors, tmp_path / "hf" / "model.safetensors")
-    with pytest.raises(CheckpointError, match="cannot load into BertForPreTraining\n  missing: bert.layers.1.key.bias$"):
+    with pytest.raises(CheckpointError,
+                       match="cannot load into BertForPreTraining\n  missing: bert.layers.1.key.bias$"):
         convert(tmp_path / "hf", tmp_path / "dst", "hf")
     assert snapshot(tmp_path / "dst") == before and leftovers(tmp_path) == []
 
@@ -452,8 +458,9 @@ def test_convert_refuses_a_destination_with_other_files(tiny_google, tmp_path):
     (dst / "runs").mkdir()
     (dst / "runs" / "metrics.jsonl").write_text("{}\n")
     before = snapshot(tmp_path)
-    with pytest.raises(CheckpointError, match=f"^{dst}: holds files that are not a checkpoint's \\(README.md, golden.npz, "
-                                              "golden_tanh.npz, inputs.txt, notes.txt, runs/, variables.txt\\)"):
+    with pytest.raises(CheckpointError, match=f"^{dst}: holds files that are not a checkpoint's \\(README.md, "
+                                              "golden.npz, golden_tanh.npz, inputs.txt, notes.txt, runs/, "
+                                              "variables.txt\\)"):
         convert(tiny_google, dst, "hf")
     assert snapshot(tmp_path) == before
     (tmp_path / "file").write_text("x")
@@ -550,8 +557,10 @@ def test_check_vocab(tmp_path):
     assert check_vocab(FullTokenizer(write_vocab(tmp_path, 30522), check_case=False), config, "v.txt") == []
     # Padded embedding matrices (to a multiple of 128 rows) leave up to 127 unreachable rows.
     assert check_vocab(30522 - 127, config, "v.txt") == [
-        "v.txt: 30395 tokens for vocab_size 30522: embedding rows 30395..30521 are unreachable (padding rows are harmless)"]
-    with pytest.raises(CheckpointError, match="^v.txt: 30394 tokens but the model's vocab_size is 30522 \\(128 embedding rows"):
+        "v.txt: 30395 tokens for vocab_size 30522: embedding rows 30395..30521 are unreachable "
+        "(padding rows are harmless)"]
+    with pytest.raises(CheckpointError,
+                       match="^v.txt: 30394 tokens but the model's vocab_size is 30522 \\(128 embedding rows"):
         check_vocab(30522 - 128, config, "v.txt")
     with pytest.raises(CheckpointError, match="^v.txt: 30523 tokens but the model's vocab_size is 30522: ids past"):
         check_vocab(30523, config, "v.txt")

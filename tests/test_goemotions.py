@@ -63,7 +63,8 @@ def test_original_taxonomy(tmp_path, capsys):
     report = capsys.readouterr().out
     assert [line.split() for line in report.splitlines()] == [
         ["label", "train", "dev"], ["love", "2", "0"], ["anger", "1", "0"], ["annoyance", "1", "1"],
-        ["joy", "1", "1"], ["neutral", "1", "0"], ["sadness", "1", "0"], ["texts", "4", "2"], ["2+", "labels", "3", "0"]]
+        ["joy", "1", "1"], ["neutral", "1", "0"], ["sadness", "1", "0"], ["texts", "4", "2"],
+        ["2+", "labels", "3", "0"]]
     # What train.py reads: a multi-label task whose label set is the names.
     examples, _ = read_examples(tmp_path / "out" / "train.jsonl", multi_label="auto")
     assert is_multi_label(examples)

@@ -13,7 +13,8 @@ def test_hand_computed_report():
     assert report["accuracy"] == pytest.approx(4 / 6)
     assert report["error"] == pytest.approx(2 / 6)
     # a: P 2/2, R 2/3 -> F1 0.8; b: P 1/2, R 1/2 -> 0.5; c: P 1/2, R 1/1 -> 2/3
-    assert report["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8), "support": 3}
+    assert report["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8),
+                                        "support": 3}
     assert report["per_class"]["b"]["f1"] == pytest.approx(0.5)
     assert report["per_class"]["c"]["f1"] == pytest.approx(2 / 3)
     assert report["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)

@@ -130,7 +130,8 @@ def test_config_from_google_and_hf_dicts(tmp_path):
     google = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
               "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
               "max_position_embeddings": 512, "num_attention_heads": 12, "num_hidden_layers": 12,
-              "type_vocab_size": 2, "vocab_size": 21128, "directionality": "bidi", "pooler_type": "first_token_transform"}
+              "type_vocab_size": 2, "vocab_size": 21128, "directionality": "bidi",
+              "pooler_type": "first_token_transform"}
     config, ignored = BertConfig.from_dict(google)
     assert config.vocab_size == 21128 and config.layer_norm_eps == 1e-12
     assert ignored == ["directionality", "pooler_type"]

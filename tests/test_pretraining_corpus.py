@@ -46,7 +46,8 @@ def test_within_task_corpus_is_one_sentence_per_line(data_dir, tmp_path):
 def test_domains_and_cross_domain_use_the_training_splits_of_their_sets(data_dir):
     assert DOMAINS == {"sentiment": ("imdb", "yelp_polarity", "yelp_full"), "question": ("trec", "yahoo_answers"),
                        "topic": ("ag_news", "dbpedia")}
-    assert [(n, s) for n, s, _ in expand_sources("topic", data_dir, ("train",))] == [("ag_news", "train"), ("dbpedia", "train")]
+    assert [(n, s) for n, s, _ in expand_sources("topic", data_dir, ("train",))] == [("ag_news", "train"),
+                                                                                     ("dbpedia", "train")]
 
 
 def test_cross_domain_never_includes_dev_or_test_text(data_dir, tmp_path):
@@ -59,7 +60,8 @@ def test_cross_domain_never_includes_dev_or_test_text(data_dir, tmp_path):
 
 def test_other_splits_only_when_asked_and_recorded(data_dir, tmp_path):
     documents, manifest = corpus(data_dir, tmp_path / "c.txt", "--sources=trec", "--splits=train,test")
-    assert documents == [["trec train text one.", "It has two sentences!"], ["trec test text one.", "It has two sentences!"]]
+    assert documents == [["trec train text one.", "It has two sentences!"],
+                         ["trec test text one.", "It has two sentences!"]]
     assert manifest["splits"] == ["test", "train"]
 
 
@@ -107,7 +109,8 @@ def test_shards_end_at_documents_and_hold_the_same_text(tmp_path, script_error):
     manifest = json.loads((tmp_path / "s" / "c.txt.manifest.json").read_text())
     paths = [Path(p) for p in manifest["files"]]
     assert [p.name for p in paths] == [f"c-{k:05d}-of-{len(paths):05d}.txt" for k in range(len(paths))]
-    assert len(paths) > 2 and sorted((tmp_path / "s").iterdir()) == sorted([*paths, tmp_path / "s" / "c.txt.manifest.json"])
+    assert len(paths) > 2 and sorted((tmp_path / "s").iterdir()) == sorted([*paths,
+                                                                            tmp_path / "s" / "c.txt.manifest.json"])
     parts = [p.read_text() for p in paths]
     assert "".join(parts) == (tmp_path / "c.txt").read_text()  # the same corpus, cut between documents
     for part in parts[:-1]:

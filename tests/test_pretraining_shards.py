@@ -82,7 +82,8 @@ def test_chunked_writing_keeps_googles_records(tmp_path, output):
         mine = examples(tmp_path / output)
     else:
         records = read_records(tmp_path / output, 64, 10)
-        mine = [{name: np.atleast_1d(a[row]).tolist() for name, a in records.arrays.items()} for row in range(len(records))]
+        mine = [{name: np.atleast_1d(a[row]).tolist() for name, a in records.arrays.items()}
+                for row in range(len(records))]
     assert mine == google_features("sample_text_64")
 
 

@@ -51,5 +51,6 @@ def test_readme_example_gives_googles_numbers(tiny_google):
     pretraining = load_pretrained(tiny_google, BertForPreTraining).eval()
     with torch.no_grad():
         got = pretraining(torch.tensor(golden["input_ids"]), torch.tensor(golden["segment_ids"]),
-                          torch.tensor(golden["input_mask"]), masked_lm_positions=torch.tensor(golden["masked_lm_positions"]))
+                          torch.tensor(golden["input_mask"]),
+                          masked_lm_positions=torch.tensor(golden["masked_lm_positions"]))
     assert np.abs(got.nsp_logits.numpy() - golden["next_sentence_logits"]).max() < 1e-5

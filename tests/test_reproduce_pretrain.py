@@ -50,7 +50,8 @@ def test_one_job_per_corpus_and_model_shared_by_rows_data_sets_and_seeds(tmp_pat
     sentiment = runs["all sentiment", "trec", 2]
     assert sentiment.options["init"] == str(sentiment.job.folder / "run/final")
     assert sentiment.job.folder.parent == out / "paper/pretrain"
-    assert runs["w/o pretrain", "imdb", 1].options["init"] == "bert-base" and runs["w/o pretrain", "imdb", 1].job is None
+    assert (runs["w/o pretrain", "imdb", 1].options["init"] == "bert-base"
+            and runs["w/o pretrain", "imdb", 1].job is None)
     # The paper's settings (§5.2), records from the data folders' training text only.
     job = sentiment.job
     train, create_data = job.train_config(), job.create_data_config()
@@ -162,8 +163,9 @@ def test_figure3_fine_tunes_the_checkpoint_of_each_step(tmp_path):
         "no model after 150 pre-training steps: this scale keeps 100, 200, 300"
     (job.run_dir / "final").mkdir(parents=True)
     again = plan(small, SCALES["small"], [], [1], INITS, folders(tmp_path, ["imdb"]), tmp_path)
-    assert again[1].refused == (f"{job.run_dir / 'checkpoint-100'} is missing: the pre-training finished without its "
-                                f"checkpoints (run for another experiment first); delete {job.run_dir} to pre-train again")
+    assert again[1].refused == (f"{job.run_dir / 'checkpoint-100'} is missing: the pre-training finished without "
+                                f"its checkpoints (run for another experiment first); delete {job.run_dir} "
+                                "to pre-train again")
 
 
 def test_only_figure3s_job_keeps_the_10k_step_checkpoints(tmp_path):

@@ -21,7 +21,8 @@ RECORDS = [
 
 
 def test_scalars_are_the_records_numbers():
-    assert scalars(RECORDS[0]) == {"train/epoch": 0.5, "train/loss": 2.5, "train/lr": 1e-5, "train/examples_per_s": 40.0}
+    assert scalars(RECORDS[0]) == {"train/epoch": 0.5, "train/loss": 2.5, "train/lr": 1e-5,
+                                   "train/examples_per_s": 40.0}
     assert scalars(RECORDS[3]) == {"dev_task/imdb/epoch": 1.0, "dev_task/imdb/error": 0.5}
     assert scalars({"step": 4, "mlm_loss": 3}) == {"mlm_loss": 3.0}
 
@@ -51,7 +52,8 @@ def test_events_match_metrics_jsonl_and_resume_purges(tmp_path):
     log.write(**{**RECORDS[4], "loss": 1.25})
     log.close()
     assert read_events(tmp_path / "tb")["train/loss"] == [(1, 2.5), (2, 2.0), (3, 1.25)]
-    assert [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [1, 2, 2, 2, 3]
+    assert [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [
+        1, 2, 2, 2, 3]
 
 
 def test_other_ranks_write_no_events(tmp_path):
@@ -67,7 +69,8 @@ def test_without_tensorboard_one_line_says_how_to_install(tmp_path):
             "from minibert.errors import ConfigError\n"
             "from minibert.training.metrics_log import MetricsLog\n"
             "try:\n"
-            f"    MetricsLog(Path({str(tmp_path)!r}) / 'metrics.jsonl', None, tensorboard_dir=Path({str(tmp_path)!r}) / 'tb')\n"
+            f"    MetricsLog(Path({str(tmp_path)!r}) / 'metrics.jsonl', None, "
+            f"tensorboard_dir=Path({str(tmp_path)!r}) / 'tb')\n"
             "except ConfigError as e:\n"
             "    print(e)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -247,7 +247,8 @@ def test_paper_settings_by_default(tiny_model, data, tmp_path):
     # --clip_mode reaches the step: with a norm small enough to clip every step, clipping each
     # tensor on its own and clipping all of them together train different weights.
     clipped = {mode: finetune(config(tiny_model, data, tmp_path / mode, head_tokens=0, pooler="auto", layers="1",
-                                     epochs=1, clip_mode=mode, max_grad_norm=0.01)) for mode in ("per_tensor", "global")}
+                                     epochs=1, clip_mode=mode, max_grad_norm=0.01))
+               for mode in ("per_tensor", "global")}
     saved = json.loads((tmp_path / "per_tensor" / "best" / "classifier.json").read_text())
     assert saved["encoding"]["head_tokens"] == 6 and saved["head"]["pooler"] is False
     a, b = (load_file(tmp_path / mode / "last" / "model.safetensors") for mode in clipped)

@@ -61,7 +61,8 @@ def test_an_earlier_run_is_never_replaced_silently(tiny_model, data, tmp_path):
     out = tmp_path / "run"
     finetune(config(tiny_model, data, out, epochs=1))
     before = folder_bytes(out)
-    with pytest.raises(ConfigError, match="is not empty .*--resume continues that run, --overwrite_output_dir replaces it"):
+    with pytest.raises(ConfigError,
+                       match="is not empty .*--resume continues that run, --overwrite_output_dir replaces it"):
         finetune(config(tiny_model, data, out, epochs=1))
     assert folder_bytes(out) == before
     # Even with --overwrite_output_dir, bad data stops the run before the old one is touched.

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-NO_TRITON = "Triton is not installed (pip install -e '.[gpu]'); it runs these kernels on the CPU under TRITON_INTERPRET=1"
+NO_TRITON = ("Triton is not installed (pip install -e '.[gpu]'); "
+             "it runs these kernels on the CPU under TRITON_INTERPRET=1")
 pytest.importorskip("triton", reason=NO_TRITON)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
