@@ -7,9 +7,9 @@ import torch
 from helpers import TINY  # odd sizes, as in Google's modeling_test.py
 
 from minibert.model.attention import attention, attention_bias, reference_attention
-from minibert.model.bert import BertModel
+from minibert.model.bert import BertModel, gather_positions
 from minibert.model.config import BertConfig
-from minibert.model.pretraining_heads import BertForPreTraining, gather_positions
+from minibert.model.pretraining_heads import BertForPreTraining
 
 
 def random_batch(B=3, T=17, seed=0):
