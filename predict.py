@@ -83,7 +83,8 @@ def check_output(cfg: PredictConfig) -> None:
     if cfg.output == "-":
         return
     if cfg.output.endswith(("/", "\\")):
-        raise ConfigError(f"--output {cfg.output}: is a folder; give a file name, e.g. {Path(cfg.output) / 'predictions.jsonl'}")
+        raise ConfigError(f"--output {cfg.output}: is a folder; give a file name, "
+                          f"e.g. {Path(cfg.output) / 'predictions.jsonl'}")
     inputs = [("INPUT", cfg.input if cfg.input != "-" else "")] + folder_inputs("MODEL", cfg.model)
     path = check_output_file(cfg.output, "--output", inputs)
     remove_leftovers(path.parent, path.name)

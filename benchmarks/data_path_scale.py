@@ -74,8 +74,9 @@ def write_data(folder: Path, texts: int, vocab: list[str], seed: int) -> None:
                 lengths = rng.integers(*WORDS_PER_TEXT, size=n, endpoint=True)
                 drawn = words[rng.integers(len(words), size=int(lengths.sum()))]
                 ends = np.cumsum(lengths)
-                f.writelines(json.dumps({"text": " ".join(drawn[end - length:end]), "label": str((start + i) % NUM_CLASSES)})
-                             + "\n" for i, (end, length) in enumerate(zip(ends, lengths)))
+                f.writelines(json.dumps({"text": " ".join(drawn[end - length:end]),
+                                         "label": str((start + i) % NUM_CLASSES)}) + "\n"
+                             for i, (end, length) in enumerate(zip(ends, lengths)))
 
 
 def write_model(folder: Path, vocab_file: Path) -> None:
@@ -193,10 +194,12 @@ def measure(sizes: list[int], counts: list[int], work: Path) -> dict:
             records = results[texts, processes] = run_job(processes, options, work / f"report{texts}x{processes}")
             for r in records:
                 print(f"  {processes} process(es), rank {r['rank']}: first step {r['first_step_s']:.1f}s, "
-                      f"cpu {r['cpu_s']:.1f}s, peak RSS {r['peak_rss_mb']:.0f} MB, PSS {r['pss_mb']:.0f} MB", flush=True)
+                      f"cpu {r['cpu_s']:.1f}s, peak RSS {r['peak_rss_mb']:.0f} MB, PSS {r['pss_mb']:.0f} MB",
+                      flush=True)
             if processes > 1:
                 per_token, parts = cache_bytes_per_token(out)
-                print(f"  token cache: {per_token:.2f} bytes/token ({', '.join(parts)}), one entry per part", flush=True)
+                print(f"  token cache: {per_token:.2f} bytes/token ({', '.join(parts)}), one entry per part",
+                      flush=True)
         shutil.rmtree(data)
     return results
 

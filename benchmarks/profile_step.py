@@ -36,17 +36,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile, record_function
-
 from bench_common import SMOKE, SMOKE_HELP, write_models
+from torch.profiler import ProfilerActivity, profile, record_function
 
 import minibert.model.bert as bert_module
 from minibert.checkpoints.formats import load_checkpoint, load_state
 from minibert.data.features import EncodedDoc, EncodedDocs, collate, model_inputs
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.resources import minilm_folder
-from minibert.training.optimization import build_optimizer, parameter_groups
 from minibert.training.machine import autocast
+from minibert.training.optimization import build_optimizer, parameter_groups
 
 NUM_LABELS = 5
 PAD_ID = 0  # [PAD] in the uncased BERT vocabularies (MiniLM's included)

@@ -18,21 +18,29 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import (
+    PRETRAINING,
+    ROOT,
+    TASK_WORDS,
+    TOPIC_WORDS,
+    config,
+    make_google_dir,
+    make_tiny_model,
+    write_split,
+    write_task,
+)
 from safetensors.torch import load_file
 
 import predict
-from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.data.examples import read_examples
 from minibert.data.features import encode_examples
 from minibert.data.token_cache import CACHE_FOLDER, KEY_FILE
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.distributed import Distributed, eval_shard, shard_batches
 from minibert.training.machine import TrainingMachineOptions
 from minibert.training.run_context import open_run
-
-from helpers import (PRETRAINING, ROOT, TASK_WORDS, TOPIC_WORDS, config, make_google_dir, make_tiny_model, write_split,
-                     write_task)
 
 RANKS_TIMEOUT_S = 240  # each run takes seconds; a test makes up to 3 within pytest-timeout's 900 s
 
@@ -136,7 +144,8 @@ def run_command(command: list[str]) -> subprocess.CompletedProcess:
 
 
 def options(files, out, **overrides):
-    values = dict(dropout=0.0, epochs=2, learning_rate=5e-3, layer_decay=1.0, log_every=1, test_file=str(files / "test.jsonl"))
+    values = dict(dropout=0.0, epochs=2, learning_rate=5e-3, layer_decay=1.0, log_every=1,
+                  test_file=str(files / "test.jsonl"))
     values.update(overrides)
     return config(files / "model", files, out, **values)
 
@@ -171,7 +180,8 @@ def test_two_ranks_train_as_one_process_with_the_global_batch(setup_files, tmp_p
     run_ranks(2, options(setup_files, tmp_path / "ddp", batch_size=4))
     single = finetune(options(setup_files, tmp_path / "one", batch_size=8))
     # The ranks shared the encoded train and dev splits through the cache; one process writes none.
-    parts = sorted(json.loads((p / KEY_FILE).read_text())["key"]["part"] for p in (tmp_path / "ddp" / CACHE_FOLDER).iterdir())
+    parts = sorted(json.loads((p / KEY_FILE).read_text())["key"]["part"]
+                   for p in (tmp_path / "ddp" / CACHE_FOLDER).iterdir())
     assert parts == ["task/dev", "task/train"] and not (tmp_path / "one" / CACHE_FOLDER).exists()
     ddp_records, one_records = train_records(tmp_path / "ddp"), train_records(tmp_path / "one")
     assert [r["step"] for r in ddp_records] == [r["step"] for r in one_records]  # rank 0 alone wrote
@@ -185,7 +195,8 @@ def test_two_ranks_train_as_one_process_with_the_global_batch(setup_files, tmp_p
     assert results["test_count"] == 33 and results["test_accuracy"] == pytest.approx(single["test_accuracy"])
     # The sharded, gathered evaluation equals one process scoring every example.
     predictions = predict.main(predict.PredictConfig(model=str(tmp_path / "ddp" / "best"),
-                                                     input=str(setup_files / "test.jsonl"), output=str(tmp_path / "p.jsonl")))
+                                                     input=str(setup_files / "test.jsonl"),
+                                                     output=str(tmp_path / "p.jsonl")))
     gold = [json.loads(line)["label"] for line in (setup_files / "test.jsonl").read_text().splitlines()]
     assert sum(p["label"] == g for p, g in zip(predictions, gold)) / 33 == pytest.approx(results["test_accuracy"])
 
@@ -236,7 +247,8 @@ def test_multitask_under_ddp_trains_as_one_process(tmp_path):
     write_task(tmp_path / "data" / "sentiment", "sentiment", sizes=(32, 12, 12), seed=2)
 
     def cfg(out, batch_size):
-        return FinetuneConfig.of(init=str(tmp_path / "model"), tasks="topics,sentiment", tasks_dir=str(tmp_path / "data"),
+        return FinetuneConfig.of(init=str(tmp_path / "model"), tasks="topics,sentiment",
+                                 tasks_dir=str(tmp_path / "data"),
                                  output_dir=str(out), max_seq_length=16, epochs=2, batch_size=batch_size,
                                  learning_rate=5e-3, layer_decay=1.0, dropout=0.0, log_every=1, device="cpu",
                                  seed=3, threads=1, stage2_epochs=0, precision="fp32")

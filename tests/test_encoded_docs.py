@@ -17,8 +17,15 @@ import torch
 
 from minibert.data.batching import length_grouped_batches, random_batches, sorted_batches
 from minibert.data.examples import Example
-from minibert.data.features import (EncodedDocs, TokenArrays, cap_chunks, collate, encode_examples, encode_tokens,
-                                    tokens_key)
+from minibert.data.features import (
+    EncodedDocs,
+    TokenArrays,
+    cap_chunks,
+    collate,
+    encode_examples,
+    encode_tokens,
+    tokens_key,
+)
 from minibert.data.token_cache import KEY_FILE, TokenCache
 from minibert.errors import DataError
 from minibert.text.encoding import TextEncoding, pad_batch
@@ -49,8 +56,9 @@ def make_examples(tokenizer, count: int, pairs: bool, seed: int = 0) -> list[Exa
 def reference_chunks(examples, tokenizer, encoding) -> list[list[tuple[list[int], list[int]]]]:
     """Every example's chunks as lists of int, as documents were kept before the compact storage."""
     cls_id, sep_id = tokenizer.cls_id, tokenizer.sep_id
-    return [encoding.encode(tokenizer.encode_text(e.text), None if e.text_b is None else tokenizer.encode_text(e.text_b),
-                            cls_id, sep_id) for e in examples]
+    return [encoding.encode(tokenizer.encode_text(e.text),
+                            None if e.text_b is None else tokenizer.encode_text(e.text_b), cls_id, sep_id)
+            for e in examples]
 
 
 def reference_batch(chunks, labels, indices, hierarchical, pad_id) -> dict:
@@ -134,7 +142,8 @@ def test_capped_documents_share_the_tokens_and_equal_sliced_lists(tokenizer):
     assert [d.chunks for d in capped] == chunks
     assert capped.lengths.tolist() == [sum(len(ids) for ids, _ in doc) for doc in chunks]
     indices = list(range(0, 40, 3))
-    assert_same_batch(collate([capped[i] for i in indices], True, 0), reference_batch(chunks, [0] * 40, indices, True, 0))
+    assert_same_batch(collate([capped[i] for i in indices], True, 0),
+                      reference_batch(chunks, [0] * 40, indices, True, 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +168,8 @@ def test_the_cache_writes_once_and_maps_the_same_arrays(tokenizer, tmp_path):
     expected = encode_tokens(examples, tokenizer, encoding)
     for arrays in (first, again, reader):
         for name in TokenArrays.FIELDS:
-            assert np.array_equal(arrays[name], getattr(expected, name)) and arrays[name].dtype == getattr(expected, name).dtype
+            want = getattr(expected, name)
+            assert np.array_equal(arrays[name], want) and arrays[name].dtype == want.dtype
     docs = encode_examples(examples, [1] * 60, tokenizer, encoding, cache, "t/train")
     assert len(calls) == 1 and [d.chunks for d in docs] == reference_chunks(examples, tokenizer, encoding)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [p.name for p in (tmp_path / "cache").iterdir()
@@ -169,13 +179,15 @@ def test_the_cache_writes_once_and_maps_the_same_arrays(tokenizer, tmp_path):
 def test_a_stale_entry_is_never_read_and_is_replaced(tokenizer, tmp_path):
     encoding, examples = ENCODINGS["single"], make_examples(tokenizer, 30, pairs=False)
     cache, calls = TokenCache(tmp_path / "cache"), []
-    cache.arrays("t/train", tokens_key(examples, tokenizer, encoding), counted_build(examples, tokenizer, encoding, calls))
+    cache.arrays("t/train", tokens_key(examples, tokenizer, encoding),
+                 counted_build(examples, tokenizer, encoding, calls))
     cache.arrays("t/dev", tokens_key(examples[:5], tokenizer, encoding),
                  counted_build(examples[:5], tokenizer, encoding, calls))
     changed = examples[:29] + [replace(examples[29], text=examples[29].text + " more")]
     arrays = cache.arrays("t/train", tokens_key(changed, tokenizer, encoding),
                           counted_build(changed, tokenizer, encoding, calls))
-    assert len(calls) == 3 and np.array_equal(arrays["input_ids"], encode_tokens(changed, tokenizer, encoding).input_ids)
+    assert len(calls) == 3
+    assert np.array_equal(arrays["input_ids"], encode_tokens(changed, tokenizer, encoding).input_ids)
     parts = sorted(json.loads((p / KEY_FILE).read_text())["key"]["part"] for p in (tmp_path / "cache").iterdir())
     assert parts == ["t/dev", "t/train"]  # the old train entry is gone, the dev entry kept
 
@@ -211,7 +223,8 @@ def test_a_damaged_entry_is_rebuilt_by_the_writer_and_refused_by_a_reader(tokeni
     with pytest.raises(DataError, match="missing or damaged"):
         TokenCache(tmp_path / "cache", writer=False).arrays("t/train", key, lambda: pytest.fail("a reader built"))
     arrays = cache.arrays("t/train", key, counted_build(examples, tokenizer, encoding, calls))
-    assert len(calls) == 2 and np.array_equal(arrays["input_ids"], encode_tokens(examples, tokenizer, encoding).input_ids)
+    assert len(calls) == 2
+    assert np.array_equal(arrays["input_ids"], encode_tokens(examples, tokenizer, encoding).input_ids)
 
 
 def test_a_killed_writers_temporary_is_removed_and_never_read(tokenizer, tmp_path):

@@ -63,7 +63,8 @@ class TokenArraysBuilder:
 
     def __init__(self, vocab_size: int):
         self.ids = array.array(ids_typecode(vocab_size))
-        self.chunk_starts, self.segment_a, self.doc_starts = array.array("q", [0]), array.array("i"), array.array("q", [0])
+        self.chunk_starts, self.segment_a = array.array("q", [0]), array.array("i")
+        self.doc_starts = array.array("q", [0])
 
     def add(self, chunks: list[tuple[list[int], list[int]]]) -> None:
         """One document: its (input_ids, token_type_ids) per chunk, as TextEncoding.encode gives them."""
@@ -131,7 +132,8 @@ class EncodedDocs(Sequence):
         chunks = []
         for c, segment_a in enumerate(tokens.segment_a[first:first + len(starts) - 1].tolist()):
             size = starts[c + 1] - starts[c]
-            chunks.append((ids[starts[c] - starts[0]:starts[c + 1] - starts[0]], [0] * segment_a + [1] * (size - segment_a)))
+            token_types = [0] * segment_a + [1] * (size - segment_a)
+            chunks.append((ids[starts[c] - starts[0]:starts[c + 1] - starts[0]], token_types))
         return chunks
 
 
@@ -179,7 +181,8 @@ def tokens_key(examples: list[Example], tokenizer, encoding: TextEncoding) -> di
             data = b"" if text is None else text.encode("utf-8", "surrogatepass")
             texts.update(b"-" if text is None else b"%d:" % len(data))  # framed: ("ab", "c") != ("a", "bc")
             texts.update(data)
-    variant = {field.name: _plain(getattr(tokenizer.variant, field.name)) for field in dataclasses.fields(tokenizer.variant)}
+    variant = {field.name: _plain(getattr(tokenizer.variant, field.name))
+               for field in dataclasses.fields(tokenizer.variant)}
     return {"format": TOKEN_FORMAT, "examples": len(examples), "texts_sha256": texts.hexdigest(),
             "vocab_sha256": sha256_file(tokenizer.vocab_file), "vocab_size": len(tokenizer.vocab),
             "do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name,

@@ -153,7 +153,8 @@ def summary_lines(results: dict, output_dir: str | Path) -> list[str]:
             lines = [f"best model (step {results['best_step']}): dev error {100 * results['dev_error']:.2f}%"]
         if "test_error" in results:
             lines.append(f"test error {100 * results['test_error']:.2f}% "
-                         f"(accuracy {100 * results['test_accuracy']:.2f}%, macro-F1 {results['test_macro_f1']:.4f}) on {results['test_count']} examples")
+                         f"(accuracy {100 * results['test_accuracy']:.2f}%, macro-F1 {results['test_macro_f1']:.4f}) "
+                         f"on {results['test_count']} examples")
         return lines + [f"model: {out / 'best'}  metrics: {out / 'results.json'}, {out / 'metrics.jsonl'}  "
                         f"plot: {out / 'learning_curves.png'}", f"predict: python predict.py {out / 'best'} FILE"]
     final = results.get("stage2", results["multitask"])

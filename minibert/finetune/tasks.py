@@ -22,8 +22,14 @@ from minibert.data.splits import few_shot_subset
 from minibert.data.token_cache import TokenCache
 from minibert.errors import DataError
 from minibert.files import sha256_file
-from minibert.finetune.config import (BBC_DIR, TRAIN_CHUNK_CAP, DataOptions, FinetuneConfig, MultiTaskOptions,
-                                      OptimOptions)
+from minibert.finetune.config import (
+    BBC_DIR,
+    TRAIN_CHUNK_CAP,
+    DataOptions,
+    FinetuneConfig,
+    MultiTaskOptions,
+    OptimOptions,
+)
 from minibert.text.encoding import TextEncoding
 from minibert.training.distributed import Distributed, shard_batches
 from minibert.training.problems import positive_weights
@@ -115,7 +121,7 @@ def read_task(files: TaskFiles, data: DataOptions, seed: int, say) -> tuple[Spli
     return train, labels, dev, test
 
 
-def encode_task(name: str, splits, tokenizer, encoding: TextEncoding, say, cache: TokenCache = TokenCache()) -> Task:
+def encode_task(name: str, splits, tokenizer, encoding: TextEncoding, say, cache: TokenCache) -> Task:
     """A task's training and dev examples as encoded documents; `say` prints a message about the task;
     under torchrun a node's processes share the encoded arrays through `cache`."""
     train, labels, dev, test = splits

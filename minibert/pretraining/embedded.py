@@ -35,8 +35,9 @@ def embedded_default(cfg: DefaultConfig) -> dict:
         build_corpus(CorpusConfig(sources="bbc_news", output_file=str(out / f"bbc_{split}.txt"), splits=split))
     for split, dupe in (("train", 5), ("dev", 1)):  # dupe_factor 5: the paper's code
         create_data(CreateDataConfig(input_file=str(out / f"bbc_{split}.txt"),
-                                     output_file=str(out / f"records_{split}"), vocab_file=str(vocab), max_seq_length=cfg.max_seq_length,
-                                     max_predictions_per_seq=predictions, dupe_factor=dupe))
+                                     output_file=str(out / f"records_{split}"), vocab_file=str(vocab),
+                                     max_seq_length=cfg.max_seq_length, max_predictions_per_seq=predictions,
+                                     dupe_factor=dupe))
     start = time.time()
     result = train(run)
     evals = [r for r in result["records"] if r["split"] == "eval"]
