@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from minibert.errors import CheckpointError, ConfigError
 from minibert.output_paths import (Inputs, check_not_input, check_output_folder, is_run_folder, resolve,
                                     visible_entries)
+from minibert.training.run_folder import FINE_TUNING, check_kind, check_unlocked, folder_kind
 from minibert.files import (
     atomic_save_safetensors,
     atomic_torch_save,
@@ -127,19 +128,25 @@ def _read_sums(path: Path) -> dict:
     return sums
 
 
-def check_output_dir(out: Path, resume: bool, overwrite: bool, inputs: Inputs = ()) -> None:
+def check_output_dir(out: Path, resume: bool, overwrite: bool, inputs: Inputs = (), kind: str = FINE_TUNING) -> None:
     """A new run never writes over an earlier one unless told to, never over a folder that is not a
-    run's (output_paths.is_run_folder) and never over an input (`inputs`: (option, path) pairs such
-    as the init model); --resume needs a checkpoint (ConfigError)."""
+    run's (output_paths.is_run_folder) or is another kind's (run_folder.check_kind), never over an
+    input (`inputs`: (option, path) pairs such as the init model) and never into a folder another
+    live run holds (run_folder.check_unlocked); --resume needs a checkpoint (ConfigError)."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --output_dir and --overwrite_output_dir replaces it: "
+                          "give one of them")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output_dir {out}: is a file, not a folder")
+    check_unlocked(out)
+    check_kind(out, kind)
     if resume:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--output_dir {out}: is a file, not a folder")
         if find_run(out / "last") is None:
             raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
         check_not_input(resolve(out, "--output_dir"), "--output_dir", inputs)
         return
-    check_output_folder(out, "--output_dir", is_run_folder, "a minibert run's (config.json with metrics.jsonl "
-                        "or last/)", inputs)
+    check_output_folder(out, "--output_dir", lambda folder: folder_kind(folder) == kind or is_run_folder(folder),
+                        "a minibert run's (config.json with metrics.jsonl or last/)", inputs)
     earlier = visible_entries(out) if out.is_dir() else []
     if earlier and not overwrite:
         raise ConfigError(f"--output_dir {out} is not empty ({', '.join(earlier[:5])}"
