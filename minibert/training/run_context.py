@@ -33,12 +33,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from minibert.errors import ConfigError
+from minibert.errors import CheckpointError, ConfigError
 from minibert.files import atomic_write_text, remove_leftovers, swap_leftovers
 from minibert.output_paths import Inputs
+from minibert.schema import typed
 from minibert.training.distributed import (Distributed, barrier, device_for, gather_objects, init_distributed,
                                            shutdown)
-from minibert.training.last_checkpoint import capture_rng, check_output_dir, find_run, load_run, save_run
+from minibert.training.last_checkpoint import (TRAINER_FILE, capture_rng, check_output_dir, find_run, load_run,
+                                              save_run)
 from minibert.training.run_folder import FINE_TUNING, RunLock, clear_folder, folder_kind, write_kind
 from minibert.training.machine import TrainingMachineOptions, autocast, resolve_machine
 from minibert.training.stop_signal import StopSignal
@@ -149,8 +151,9 @@ class RunContext:
         """The run in out/last restored into the model, optimizer, scheduler and scaler; returns its
         state (state_class) with this rank's RNG streams restored, unchecked (restore checks it)."""
         folder = find_run(self.out / "last")
-        state = state_class(**load_run(folder, model, optimizer, scheduler, scaler, rank=self.setup.rank,
-                                       world_size=self.setup.world_size))
+        saved = load_run(folder, model, optimizer, scheduler, scaler, rank=self.setup.rank,
+                         world_size=self.setup.world_size)
+        state = typed(state_class, saved, f"{folder / TRAINER_FILE}: state", CheckpointError)
         self.say(f"resumed from {folder} at optimizer step {state.step}")
         return state
 
