@@ -33,6 +33,7 @@ from minibert.pretraining import STAGES
 from minibert.resources import model_path
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.machine import PRECISIONS
+from minibert.training.run_folder import REPRODUCTION, write_kind
 
 STATES = ("done", "resume", "new", "refused")
 TABLE1_NAME = "table1"  # not an experiment: counts and lengths of the prepared data sets (dataset_stats)
@@ -236,13 +237,14 @@ def reproduce(cfg: ReproduceConfig, say=print) -> tuple[str, list]:
     if cfg.experiment == TABLE1_NAME:
         datasets = [d.strip() for d in cfg.datasets.split(",") if d.strip()] or list(TABLE1)
         text = table1_markdown(Path(cfg.data_dir), datasets, *table1_tokenizers(cfg))
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        write_kind(Path(cfg.output_dir), REPRODUCTION)  # a reproduction's folder (minibert.training.run_folder)
         atomic_write_text(Path(cfg.output_dir) / "table1.md", text)
         return text, []
     experiment, scale, datasets, runs = planned_runs(cfg)
     for line in plan_lines(experiment, scale, runs):
         say(line)
     if not cfg.dry_run:
+        write_kind(Path(cfg.output_dir), REPRODUCTION)  # a reproduction's folder (minibert.training.run_folder)
         devices = device_list(cfg.devices)
         single = len(devices) == 1
         execute(runs, devices, run_in_process if single else run_as_subprocess, log=say,

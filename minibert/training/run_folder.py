@@ -55,6 +55,8 @@ def check_kind(folder: Path, kind: str, flag: str = "--output_dir") -> None:
 
 
 def write_kind(folder: Path, kind: str) -> None:
+    """Record `kind` in `folder` (made if need be)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(folder) / KIND_FILE, json.dumps({"kind": kind}) + "\n")
 
 
