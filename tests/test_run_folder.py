@@ -186,7 +186,8 @@ def test_a_records_manifest_is_read_against_its_types(tmp_path):
                            r'next_sentence is "false", expected true or false$'),
                           (json.dumps({**good, "records": "95"}), r'records is "95", expected an integer$'),
                           (json.dumps({**good, "records": -1}), r"records=-1, max_seq_length=64 .* cannot be$"),
-                          ('{"format": "tfrecord", "records": 1, "records": 95}', r"cannot read the manifest of examples.tfrecord: key records given twice$"),
+                          ('{"format": "tfrecord", "records": 1, "records": 95}',
+                           r"cannot read the manifest of examples.tfrecord: key records given twice$"),
                           (json.dumps({**good, "format": "csv"}), r'not a records manifest \(format is "csv"\)$')):
         sidecar.write_text(text)
         with pytest.raises(DataError, match=f"^{sidecar}: {message}"):

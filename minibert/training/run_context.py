@@ -221,8 +221,9 @@ class RunContext:
 def open_run(machine: TrainingMachineOptions, output_dir: str, resume: bool, overwrite: bool,
              inputs: Inputs = (), kind: str = FINE_TUNING) -> RunContext:
     """Check the output folder (inputs: (option, path) of what the run reads, which it may not
-    write over; kind: what the run is, run_folder.KIND_SCRIPTS), resolve the machine options (resolve_machine), and join the process group
-    torchrun set up (or run as one process). Nothing is written."""
+    write over; kind: what the run is, run_folder.KIND_SCRIPTS), resolve the machine options
+    (resolve_machine), and join the process group torchrun set up (or run as one process). Nothing
+    is written."""
     out = Path(output_dir)
     check_output_dir(out, resume, overwrite, inputs, kind)
     device, precision, padding = resolve_machine(machine)
