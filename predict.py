@@ -5,10 +5,13 @@
     python predict.py runs/multi/best news.jsonl --task ag_news   # one task of a multi-task model
 
 Writes one JSON object per input text to --output (default stdout): the text's source line, the
-predicted label and the probability of every label. Long texts are encoded as the model was
+predicted label and the probability of every label. A multi-label model writes "labels": every label
+whose probability reaches its threshold (possibly none; the model's, stored by train.py, or
+--threshold), and every label's probability. Long texts are encoded as the model was
 trained (head+tail truncation or hierarchical chunks, from the model's classifier.json).
 Bad input (model folder, rows, --output) ends in one line `error: ...` and exit status 2 before
-any text is encoded; --debug shows the traceback. --output may not be the input file.
+any text is encoded; --debug shows the traceback. --output may not be the input file, the model
+folder or a file in it, nor the --preset file.
 """
 
 import json
@@ -25,7 +28,7 @@ from minibert.data.examples import BAD_ROW_POLICIES, parse_examples, read_exampl
 from minibert.data.features import encode_examples
 from minibert.errors import ConfigError, DataError
 from minibert.files import atomic_write_text, remove_leftovers
-from minibert.output_paths import check_output_file
+from minibert.output_paths import check_output_file, folder_inputs
 from minibert.training.evaluation import predict_probabilities
 from minibert.training.machine import (MACHINE_RULES, MachineOptions, autocast, quantize_linear_int8,
                                        resolve_machine)
@@ -45,9 +48,14 @@ class PredictConfig(FlatOptions):
                            choices=("none", "int8"))
     on_bad_row: str = option("error", "empty or malformed rows stop the run, or are skipped and reported",
                              choices=BAD_ROW_POLICIES)
+    threshold: float = option(0.0, "multi-label model: predict the labels whose probability reaches this, instead "
+                              "of the thresholds stored with the model (0 = those)")
 
 
-RULES = MACHINE_RULES | {"batch_size": (at_least(1), "at least 1")}  # minibert.cli.check_rules
+RULES = MACHINE_RULES | {  # minibert.cli.check_rules
+    "batch_size": (at_least(1), "at least 1"),
+    "threshold": (lambda v: 0 <= v < 1, "in (0, 1), or 0 for the model's thresholds"),
+}
 
 
 def check_options(cfg: PredictConfig) -> None:
@@ -59,8 +67,9 @@ def check_options(cfg: PredictConfig) -> None:
 
 def read_input(cfg: PredictConfig):
     if cfg.input != "-":
+        # Labels are not read, but a multi-label file's lists are no bad rows (multi_label "auto").
         return read_examples(cfg.input, text_field=cfg.text_field, text_b_field=cfg.text_b_field,
-                             require_label=False, on_bad_row=cfg.on_bad_row)
+                             require_label=False, on_bad_row=cfg.on_bad_row, multi_label="auto")
     # stdin goes through the same reader (and its checks) as a .txt file; messages say "stdin:LINE".
     data = sys.stdin.buffer.read()
     if not data.strip():
@@ -76,9 +85,23 @@ def check_output(cfg: PredictConfig) -> None:
         return
     if cfg.output.endswith(("/", "\\")):
         raise ConfigError(f"--output {cfg.output}: is a folder; give a file name, e.g. {Path(cfg.output) / 'predictions.jsonl'}")
-    inputs = [("INPUT", cfg.input if cfg.input != "-" else ""), ("MODEL", cfg.model)]
+    inputs = [("INPUT", cfg.input if cfg.input != "-" else "")] + folder_inputs("MODEL", cfg.model)
     path = check_output_file(cfg.output, "--output", inputs)
     remove_leftovers(path.parent, path.name)
+
+
+def decide(saved, threshold: float, source: str, p: torch.Tensor) -> dict:
+    """One text's record: the argmax label, or a multi-label model's labels at their thresholds."""
+    head = saved.model.head_config
+    record = {"source": source}
+    if head.multi_label:
+        # Compared in float64, as train.py's scores compare them (multilabel_metrics.predict_labels).
+        thresholds = torch.tensor(threshold or head.decision_thresholds, dtype=torch.float64)
+        record["labels"] = [name for name, yes in zip(saved.labels, (p.double() >= thresholds).tolist()) if yes]
+    else:
+        record["label"] = saved.labels[int(torch.argmax(p))]
+    record["probabilities"] = {name: round(float(q), 6) for name, q in zip(saved.labels, p)}
+    return record
 
 
 def main(cfg: PredictConfig) -> list[dict]:
@@ -89,6 +112,9 @@ def main(cfg: PredictConfig) -> list[dict]:
     machine = replace(cfg.machine, device="cpu") if cfg.quantize == "int8" else cfg.machine  # auto: the CPU for int8
     device, precision, padding = resolve_machine(machine)  # fp16 without CUDA is refused before any work
     saved = load_classifier(cfg.model, cfg.task)
+    if cfg.threshold and not saved.model.head_config.multi_label:
+        raise ConfigError(f"--threshold applies to a multi-label model; {cfg.model} is single-label "
+                          "(the argmax decides)")
     for message in saved.warnings:
         print(f"warning: {message}", file=sys.stderr)
     model = saved.model.to(device)
@@ -105,10 +131,7 @@ def main(cfg: PredictConfig) -> list[dict]:
         probabilities = predict_probabilities(model, docs, cfg.batch_size, device,
                                               autocast(device, precision), saved.encoding.hierarchical, bar,
                                               pad_id=saved.tokenizer.pad_id)
-    records = []
-    for example, p in zip(examples, probabilities):
-        records.append({"source": example.source, "label": saved.labels[int(torch.argmax(p))],
-                        "probabilities": {name: round(float(q), 6) for name, q in zip(saved.labels, p)}})
+    records = [decide(saved, cfg.threshold, example.source, p) for example, p in zip(examples, probabilities)]
     lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     if cfg.output == "-":
         sys.stdout.write(lines)
@@ -118,4 +141,4 @@ def main(cfg: PredictConfig) -> list[dict]:
 
 
 if __name__ == "__main__":
-    run_script(main, PredictConfig, None, __doc__, positional=("model", "input"))
+    run_script(main, PredictConfig, None, __doc__, positional=("model", "input"), output_files=("output",))

@@ -17,9 +17,12 @@ OUTPUT/<scale>/pretrain/<corpus>_<model>_<settings digest>/, shared by every row
 that needs it, skipped when finished and resumed when interrupted. The run writes
 OUTPUT/<scale>/<experiment>/RESULTS.md (our test error rates, mean ± std over seeds, beside the
 paper's) and, for figures, a PNG per data set in the paper's form. Rows that cannot run (a model
-or a corpus's data set that is missing) are listed with the reason.
+or a corpus's data set that is missing) are listed with the reason. --dry_run prints the plan and
+the table and writes nothing. When any run failed the command ends with a summary line and exit
+status 1. --output_dir is new, empty or an earlier reproduce.py output, never the data folder.
 """
 
+import sys
 from pathlib import Path
 
 from minibert.cli import run_script
@@ -29,11 +32,17 @@ from minibert.experiments.reproduction import ReproduceConfig, reproduce
 def main(cfg: ReproduceConfig) -> str:
     text, runs = reproduce(cfg)
     print(text)
-    for run in runs:
-        if run.state == "failed":
-            print(f"failed: {run.folder}: {run.error}")
+    failed = [run for run in runs if run.state == "failed"]
+    for run in failed:
+        print(f"failed: {run.folder}: {run.error}")
     folder = Path(cfg.output_dir) if cfg.experiment == "table1" else Path(cfg.output_dir) / cfg.scale / cfg.experiment
-    print(f"table: {folder / ('table1.md' if cfg.experiment == 'table1' else 'RESULTS.md')}")
+    if not cfg.dry_run:
+        print(f"table: {folder / ('table1.md' if cfg.experiment == 'table1' else 'RESULTS.md')}")
+    if failed:
+        folders = len({run.folder for run in failed})
+        print(f"{folders} of {len({run.folder for run in runs})} runs failed (listed above); the same command "
+              "runs them again", file=sys.stderr)
+        raise SystemExit(1)
     return text
 
 

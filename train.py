@@ -14,7 +14,8 @@ classifier.json), last/ (the checkpoint --resume continues from), metrics.jsonl 
 per-evaluation records), results.json (dev and test metrics of the best model),
 learning_curves.png, config.json. A non-empty output_dir is continued with --resume or, when it
 is a minibert run folder, replaced with --overwrite_output_dir (never the --init model or the data
-files, or a folder holding them). SIGTERM finishes the step, saves last/ and exits with status 143.
+files, or a folder holding them). SIGTERM finishes the step, saves last/ and exits with status 143;
+Ctrl-C does the same and exits with status 130.
 
 Multi-task (--tasks or --tasks_file): stage 1 trains one shared encoder with a head per task; every
 batch comes from one task, an epoch lists every task's batches and shuffles them (MT-DNN;

@@ -22,10 +22,14 @@ from pathlib import Path
 
 from minibert.errors import ConfigError, MinibertError
 from minibert.files import read_json_object
+from minibert.output_paths import check_not_input, resolve
 
-# The exit status of a run SIGTERM stopped after saving last/: 128 + 15, what a shell reports for a
-# process SIGTERM ended, so a scheduler or script sees the run is unfinished (--resume continues it).
-STOPPED_EXIT_STATUS = 128 + signal.SIGTERM
+
+def stopped_exit_status(number: int) -> int:
+    """The exit status of a run a signal stopped after saving last/: 128 + its number (143 for SIGTERM,
+    130 for SIGINT), what a shell reports for a process that signal ended, so a scheduler or script
+    sees the run is unfinished (--resume continues it)."""
+    return 128 + number
 
 
 def option(default, help: str, choices: tuple | None = None):
@@ -184,6 +188,9 @@ def build_parser(config_class, description: str, positional: tuple[str, ...] = (
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
         if field.name in positional:
+            # No argparse choices: an omitted positional's SUPPRESS default would be refused as a
+            # choice; parse_config_and_preset checks the value against the field's choices instead.
+            kwargs.pop("choices", None)
             parser.add_argument(field.name, nargs="?", **kwargs)
         else:
             parser.add_argument(f"--{field.name}", **kwargs)
@@ -196,6 +203,12 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
 
     Fields named in `positional` are given as positional arguments instead of flags.
     """
+    return parse_config_and_preset(config_class, argv, description, positional)[0]
+
+
+def parse_config_and_preset(config_class, argv: list[str] | None, description: str,
+                            positional: tuple[str, ...]) -> tuple[object, str | None]:
+    """parse_config's config and the --preset file it read (None without one)."""
     args = vars(build_parser(config_class, description, positional).parse_args(argv))
     args.pop("debug", None)
     values = {}
@@ -210,9 +223,20 @@ def parse_config(config_class, argv: list[str] | None = None, description: str =
     for field, _ in flat_fields(config_class):  # preset values get the same checks as flags
         choices = field.metadata.get("choices")
         if choices and field.name in values and values[field.name] not in choices:
-            raise ConfigError(f"{preset}: {field.name}={values[field.name]!r} is not one of "
-                              f"{', '.join(map(str, choices))}")
-    return from_flat(config_class, values, "--preset")
+            where = f"{preset}: {field.name}" if field.name not in args else field.name.upper()
+            raise ConfigError(f"{where}={values[field.name]!r} is not one of "
+                              f"{', '.join(map(str, filter(None, choices)))}")
+    return from_flat(config_class, values, "--preset"), preset
+
+
+def check_outputs_not_preset(config, output_files: tuple[str, ...], preset: str | None) -> None:
+    """Refuse an output file option (comma-separated names included) that is the --preset file read."""
+    values = to_flat(config)
+    for name in output_files if preset else ():
+        value = values.get(name)
+        for path in (p.strip() for p in value.split(",")) if isinstance(value, str) and value != "-" else ():
+            if path:
+                check_not_input(resolve(path, f"--{name}"), f"--{name}", [("--preset", preset)])
 
 
 def load_preset(config_class, path: str | Path) -> dict:
@@ -227,30 +251,44 @@ def load_preset(config_class, path: str | Path) -> dict:
     return {k: convert_value(hints[k], v, f"{path}: {k}") for k, v in values.items() if not k.startswith("_")}
 
 
-def run_script(main, config_class, argv: list[str] | None, description: str, positional: tuple[str, ...] = ()):
+def run_script(main, config_class, argv: list[str] | None, description: str, positional: tuple[str, ...] = (),
+               output_files: tuple[str, ...] = ()):
     """Parse the command line into config_class and call main(config).
+
+    `output_files` names the options that give a file the script writes: none may be the --preset
+    file (main checks them against everything else it reads).
 
     Bad input (a MinibertError: a file:line, tensor, key or option and what is wrong) is printed as
     one line `error: ...` with exit status 2; `--debug` re-raises it with its traceback. Anything
-    else is a bug and keeps its traceback. A run that SIGTERM stopped (main returned a dict with
-    "stopped": True, after saving last/) exits with status 143, as a process SIGTERM ended.
+    else is a bug and keeps its traceback. A run that a signal stopped (main returned a dict with
+    "stopped": True and "signal", after saving last/) exits with status 128 + the signal's number, as a
+    process that signal ended (143 for SIGTERM, 130 for Ctrl-C). A Ctrl-C outside a training loop
+    (reading, tokenizing) ends the script with one line and status 130, never a traceback.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     try:
-        result = main(parse_config(config_class, argv, description, positional))
+        config, preset = parse_config_and_preset(config_class, argv, description, positional)
+        check_outputs_not_preset(config, output_files, preset)
+        result = main(config)
     except MinibertError as e:
         if debug:
             traceback.print_exc()
         message = str(e).replace("\n", "\n  ")  # a list of names stays one message, indented
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        raise SystemExit(stopped_exit_status(signal.SIGINT)) from None
     if isinstance(result, dict) and result.get("stopped"):
-        raise SystemExit(STOPPED_EXIT_STATUS)
+        raise SystemExit(stopped_exit_status(result.get("signal", signal.SIGTERM)))
     return result
 
 
-def run_subcommands(commands: dict, argv: list[str] | None, description: str, default: str):
+def run_subcommands(commands: dict, argv: list[str] | None, description: str, default: str,
+                    output_files: tuple[str, ...] = ()):
     """run_script for a script with subcommands: `commands` maps a name to (main, config class, help).
 
     The first argument names the subcommand; without one (no arguments, or a flag first) the
@@ -266,4 +304,5 @@ def run_subcommands(commands: dict, argv: list[str] | None, description: str, de
     if name not in commands:
         raise SystemExit(f"unknown subcommand {name!r}; choose one of {', '.join(commands)}")
     main, config_class, text = commands[name]
-    return run_script(main, config_class, argv[1:] if argv and argv[0] == name else argv, f"{name}: {text}")
+    return run_script(main, config_class, argv[1:] if argv and argv[0] == name else argv, f"{name}: {text}",
+                      output_files=output_files)

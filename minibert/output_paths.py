@@ -7,6 +7,12 @@
                     for each kind), never a file, never an input, an init model or a folder that
                     holds one
 
+What a command reads is listed as Inputs, (option, path) pairs, built with the helpers below so that
+every script protects the same things: a file, a folder read whole (a model folder, a data set's
+folder: the folder and every file in it, so `--output MODEL/vocab.txt` is refused as well as
+`--output MODEL`), the data sets a command reads under --data_dir (their split files, whether they
+exist yet or not), and the --preset file (cli.run_script checks a script's output files against it).
+
 Paths are compared after resolving symlinks (a loop is one error line) and the resolved target is
 what gets written: a symlinked output folder stays a link and its target is replaced. Replacing an
 earlier output happens only later, after every input has been read and every option checked
@@ -24,6 +30,30 @@ from minibert.errors import ConfigError
 
 # (option, path) of what a script reads: an output may not be one of these or a folder above one.
 Inputs = Iterable[tuple[str, str | Path]]
+
+# The split files of a data set folder in the project's format (data/<name>/prepare.py writes them).
+DATASET_SPLITS = ("train", "dev", "test")
+
+
+def folder_inputs(flag: str, folder: str | Path) -> list[tuple[str, Path]]:
+    """A folder read as a whole (a model folder, a data set's folder): the folder and every file
+    under it, so an output may be neither the folder, nor a folder above it, nor one of its files.
+    A folder that does not exist (yet) protects its path only."""
+    if not str(folder):
+        return []
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+    return [(flag, folder)] + [(flag, path) for path in files]
+
+
+def dataset_inputs(flag: str, data_dir: str | Path, names: Iterable[str]) -> list[tuple[str, Path]]:
+    """The data sets `names` under `data_dir` (named `FLAG NAME` in messages): each one's folder read
+    whole and its split files, also those a preparation step would write before they are read."""
+    inputs = []
+    for name in names:
+        folder, named = Path(data_dir) / name, f"{flag} {name}"
+        inputs += folder_inputs(named, folder) + [(named, folder / f"{split}.jsonl") for split in DATASET_SPLITS]
+    return inputs
 
 
 def resolve(path: str | Path, flag: str) -> Path:
@@ -73,12 +103,12 @@ def check_output_folder(path: str | Path, flag: str, ours: Callable[[Path], bool
     if not str(path):
         raise ConfigError(f"{flag} is required")
     out = resolve(path, flag)
+    check_not_input(out, flag, inputs)  # first: an input file given as the folder is named as an input
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{flag} {path}: is a file, not a folder")
     for parent in out.parents:
         if parent.exists() and not parent.is_dir():
             raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder")
-    check_not_input(out, flag, inputs)
     if out.is_dir() and visible_entries(out) and not ours(out):
         entries = visible_entries(out)
         raise ConfigError(f"{flag} {path}: holds files that are not {what} ({', '.join(entries[:5])}"

@@ -17,12 +17,14 @@ import torch
 
 from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.cli import parse_config
-from minibert.data.pretraining_instances import Documents, Vocabulary
+from minibert.data.pretraining_instances import (Documents, Instances, InstanceSettings, Vocabulary, create_instances,
+                                                 read_documents)
 from minibert.experiments.reproduction import ReproduceConfig, reproduce
 from minibert.experiments.runner import Inits
 from minibert.finetune import FinetuneConfig
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
+from minibert.text.tokenization import FullTokenizer
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -172,6 +174,19 @@ def create_data_args(folder: str, output: Path) -> list[str]:
             f"--max_predictions_per_seq={settings['max_predictions_per_seq']}",
             f"--random_seed={settings['seed']}", f"--dupe_factor={settings['dupe_factor']}",
             f"--masked_lm_prob={settings['masked_lm_prob']}", f"--short_seq_prob={settings['short_seq_prob']}"]
+
+
+def google_instances(folder: str) -> tuple[Instances, FullTokenizer]:
+    """The instances made of sample_text.txt with the settings Google's script wrote `folder` with
+    (as create_data makes them), and the tokenizer that made them."""
+    settings = json.loads((PRETRAINING / folder / "settings.json").read_text())
+    tokenizer = FullTokenizer(VOCAB_FILE, settings["do_lower_case"])
+    instances = create_instances(
+        read_documents([SAMPLE_TEXT], tokenizer),
+        InstanceSettings(settings["max_seq_length"], settings["max_predictions_per_seq"], settings["masked_lm_prob"],
+                         settings["short_seq_prob"], settings["dupe_factor"], settings["do_whole_word_mask"]),
+        Vocabulary.of(tokenizer), random.Random(settings["seed"]))
+    return instances, tokenizer
 
 
 def google_features(folder: str) -> list[dict]:

@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-from minibert.model import blocked_attention as blocked_module
 from minibert.model.attention import attention, attention_bias
-from minibert.model.blocked_attention import BlockedAttention, blocked_attention
+from minibert.model.blocked_attention import BLOCK_BYTES, BlockedAttention, blocked_attention
 from minibert.model.dropout import dropout, dropout_keep_mask
 
 # Odd sizes: B=2, N=3, T=11, D=5, the second sequence padded after 7 tokens.
@@ -40,10 +39,9 @@ def value_and_grads(out, q, k, v, seed=1):
 
 
 @pytest.fixture(params=["one block", "several blocks"])
-def block_bytes(request, monkeypatch):
-    """Run each test with all rows in one block and with blocks of 2 rows (the last one shorter)."""
-    if request.param == "several blocks":
-        monkeypatch.setattr(blocked_module, "BLOCK_BYTES", 2 * SHAPE[2] ** 2 * 4)
+def block_bytes(request) -> int:
+    """The kernel's block size: all rows in one block (the default), or blocks of 2 rows (the last one shorter)."""
+    return BLOCK_BYTES if request.param == "one block" else 2 * SHAPE[2] ** 2 * 4
 
 
 def assert_close(got, expected, tol):
@@ -55,14 +53,14 @@ def assert_close(got, expected, tol):
 @pytest.mark.parametrize("padded", [False, True])
 def test_no_dropout_equals_formula(block_bytes, padded):
     q, k, v, bias = inputs(padded=padded)
-    got = value_and_grads(attention(q, k, v, bias, 0.0, "blocked"), q, k, v)
+    got = value_and_grads(blocked_attention(q, k, v, bias, 0.0, block_bytes), q, k, v)
     assert_close(got, value_and_grads(formula(q, k, v, bias), q, k, v), 1e-5)
 
 
 def test_dropout_equals_formula_with_the_same_mask(block_bytes):
     q, k, v, bias = inputs()
     keep = dropout_keep_mask((2, 3, 11, 11), 0.3, q.device)
-    got = value_and_grads(BlockedAttention.apply(q, k, v, bias, keep, 0.3), q, k, v)
+    got = value_and_grads(BlockedAttention.apply(q, k, v, bias, keep, 0.3, block_bytes), q, k, v)
     assert_close(got, value_and_grads(formula(q, k, v, bias, keep, 0.3), q, k, v), 1e-5)
 
 
@@ -72,11 +70,15 @@ def test_fewer_queries_than_keys(block_bytes, implementation):
     the same dropout mask for the blocked kernel, values and gradients."""
     q, k, v, bias = inputs()
     q4 = q.detach()[:, :, [0, 3, 5, 6]].requires_grad_()  # (2, 3, 4, 5)
-    got = value_and_grads(attention(q4, k, v, bias, 0.0, implementation), q4, k, v)
+    if implementation == "blocked":
+        out = blocked_attention(q4, k, v, bias, 0.0, block_bytes)
+    else:
+        out = attention(q4, k, v, bias, 0.0, implementation)
+    got = value_and_grads(out, q4, k, v)
     assert_close(got, value_and_grads(formula(q4, k, v, bias), q4, k, v), 1e-5)
     if implementation == "blocked":
         keep = dropout_keep_mask((2, 3, 4, 11), 0.3, q.device)
-        got = value_and_grads(BlockedAttention.apply(q4, k, v, bias, keep, 0.3), q4, k, v)
+        got = value_and_grads(BlockedAttention.apply(q4, k, v, bias, keep, 0.3, block_bytes), q4, k, v)
         assert_close(got, value_and_grads(formula(q4, k, v, bias, keep, 0.3), q4, k, v), 1e-5)
 
 

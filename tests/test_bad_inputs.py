@@ -69,8 +69,23 @@ def ws(tmp_path_factory) -> Path:
     (ws / "classifier.old" / "notes.txt").write_text("backup\n")
     (ws / "loop").symlink_to(ws / "loop")
     hf_folders(ws, model)
+    multi_label_files(ws / "ml")
     run_folders(ws)
     return ws
+
+
+def multi_label_files(folder: Path) -> None:
+    """Multi-label splits: a good train and dev, a dev naming a label training never has (line 3),
+    and a training file listing a label twice (line 2)."""
+    folder.mkdir()
+    rows = [(["sport"], "football goal"), (["business", "tech"], "bank software"), ([], "the a of"),
+            (["tech"], "computer chip"), (["business"], "shares market"), (["sport", "tech"], "goal phone")]
+    write = lambda name, rows: (folder / name).write_text(
+        "".join(json.dumps({"text": text, "label": labels}) + "\n" for labels, text in rows))
+    write("train.jsonl", rows)
+    write("dev.jsonl", rows[:3])
+    write("dev_unseen.jsonl", [*rows[:2], (["politics"], "vote")])
+    write("twice.jsonl", [rows[0], (["tech", "tech"], "chip"), *rows[2:]])
 
 
 def hf_folders(ws: Path, model: Path) -> None:
@@ -127,9 +142,12 @@ def run(args: list[str], cwd: Path = ROOT, timeout: float = TIMEOUT) -> subproce
 TRAIN = ["train.py", "--init", "{ws}/model", "--train_file", "{ws}/data/train.jsonl", "--dev_file",
          "{ws}/data/dev.jsonl", "--test_file", "{ws}/data/test.jsonl", "--max_seq_length", "24", "--head_tokens", "6",
          "--epochs", "1", "--batch_size", "8", "--device", "cpu", "--threads", "1", "--precision", "fp32"]
+ML_TRAIN = [*TRAIN, "--train_file", "{ws}/ml/train.jsonl", "--dev_file", "{ws}/ml/dev.jsonl", "--test_file", "",
+            "--output_dir", "{ws}/new_run"]
 PRETRAIN = ["pretrain.py", "train", f"--init={FIXTURES / 'tiny_google'}", f"--input_file={RECORDS}",
             "--max_seq_length=64", "--max_predictions_per_seq=10", "--train_batch_size=2", "--num_train_steps=2", "--num_warmup_steps=1",
             "--device=cpu", "--threads=1", "--precision=fp32"]
+REPRODUCE = ["reproduce.py", "table4", "--data_dir", "{ws}", "--datasets", "data", "--dry_run", "true"]
 CREATE = ["pretrain.py", "create_data", "--input_file={ws}/corpus/text.txt", "--vocab_file={ws}/vocab.txt",
           "--max_seq_length=32", "--max_predictions_per_seq=5", "--dupe_factor=1"]
 
@@ -153,7 +171,28 @@ ROWS = [
     Row("create_data into the current folder", [*CREATE, "--output_file=."],
         r"--output_file .*(holds files that are not create_data's records|holds --input_file)", loss=True, cwd="ws"),
     Row("create_data into the vocabulary file", [*CREATE, "--output_file={ws}/vocab.txt"],
-        r"--output_file .*vocab.txt: holds files|--output_file .*vocab.txt: is a file, not a folder", loss=True),
+        r"--output_file .*vocab.txt is also --vocab_file", loss=True),
+    Row("create_data into its input file", [*CREATE, "--output_file={ws}/corpus/text.txt"],
+        r"--output_file .*text.txt is also --input_file", loss=True),
+    Row("predict over the model's vocabulary", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--output",
+                                                "{ws}/classifier/vocab.txt"],
+        r"--output .*classifier/vocab.txt is also MODEL", loss=True),
+    Row("predict over the model's classifier.json", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--output",
+                                                     "{ws}/classifier/classifier.json"],
+        r"--output .*classifier/classifier.json is also MODEL", loss=True),
+    Row("predict over its preset", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--preset",
+                                    "{ws}/predict_preset.json", "--output", "{ws}/predict_preset.json"],
+        r"--output .*predict_preset.json is also --preset", loss=True),
+    Row("corpus over its source file", ["pretrain.py", "corpus", "--sources={ws}/corpus/text.txt",
+                                        "--output_file={ws}/corpus/text.txt"],
+        r"--output_file .*text.txt is also --sources", loss=True),
+    Row("corpus over a data set it reads", ["pretrain.py", "corpus", "--sources=bbc_news", "--data_dir={ws}/datasets",
+                                            "--output_file={ws}/datasets/bbc_news/train.jsonl"],
+        r"--output_file .*bbc_news/train.jsonl is also --sources bbc_news", loss=True),
+    Row("corpus over a data set not prepared yet", ["pretrain.py", "corpus", "--sources=sentiment",
+                                                    "--data_dir={ws}/datasets",
+                                                    "--output_file={ws}/datasets/imdb/train.jsonl"],
+        r"--output_file .*imdb/train.jsonl is also --sources imdb", loss=True),
     Row("convert over another model", ["checkpoints_convert.py", str(FIXTURES / "tiny_google"), "{ws}/classifier",
                                        "--format", "hf"],
         r"classifier: holds another model .*--overwrite true replaces it", loss=True),
@@ -176,11 +215,24 @@ ROWS = [
         r"nowhere.jsonl"),
     Row("a new run over an earlier one", [*TRAIN, "--output_dir", "{ws}/run"],
         r"--output_dir .*run is not empty .*--overwrite_output_dir replaces it"),
+    Row("reproduce into the data set it reads", [*REPRODUCE, "--output_dir", "{ws}/data"],
+        r"--output_dir .*data is also --datasets data", loss=True),
+    Row("reproduce into a folder of notes", [*REPRODUCE, "--output_dir", "{ws}/notes"],
+        r"--output_dir notes|--output_dir .*notes: holds files that are not reproduce.py's .*ideas.txt", loss=True),
+    Row("reproduce into the current folder", [*REPRODUCE, "--output_dir", "."],
+        r"--output_dir .*(is also|holds) --data_dir", loss=True, cwd="ws"),
+    Row("reproduce --datasets escaping its folder", [*REPRODUCE[:-4], "--datasets", "../data", "--output_dir",
+                                                     "{ws}/new_run"],
+        r"--datasets \.\./data: not a data set name", loss=True),
     # Crashes that were tracebacks.
     Row("train --output_dir is a file", [*TRAIN, "--output_dir", "{ws}/a_file"],
         r"--output_dir .*a_file: is a file, not a folder"),
     Row("pretrain train --output_dir is a file", [*PRETRAIN, "--output_dir={ws}/a_file"],
         r"--output_dir .*a_file: is a file, not a folder"),
+    Row("pretrain train into the records it reads by glob", [*PRETRAIN, "--init={ws}/model", "--input_file={ws}/rec*",
+                                                             "--output_dir={ws}/records",
+                                                             "--overwrite_output_dir=true"],
+        r"--output_dir .*records is also --input_file"),
     Row("vocab --output_file is a folder", ["pretrain.py", "vocab", "--input_file={ws}/corpus/text.txt",
                                             "--output_file={ws}/notes"],
         r"--output_file .*notes: is a folder; give a file name"),
@@ -191,7 +243,17 @@ ROWS = [
         r"--output_dir .*loop/run: cannot be resolved"),
     Row("convert DST in a symlink loop", ["checkpoints_convert.py", str(FIXTURES / "tiny_google"), "{ws}/loop/x"],
         r"DST .*loop/x: cannot be resolved"),
+    Row("reproduce --output_dir is a file", [*REPRODUCE, "--output_dir", "{ws}/a_file"],
+        r"--output_dir .*a_file: is a file, not a folder"),
     # Silent mistakes.
+    Row("reproduce --seeds twice the same", [*REPRODUCE, "--seeds", "1,1", "--output_dir", "{ws}/new_run"],
+        r"--seeds 1,1: 1 given twice"),
+    Row("reproduce --scale small with an --init it ignores", [*REPRODUCE, "--scale", "small", "--init",
+                                                              "{ws}/nowhere", "--output_dir", "{ws}/new_run"],
+        r"--init .*nowhere: --scale small fine-tunes its own model"),
+    Row("reproduce --devices the machine lacks", [*REPRODUCE, "--devices", "cuda:99", "--output_dir", "{ws}/new_run"],
+        r"--devices cuda:99: (CUDA is not available|this machine has)"),
+    Row("reproduce without an experiment", ["reproduce.py"], r"usage: reproduce.py EXPERIMENT \[options\]"),
     Row("a key twice in --tasks_file", ["train.py", "--tasks_file", "{ws}/tasks.json", "--init", "{ws}/model",
                                         "--output_dir", "{ws}/new_run"],
         r"--tasks_file .*tasks.json: cannot read it \(key train given twice\)"),
@@ -213,9 +275,31 @@ ROWS = [
     Row("predict --task on a single-task model", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl", "--task",
                                                   "ag_news"],
         r"classifier.json: a single-task classifier, there is no task 'ag_news' to choose"),
+    # Multi-label tasks.
+    Row("a label list with --multi_label false", [*ML_TRAIN, "--multi_label", "false"],
+        r"ml/train.jsonl:1: label must be a string or an integer, got list"),
+    Row("a threshold outside (0, 1)", [*ML_TRAIN, "--threshold", "1.5"], r"--threshold 1.5: must be in \(0, 1\)"),
+    Row("--thresholds dev without a dev split", [*ML_TRAIN, "--dev_file", "", "--thresholds", "dev"],
+        r"--thresholds dev chooses each label's threshold on the dev split: give --dev_file"),
+    Row("a label listed twice in one row", [*ML_TRAIN, "--train_file", "{ws}/ml/twice.jsonl"],
+        r"ml/twice.jsonl:2: label 'tech' is listed twice"),
+    Row("a dev label training never has", [*ML_TRAIN, "--dev_file", "{ws}/ml/dev_unseen.jsonl"],
+        r"ml/dev_unseen.jsonl:3: label 'politics' not seen in training"),
+    Row("class weights for a multi-label task", [*ML_TRAIN, "--class_weighted_loss", "true"],
+        r"--class_weighted_loss applies to single-label tasks \(a multi-label task weighs its labels with --pos_weight"),
+    Row("a threshold for a single-label task", [*TRAIN, "--threshold", "0.3", "--output_dir", "{ws}/new_run"],
+        r"--threshold applies to multi-label tasks, and this run has none"),
+    Row("a multi-label metric for a single-label task", [*TRAIN, "--selection_metric", "hamming_loss",
+                                                         "--output_dir", "{ws}/new_run"],
+        r"--selection_metric hamming_loss: the single_label task task is scored by error, accuracy, macro_f1"),
+    Row("predict --threshold with a single-label model", ["predict.py", "{ws}/classifier", "{ws}/texts.jsonl",
+                                                          "--threshold", "0.3"],
+        r"--threshold applies to a multi-label model; .*classifier is single-label"),
     # Earlier hardening.
     Row("an unknown flag", ["train.py", "--learning_rat", "1e-3"], r"unrecognized arguments: --learning_rat"),
     Row("a missing input file", ["predict.py", "{ws}/classifier", "{ws}/nowhere.jsonl"], r"nowhere.jsonl"),
+    Row("a .txt training file", [*TRAIN, "--train_file", "{ws}/corpus/text.txt", "--output_dir", "{ws}/new_run"],
+        r"text.txt: a .txt file holds one text per line and no labels; labelled data is a .jsonl"),
     Row("a bad preset key", ["train.py", "--preset", "{ws}/preset.json"],
         r"preset.json: unknown preset keys: learning_rat"),
     # Run folders: typed, locked; contradictory flags; trainer.pt read against its types.
@@ -246,6 +330,9 @@ def inputs(ws):
     pretrain.main([a.replace("{ws}", str(ws)) for a in CREATE[1:]] + [f"--output_file={ws / 'records'}"])
     (ws / "tasks.json").write_text('[{"name": "a", "train": "x.jsonl", "train": "y.jsonl", "dev": "z.jsonl"}]\n')
     (ws / "preset.json").write_text('{"learning_rat": 0.001}\n')
+    (ws / "predict_preset.json").write_text('{"batch_size": 8}\n')
+    (ws / "datasets" / "bbc_news").mkdir(parents=True)
+    shutil.copy(ws / "data" / "train.jsonl", ws / "datasets" / "bbc_news" / "train.jsonl")
     return ws
 
 
@@ -286,6 +373,18 @@ def test_a_swap_keeps_a_users_backup_beside_the_destination(inputs):
 
 
 @pytest.mark.slow
+def test_reproduce_exits_1_with_a_summary_when_runs_fail(inputs, tmp_path):
+    """Every run fails (its --init does not exist): the others still run, then one summary line and status 1."""
+    ws = inputs
+    result = run(["reproduce.py", "table4", "--data_dir", str(ws), "--datasets", "data", "--init", str(ws / "nowhere"),
+                  "--output_dir", str(tmp_path / "out"), "--devices", "cpu"])
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stdout.count("failed: ") == 8 and "nowhere" in result.stdout
+    assert result.stderr.splitlines()[-1].startswith("8 of 8 runs failed (listed above)")
+
+
+@pytest.mark.slow
 def test_vocab_larger_than_the_text_gives_is_a_warning(inputs, tmp_path):
     result = run(["pretrain.py", "vocab", f"--input_file={inputs / 'corpus' / 'text.txt'}",
                   f"--output_file={tmp_path / 'vocab.txt'}", "--vocab_size=100000"])
@@ -295,36 +394,64 @@ def test_vocab_larger_than_the_text_gives_is_a_warning(inputs, tmp_path):
            in result.stdout
 
 
-def sigterm_when(args: list[str], ready: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """Start a run, send SIGTERM once `ready` exists (the run is past its first step), wait for it."""
+def signal_when(args: list[str], ready: Path, cwd: Path, number: int = signal.SIGTERM) -> subprocess.CompletedProcess:
+    """Start a run, send signal `number` once `ready` exists (the run is past its first step), wait for it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + TIMEOUT
     while not ready.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(number)
     out, err = process.communicate(timeout=TIMEOUT)
     return subprocess.CompletedProcess(args, process.returncode, out, err)
 
 
 @pytest.mark.slow
-def test_sigterm_saves_last_and_exits_143(inputs, tmp_path):
+@pytest.mark.parametrize("number, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_last_and_exits_128_plus_its_number(inputs, tmp_path, number, status):
+    """SIGTERM (a scheduler) and SIGINT (Ctrl-C) both finish the step, save last/ and exit 128 + the
+    signal's number, with no KeyboardInterrupt traceback."""
     ws = inputs
     train = [a.replace("{ws}", str(ws)) for a in TRAIN]
     train[train.index("--epochs") + 1] = "200"
-    result = sigterm_when([*train, "--output_dir", str(tmp_path / "ft"), "--log_every", "1"],
-                          tmp_path / "ft" / "metrics.jsonl", ROOT)
-    assert result.returncode == 143, result.stderr[-2000:]
+    result = signal_when([*train, "--output_dir", str(tmp_path / "ft"), "--log_every", "1"],
+                         tmp_path / "ft" / "metrics.jsonl", ROOT, number)
+    assert result.returncode == status, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr, result.stderr[-2000:]
     assert (tmp_path / "ft" / "last" / "trainer.pt").is_file() and not (tmp_path / "ft" / "results.json").exists()
     step = torch.load(tmp_path / "ft" / "last" / "trainer.pt", weights_only=True)["state"]["step"]
     assert f"stopped by signal at step {step}" in result.stdout + result.stderr
     pretrain = [a.replace("{ws}", str(ws)) for a in PRETRAIN]
     pretrain[pretrain.index("--num_train_steps=2")] = "--num_train_steps=100000"
-    result = sigterm_when([*pretrain, f"--output_dir={tmp_path / 'pt'}", "--log_every=1"],
-                          tmp_path / "pt" / "metrics.jsonl", ROOT)
-    assert result.returncode == 143, result.stderr[-2000:]
+    result = signal_when([*pretrain, f"--output_dir={tmp_path / 'pt'}", "--log_every=1"],
+                         tmp_path / "pt" / "metrics.jsonl", ROOT, number)
+    assert result.returncode == status, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "KeyboardInterrupt" not in result.stderr, result.stderr[-2000:]
     assert (tmp_path / "pt" / "last" / "trainer.pt").is_file() and not (tmp_path / "pt" / "final").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_training_is_one_line_and_status_130(inputs, tmp_path):
+    """Ctrl-C while the texts are read (no training loop yet): one line, status 130, no traceback."""
+    ws = inputs
+    big = tmp_path / "big.txt"
+    big.write_text("football match report\n" * 2_000_000)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), str(ws / "classifier"), str(big), "--output",
+                                str(tmp_path / "p.jsonl")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.time() + TIMEOUT
+    err = ""
+    while "encoder on" not in err and process.poll() is None and time.time() < deadline:
+        err += process.stderr.readline()
+    process.send_signal(signal.SIGINT)
+    out, rest = process.communicate(timeout=TIMEOUT)
+    err += rest
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
+    assert err.splitlines()[-1] == "interrupted (Ctrl-C)", err[-2000:]
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ from minibert.checkpoints.tf_checkpoint import read_tf_checkpoint, write_tf_chec
 from minibert.errors import CheckpointError, ConfigError
 from minibert.model.bert import BertModel
 from minibert.model.config import BertConfig
+from minibert.training.problems import problem
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.model.pretraining_heads import BertForPreTraining
 from minibert.text.encoding import TextEncoding
@@ -345,6 +346,34 @@ def test_standard_classifier_converts_and_transformers_reads_it(tmp_path):
         a = ours(ids)
         b = theirs(input_ids=ids).logits
     assert (a - b).abs().max() < 1e-5
+
+
+def test_multi_label_classifier_converts_and_transformers_reads_it_as_multi_label(tmp_path):
+    """The Hugging Face export of a multi-label head: problem_type and the label names in config.json,
+    the same logits, and transformers' own loss for it (BCEWithLogitsLoss) equal to minibert's."""
+    transformers = pytest.importorskip("transformers")
+    head = HeadConfig(num_labels=3, multi_label=True, threshold=0.3, thresholds=[0.2, 0.4, 0.6])
+    ours, tokenizer = classifier_folder(tmp_path / "ml", head)
+    convert(tmp_path / "ml", tmp_path / "hf", "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification"
+    assert config["id2label"] == {"0": "a", "1": "b", "2": "c"} and config["label2id"] == {"a": 0, "b": 1, "c": 2}
+    theirs = transformers.BertForSequenceClassification.from_pretrained(
+        str(tmp_path / "hf"), attn_implementation="eager").eval()
+    assert theirs.config.problem_type == "multi_label_classification" and theirs.config.id2label[2] == "c"
+    ids = torch.tensor([[2] + tokenizer.encode_text("the capital of france is paris") + [3],
+                        [2] + tokenizer.encode_text("the capital of spain is madrid") + [3]])
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    with torch.no_grad():
+        a = ours(ids)
+        out = theirs(input_ids=ids, labels=labels)
+    assert (a - out.logits).abs().max() < 1e-5
+    assert abs(problem(True).loss(a, labels, None).item() - out.loss.item()) < 1e-5
+    # A single-label classifier's export names its labels and keeps transformers' default problem type.
+    classifier_folder(tmp_path / "sl", HeadConfig(num_labels=3))
+    convert(tmp_path / "sl", tmp_path / "hf_sl", "hf")
+    config = json.loads((tmp_path / "hf_sl" / "config.json").read_text())
+    assert "problem_type" not in config and config["id2label"] == {"0": "a", "1": "b", "2": "c"}
 
 
 # ---------------------------------------------------------------------------------------------

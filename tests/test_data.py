@@ -85,7 +85,8 @@ def test_txt(tmp_path):
     assert read_error(write(tmp_path, "w.txt", "a\n \t\n"), require_label=False).endswith("w.txt:2: empty line "
                                                                                            "(a .txt file holds one "
                                                                                            "text per line)")
-    assert "require_label=False" in read_error(path)
+    message = read_error(path)  # labelled data (training, dev, test) cannot be a .txt file
+    assert "a .txt file holds one text per line and no labels" in message and "require_label" not in message
 
 
 def test_jsonl_unlabelled_rows_allowed_without_require_label(tmp_path):

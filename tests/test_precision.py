@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from minibert.errors import ConfigError
-from minibert.training import machine
 from minibert.training.machine import autocast, cpu_flags, cpu_has_native_bf16, resolve_precision
 
 CPU = torch.device("cpu")
@@ -22,12 +21,10 @@ def fake_cpuinfo(tmp_path, flags: str):
     ("avx512f avx512_vnni", "AVX512", False),  # AVX-512 without bf16 products: emulated, slower
     ("avx2 avx512_bf16", "AVX2", False),  # torch's build does not use AVX-512 kernels here
 ])
-def test_native_bf16_needs_the_flag_and_avx512_kernels(tmp_path, monkeypatch, flags, capability, native):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+def test_native_bf16_needs_the_flag_and_avx512_kernels(tmp_path, flags, capability, native):
     path = fake_cpuinfo(tmp_path, flags)
-    assert cpu_has_native_bf16(path) is native
-    monkeypatch.setattr(machine, "cpu_has_native_bf16", lambda: native)
-    assert resolve_precision("auto", CPU) == ("bf16" if native else "fp32")
+    assert cpu_has_native_bf16(path, capability) is native
+    assert resolve_precision("auto", CPU, path, capability) == ("bf16" if native else "fp32")
 
 
 def test_explicit_precisions_pass_through_and_bad_names_fail():

@@ -291,7 +291,7 @@ def test_sigterm_saves_last_and_resume_finishes_the_same_run(google_dir, tmp_pat
 
     previous = signal.getsignal(signal.SIGTERM)
     result = run_with_hook([*common, f"--output_dir={tmp_path / 'stopped'}"], term_after_step_3)
-    assert result == {"step": 4, "stopped": True} and signal.getsignal(signal.SIGTERM) is previous
+    assert result == {"step": 4, "stopped": True, "signal": signal.SIGTERM} and signal.getsignal(signal.SIGTERM) is previous
     assert not (tmp_path / "stopped" / "final").exists()
     assert torch.load(tmp_path / "stopped" / "last" / "trainer.pt", weights_only=True)["state"]["step"] == 4
     run([*common, f"--output_dir={tmp_path / 'stopped'}", "--resume=true"])
@@ -317,7 +317,7 @@ def test_the_itpt_preset_keeps_every_10k_checkpoint_across_a_sigterm_save(google
         if step == 4:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    assert run_with_hook(common, term_after_step_4) == {"step": 5, "stopped": True}
+    assert run_with_hook(common, term_after_step_4) == {"step": 5, "stopped": True, "signal": signal.SIGTERM}
     assert torch.load(tmp_path / "out" / "last" / "trainer.pt", weights_only=True)["state"]["step"] == 5
     run([*common, "--resume=true"])
     kept = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "out").glob("checkpoint-*"))

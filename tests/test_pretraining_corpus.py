@@ -114,6 +114,13 @@ def test_shards_end_at_documents_and_hold_the_same_text(tmp_path, script_error):
         blocks = part.split("\n\n")[:-1]
         assert part.endswith("\n\n") and len(part.encode()) >= 100 > len(part.encode()) - len(blocks[-1]) - 2
     assert manifest["documents"] == whole["documents"] == 7
+    # Fewer shards under the same name: the earlier set goes whole, so the documented glob reads one corpus.
+    pretrain.main(["corpus", f"--sources={tmp_path / 'mine.txt'}", f"--output_file={tmp_path / 's' / 'c.txt'}",
+                   "--shard_size_mb=0.0003"])
+    fewer = [Path(p) for p in json.loads((tmp_path / "s" / "c.txt.manifest.json").read_text())["files"]]
+    assert 1 < len(fewer) < len(paths)
+    assert sorted((tmp_path / "s").glob("c-*")) == sorted(fewer)
+    assert "".join(p.read_text() for p in fewer) == (tmp_path / "c.txt").read_text()
     with script_error(r"--shard_size_mb=-1.0: use 0 \(one file\) or a positive size"):
         pretrain.main(["corpus", f"--sources={tmp_path / 'mine.txt'}", f"--output_file={tmp_path / 'x.txt'}",
                        "--shard_size_mb=-1"])

@@ -10,15 +10,14 @@ import pytest
 
 import pretrain
 from minibert.checkpoints.tfrecord import read_examples
-from minibert.data.pretraining_instances import (InstanceSettings, Vocabulary, create_instances,
-                                                 instances_from_document, mask_tokens, masking_groups,
+from minibert.data.pretraining_instances import (InstanceSettings, instances_from_document, mask_tokens, masking_groups,
                                                  read_documents, truncate_seq_pair)
 from minibert.data.pretraining_records import read_records
 from minibert.errors import ConfigError, DataError
 from minibert.text.tokenization import FullTokenizer
 
-from helpers import (GOOGLE_FOLDERS, PRETRAINING, SAMPLE_TEXT, VOCAB, VOCAB_FILE, create_data_args, google_features,
-                     make_documents)
+from helpers import (GOOGLE_FOLDERS, PRETRAINING, VOCAB, VOCAB_FILE, create_data_args, google_features,
+                     google_instances, make_documents)
 
 
 @pytest.mark.parametrize("folder", GOOGLE_FOLDERS)
@@ -31,13 +30,7 @@ def test_create_data_reproduces_googles_tfrecord(tmp_path, folder):
 @pytest.mark.parametrize("folder", GOOGLE_FOLDERS)
 def test_instances_equal_googles_instances(folder):
     """The tokens after masking, segments, labels and masked positions of Google's instances.jsonl."""
-    settings = json.loads((PRETRAINING / folder / "settings.json").read_text())
-    tokenizer = FullTokenizer(VOCAB_FILE, settings["do_lower_case"])
-    instances = create_instances(
-        read_documents([SAMPLE_TEXT], tokenizer),
-        InstanceSettings(settings["max_seq_length"], settings["max_predictions_per_seq"], settings["masked_lm_prob"],
-                         settings["short_seq_prob"], settings["dupe_factor"], settings["do_whole_word_mask"]),
-        Vocabulary.of(tokenizer), random.Random(settings["seed"]))
+    instances, tokenizer = google_instances(folder)
     mine = [{"tokens": tokenizer.convert_ids_to_tokens(i.tokens),
              "segment_ids": [0] * i.a_length + [1] * (len(i.tokens) - i.a_length),
              "is_random_next": i.is_random_next, "masked_lm_positions": i.masked_positions.tolist(),

@@ -3,6 +3,7 @@ written in chunks, masked-LM-only instances (--next_sentence=false), and train r
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,13 @@ import pretrain
 from minibert.checkpoints.tfrecord import read_examples
 from minibert.data import pretraining_records
 from minibert.data.pretraining_instances import InstanceSettings, single_segment_instances
-from minibert.data.pretraining_records import read_records
+from minibert.data.pretraining_records import read_records, write_records
 from minibert.data.pretraining_shards import shard_output, shard_seed
 from minibert.pretraining.config import RecordOptions
+from minibert.errors import ConfigError
 from minibert.pretraining.model_setup import load_stream
 
-from helpers import RECORDS, SAMPLE_TEXT, VOCAB, VOCAB_FILE, create_data_args, google_features, make_documents
+from helpers import RECORDS, SAMPLE_TEXT, VOCAB, VOCAB_FILE, google_features, google_instances, make_documents
 
 SHAPE = ["--max_seq_length=64", "--max_predictions_per_seq=10", "--dupe_factor=3"]
 
@@ -72,10 +74,11 @@ def test_shard_seeds_differ_for_every_seed_and_shard():
 
 
 @pytest.mark.parametrize("output", ["out.tfrecord", "records"])
-def test_chunked_writing_keeps_googles_records(tmp_path, monkeypatch, output):
+def test_chunked_writing_keeps_googles_records(tmp_path, output):
     """Records are padded and written 7 at a time (chunks of 4096 otherwise): still Google's file."""
-    monkeypatch.setattr(pretraining_records, "CHUNK", 7)
-    pretrain.main(create_data_args("sample_text_64", tmp_path / output))
+    instances, _ = google_instances("sample_text_64")
+    assert len(instances) % 7 != 0 and len(instances) > 2 * 7  # several chunks, the last one shorter
+    write_records([tmp_path / output], instances, 64, 10, {"next_sentence": True}, chunk_size=7)
     if output.endswith(".tfrecord"):
         mine = examples(tmp_path / output)
     else:
@@ -96,6 +99,47 @@ def test_train_reads_sharded_folders_and_tfrecords_by_glob_and_list(shards, tmp_
     assert len(folders) == len(files) == len(listed) == sum(counts)
     assert all(np.array_equal(folders.batch(0, len(folders))[name], files.batch(0, len(files))[name])
                for name in pretraining_records.FEATURES)
+
+
+@pytest.mark.parametrize("output", ["r.tfrecord", "r"])
+def test_a_shard_set_replaces_the_earlier_one_of_its_name_whole(shards, tmp_path, script_error, output, capsys):
+    """Three shards, then two of the same name: the third and its manifest go, and a glob reads only
+    the new set; a glob over two sets is refused; a shard-named file create_data did not write stays
+    and stops the run before any work."""
+    out = tmp_path / "out"
+    create(shards, out / output, "--sharded=true")
+    counts = create(shards[:2], out / output, "--sharded=true")
+    suffix = ".tfrecord" if output.endswith(".tfrecord") else ""
+    names = [f"r-0000{k}-of-00002{suffix}" for k in range(2)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names + [f"{n}.manifest.json" for n in names if suffix])
+    assert "removed" in capsys.readouterr().out
+    cfg = RecordOptions(max_seq_length=64, max_predictions_per_seq=10, shuffle=False)
+    assert len(load_stream(f"{out}/r-*", cfg, 12345, 30522, None, "input_file")) == sum(counts)
+    create(shards, tmp_path / "other" / output, "--sharded=true")  # an earlier set copied beside the new one
+    for path in (tmp_path / "other").glob("r-00002-of-00003*"):
+        path.rename(out / path.name)
+    with pytest.raises(ConfigError, match=r"--input_file: matches shards of 2 sets named .*out/r: "
+                                          r"r-\*-of-00002.*, r-\*-of-00003"):
+        load_stream(f"{out}/r-*", cfg, 12345, 30522, None, "input_file")
+    for path in out.glob("r-00002-of-00003*"):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    stranger = out / f"r-00007-of-00009{suffix}"  # no manifest: a user's file or folder, not create_data's
+    stranger.write_text("x") if suffix else stranger.mkdir()
+    with script_error(r"r-00007-of-00009.* is named as one of its shards but create_data did not write it"):
+        create(shards, out / output, "--sharded=true")
+    assert stranger.exists() and not (out / f"r-00000-of-00003{suffix}").exists()
+
+
+def test_records_without_a_manifest_train_with_a_warning(shards, tmp_path):
+    create(shards, tmp_path / "r.tfrecord")
+    said = []
+    cfg = RecordOptions(max_seq_length=64, max_predictions_per_seq=10, shuffle=False)
+    load_stream(str(tmp_path / "r.tfrecord"), cfg, 12345, 30522, None, "input_file", VOCAB_FILE, said.append)
+    assert said == []  # its manifest names the vocabulary's digest, which is checked
+    (tmp_path / "r.tfrecord.manifest.json").unlink()
+    load_stream(str(tmp_path / "r.tfrecord"), cfg, 12345, 30522, None, "input_file", VOCAB_FILE, said.append)
+    assert said == [f"warning: {tmp_path / 'r.tfrecord'}: no manifest records the vocab.txt it was made with "
+                    f"(Google's records, or copied without their manifest): that it is {VOCAB_FILE} cannot be checked"]
 
 
 # ---------------------------------------------------------------------------------------------

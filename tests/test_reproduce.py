@@ -292,8 +292,19 @@ def test_subset_data_is_stratified_and_fixed(tmp_path):
             for split in ("train", "dev", "test")}
     assert [len(rows[s]) for s in ("train", "dev", "test")] == [600, 200, 400]
     assert sum(r["label"] == "b" for r in rows["train"]) == 200  # a third, as in the source
-    (source / "train.jsonl").write_text("")  # an existing subset is reused, not rebuilt
-    assert subset_data(source, tmp_path / "sub", SCALES["small"]) == target
+    written = {split: (target / f"{split}.jsonl").stat().st_mtime_ns for split in ("train", "dev", "test")}
+    moved = tmp_path / "moved"
+    source.rename(moved)  # the same files elsewhere (another --data_dir): the subsets are reused
+    assert subset_data(moved, tmp_path / "sub", SCALES["small"]) == target
+    assert {split: (target / f"{split}.jsonl").stat().st_mtime_ns for split in written} == written
+    (moved / "train.jsonl").write_text((moved / "train.jsonl").read_text().replace("train 1", "changed"))
+    before = (target / "train.jsonl").read_bytes()
+    with pytest.raises(DataError, match=r"sub: subsets made from .*src with other contents or sizes, not from .*moved"):
+        subset_data(moved, tmp_path / "sub", SCALES["small"])
+    assert (target / "train.jsonl").read_bytes() == before
+    (target / "subset.json").unlink()  # subsets of an older minibert: their source cannot be checked
+    with pytest.raises(DataError, match="subsets made before subsets recorded their source"):
+        subset_data(moved, tmp_path / "sub", SCALES["small"])
     with pytest.raises(Exception, match="prepare"):
         subset_data(tmp_path / "missing", tmp_path / "sub2", SCALES["small"])
 
@@ -310,9 +321,23 @@ def test_command_line_dry_run_and_errors(tmp_path, capsys):
     assert "Table 4: layer-wise decreasing learning rate (test error %): 16 runs - 0 done, 0 resume, 16 new" \
         in capsys.readouterr().out.replace(", scale paper", "")
     assert "| lr 2e-05, xi 0.95 | not run | 5.40 |" in text
-    assert (tmp_path / "out" / "paper" / "table4" / "RESULTS.md").read_text() == text
+    assert not (tmp_path / "out").exists()  # a dry run writes nothing
+    reproduce_text(replace(cfg, scale="small", precision=""))  # its subsets are not written either
+    assert "scale small: 16 runs" in capsys.readouterr().out and not (tmp_path / "out").exists()
     with pytest.raises(ConfigError, match="--seeds"):
         reproduce_text(replace(cfg, seeds="1,x"))
+    for seeds in ("1,1", "1,01", ""):
+        with pytest.raises(ConfigError, match="--seeds"):
+            reproduce_text(replace(cfg, seeds=seeds))
+    with pytest.raises(ConfigError, match="--datasets imdb,imdb: imdb given twice"):
+        reproduce_text(replace(cfg, datasets="imdb,imdb"))
+    for name in ("../imdb", "..", "/tmp/imdb", "a/b"):
+        with pytest.raises(ConfigError, match="not a data set name"):
+            reproduce_text(replace(cfg, datasets=name))
+    with pytest.raises(ConfigError, match="--devices cpu,tpu: minibert runs on cpu or cuda|--devices tpu"):
+        reproduce_text(replace(cfg, devices="cpu,tpu"))
+    with pytest.raises(ConfigError, match="--init .*nowhere: --scale small fine-tunes its own model"):
+        reproduce_text(replace(cfg, scale="small", init=str(tmp_path / "nowhere")))
     with pytest.raises(DataError, match="trec/train.jsonl"):
         reproduce_text(replace(cfg, datasets="trec"))
     assert reproduction.device_list("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]

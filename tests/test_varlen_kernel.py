@@ -29,6 +29,7 @@ from minibert.model.kernels import varlen_attention as varlen_module  # noqa: E4
 from minibert.model.kernels import varlen_attention_reference  # noqa: E402
 from minibert.model.kernels.varlen_attention import (  # noqa: E402
     Blocks,
+    Tiles,
     philox_keep_mask,
     varlen_attention,
     varlen_attention_forward,
@@ -44,14 +45,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is
 
 
 @pytest.fixture(params=["16x16 tiles", pytest.param("mixed tiles", marks=pytest.mark.slow)])
-def small_tiles(request, monkeypatch):
+def small_tiles(request) -> Tiles:
     """Tiles of 16 (16, 32 mixed) so that the short test sequences cross several blocks."""
-    square = {"forward": Blocks(16, 16), "keys": Blocks(16, 16), "queries": Blocks(16, 16)}
-    mixed = {"forward": Blocks(16, 32), "keys": Blocks(32, 16), "queries": Blocks(16, 32)}
-    table = square if request.param == "16x16 tiles" else mixed
-    monkeypatch.setattr(varlen_module, "kernel_blocks", lambda head_dim, dtype: table)
-    monkeypatch.setattr(varlen_module, "DELTA_ROWS", 16)
-    monkeypatch.setattr(varlen_module, "KEEP_TILE", Blocks(16, 16))
+    if request.param == "16x16 tiles":
+        return Tiles(Blocks(16, 16), Blocks(16, 16), Blocks(16, 16), delta_rows=16, keep=Blocks(16, 16))
+    return Tiles(Blocks(16, 32), Blocks(32, 16), Blocks(16, 32), delta_rows=16, keep=Blocks(16, 16))
 
 
 def packed_batch(lengths, heads=N, head_dim=D, dtype=torch.float32, seed=0):
@@ -104,7 +102,8 @@ def max_error(a, b):
 def test_forward_and_lse_equal_formula(small_tiles):
     _, (q, k, v), cu_seqlens, max_seqlen = packed_batch(LENGTHS)
     with torch.no_grad():
-        out, lse = varlen_attention_forward(q, k, v, cu_seqlens, max_seqlen, 0.0, 1 / math.sqrt(D), 2**32, 0)
+        out, lse = varlen_attention_forward(q, k, v, cu_seqlens, max_seqlen, 0.0, 1 / math.sqrt(D), 2**32, 0,
+                                            small_tiles)
         expected_out, expected_lse = formula(q, k, v, cu_seqlens, max_seqlen)
     assert out.shape == q.shape and out.dtype == torch.float32
     assert lse.shape == (N, sum(LENGTHS)) and lse.dtype == torch.float32
@@ -117,7 +116,7 @@ def test_forward_and_lse_equal_formula(small_tiles):
 
 def test_gradients_equal_formula(small_tiles):
     qkv, (q, k, v), cu_seqlens, max_seqlen = packed_batch(LENGTHS)
-    (got,) = gradients(varlen_attention(q, k, v, cu_seqlens, max_seqlen), [qkv])
+    (got,) = gradients(varlen_attention(q, k, v, cu_seqlens, max_seqlen, tiles=small_tiles), [qkv])
     (expected,) = gradients(formula(q, k, v, cu_seqlens, max_seqlen)[0], [qkv])
     for i, name in enumerate("qkv"):
         assert max_error(got[:, i], expected[:, i]) < 5e-6, name
@@ -129,11 +128,13 @@ def test_custom_ops_trace_under_torch_compile(small_tiles):
     function's outputs and gradients equal the package's per-sequence reference. aot_eager traces
     forward and backward through the ops without generating code; opcheck tests their registration."""
     qkv, (q, k, v), cu_seqlens, max_seqlen = packed_batch(LENGTHS)
-    torch.library.opcheck(varlen_module._forward_op, (q, k, v, cu_seqlens, max_seqlen, 0.0, 0.5, 2**32, 0))
+    torch.library.opcheck(varlen_module._forward_op,
+                          (q, k, v, cu_seqlens, max_seqlen, 0.0, 0.5, 2**32, 0, small_tiles.as_ints()))
 
     def attend(qkv):
         q, k, v = (qkv[:, i] * 1.5 for i in range(3))
-        return varlen_attention(q.contiguous(), k.contiguous(), v.contiguous(), cu_seqlens, max_seqlen).tanh()
+        return varlen_attention(q.contiguous(), k.contiguous(), v.contiguous(), cu_seqlens, max_seqlen,
+                                tiles=small_tiles).tanh()
 
     compiled = torch.compile(attend, fullgraph=True, backend="aot_eager")
     out = compiled(qkv)
@@ -157,7 +158,8 @@ def test_dropout_equals_formula_with_the_kernels_mask(small_tiles):
     so backward regenerates exactly the forward's mask."""
     qkv, (q, k, v), cu_seqlens, max_seqlen = packed_batch(LENGTHS)
     masks = []
-    out = varlen_attention(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.3, keep_mask_hook=masks.append)
+    out = varlen_attention(q, k, v, cu_seqlens, max_seqlen, dropout_p=0.3, keep_mask_hook=masks.append,
+                           tiles=small_tiles)
     (keep,) = masks
     assert keep.dtype == torch.bool and keep.shape == (N, sum(LENGTHS), max_seqlen)
     expected, _ = formula(q, k, v, cu_seqlens, max_seqlen, keep, 0.3)

@@ -32,6 +32,26 @@ def classifier_architecture(head: HeadConfig, encoding: TextEncoding) -> str:
     return "BertForSequenceClassification" if standard else "BertClassifier"
 
 
+MULTI_LABEL_FIELDS = ("multi_label", "threshold", "thresholds")
+
+
+def head_description(head: HeadConfig) -> dict:
+    """classifier.json's "head": every field; a single-label head's file leaves out the multi-label
+    ones (their defaults), so it reads as before they existed."""
+    description = asdict(head)
+    return description if head.multi_label else {k: v for k, v in description.items() if k not in MULTI_LABEL_FIELDS}
+
+
+def store_thresholds(folder: str | Path, task: str | None, thresholds: list[float]) -> None:
+    """Per-label thresholds chosen on dev into a saved classifier's classifier.json (`task`'s head of
+    a multi-task model; None for a single-task one), where predict.py reads them."""
+    path = Path(folder) / CLASSIFIER_FILE
+    description = json.loads(path.read_text(encoding="utf-8"))
+    part = description["tasks"][task] if task else description
+    part["head"] = head_description(HeadConfig(**{**part["head"], "thresholds": thresholds}))
+    atomic_write_text(path, json.dumps(description, indent=2, ensure_ascii=False) + "\n")
+
+
 @dataclass
 class SavedClassifier:
     model: BertClassifier
@@ -46,7 +66,7 @@ def save_classifier(folder: str | Path, model: BertClassifier, labels: list[str]
     """A single-task classifier's folder (written as write_folder does)."""
     description = {
         "labels": labels,
-        "head": asdict(model.head_config),
+        "head": head_description(model.head_config),
         "encoding": asdict(encoding),
         "tokenizer": {"do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name},
     }
@@ -59,7 +79,8 @@ def save_multitask_classifier(folder: str | Path, model: TaskClassifier, labels:
                               extra_files: dict[str, str] | None = None) -> None:
     """A multi-task model with every head; labels: task -> its label names. Written like save_classifier."""
     description = {
-        "tasks": {task: {"labels": labels[task], "head": asdict(head)} for task, head in model.head_configs.items()},
+        "tasks": {task: {"labels": labels[task], "head": head_description(head)}
+                  for task, head in model.head_configs.items()},
         "encoding": asdict(encoding),
         "tokenizer": {"do_lower_case": tokenizer.do_lower_case, "variant": tokenizer.variant_name},
     }

@@ -4,6 +4,7 @@ built under a temporary name, read back, compared tensor by tensor, run on a sen
 swapped in for DST."""
 
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +141,19 @@ def sanity_forward(folder: Path, expected: Checkpoint, do_lower_case: bool, say=
           f"{[round(v, 4) for v in pooled[0, :4].tolist()]}")
 
 
+def write_hf_labels(config_file: Path, classifier_file: Path) -> None:
+    """A train.py classifier's labels in a Hugging Face config.json (id2label, label2id), and for a
+    multi-label head problem_type "multi_label_classification", so transformers' pipelines name
+    the labels and BertForSequenceClassification's loss is the sigmoid cross-entropy."""
+    description = json.loads(classifier_file.read_text(encoding="utf-8"))
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["id2label"] = {str(i): name for i, name in enumerate(description["labels"])}
+    config["label2id"] = {name: i for i, name in enumerate(description["labels"])}
+    if description["head"].get("multi_label"):
+        config["problem_type"] = "multi_label_classification"
+    atomic_write_text(config_file, json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
 def convert(cfg: ConvertConfig, check=sanity_forward, say=print) -> None:
     """Convert as `cfg` says. check(folder, checkpoint, do_lower_case, say): the written folder's
     check before it is swapped in (a hook: an exception there leaves DST as it was)."""
@@ -170,6 +184,8 @@ def convert(cfg: ConvertConfig, check=sanity_forward, say=print) -> None:
 
     def fill(folder: Path) -> None:
         save_checkpoint(folder, checkpoint, cfg.format)
+        if cfg.format == "hf" and (src_folder / CLASSIFIER_FILE).is_file():
+            write_hf_labels(folder / "config.json", src_folder / CLASSIFIER_FILE)
         for name in CLASSIFIER_FILES if cfg.format == "minibert" else ():
             # The head's description travels with a minibert classifier, so it stays a classifier.
             if (src_folder / name).is_file():

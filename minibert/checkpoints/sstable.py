@@ -24,7 +24,7 @@ _FOOTER_SIZE = 48
 _TRAILER_SIZE = 5
 # TensorFlow's table defaults (table_options.h), kept by BundleWriter except compression, which
 # it turns off. With these the writer reproduces TensorFlow's .index files byte for byte.
-_TABLE_BLOCK_SIZE = 262144
+TABLE_BLOCK_SIZE = 262144  # bytes of a data block before the next one starts
 _RESTART_INTERVAL = 16
 
 
@@ -181,8 +181,9 @@ def _short_successor(key: bytes) -> bytes:
     return key
 
 
-def build_table(records: list[tuple[bytes, bytes]]) -> bytes:
-    """The bytes of a table holding `records` (sorted by key), laid out as TableBuilder does."""
+def build_table(records: list[tuple[bytes, bytes]], block_size: int = TABLE_BLOCK_SIZE) -> bytes:
+    """The bytes of a table holding `records` (sorted by key), laid out as TableBuilder does: a data
+    block ends once it holds `block_size` bytes or more (TensorFlow's default unless given)."""
     out, index = bytearray(), _BlockBuilder(restart_interval=1)
     block = _BlockBuilder(_RESTART_INTERVAL)
     pending = None  # (last key, handle) of a written block: indexed once the next key is known
@@ -191,7 +192,7 @@ def build_table(records: list[tuple[bytes, bytes]]) -> bytes:
             index.add(_shortest_separator(pending[0], key), pending[1])
             pending = None
         block.add(key, value)
-        if block.size_estimate() >= _TABLE_BLOCK_SIZE:
+        if block.size_estimate() >= block_size:
             pending = (key, _append_block(out, block.finish()))
             block = _BlockBuilder(_RESTART_INTERVAL)
     if block.buf:

@@ -63,6 +63,16 @@ _Row = Example | str
 _Lines = Iterable[tuple[int, str, str | None]]
 
 
+def read_bytes(path: Path) -> bytes:
+    """A data file's bytes; a missing or unreadable file is a DataError naming it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def read_examples(path: str | os.PathLike, *, text_field: str = "text",
                   text_b_field: str = "text_b", label_field: str = "label",
                   require_label: bool = True, on_bad_row: str = "error",
@@ -79,13 +89,7 @@ def read_examples(path: str | os.PathLike, *, text_field: str = "text",
     path = Path(path)
     _check_format(path, path.suffix, on_bad_row, require_label)
     _check_multi_label(multi_label, label_separator)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    return parse_examples(data, path, text_field=text_field, text_b_field=text_b_field,
+    return parse_examples(read_bytes(path), path, text_field=text_field, text_b_field=text_b_field,
                           label_field=label_field, require_label=require_label, on_bad_row=on_bad_row,
                           multi_label=multi_label, label_separator=label_separator)
 
@@ -128,7 +132,8 @@ def _check_format(path: Path, suffix: str, on_bad_row: str, require_label: bool)
         raise DataError(f"{path}: unknown extension {suffix!r} "
                         f"(expected one of {', '.join(_READERS)})")
     if suffix == ".txt" and require_label:
-        raise DataError(f"{path}: a .txt file has no labels; read it with require_label=False")
+        raise DataError(f"{path}: a .txt file holds one text per line and no labels; labelled data is a .jsonl, "
+                        ".csv or .tsv file with a label for every text")
 
 
 def _check_on_bad_row(on_bad_row: str) -> None:

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 import torch
 
-from minibert.data.examples import Example
+from minibert.data.examples import Example, multi_hot
 from minibert.text.encoding import TextEncoding, pad_batch
 
 
 @dataclass
 class EncodedDoc:
     chunks: list[tuple[list[int], list[int]]]  # (input_ids, token_type_ids) per chunk
-    label: int  # -1 when unknown (prediction)
+    label: int | tuple[int, ...]  # class index, -1 when unknown (prediction); multi-label: the label ids
 
     @property
     def length(self) -> int:
@@ -29,18 +29,23 @@ def encode_examples(examples: list[Example], labels: list[int] | None, tokenizer
     for i, example in enumerate(examples):
         ids_b = None if example.text_b is None else tokenizer.encode_text(example.text_b)
         chunks = encoding.encode(tokenizer.encode_text(example.text), ids_b, tokenizer.cls_id, tokenizer.sep_id)
-        docs.append(EncodedDoc(chunks, -1 if labels is None else labels[i]))
+        label = -1 if labels is None else labels[i]
+        docs.append(EncodedDoc(chunks, tuple(label) if isinstance(label, list) else label))
     return docs
 
 
-def collate(docs: list[EncodedDoc], hierarchical: bool, pad_id: int) -> dict:
+def collate(docs: list[EncodedDoc], hierarchical: bool, pad_id: int, num_labels: int = 0) -> dict:
     """Documents -> model inputs (C, T) padded with pad_id (the vocabulary's [PAD]) to the batch's
-    longest chunk, and labels (B,).
+    longest chunk, and labels: (B,) int64 class indices, or for multi-label documents (B, num_labels)
+    float32 multi-hot rows.
 
     With hierarchical encoding, doc_index (C,) and num_docs tell the head how to regroup chunks.
     """
     batch = pad_batch([chunk for doc in docs for chunk in doc.chunks], pad_id=pad_id)
-    batch["labels"] = torch.tensor([doc.label for doc in docs])
+    if docs and isinstance(docs[0].label, tuple):
+        batch["labels"] = torch.from_numpy(multi_hot([doc.label for doc in docs], num_labels))
+    else:
+        batch["labels"] = torch.tensor([doc.label for doc in docs])
     if hierarchical:
         batch["doc_index"] = torch.tensor([d for d, doc in enumerate(docs) for _ in doc.chunks])
         batch["num_docs"] = len(docs)

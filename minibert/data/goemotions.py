@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from minibert.data.examples import write_jsonl
+from minibert.data.examples import read_bytes, write_jsonl
 from minibert.errors import ConfigError, DataError
 from minibert.output_paths import check_output_file
 
@@ -33,12 +33,7 @@ _LABEL_IDS = re.compile(r"[0-9]+(,[0-9]+)*")
 
 
 def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    data = read_bytes(path)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

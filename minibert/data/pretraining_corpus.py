@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minibert.errors import ConfigError, DataError
-from minibert.data.pretraining_shards import shard_name
+from minibert.data.pretraining_shards import earlier_shards, remove_paths, shard_name
 from minibert.files import atomic_write_text, commit, temp_path
+from minibert.output_paths import dataset_inputs
 
 DOMAINS = {
     "sentiment": ("imdb", "yelp_polarity", "yelp_full"),
@@ -89,6 +90,23 @@ def expand_sources(spec: str, data_dir: Path, splits: tuple[str, ...]) -> list[t
     if not out:
         raise ConfigError("--sources is required")
     return out
+
+
+def corpus_inputs(spec: str, data_dir: Path) -> list[tuple[str, Path]]:
+    """What `corpus --sources=SPEC` reads (output_paths.Inputs): the user's .jsonl/.txt files and,
+    for data set, domain and cross-domain names, those data sets under `data_dir` with the Yelp
+    partner whose test texts are dropped, including files not yet prepared. Unknown names are left
+    to expand_sources, which says what is wrong with them."""
+    names, files = [], []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        if item == CROSS_DOMAIN:
+            names += ENGLISH_DATASETS
+        elif item in DOMAINS or item in ENGLISH_DATASETS or item == "bbc_news":
+            names += DOMAINS.get(item, (item,))
+        elif Path(item).suffix in (".jsonl", ".txt"):
+            files.append(("--sources", Path(item)))
+    names += [OVERLAP_PARTNERS[name] for name in names if name in OVERLAP_PARTNERS]
+    return files + dataset_inputs("--sources", data_dir, dict.fromkeys(names))
 
 
 def iter_documents(path: Path, text_fields: tuple[str, ...] = ("text", "text_b")) -> Iterator[tuple[int, str, str]]:
@@ -235,7 +253,9 @@ def write_corpus(output: Path, sources: list[tuple[str, str, Path]], splitter, s
                  progress: Callable[[int], None] | None = None, shard_bytes: int = 0) -> CorpusReport:
     """Write the corpus (one sentence per line, a blank line after every document) atomically, as
     one file or, with shard_bytes > 0, as shards of about that size (CorpusFiles), and its
-    manifest next to `output` (`<output>.manifest.json`). One document at a time is in memory."""
+    manifest next to `output` (`<output>.manifest.json`). One document at a time is in memory. The
+    shards of an earlier corpus of that name that this one did not overwrite are removed once it is
+    complete, so a glob of its shards reads only this corpus."""
     report = CorpusReport(segmenter=segmenter)
     output.parent.mkdir(parents=True, exist_ok=True)
     files = CorpusFiles(output, shard_bytes)
@@ -282,6 +302,11 @@ def write_corpus(output: Path, sources: list[tuple[str, str, Path]], splitter, s
     except BaseException:
         files.discard()
         raise
+    # The corpus replaces an earlier one of its name whole: its shards that this one has not overwritten.
+    earlier = [p for p in earlier_shards(str(output), ".txt", report.files) if p.is_file()]
+    remove_paths(earlier)
+    if earlier:
+        report.notes.append(f"removed {len(earlier)} shards of an earlier corpus named {output}")
     manifest = {"corpus": str(output), "files": report.files, "documents": report.documents,
                 "sentences": report.sentences, "splits": sorted({s["split"] for s in report.sources}),
                 "sources": report.sources, "segmenter": report.segmenter, "notes": report.notes}

@@ -92,16 +92,20 @@ def _example_of(records: Records, row: int) -> dict:
     return example
 
 
+CHUNK = 4096  # records padded at a time while writing
+
+
 def write_records(paths: Sequence[str | Path], instances: Sequence[Instance], max_seq_length: int,
-                  max_predictions: int, manifest: dict) -> list[int]:
+                  max_predictions: int, manifest: dict, chunk_size: int = CHUNK) -> list[int]:
     """Write instances round-robin over `paths` (record i to paths[i % len(paths)], as Google's
     write_instance_to_example_files); returns the count per path.
 
-    Records are padded and written CHUNK at a time, so the padded copy of all instances is never in
-    memory. Every path is written under a temporary name and renamed at the end, so an error leaves
-    no partial output. A records folder holds `manifest` in its manifest.json; a TFRecord file gets
-    it beside it, in FILE.manifest.json (Google's TFRecord has no room for it), with the counts and
-    shapes added. `manifest["next_sentence"]` says whether the records are sentence pairs.
+    Records are padded and written `chunk_size` at a time, so the padded copy of all instances is
+    never in memory (the files are the same for any chunk size). Every path is written under a
+    temporary name and renamed at the end, so an error leaves no partial output. A records folder
+    holds `manifest` in its manifest.json; a TFRecord file gets it beside it, in FILE.manifest.json
+    (Google's TFRecord has no room for it), with the counts and shapes added.
+    `manifest["next_sentence"]` says whether the records are sentence pairs.
     """
     paths = [Path(p) for p in paths]
     kinds = {is_tfrecord(p) for p in paths}
@@ -112,8 +116,8 @@ def write_records(paths: Sequence[str | Path], instances: Sequence[Instance], ma
     shapes = {"max_seq_length": max_seq_length, "max_predictions_per_seq": max_predictions}
     if kinds == {True}:
         with tfrecord_writers(paths) as writers:
-            for start in range(0, n, CHUNK):
-                chunk = instance_arrays([instances[i] for i in range(start, min(n, start + CHUNK))],
+            for start in range(0, n, chunk_size):
+                chunk = instance_arrays([instances[i] for i in range(start, min(n, start + chunk_size))],
                                         max_seq_length, max_predictions)
                 for row in range(len(chunk)):
                     writers[(start + row) % m](encode_example(_example_of(chunk, row)))
@@ -123,11 +127,9 @@ def write_records(paths: Sequence[str | Path], instances: Sequence[Instance], ma
         return counts
     for k, path in enumerate(paths):
         rows = range(k, n, m)
-        replace_folder(path, lambda folder, rows=rows: _fill_native(folder, instances, rows, shapes, manifest))
+        replace_folder(path, lambda folder, rows=rows: _fill_native(folder, instances, rows, shapes, manifest,
+                                                                    chunk_size))
     return counts
-
-
-CHUNK = 4096  # records padded at a time while writing
 
 
 def manifest_of(tfrecord: Path) -> Path:
@@ -135,10 +137,11 @@ def manifest_of(tfrecord: Path) -> Path:
     return tfrecord.with_name(tfrecord.name + ".manifest.json")
 
 
-def _fill_native(folder: Path, instances: Sequence[Instance], rows: range, shapes: dict, manifest: dict) -> None:
+def _fill_native(folder: Path, instances: Sequence[Instance], rows: range, shapes: dict, manifest: dict,
+                 chunk_size: int) -> None:
     """The records `rows` of `instances` as .npy files in `folder` (the temporary folder that
     replace_folder renames into place): each file's header first (the row count is known), then
-    its rows appended a chunk at a time. Plain writes, not a memory map: the written pages are not
+    its rows appended `chunk_size` at a time. Plain writes, not a memory map: the written pages are not
     part of the process's memory."""
     widths = {name: shapes["max_predictions_per_seq"] if name.startswith("masked_lm") else shapes["max_seq_length"]
               for name in FEATURES}
@@ -148,8 +151,8 @@ def _fill_native(folder: Path, instances: Sequence[Instance], rows: range, shape
             shape = (len(rows),) if name == "next_sentence_labels" else (len(rows), widths[name])
             header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
             np.lib.format.write_array_header_1_0(files[name], header)
-        for start in range(0, len(rows), CHUNK):
-            chunk = instance_arrays([instances[i] for i in rows[start:start + CHUNK]],
+        for start in range(0, len(rows), chunk_size):
+            chunk = instance_arrays([instances[i] for i in rows[start:start + chunk_size]],
                                     shapes["max_seq_length"], shapes["max_predictions_per_seq"])
             for name, array in chunk.arrays.items():
                 files[name].write(np.ascontiguousarray(array).tobytes())

@@ -16,8 +16,11 @@ shard, a document never continues into the next file); Google's README itself ad
 large corpus into files and running the script on each. Training shuffles all records again.
 """
 
+import glob
 import multiprocessing
 import random
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,6 +74,55 @@ def shard_output(output_file: str, index: int, count: int) -> str:
     """records/x.tfrecord -> records/x-00003-of-00016.tfrecord; a records folder records/x ->
     records/x-00003-of-00016."""
     return shard_name(output_file, index, count, ".tfrecord" if is_tfrecord(output_file) else "")
+
+
+# TensorFlow's shard names as shard_name writes them: STEM-INDEX-of-COUNT then an optional suffix.
+SHARD_NAME = re.compile(r"(?P<stem>.+)-(?P<index>[0-9]{5})-of-(?P<count>[0-9]{5})(?P<suffix>(\.[^/]*)?)")
+MANIFEST_SUFFIX = ".manifest.json"  # beside a corpus or a .tfrecord file (pretraining_records.manifest_of)
+
+
+def shard_set(path: str | Path) -> tuple[tuple[str, str], int] | None:
+    """((stem, suffix), count) of a shard's name (its manifest's name counts as the shard's), or
+    None for a name that is not a shard's."""
+    text = str(path).removesuffix(MANIFEST_SUFFIX)
+    match = SHARD_NAME.fullmatch(text)
+    return ((match["stem"], match["suffix"]), int(match["count"])) if match else None
+
+
+def check_one_set(paths: Sequence[str | Path], flag: str) -> None:
+    """Refuse files that hold shards of two sets of one name (x-*-of-00003 beside x-*-of-00005: an
+    earlier run's set beside a later one's, which a glob such as x-* reads together)."""
+    counts: dict[tuple[str, str], set[int]] = {}
+    for path in paths:
+        found = shard_set(path)
+        if found is not None:
+            counts.setdefault(found[0], set()).add(found[1])
+    for (stem, suffix), found in counts.items():
+        if len(found) > 1:
+            sets = ", ".join(f"{Path(stem).name}-*-of-{count:05d}{suffix}" for count in sorted(found))
+            raise ConfigError(f"--{flag}: matches shards of {len(found)} sets named {stem}: {sets}; give one set "
+                              "(an earlier run's shards beside a later one's?)")
+
+
+def earlier_shards(output: str, suffix: str, keep: Sequence[str | Path]) -> list[Path]:
+    """Shards named after `output` (shard_name's names for any count, and their manifests) other
+    than `keep`: an earlier set of that name, which the set being written replaces."""
+    stem = output[:-len(suffix)] if suffix and output.endswith(suffix) else output.rstrip("/")
+    digits = "[0-9]" * 5
+    pattern = f"{glob.escape(stem)}-{digits}-of-{digits}{glob.escape(suffix if output.endswith(suffix) else '')}"
+    kept = {Path(p).resolve() for p in keep}
+    found = glob.glob(pattern) + glob.glob(pattern + MANIFEST_SUFFIX)
+    return sorted(Path(p) for p in found
+                  if Path(p.removesuffix(MANIFEST_SUFFIX)).resolve() not in kept and shard_set(p) is not None)
+
+
+def remove_paths(paths: Sequence[Path]) -> None:
+    """Delete files and folders (an earlier shard set, after the new one is complete)."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def has_text(path: Path) -> bool:

@@ -27,10 +27,12 @@ from minibert.experiments.paper import (CHINESE, PAPER_PRETRAIN, PAPER_RECIPE, T
                                         table1_chunks)
 from minibert.experiments.pretraining_jobs import (PretrainJob, check_settings, checkpoint_refusal, checkpoint_steps,
                                                    corpus_of, job_state, model_name, new_job, settings_digest)
-from minibert.files import find_folder
+from minibert.files import atomic_write_text, find_folder, sha256_file
 from minibert.finetune.config import FinetuneConfig
+from minibert.output_paths import DATASET_SPLITS
 
-SPLITS = ("train", "dev", "test")
+SPLITS = DATASET_SPLITS
+SUBSET_MANIFEST = "subset.json"  # in a subset folder: the digests of the source files it was made from
 
 
 @dataclass(frozen=True)
@@ -249,21 +251,56 @@ def _plan_one(experiment, row, dataset, seed, folder, scale, inits, data_folders
     return run, values
 
 
-def subset_data(source: Path, target: Path, scale: Scale, seed: int = 0) -> Path:
+def subset_data(source: Path, target: Path, scale: Scale, seed: int = 0, write: bool = True) -> Path:
     """Seeded stratified subsets of source/{train,dev,test}.jsonl written to target/ (once: an existing
-    complete target is reused, so every seed and row of a scale sees the same examples)."""
-    if all((target / f"{split}.jsonl").is_file() for split in SPLITS):
+    target made from the same source files is reused, so every seed and row of a scale sees the same
+    examples). Its subset.json records the source files' digests: subsets of files that have changed
+    since (another --data_dir, a data set prepared again) are refused, as the runs made from them
+    would mix with new ones. write=False (a dry run) checks and returns the target, writing nothing."""
+    manifest = subset_manifest(source, scale, seed)
+    recorded = read_subset_manifest(target)
+    # The same files, sizes and seed give the same subsets, wherever the source folder now is.
+    same = recorded is not None and all(recorded.get(key) == manifest[key] for key in ("sha256", "sizes", "seed"))
+    if same and all((target / f"{split}.jsonl").is_file() for split in SPLITS):
         return target
-    sizes = {"train": scale.train_examples, "dev": scale.dev_examples, "test": scale.test_examples}
+    if not same and (recorded is not None or any((target / f"{split}.jsonl").is_file() for split in SPLITS)):
+        made = (f"from {recorded.get('source')} with other contents or sizes" if recorded is not None
+                else "before subsets recorded their source")
+        raise DataError(f"{target}: subsets made {made}, not from {source} as it is now ({SUBSET_MANIFEST} "
+                        "differs); the runs made from them would mix with new ones: give another --output_dir, "
+                        f"or remove {target} and the runs of this scale")
+    if not write:
+        return target
+    sizes = manifest["sizes"]
     for split in SPLITS:
         path = source / f"{split}.jsonl"
-        if not path.is_file():
-            raise DataError(f"{path}: no such file (prepare the data set with data/{source.name}/prepare.py)")
         records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if sizes[split] and sizes[split] < len(records):
             records = few_shot_subset(records, count=sizes[split], seed=seed, key=lambda r: r["label"])
         write_jsonl(target / f"{split}.jsonl", records)
+    atomic_write_text(target / SUBSET_MANIFEST, json.dumps(manifest, indent=2) + "\n")  # last: the set is whole
     return target
+
+
+def subset_manifest(source: Path, scale: Scale, seed: int) -> dict:
+    """What a subset is made of: its source files' sha256, the subset sizes and the seed."""
+    digests = {}
+    for split in SPLITS:
+        path = source / f"{split}.jsonl"
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (prepare the data set with data/{source.name}/prepare.py)")
+        digests[split] = sha256_file(path)
+    sizes = {"train": scale.train_examples, "dev": scale.dev_examples, "test": scale.test_examples}
+    return {"source": str(source.resolve()), "sha256": digests, "sizes": sizes, "seed": seed}
+
+
+def read_subset_manifest(target: Path) -> dict | None:
+    """A subset folder's subset.json, or None where there is none (or it cannot be read)."""
+    try:
+        recorded = json.loads((target / SUBSET_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
 
 
 def execute(runs: list[Run], devices: list[str], launch: Callable[[dict, str], None],

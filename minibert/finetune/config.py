@@ -7,7 +7,7 @@ is an error before anything runs. config.json and best/train_config.json hold th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from minibert.cli import FlatOptions, at_least, check_rules, option
 from minibert.data.batching import BATCHINGS
@@ -16,9 +16,11 @@ from minibert.errors import ConfigError
 from minibert.model.heads import CHUNK_POOLINGS, COMBINE, HEADS
 from minibert.text.long_text import TRUNCATIONS
 from minibert.text.tokenization import VARIANTS
+from minibert.training.metrics_log import TENSORBOARD_HINT, require_tensorboard
 from minibert.training.optimization import CLIPPING, OPTIMIZERS
 from minibert.training.machine import MACHINE_RULES, TrainingMachineOptions
 from minibert.training.run_context import RESUMABLE_CHANGES as SHARED_RESUMABLE_CHANGES
+from minibert.training.problems import DEFAULT_THRESHOLD, METRICS, problem
 from minibert.training.schedules import SCHEDULES
 
 BBC_DIR = "data/bbc_news"
@@ -26,6 +28,8 @@ TRAIN_CHUNK_CAP = 16  # hierarchical training with --max_chunks 0: at most this 
 POOLER_CHOICES = ("auto", "true", "false")
 TASK_SAMPLINGS = ("listed", "random")  # minibert.data.multitask: epoch_schedule, redrawn_batches
 STAGE2_HEADS = ("kept", "fresh")
+MULTI_LABEL_CHOICES = ("auto", "true", "false")  # as minibert.data.examples.read_examples' multi_label
+THRESHOLD_CHOICES = ("fixed", "dev")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,10 @@ class DataOptions:
                              choices=tuple(BAD_ROW_POLICIES))
     train_fraction: float = option(1.0, "few-shot: train on this stratified fraction of the training set")
     train_count: int = option(0, "few-shot: train on this many stratified examples (0 = use train_fraction)")
+    multi_label: str = option("auto", "whether a text may have several labels (a JSONL list, or names joined by "
+                              "--label_separator in CSV/TSV); auto: when the training file has one",
+                              choices=MULTI_LABEL_CHOICES)
+    label_separator: str = option("", "CSV/TSV multi-label: the string between the names in a label cell ('' = none)")
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,19 @@ class ClassifierOptions:
     attention_size: int = option(128, "bilstm_attention: attention hidden size d_a")
     attention_penalty: float = option(1.0, "bilstm_attention: coefficient of Lin et al.'s penalty ||AA^T - I||_F^2 "
                                       "added to the loss (0 = off)")
+
+
+@dataclass(frozen=True)
+class MultiLabelOptions:
+    """Decisions and loss of a multi-label task (minibert.training.problems); a run without one refuses them."""
+
+    # Deviation from reference: the GoEmotions code predicts at 0.3 (presets/goemotions.json does);
+    # the default is 0.5, where a label's predicted probability says it is more likely than not.
+    threshold: float = option(DEFAULT_THRESHOLD, "a label is predicted when its probability reaches this")
+    thresholds: str = option("fixed", "fixed: --threshold for every label; dev: each label's threshold chosen on dev "
+                             "for its F1 after training, stored with the model and used by predict.py",
+                             choices=THRESHOLD_CHOICES)
+    pos_weight: bool = option(False, "weight each label's positive examples by n_neg / n_pos of the training split")
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,9 @@ class EvalOptions:
     train_eval_count: int = option(0, "at each evaluation also measure the error on this many stratified training "
                                    "examples (Figure 2's training curves; 0 = off)")
     early_stopping: int = option(0, "stop after N evaluations without a better dev error (0 = off)")
+    selection_metric: str = option("auto", "the dev score the best model is chosen by; auto: error for single-label, "
+                                   "macro_f1 for multi-label tasks (a run mixing both: the mean of error and "
+                                   "1 - macro_f1)", choices=("auto", *METRICS))
 
 
 @dataclass(frozen=True)
@@ -137,6 +161,8 @@ class RunOptions:
     resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
     overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
     allow_data_change: bool = option(False, "--resume even if the train or dev file changed since the run began")
+    tensorboard: bool = option(False, "also write metrics.jsonl's scalars as TensorBoard events in output_dir/"
+                               f"tensorboard ({TENSORBOARD_HINT})")
 
 
 @dataclass(frozen=True)
@@ -187,6 +213,7 @@ class FinetuneConfig(FlatOptions):
     data: DataOptions = field(default_factory=DataOptions)
     text: TextOptions = field(default_factory=TextOptions)
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
+    multilabel: MultiLabelOptions = field(default_factory=MultiLabelOptions)
     optim: OptimOptions = field(default_factory=OptimOptions)
     evaluation: EvalOptions = field(default_factory=EvalOptions)
     machine: TrainingMachineOptions = field(default_factory=TrainingMachineOptions)
@@ -198,7 +225,8 @@ class FinetuneConfig(FlatOptions):
 # other change is refused. The multi-task second stage's options may change too: stage 2 starts
 # from stage 1's best model.
 RESUMABLE_CHANGES = SHARED_RESUMABLE_CHANGES | {"checkpoint_every", "compile", "stage2_epochs", "stage2_lr_factor",
-                                                "stage2_head", "stage2_batch_size", "stage2_layer_decay"}
+                                                "stage2_head", "stage2_batch_size", "stage2_layer_decay",
+                                                "tensorboard"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
 RUN_OUTPUTS = ("best", "last", "metrics.jsonl", "results.json", "config.json", "learning_curves.png",
                "multitask_results.json", "stage2")
@@ -228,10 +256,37 @@ def check_modes(cfg: FinetuneConfig) -> None:
                 raise ConfigError(f"--{name} applies to {mode}")
 
 
+# Options that only mean something for one kind of task: (kind's HeadConfig.multi_label, options, hint).
+# A run none of whose tasks is of that kind refuses them, once its data is read (check_problem_options).
+KIND_OPTIONS = (
+    (True, ("threshold", "thresholds", "pos_weight"), "multi-label tasks"),
+    (False, ("class_weighted_loss",), "single-label tasks (a multi-label task weighs its labels with --pos_weight)"),
+)
+
+
+def check_problem_options(cfg: FinetuneConfig, kinds: dict[str, bool]) -> None:
+    """Options of a kind of task the run does not have, and a --selection_metric some task has no
+    score of, as a ConfigError; kinds: task name -> multi-label."""
+    values, defaults = cfg.flat(), FinetuneConfig().flat()
+    for kind, names, hint in KIND_OPTIONS:
+        for name in names:
+            if kind not in kinds.values() and values[name] != defaults[name]:
+                raise ConfigError(f"--{name} applies to {hint}, and this run has none")
+    metric = cfg.evaluation.selection_metric
+    for task, multi_label in kinds.items():
+        if metric != "auto" and metric not in problem(multi_label).metrics:
+            raise ConfigError(f"--selection_metric {metric}: the {problem(multi_label).name} task {task} is scored by "
+                              f"{', '.join(problem(multi_label).metrics)}")
+
+
 def check_options(cfg: FinetuneConfig) -> None:
     """Every option value that cannot work, as one ConfigError naming the option."""
     check_rules(cfg.flat(), RULES)
     check_modes(cfg)
+    if cfg.run.tensorboard:
+        require_tensorboard()  # a one-line error naming the package, before anything is written
+    if cfg.multilabel.thresholds == "dev" and not cfg.multitask.enabled and not cfg.data.dev_file:
+        raise ConfigError("--thresholds dev chooses each label's threshold on the dev split: give --dev_file")
     if cfg.multitask.tasks and cfg.multitask.tasks_file:
         raise ConfigError("give --tasks or --tasks_file, not both")
     if cfg.multitask.enabled and cfg.run.compile:
@@ -254,6 +309,7 @@ RULES = MACHINE_RULES | {
     "slanted_ratio": (lambda v: 1 <= v < float("inf"), "a finite number, at least 1"),
     "max_grad_norm": (lambda v: 0 <= v < float("inf"), "a finite number, at least 0 (0 = no clipping)"),
     "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "threshold": (lambda v: 0 < v < 1, "in (0, 1)"),
     "early_stopping": (at_least(0), "at least 0 (0 = off)"),
     "eval_every": (at_least(0), "at least 0 (0 = each epoch)"),
     "checkpoint_every": (at_least(0), "at least 0"),

@@ -3,10 +3,10 @@ micro-batches of one task each. A single-task run is a mixture of one task; mult
 (paper §4.3) mixes every task's batches; multi-task stage 2 is this loop again on each task alone.
 
 Around the loop: the dev set is scored at every epoch end (and every eval_every steps), the best
-model by dev error (the mean over tasks) is kept in best/, last/ is written at epoch ends (and
+model by a dev score (--selection_metric; the mean over tasks) is kept in best/, last/ is written at epoch ends (and
 every checkpoint_every steps) with every rank's RNG state, so --resume continues bit-identically.
-SIGTERM: the step in progress finishes, last/ is saved and the Training is marked `signalled`
-(every rank stops after the same step; RunContext.end_step).
+SIGTERM or SIGINT: the step in progress finishes, last/ is saved and the Training's `signalled`
+holds the signal's number (every rank stops after the same step; RunContext.end_step).
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from minibert.data.features import collate, model_inputs
 from minibert.data.splits import few_shot_subset
 from minibert.finetune.config import RESUMABLE_CHANGES, RUN_OUTPUTS, FinetuneConfig
 from minibert.finetune.model_setup import Optimisation, build_optimisation, set_trainable, train_mode
-from minibert.finetune.selection import DevSelection, Scoring, evaluate_dev, save_best
-from minibert.finetune.tasks import Task, class_weights, data_names, epoch_micro_batches
+from minibert.finetune.selection import DevSelection, Scoring, Selection, evaluate_dev, save_best, selection_of
+from minibert.finetune.tasks import Task, data_names, epoch_micro_batches, loss_weights
 from minibert.model.heads import TaskClassifier
 from minibert.text.encoding import TextEncoding
 from minibert.training.distributed import all_reduce_sum, no_sync
 from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.optimization import optimizer_step
+from minibert.training.problems import problem
 from minibert.training.run_context import RunContext, RunState
 
 MicroBatches = list[tuple[str, list[int]]]  # (task, example indices) in training order
@@ -66,7 +66,10 @@ class FinetuneState(RunState):
 
     def __post_init__(self):
         if isinstance(self.selection, dict):  # as last/ stores it (dataclasses.asdict)
-            self.selection = DevSelection(**self.selection)
+            stored = dict(self.selection)
+            if "best_dev_error" in stored:  # last/ of a run from before --selection_metric
+                stored["best_score"] = stored.pop("best_dev_error")
+            self.selection = DevSelection(**stored)
 
 
 class Throughput:
@@ -98,11 +101,12 @@ class Training:
     state: FinetuneState
     log: MetricsLog
     multitask: bool  # a multi-task run: reports every task, saves every head
-    class_weights: dict = field(default_factory=dict)  # task -> class weights of the loss (--class_weighted_loss)
+    selection: Selection  # the dev score the best model is chosen by
+    loss_weights: dict = field(default_factory=dict)  # task -> weights of its loss (tasks.loss_weights) or None
     train_eval: dict = field(default_factory=dict)  # task -> the fixed training subset scored with dev
     window: LossWindow = field(default_factory=LossWindow)
     speed: Throughput = field(default_factory=Throughput)
-    signalled: bool = False  # stopped by SIGTERM: last/ holds the step it stopped after
+    signalled: int = 0  # the signal (SIGTERM, SIGINT) that stopped the run: last/ holds the step it stopped after
 
 
 def prepare_training(context: RunContext, cfg: FinetuneConfig, model: TaskClassifier, tasks: list[Task], tokenizer,
@@ -114,21 +118,24 @@ def prepare_training(context: RunContext, cfg: FinetuneConfig, model: TaskClassi
     steps_per_epoch = math.ceil(len(listed) / cfg.optim.grad_accum_steps)
     optimisation = build_optimisation(cfg.optim, model, cfg.optim.epochs * steps_per_epoch, context.device,
                                       context.precision)
-    weights = {t.name: class_weights([d.label for d in t.train_docs], len(t.labels)).to(context.device)
-               for t in tasks} if cfg.optim.class_weighted_loss else {}
-    state = FinetuneState(data_sha256=data_sha256, world_size=context.setup.world_size, config=cfg.flat())
+    weights = {t.name: loss_weights(t, cfg.optim, cfg.multilabel.pos_weight) for t in tasks}
+    weights = {name: w.to(context.device) for name, w in weights.items() if w is not None}
+    selection = selection_of(cfg.evaluation.selection_metric, {t.name: t.multi_label for t in tasks})
+    state = FinetuneState(data_sha256=data_sha256, world_size=context.setup.world_size, config=cfg.flat(),
+                          selection=DevSelection(metric=selection.name, higher_is_better=selection.higher_is_better))
     if cfg.run.resume:
         state = context.restore(model, optimisation.optimizer, optimisation.scheduler, optimisation.scaler, state,
                                 RESUMABLE_CHANGES, data_names(tasks), cfg.run.allow_data_change)
     context.start_output_dir(RUN_OUTPUTS, cfg.run.resume, cfg.flat())
-    log = MetricsLog(context.out / "metrics.jsonl" if context.is_main else None,
-                     state.step if cfg.run.resume else None)
+    log = MetricsLog(context.out / "metrics.jsonl" if context.is_main else None, state.step if cfg.run.resume else None,
+                     context.out / "tensorboard" if cfg.run.tensorboard else None)
     # Figure 2 plots the training error too: a fixed stratified subset, the same at every evaluation.
     count = cfg.evaluation.train_eval_count
     train_eval = {t.name: few_shot_subset(t.train_docs, count=min(count, len(t.train_docs)), seed=cfg.run.seed,
                                           key=lambda doc: doc.label) for t in tasks} if count else {}
     return Training(model, tasks, tokenizer, encoding, optimisation, steps_per_epoch, state, log,
-                    cfg.multitask.enabled, weights, train_eval, LossWindow(state.window_loss, state.window_batches))
+                    cfg.multitask.enabled, selection, weights, train_eval,
+                    LossWindow(state.window_loss, state.window_batches))
 
 
 def fit(context: RunContext, cfg: FinetuneConfig, training: Training, hooks: FitHooks) -> FinetuneState:
@@ -181,7 +188,8 @@ def run_epoch(context: RunContext, cfg: FinetuneConfig, training: Training, hook
         training.signalled = context.end_step(state.step, checkpoint_due, lambda: save_last(context, training),
                                               hooks.after_step)
         if state.selection.stopped:
-            context.say(f"early stopping: {cfg.evaluation.early_stopping} evaluations without a better dev error")
+            context.say(f"early stopping: {cfg.evaluation.early_stopping} evaluations without a better dev "
+                        f"{state.selection.metric.replace('_', ' ')}")
         if state.selection.stopped or training.signalled:
             break
     bar.close()
@@ -190,10 +198,12 @@ def run_epoch(context: RunContext, cfg: FinetuneConfig, training: Training, hook
 def micro_batch_loss(context: RunContext, cfg: FinetuneConfig, training: Training, train_model, task: str,
                      docs: list, hooks: FitHooks) -> torch.Tensor:
     """The loss of one micro-batch (`docs` of `task`): a float32 scalar, ready for backward."""
-    batch = collate(docs, cfg.text.hierarchical, training.tokenizer.pad_id)
+    head = training.model.head_configs[task]
+    batch = collate(docs, cfg.text.hierarchical, training.tokenizer.pad_id, head.num_labels)
     with context.autocast():
         logits = train_model(task, **model_inputs(batch, context.device))
-    loss = F.cross_entropy(logits.float(), batch["labels"].to(context.device), weight=training.class_weights.get(task))
+    loss = problem(head.multi_label).loss(logits.float(), batch["labels"].to(context.device),
+                                          training.loss_weights.get(task))
     if cfg.classifier.head == "bilstm_attention" and cfg.classifier.attention_penalty:
         # Lin et al. (2017) §2.2: the penalty keeps the attention hops apart.
         loss = loss + cfg.classifier.attention_penalty * training.model.heads[task].penalty
@@ -235,9 +245,9 @@ def select_on_dev(context: RunContext, cfg: FinetuneConfig, training: Training, 
     """Score dev; keep the model in best/ when it is the best so far."""
     scoring = Scoring(cfg.evaluation.eval_batch_size, cfg.text.hierarchical, training.tokenizer.pad_id)
     state = training.state
-    summary, line = evaluate_dev(context, training.model, training.tasks, scoring, training.log, state.step, epoch,
-                                 training.multitask, training.train_eval)
-    better = state.selection.record(summary["error"], state.step, cfg.evaluation.early_stopping)
+    score, line = evaluate_dev(context, training.model, training.tasks, scoring, training.log, state.step, epoch,
+                               training.multitask, training.train_eval, training.selection)
+    better = state.selection.record(score, state.step, cfg.evaluation.early_stopping)
     context.say(f"step {state.step}: {line}" + (" - best so far, saved" if better else ""))
     if better and context.is_main:
         save_best(context.out / "best", training.model, training.tasks, training.encoding, training.tokenizer,

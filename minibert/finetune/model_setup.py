@@ -4,7 +4,7 @@ learning rates, the schedule, loss scaling)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from minibert.checkpoints.classifier import load_classifier
@@ -68,18 +68,21 @@ def resolve_pooler(pooler: str, layers: str, num_layers: int) -> bool:
     return pooler == "true"
 
 
-def head_config(classifier: ClassifierOptions, num_labels: int, num_layers: int) -> HeadConfig:
+def head_config(classifier: ClassifierOptions, task: Task, num_layers: int, threshold: float) -> HeadConfig:
+    """`task`'s head as the options say; a multi-label task's decides at `threshold` (--threshold)."""
     pooler = resolve_pooler(classifier.pooler, classifier.layers, num_layers)
-    return HeadConfig(num_labels, classifier.head, classifier.layers, classifier.layer_combine, pooler,
+    decisions = {"multi_label": True, "threshold": threshold} if task.multi_label else {}
+    return HeadConfig(len(task.labels), classifier.head, classifier.layers, classifier.layer_combine, pooler,
                       classifier.chunk_pooling, classifier.dropout, classifier.lstm_size, classifier.attention_hops,
-                      classifier.attention_size)
+                      classifier.attention_size, **decisions)
 
 
-def new_classifier(pretrained: Checkpoint, classifier: ClassifierOptions, tasks: list[Task]) -> TaskClassifier:
+def new_classifier(pretrained: Checkpoint, classifier: ClassifierOptions, tasks: list[Task],
+                   threshold: float) -> TaskClassifier:
     """The pretrained encoder with a new head per task (one for a single-task run). Every encoder
     weight is loaded, strictly."""
     layers = pretrained.config.num_hidden_layers
-    model = TaskClassifier(pretrained.config, {t.name: head_config(classifier, len(t.labels), layers) for t in tasks})
+    model = TaskClassifier(pretrained.config, {t.name: head_config(classifier, t, layers, threshold) for t in tasks})
     load_state(model.bert, pretrained.state, str(pretrained.source))
     return model
 
@@ -106,11 +109,13 @@ def stage2_classifier(folder, task: Task, head: str, seed: int) -> TaskClassifie
     The global generator is left as it was, so the run's dropout stream does not depend on the choice."""
     saved = load_stage1_classifier(folder, task)
     module = saved.head
+    # A multi-label head's thresholds chosen on dev after stage 1 are chosen again after stage 2.
+    head_config = replace(saved.head_config, thresholds=None)
     if head == "fresh":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            module = new_head(saved.config, saved.head_config)
-    return TaskClassifier.from_parts(saved.config, {task.name: saved.head_config}, saved.bert, {task.name: module})
+            module = new_head(saved.config, head_config)
+    return TaskClassifier.from_parts(saved.config, {task.name: head_config}, saved.bert, {task.name: module})
 
 
 @dataclass

@@ -11,11 +11,11 @@ import json
 import time
 from dataclasses import replace
 
-from minibert.finetune.config import FinetuneConfig, MultiTaskOptions, check_options
+from minibert.finetune.config import FinetuneConfig, MultiTaskOptions, check_options, check_problem_options
 from minibert.data.multitask import TaskFiles
 from minibert.finetune.loop import FitHooks, Training, fit, prepare_training
 from minibert.finetune.model_setup import load_init, load_tokenizer, new_classifier, stage2_classifier, text_encoding
-from minibert.finetune.results import multitask_results, single_task_results, stage1_results
+from minibert.finetune.results import multitask_results, single_task_results, stage1_results, task_summary
 from minibert.finetune.tasks import Task, data_sha256, encode_task, ensure_default_data, read_task, task_files
 from minibert.model.bert import num_parameters
 from minibert.training.plots import plot_learning_curves
@@ -47,7 +47,8 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
     multitask = cfg.multitask.enabled
     tasks = [encode_task(f.name, s, tokenizer, encoding, task_say(context, f.name, multitask))
              for f, s in zip(files, splits)]
-    model = new_classifier(pretrained, cfg.classifier, tasks)
+    check_problem_options(cfg, {t.name: t.multi_label for t in tasks})
+    model = new_classifier(pretrained, cfg.classifier, tasks, cfg.multilabel.threshold)
     for t in tasks:
         task_say(context, t.name, multitask)(f"{len(t.train_docs)} train / {len(t.dev_docs)} dev examples, "
                                              f"{len(t.labels)} classes ({', '.join(t.labels)})")
@@ -55,10 +56,10 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
                 + (f"; {context.setup.world_size} processes" if context.setup.enabled else ""))
     training = train_tasks(context, cfg, model, tasks, tokenizer, encoding, data_sha256(files), hooks)
     if training.signalled:
-        return stopped(context, training)
+        return stopped(context, training, training.signalled)
     if not multitask:
         results = single_task_results(context, tasks[0], training.state, training.log.records,
-                                      cfg.evaluation.eval_batch_size)
+                                      cfg.evaluation.eval_batch_size, cfg.multilabel.thresholds)
     else:
         results = multitask_stages(context, cfg, training, files, tokenizer, encoding, hooks)
     context.close()
@@ -78,16 +79,17 @@ def multitask_stages(context: RunContext, cfg: FinetuneConfig, training: Trainin
     for t, f in zip(training.tasks, files) if cfg.multitask.stage2_epochs else ():
         stage2[t.name] = run_stage2(context, cfg, t, f, tokenizer, encoding, hooks)
         if stage2[t.name].get("stopped"):
-            return stopped(context, None)
+            return stopped(context, None, stage2[t.name]["signal"])
     results = multitask_results(context.out, training.tasks, stage1, stage2) if context.is_main else {}
     context.barrier()
     return results
 
 
-def stopped(context: RunContext, training: Training | None) -> dict:
-    """A run SIGTERM stopped: last/ is saved; the result says so (train.py then exits 143)."""
+def stopped(context: RunContext, training: Training | None, signal_number: int) -> dict:
+    """A run a signal stopped: last/ is saved; the result says so (train.py then exits 128 + the signal's
+    number: 143 for SIGTERM, 130 for SIGINT)."""
     context.close()
-    return {"stopped": True, "step": training.state.step if training else None}
+    return {"stopped": True, "signal": signal_number, "step": training.state.step if training else None}
 
 
 def run_inputs(cfg: FinetuneConfig) -> list[tuple[str, str]]:
@@ -115,7 +117,8 @@ def finish_stage1(context: RunContext, cfg: FinetuneConfig, training: Training) 
     so a --resume goes straight on with stage 2."""
     if training.state.stage1_done:
         return json.loads((context.out / "multitask_results.json").read_text(encoding="utf-8"))
-    stage1 = stage1_results(context, training.tasks, training.state, cfg.evaluation.eval_batch_size)
+    stage1 = stage1_results(context, training.tasks, training.state, cfg.evaluation.eval_batch_size,
+                            cfg.multilabel.thresholds)
     training.state.stage1_done = True
     if context.is_main:
         plot_learning_curves(training.log.records, context.out / "learning_curves.png")
@@ -150,8 +153,8 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
         hooks.stage2_start(task.name, model)
     training = train_tasks(stage, stage_cfg, model, [task], tokenizer, encoding, data_sha256([files]), hooks)
     if training.signalled:
-        return {"stopped": True}
-    results = single_task_results(stage, task, training.state, training.log.records, cfg.evaluation.eval_batch_size)
-    stage.say(f"stage 2: {task.name}: dev error {100 * results['dev_error']:.2f}%"
-              + (f", test error {100 * results['test_error']:.2f}%" if "test_error" in results else ""))
+        return {"stopped": True, "signal": training.signalled}
+    results = single_task_results(stage, task, training.state, training.log.records, cfg.evaluation.eval_batch_size,
+                                  cfg.multilabel.thresholds)
+    stage.say(f"stage 2: {task.name}: {task_summary(results)}")
     return results

@@ -15,7 +15,7 @@ import torch
 
 from minibert.data import corpora
 from minibert.data.batching import BATCHINGS
-from minibert.data.examples import LabelSet, encode_labels, read_examples
+from minibert.data.examples import LabelSet, encode_labels, is_multi_label, read_examples
 from minibert.data.features import cap_chunks, encode_examples
 from minibert.data.multitask import TaskFiles, epoch_schedule, read_tasks_file, redrawn_batches, tasks_from_names
 from minibert.data.splits import few_shot_subset
@@ -25,6 +25,7 @@ from minibert.finetune.config import (BBC_DIR, TRAIN_CHUNK_CAP, DataOptions, Fin
                                       OptimOptions)
 from minibert.text.encoding import TextEncoding
 from minibert.training.distributed import Distributed, shard_batches
+from minibert.training.problems import positive_weights
 
 ONE_TASK = "task"  # the name of a single-task run's task (its head's key in the model's table of heads)
 # Each task's batch order has its own seed: seed + epoch + TASK_SEED_STRIDE * (the task's index).
@@ -51,6 +52,7 @@ class Task:
     dev: Split
     test: Split | None
     dev_docs: list = field(default_factory=list)
+    multi_label: bool = False  # several labels per text (minibert.training.problems)
 
 
 def task_files(cfg: FinetuneConfig) -> list[TaskFiles]:
@@ -70,10 +72,16 @@ def ensure_default_data(data: DataOptions, say) -> None:
         corpora.ensure_bbc_news(BBC_DIR, say)
 
 
-def read_split(data: DataOptions, path: str, labels: LabelSet | None, say) -> tuple[Split, LabelSet]:
-    """One split's examples and label ids; the label set comes from the training split."""
+READ_MULTI_LABEL = {"auto": "auto", "true": True, "false": False}  # --multi_label -> read_examples' multi_label
+
+
+def read_split(data: DataOptions, path: str, labels: LabelSet | None, say,
+               multi_label: bool | str = False) -> tuple[Split, LabelSet]:
+    """One split's examples and label ids (a sorted list of ids per multi-label example); the label
+    set comes from the training split."""
     examples, bad = read_examples(path, text_field=data.text_field, text_b_field=data.text_b_field,
-                                  label_field=data.label_field, on_bad_row=data.on_bad_row)
+                                  label_field=data.label_field, on_bad_row=data.on_bad_row,
+                                  multi_label=multi_label, label_separator=data.label_separator or None)
     labels = labels or LabelSet.from_examples(examples)
     ids, examples, unknown = encode_labels(examples, labels, data.on_bad_row)
     for message in bad + unknown:
@@ -84,9 +92,15 @@ def read_split(data: DataOptions, path: str, labels: LabelSet | None, say) -> tu
 
 
 def read_task(files: TaskFiles, data: DataOptions, seed: int, say) -> tuple[Split, LabelSet, Split, Split | None]:
-    """A task's splits (train, with the few-shot subset when asked for; dev; test or None)."""
-    train, labels = read_split(data, files.train, None, say)
-    if len(labels.names) < 2:
+    """A task's splits (train, with the few-shot subset when asked for; dev; test or None). The
+    training split says whether the task is multi-label (--multi_label auto); dev and test are read
+    as the same kind."""
+    train, labels = read_split(data, files.train, None, say, READ_MULTI_LABEL[data.multi_label])
+    multi_label = is_multi_label(train.examples)
+    if multi_label and data.multi_label == "auto":
+        say(f"{files.train}: label lists, so the task is multi-label ({len(labels.names)} labels); "
+            "--multi_label false refuses them")
+    if len(labels.names) < 2 and not multi_label:
         raise DataError(f"{files.train}: the training split has {len(labels.names)} class"
                         f"{'' if len(labels.names) == 1 else 'es'} ({', '.join(labels.names)}): a classifier "
                         "needs at least two")
@@ -95,8 +109,8 @@ def read_task(files: TaskFiles, data: DataOptions, seed: int, say) -> tuple[Spli
                                 fraction=None if data.train_count else data.train_fraction, seed=seed,
                                 key=lambda pair: pair[1])
         train = Split(train.path, [p[0] for p in pairs], [p[1] for p in pairs])
-    dev = read_split(data, files.dev, labels, say)[0]
-    test = read_split(data, files.test, labels, say)[0] if files.test else None
+    dev = read_split(data, files.dev, labels, say, multi_label)[0]
+    test = read_split(data, files.test, labels, say, multi_label)[0] if files.test else None
     return train, labels, dev, test
 
 
@@ -113,7 +127,8 @@ def encode_task(name: str, splits, tokenizer, encoding: TextEncoding, say) -> Ta
         if message:
             say(f"note: {message}")
     dev_docs = encode_examples(dev.examples, dev.labels, tokenizer, encoding)
-    return Task(name, list(labels.names), train.path, train_docs, dev, test, dev_docs)
+    return Task(name, list(labels.names), train.path, train_docs, dev, test, dev_docs,
+                is_multi_label(train.examples))
 
 
 def data_names(tasks: list[Task]) -> str:
@@ -153,6 +168,15 @@ def epoch_micro_batches(tasks: list[Task], optim: OptimOptions, multitask: Multi
     if len(tasks) == 1:
         return [(tasks[0].name, batch) for batch in batches[tasks[0].name]]
     return epoch_schedule(batches, seed, epoch, multitask.task_temperature)
+
+
+def loss_weights(task: Task, optim: OptimOptions, pos_weight: bool) -> torch.Tensor | None:
+    """The weight of `task`'s loss (Problem.loss): class weights of a single-label task with
+    --class_weighted_loss, positive weights of a multi-label one with --pos_weight, else None."""
+    labels = [d.label for d in task.train_docs]
+    if task.multi_label:
+        return positive_weights(labels, len(task.labels)) if pos_weight else None
+    return class_weights(labels, len(task.labels)) if optim.class_weighted_loss else None
 
 
 def class_weights(labels: list[int], num_labels: int) -> torch.Tensor:

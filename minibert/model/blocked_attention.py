@@ -41,9 +41,9 @@ class BlockedAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, keep, dropout_p: float):
+    def forward(ctx, q, k, v, bias, keep, dropout_p: float, block_bytes: int = BLOCK_BYTES):
         """q: (B, N, Tq, D); k, v: (B, N, Tk, D); bias: (B, 1, 1, Tk) or None; keep: (B, N, Tq, Tk)
-        bool or None."""
+        bool or None; block_bytes: the most bytes of scores computed at once (`blocked_attention`)."""
         B, N, Tq, D = q.shape
         Tk = k.shape[2]
         q = torch.mul(q, 1 / math.sqrt(D)).reshape(B * N, Tq, D)  # (BN, Tq, D), scaled once for fwd and bwd
@@ -53,14 +53,14 @@ class BlockedAttention(torch.autograd.Function):
         if keep is not None:
             keep = keep.reshape(B * N, Tq, Tk).view(torch.uint8)  # uint8 -> float converts ~6x faster than bool
         out = torch.empty_like(q)
-        for rows in _row_blocks(B * N, Tq * Tk, q.element_size()):
+        for rows in _row_blocks(B * N, Tq * Tk, q.element_size(), block_bytes):
             probs = _probabilities(q[rows], k[rows], None if bias is None else bias[rows])
             if keep is not None:
                 probs.mul_(keep[rows].to(probs.dtype))  # in place: backward recomputes the dropped ones
             torch.bmm(probs, v[rows], out=out[rows])
         out.mul_(1 / (1 - dropout_p))  # inverted dropout: kept probabilities are scaled by 1/(1-p)
         ctx.save_for_backward(q, k, v, bias, keep, out)
-        ctx.dropout_p = dropout_p
+        ctx.dropout_p, ctx.block_bytes = dropout_p, block_bytes
         return out.view(B, N, Tq, D)
 
     @staticmethod
@@ -77,7 +77,7 @@ class BlockedAttention(torch.autograd.Function):
         grad_out = grad_out.reshape(B * N, Tq, D)
         delta = (grad_out * out).sum(-1, keepdim=True).mul_(1 - ctx.dropout_p)  # (BN, Tq, 1)
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-        for rows in _row_blocks(B * N, Tq * Tk, q.element_size()):
+        for rows in _row_blocks(B * N, Tq * Tk, q.element_size(), ctx.block_bytes):
             probs = _probabilities(q[rows], k[rows], None if bias is None else bias[rows])
             kept = probs if keep is None else keep[rows].to(probs.dtype).mul_(probs)
             torch.bmm(kept.transpose(1, 2), grad_out[rows], out=grad_v[rows])
@@ -89,20 +89,22 @@ class BlockedAttention(torch.autograd.Function):
         grad_k.mul_(keep_scale)  # dS^T q / sqrt(D): q carries the factor
         grad_v.mul_(keep_scale)
         return (grad_q.view(B, N, Tq, D), grad_k.view(B, N, Tk, D), grad_v.view(B, N, Tk, D),
-                None, None, None)
+                None, None, None, None)
 
 
-def _row_blocks(rows: int, scores_per_row: int, element_size: int) -> list[slice]:
-    """Slices of the BN rows with at most BLOCK_BYTES of scores (Tq x Tk per row) each."""
-    step = max(1, BLOCK_BYTES // (scores_per_row * element_size))
+def _row_blocks(rows: int, scores_per_row: int, element_size: int, block_bytes: int) -> list[slice]:
+    """Slices of the BN rows with at most `block_bytes` of scores (Tq x Tk per row) each (at least one row)."""
+    step = max(1, block_bytes // (scores_per_row * element_size))
     return [slice(i, i + step) for i in range(0, rows, step)]
 
 
-def blocked_attention(q, k, v, bias, dropout_p: float) -> torch.Tensor:
-    """`BlockedAttention` with a fresh dropout mask; computes in q's dtype with autocast off inside."""
+def blocked_attention(q, k, v, bias, dropout_p: float, block_bytes: int = BLOCK_BYTES) -> torch.Tensor:
+    """`BlockedAttention` with a fresh dropout mask; computes in q's dtype with autocast off inside.
+    `block_bytes` bounds the scores computed at once (rows of one block); the default is the
+    measured BLOCK_BYTES, and a smaller one makes small inputs cross several blocks."""
     B, N, Tq, _ = q.shape
     keep = dropout_keep_mask((B, N, Tq, k.shape[2]), dropout_p, q.device) if dropout_p > 0 else None
     # Autocast has already chosen the projections' dtype; inside the kernel the probabilities stay in
     # that dtype, as in `reference_attention` under autocast (matmul in bf16, softmax of bf16 in bf16).
     with torch.autocast(q.device.type, enabled=False):
-        return BlockedAttention.apply(q, k.to(q.dtype), v.to(q.dtype), bias, keep, dropout_p)
+        return BlockedAttention.apply(q, k.to(q.dtype), v.to(q.dtype), bias, keep, dropout_p, block_bytes)

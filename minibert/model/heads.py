@@ -37,6 +37,11 @@ class HeadConfig:
     lstm_size: int = 256  # BERT-Feat BiLSTM hidden size per direction
     attention_hops: int = 4  # BERT-Feat self-attention rows (Lin et al. 2017: r)
     attention_size: int = 128  # BERT-Feat self-attention hidden size (d_a)
+    # The task's kind (minibert.training.problems): one logit per label, read through a sigmoid, and
+    # the probability each label needs to be predicted (one value, or one per label chosen on dev).
+    multi_label: bool = False
+    threshold: float = 0.5
+    thresholds: list[float] | None = None
 
     def __post_init__(self):
         # The tables are defined further down; they exist by the time a config is built.
@@ -48,6 +53,17 @@ class HeadConfig:
             raise ValueError(f"layers must be one of {LAYER_SETS} or a layer number, got {self.layers!r}")
         if self.pooler and self.layer_combine == "concat" and self.layers in ("first4", "last4", "all"):
             raise ValueError("the pooler takes H features: use layer_combine mean or max, or pooler=False")
+        # Thresholds chosen on dev may reach 0 (every text) for a label whose probabilities all underflow.
+        if not 0 < self.threshold < 1 or not all(0 <= t <= 1 for t in self.thresholds or []):
+            raise ValueError(f"threshold must be in (0, 1) and thresholds in [0, 1], got {self.threshold} and "
+                             f"{self.thresholds}")
+        if self.thresholds is not None and len(self.thresholds) != self.num_labels:
+            raise ValueError(f"{len(self.thresholds)} thresholds for {self.num_labels} labels")
+
+    @property
+    def decision_thresholds(self) -> float | list[float]:
+        """A multi-label head's per-label thresholds when chosen on dev, else its one threshold."""
+        return self.threshold if self.thresholds is None else self.thresholds
 
 
 def layer_indices(layers: str, num_layers: int) -> list[int]:

@@ -13,10 +13,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from minibert.data import corpora
-from minibert.data.pretraining_corpus import SPLITTERS, CorpusReport, expand_sources, manifest_path, write_corpus
+from minibert.data.pretraining_corpus import (SPLITTERS, CorpusReport, corpus_inputs, expand_sources, manifest_path,
+                                              write_corpus)
 from minibert.data.pretraining_instances import InstanceSettings
-from minibert.data.pretraining_shards import Job, check_shards, run_job, run_jobs, shard_output, shard_seed
-from minibert.data.pretraining_records import NATIVE_FORMAT, is_tfrecord
+from minibert.data.pretraining_shards import (MANIFEST_SUFFIX, Job, check_one_set, check_shards, earlier_shards,
+                                              remove_paths, run_job, run_jobs, shard_output, shard_seed)
+from minibert.data.pretraining_records import NATIVE_FORMAT, is_tfrecord, manifest_of
 from minibert.errors import ConfigError, DataError
 from minibert.files import sha256_file
 from minibert.output_paths import check_output_file, check_output_folder, is_records_folder
@@ -37,6 +39,7 @@ def expand_files(spec: str, flag: str) -> list[Path]:
         paths += [Path(m) for m in matches]
     if not paths:
         raise ConfigError(f"--{flag} is required")
+    check_one_set(paths, flag)
     return paths
 
 
@@ -52,8 +55,8 @@ def build_corpus(cfg: CorpusConfig) -> CorpusReport:
     splits = tuple(s.strip() for s in cfg.splits.split(",") if s.strip())
     if not splits or not set(splits) <= {"train", "dev", "test"}:
         raise ConfigError(f"--splits={cfg.splits!r}: use train, dev and/or test")
-    check_output_file(cfg.output_file, "--output_file")
     data_dir = Path(cfg.data_dir)
+    check_output_file(cfg.output_file, "--output_file", corpus_inputs(cfg.sources, data_dir))
     if cfg.sources == "bbc_news":
         corpora.ensure_bbc_news(data_dir / "bbc_news", say)
     sources = expand_sources(cfg.sources, data_dir, splits)
@@ -142,6 +145,20 @@ def check_records_output(output: str, inputs: list[tuple[str, str | Path]]) -> N
                             "create_data's records", inputs, "a name without .tfrecord is a records folder")
 
 
+def earlier_records(output: str, outputs: list[str]) -> list[Path]:
+    """The shards of an earlier `create_data --sharded` of this name that the new set will not
+    overwrite (another count), checked before any work: each must be create_data's (a records folder,
+    or a .tfrecord file with its manifest), so replacing the set never deletes anything else."""
+    earlier = earlier_shards(output, ".tfrecord" if is_tfrecord(output) else "", outputs)
+    for path in earlier:
+        ours = (is_records_folder(path, NATIVE_FORMAT) if path.is_dir() else
+                path.name.endswith(MANIFEST_SUFFIX) or manifest_of(path).is_file())
+        if not ours:
+            raise ConfigError(f"--output_file {output}: {path} is named as one of its shards but create_data did not "
+                              "write it (no manifest); it would be removed with the earlier set: move it away")
+    return earlier
+
+
 def create_shards(cfg: CreateDataConfig, inputs: list[Path], outputs: list[str], settings: InstanceSettings,
                   manifest: dict) -> list[int]:
     """--sharded: input file k -> OUTPUT-0000k-of-0000n, seed shard_seed(random_seed, k), in a pool."""
@@ -154,11 +171,15 @@ def create_shards(cfg: CreateDataConfig, inputs: list[Path], outputs: list[str],
                                        "random_seed": shard_seed(cfg.random_seed, k)}})
             for k, path in enumerate(inputs)]
     check_shards(inputs, [out for job in jobs for out in job.outputs], cfg.num_workers)
+    earlier = earlier_records(outputs[0], [out for job in jobs for out in job.outputs])
     start, megabytes = time.time(), sum(p.stat().st_size for p in inputs) / 1e6
     with tqdm(total=round(megabytes, 1), desc=f"shards ({cfg.num_workers} processes)", unit="MB") as bar:
         reports = run_jobs(jobs, settings, cfg.vocab_file, cfg.do_lower_case, cfg.num_workers,
                            lambda report: bar.update(round(report.text_bytes / 1e6, 1)))
     seconds = time.time() - start
+    remove_paths(earlier)  # the new set is complete: the earlier one of this name goes, whole
+    if earlier:
+        say(f"removed {len(earlier)} files and folders of an earlier set of shards named {outputs[0]}")
     instances = sum(r.instances for r in reports)
     say(f"wrote {n} shards {shard_output(outputs[0], 0, n)} .. {shard_output(outputs[0], n - 1, n)}: "
         f"{sum(r.documents for r in reports)} documents, {instances} instances")

@@ -8,12 +8,13 @@
 
 Padded batches throughout, as Google's model runs them. Under torchrun every process takes its slice
 of each step's W * train_batch_size records and the losses are normalised over the global batch, so
-the steps are those of one process with the global batch. SIGTERM: the step in progress finishes,
-last/ is saved and train returns {"stopped": True}; --resume then continues with bit-identical
-weights (the data position, the unlogged loss window and every RNG are in last/).
+the steps are those of one process with the global batch. SIGTERM or SIGINT: the step in progress
+finishes, last/ is saved and train returns {"stopped": True, "signal": its number}; --resume then
+continues with bit-identical weights (the data position, the unlogged loss window and every RNG are in last/).
 """
 
 import contextlib
+import glob
 import shutil
 import time
 from collections.abc import Callable
@@ -103,7 +104,7 @@ class LogWindow:
 
 def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
     """Pre-train as run_pretraining.py does; returns {"step", "records": the metrics.jsonl records},
-    or {"step", "stopped": True} after a SIGTERM."""
+    or {"step", "stopped": True, "signal"} after a SIGTERM or SIGINT."""
     check_options(cfg)
     context = open_run(cfg.machine, cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite_output_dir, input_paths(cfg),
                        PRE_TRAINING)
@@ -162,13 +163,14 @@ def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
 
 
 def input_paths(cfg: PretrainConfig) -> list[tuple[str, str]]:
-    """(option, path) of every file train reads (globs and 'minilm' left out): the output folder
-    may not be one of them."""
+    """(option, path) of every file train reads ('minilm' left out): the output folder may not be one
+    of them. A glob protects every path it matches (a folder holding the records' shards is not an output)."""
     named = {"init": cfg.model.init, "bert_config_file": cfg.model.bert_config_file,
              "vocab_file": cfg.model.vocab_file, "input_file": cfg.records.input_file,
              "eval_input_file": cfg.evaluation.eval_input_file}
-    return [(f"--{name}", path.strip()) for name, spec in named.items() for path in spec.split(",")
-            if path.strip() != "minilm" and not any(c in path for c in "*?[")]
+    return [(f"--{name}", match) for name, spec in named.items() for path in spec.split(",")
+            if path.strip() and path.strip() != "minilm"
+            for match in (glob.glob(path.strip()) if any(c in path for c in "*?[") else [path.strip()])]
 
 
 def build_optimisation(optim: PretrainOptimOptions, model: BertForPreTraining, context: RunContext):
@@ -262,8 +264,9 @@ def keep_checkpoint(out: Path, model: BertForPreTraining, vocab_file: Path, step
 
 
 def finish(context: RunContext, model: BertForPreTraining, vocab_file: Path, log: MetricsLog, step: int,
-           stopped: bool) -> dict:
-    """final/ and the curves (rank 0), unless a SIGTERM stopped the run (end_step said how to go on)."""
+           stopped: int) -> dict:
+    """final/ and the curves (rank 0), or, after a SIGTERM or SIGINT (`stopped`: its number), only the
+    line saying how to go on."""
     out = context.out
     if not stopped and context.is_main:
         replace_folder(out / "final", lambda folder: save_minibert(folder, checkpoint_of(model, vocab_file)))
@@ -272,4 +275,4 @@ def finish(context: RunContext, model: BertForPreTraining, vocab_file: Path, log
         context.say(f"fine-tune it: python train.py --init {out / 'final'}")
     context.barrier()
     context.close()
-    return {"step": step, "stopped": True} if stopped else {"step": step, "records": log.records}
+    return {"step": step, "stopped": True, "signal": stopped} if stopped else {"step": step, "records": log.records}

@@ -5,6 +5,7 @@ whose MLM/NSP heads may be missing, or new from --bert_config_file), its vocabul
 import hashlib
 import json
 from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -38,10 +39,11 @@ def read_inputs(cfg: PretrainConfig, context: RunContext) -> tuple[BertForPreTra
     masking = (DynamicMasking(vocab, mlm.masked_lm_prob, mlm.do_whole_word_mask, seed)
                if mlm.masking == "dynamic" else None)
     vocab_size = model.config.vocab_size
-    stream = load_stream(records.input_file, records, seed, vocab_size, masking, "input_file", vocab_file)
+    stream = load_stream(records.input_file, records, seed, vocab_size, masking, "input_file", vocab_file,
+                         context.say)
     eval_file = cfg.evaluation.eval_input_file  # read in file order, with its own masks
     eval_stream = (load_stream(eval_file, replace(records, shuffle=False), seed, vocab_size, None, "eval_input_file",
-                               vocab_file) if eval_file else None)
+                               vocab_file, context.say) if eval_file else None)
     if records.max_seq_length > model.config.max_position_embeddings:
         raise ConfigError(f"--max_seq_length {records.max_seq_length} is more than the model's "
                           f"max_position_embeddings ({model.config.max_position_embeddings})")
@@ -118,10 +120,12 @@ def record_paths(spec: str, flag: str) -> list[Path]:
 
 
 def load_stream(spec: str, cfg: RecordOptions, seed: int, vocab_size: int, masking: DynamicMasking | None,
-                flag: str, vocab_file: Path | None = None) -> RecordStream:
+                flag: str, vocab_file: Path | None = None,
+                say: Callable[[str], None] = lambda message: None) -> RecordStream:
     """The records of `spec` as one stream (shuffled with `seed` when cfg.shuffle), each source
     checked against the flags and the vocabulary (its size, and vocab_file's digest where create_data
-    recorded the one it used)."""
+    recorded the one it used). Records whose vocabulary cannot be checked (no manifest: Google's
+    files, or copied without it) are a warning through `say`."""
     sources = [read_records(p, cfg.max_seq_length, cfg.max_predictions_per_seq) for p in record_paths(spec, flag)]
     for records in sources:
         if records.next_sentence != cfg.next_sentence:
@@ -130,6 +134,9 @@ def load_stream(spec: str, cfg: RecordOptions, seed: int, vocab_size: int, maski
         if made_with and vocab_file is not None and made_with != sha256_file(vocab_file):
             raise ConfigError(f"{records.source}: made with another vocab.txt than {vocab_file} (its manifest's "
                               "vocab_sha256 differs): the token ids would mean other words")
+        if not made_with and vocab_file is not None:
+            say(f"warning: {records.source}: no manifest records the vocab.txt it was made with (Google's "
+                f"records, or copied without their manifest): that it is {vocab_file} cannot be checked")
         largest = int(records.arrays["input_ids"].max(initial=0))
         if largest >= vocab_size:
             raise DataError(f"{records.source}: token id {largest} is outside the model's vocabulary "

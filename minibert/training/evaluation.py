@@ -1,17 +1,18 @@
 """Classifier predictions over a whole data set, and their scores."""
 
 import torch
-import torch.nn.functional as F
 
 from minibert.data.batching import sorted_batches
 from minibert.data.features import EncodedDoc, collate, model_inputs
 from minibert.text.encoding import pad_batch
+from minibert.training.problems import problem
 
 
 @torch.no_grad()
 def predict_probabilities(model, docs: list[EncodedDoc], batch_size: int, device: torch.device,
                           autocast_context, hierarchical: bool, progress=None, *, pad_id: int) -> torch.Tensor:
     """Class probabilities (N, K) float32 in the order of `docs`; pad_id is the vocabulary's [PAD].
+    A multi-label head's are each label's sigmoid, a single-label head's the softmax over classes.
 
     Batches are formed from documents sorted by length, so little compute goes to padding
     (on variable-length data this gives about twice the throughput of unsorted batches; see
@@ -19,14 +20,16 @@ def predict_probabilities(model, docs: list[EncodedDoc], batch_size: int, device
     batch_size chunks (see predict_hierarchical).
     """
     model.eval()
+    head = getattr(model, "module", model).head_config
+    activation = problem(head.multi_label).activation
     if hierarchical:
         return predict_hierarchical(model, docs, batch_size, device, autocast_context, progress, pad_id=pad_id)
     probabilities = [None] * len(docs)
     for indices in sorted_batches([doc.length for doc in docs], batch_size):
-        batch = collate([docs[i] for i in indices], hierarchical, pad_id)
+        batch = collate([docs[i] for i in indices], hierarchical, pad_id, head.num_labels)
         with autocast_context:
             logits = model(**model_inputs(batch, device))
-        for i, p in zip(indices, F.softmax(logits.float(), dim=-1).cpu()):
+        for i, p in zip(indices, activation(logits.float()).cpu()):
             probabilities[i] = p
         if progress is not None:
             progress.update(len(indices))
@@ -63,6 +66,7 @@ def predict_hierarchical(model, docs: list[EncodedDoc], max_chunks: int, device:
     model.eval()
     # A DistributedDataParallel wrapper does not expose the classifier's methods; its .module does.
     model = getattr(model, "module", model)
+    activation = problem(model.head_config.multi_label).activation
     probabilities = [None] * len(docs)
     for group in chunk_groups([len(doc.chunks) for doc in docs], max_chunks):
         chunks = [chunk for i in group for chunk in docs[i].chunks]
@@ -75,7 +79,7 @@ def predict_hierarchical(model, docs: list[EncodedDoc], max_chunks: int, device:
                                                        ("input_ids", "token_type_ids", "attention_mask"))))
         with autocast_context:
             logits = model.classify_chunks(torch.cat(features), doc_index, len(group))
-        for i, p in zip(group, F.softmax(logits.float(), dim=-1).cpu()):
+        for i, p in zip(group, activation(logits.float()).cpu()):
             probabilities[i] = p
         if progress is not None:
             progress.update(len(group))

@@ -26,20 +26,20 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)  # what the scripts' --precision accep
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device."""
+def resolve_device(name: str, flag: str = "--device") -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else is passed to torch.device. Errors name `flag`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"--device {name}: not a device (cpu, cuda, cuda:N or auto)") from None
+        raise ConfigError(f"{flag} {name}: not a device (cpu, cuda, cuda:N or auto)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        raise ConfigError(f"{flag} {name}: CUDA is not available on this machine")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
+        raise ConfigError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name}: minibert runs on cpu or cuda")
+        raise ConfigError(f"{flag} {name}: minibert runs on cpu or cuda")
     return device
 
 
@@ -55,23 +55,28 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo", capability: str | None = None) -> bool:
     """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16) and torch's build uses
-    AVX-512 kernels (torch.backends.cpu.get_cpu_capability(); oneDNN then takes the bf16 paths)."""
-    capability = torch.backends.cpu.get_cpu_capability()
+    AVX-512 kernels (oneDNN then takes the bf16 paths). `capability` is torch's name for the kernels
+    it uses ("AVX2", "AVX512", ...; torch.backends.cpu.get_cpu_capability() when None)."""
+    if capability is None:
+        capability = torch.backends.cpu.get_cpu_capability()
     if not capability.startswith("AVX512"):
         return False
     return any(flag in cpu_flags(cpuinfo) for flag in NATIVE_BF16_CPU_FLAGS)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, cpuinfo: str | Path = "/proc/cpuinfo",
+                      cpu_capability: str | None = None) -> str:
     """'auto' -> 'bf16' where the device has native bf16, else 'fp32'; other names are checked and
-    returned as they are. The scripts print and save the resolved name with the run."""
+    returned as they are. The scripts print and save the resolved name with the run. On a CPU device
+    `cpuinfo` and `cpu_capability` are what `cpu_has_native_bf16` reads (this machine's by default)."""
     if precision not in PRECISION_CHOICES:
         raise ConfigError(f"--precision {precision}: must be one of {', '.join(PRECISION_CHOICES)}")
     if precision != "auto":
         return precision
-    native = {"cpu": cpu_has_native_bf16, "cuda": lambda: torch.cuda.is_bf16_supported(including_emulation=False)}
+    native = {"cpu": lambda: cpu_has_native_bf16(cpuinfo, cpu_capability),
+              "cuda": lambda: torch.cuda.is_bf16_supported(including_emulation=False)}
     check = native.get(device.type)
     return "bf16" if check is not None and check() else "fp32"
 

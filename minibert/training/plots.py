@@ -11,7 +11,8 @@ from minibert.files import atomic_write  # noqa: E402
 
 
 def plot_learning_curves(records: list[dict], path: str | Path) -> None:
-    """Three panels over optimizer steps: training loss, learning rate, dev error and macro-F1."""
+    """Three panels over optimizer steps: training loss, learning rate, dev error and macro-F1 (a
+    multi-label run's dev panel: its F1 scores, subset accuracy and Hamming loss)."""
     train = [r for r in records if r["split"] == "train"]
     dev = [r for r in records if r["split"] == "dev"]
     fig, (loss_ax, lr_ax, dev_ax) = plt.subplots(1, 3, figsize=(15, 4))
@@ -19,16 +20,31 @@ def plot_learning_curves(records: list[dict], path: str | Path) -> None:
     loss_ax.set(title="training loss", xlabel="optimizer step", ylabel="cross-entropy")
     lr_ax.plot([r["step"] for r in train], [r["lr"] for r in train])
     lr_ax.set(title="learning rate (top layer)", xlabel="optimizer step")
-    dev_ax.plot([r["step"] for r in dev], [100 * r["error"] for r in dev], marker="o", label="error %")
-    dev_ax.set(title="dev", xlabel="optimizer step", ylabel="error %")
-    f1_ax = dev_ax.twinx()
-    f1_ax.plot([r["step"] for r in dev], [r["macro_f1"] for r in dev], marker="s", color="tab:orange",
-               label="macro-F1")
-    f1_ax.set_ylabel("macro-F1")
+    if dev and "error" not in dev[0]:
+        plot_multi_label_dev(dev_ax, dev)
+    else:
+        dev_ax.plot([r["step"] for r in dev], [100 * r["error"] for r in dev], marker="o", label="error %")
+        dev_ax.set(title="dev", xlabel="optimizer step", ylabel="error %")
+        f1_ax = dev_ax.twinx()
+        f1_ax.plot([r["step"] for r in dev], [r["macro_f1"] for r in dev], marker="s", color="tab:orange",
+                   label="macro-F1")
+        f1_ax.set_ylabel("macro-F1")
     fig.legend(loc="lower right")
     fig.tight_layout()
     atomic_write(path, lambda temp: fig.savefig(temp, dpi=100, format="png"))
     plt.close(fig)
+
+
+# A multi-label dev record's scores drawn on the dev panel (all in [0, 1]).
+MULTI_LABEL_CURVES = ("macro_f1", "micro_f1", "example_f1", "macro_precision", "macro_recall", "subset_accuracy",
+                      "hamming_loss")
+
+
+def plot_multi_label_dev(ax, dev: list[dict]) -> None:
+    """Every multi-label score a dev record holds (a mixed multi-task run's: the means it has)."""
+    for key in (k for k in MULTI_LABEL_CURVES if k in dev[0]):
+        ax.plot([r["step"] for r in dev], [r[key] for r in dev], marker="o", label=key)
+    ax.set(title="dev", xlabel="optimizer step", ylabel="score")
 
 
 def plot_pretraining_curves(records: list[dict], path: str | Path) -> None:

@@ -188,7 +188,7 @@ class RunContext:
             self.stop.restore()
 
     def end_step(self, step: int, due: bool, save: Callable[[], None],
-                 after_step: Callable[[int], None] | None) -> bool:
+                 after_step: Callable[[int], None] | None) -> int:
         """The end of optimizer step `step`, after the loop logged and evaluated what was due, in the
         one order every loop follows (inside `with context.stoppable()`):
 

@@ -17,7 +17,7 @@ fp32 (N, T), FlashAttention-2's varlen layout.
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
 import triton
@@ -75,6 +75,35 @@ def kernel_blocks(head_dim: int, dtype: torch.dtype) -> dict[str, Blocks]:
     }
 
 
+@dataclass(frozen=True)
+class Tiles:
+    """The launch shapes of every kernel of one call: `kernel_blocks`' table for the head size and
+    dtype unless a caller gives its own (tests give tiles of 16 so that short sequences cross
+    several blocks of each kernel; a tile search passes its candidates)."""
+
+    forward: Blocks
+    keys: Blocks  # the dk/dv kernel
+    queries: Blocks  # the dq kernel
+    delta_rows: int = DELTA_ROWS
+    keep: Blocks = KEEP_TILE  # `philox_keep_mask`'s kernel
+
+    @classmethod
+    def table(cls, head_dim: int, dtype: torch.dtype) -> "Tiles":
+        """The tiles the kernels run with by default: `kernel_blocks`' for the head size and dtype."""
+        return cls(**kernel_blocks(head_dim, dtype))
+
+    def as_ints(self) -> list[int]:
+        """The tiles as the flat list of ints the custom ops take (their schema holds no dataclass)."""
+        return [*astuple(self.forward), *astuple(self.keys), *astuple(self.queries), self.delta_rows,
+                *astuple(self.keep)]
+
+    @classmethod
+    def from_ints(cls, ints: list[int]) -> "Tiles":
+        """The inverse of `as_ints`."""
+        forward, keys, queries = (Blocks(*ints[i:i + 4]) for i in (0, 4, 8))
+        return cls(forward, keys, queries, ints[12], Blocks(*ints[13:17]))
+
+
 def _precision(dtype: torch.dtype) -> str:
     # fp32 inputs get full fp32 products ("ieee"), as torch.matmul by default; TF32 would round the
     # inputs to 10 mantissa bits. bf16/fp16 run on the tensor cores either way.
@@ -116,17 +145,18 @@ def _common(q: torch.Tensor, blocks: Blocks) -> dict:
 
 def varlen_attention_forward(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
-    dropout_p: float, softmax_scale: float, seed: int, offset: int,
+    dropout_p: float, softmax_scale: float, seed: int, offset: int, tiles: Tiles | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The forward kernel alone: returns out (T, N, D) in q's dtype and the fp32 log-sum-exp (N, T)
-    of the scaled scores (before dropout). `seed`, `offset` pick the dropout mask (`philox_keep_mask`)."""
+    of the scaled scores (before dropout). `seed`, `offset` pick the dropout mask (`philox_keep_mask`);
+    `tiles` defaults to the table's (`Tiles.table`)."""
     T, N, _ = q.shape
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty((N, T), dtype=torch.float32, device=q.device)
     B = cu_seqlens.numel() - 1
     if T == 0 or B == 0:
         return out, lse
-    blocks = kernel_blocks(q.shape[-1], q.dtype)["forward"]
+    blocks = (Tiles.table(q.shape[-1], q.dtype) if tiles is None else tiles).forward
     grid = (triton.cdiv(max_seqlen, blocks.m), B, N)
     kernels.forward_kernel[grid](
         q, k, v, out, lse, cu_seqlens, seed, offset, softmax_scale, dropout_p, T,
@@ -139,10 +169,11 @@ def varlen_attention_forward(
 def varlen_attention_backward(
     grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
     lse: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, dropout_p: float, softmax_scale: float,
-    seed: int, offset: int,
+    seed: int, offset: int, tiles: Tiles | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """FlashAttention-2's backward: delta = rowsum(dout * out), then dk, dv per key block and dq per
-    query block, P recomputed from `lse` and the dropout mask from (seed, offset). -> dq, dk, dv (T, N, D)."""
+    query block, P recomputed from `lse` and the dropout mask from (seed, offset). -> dq, dk, dv (T, N, D).
+    `tiles` defaults to the table's (`Tiles.table`)."""
     T, N, D = q.shape
     B = cu_seqlens.numel() - 1
     grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
@@ -150,21 +181,21 @@ def varlen_attention_backward(
         return grad_q, grad_k, grad_v
     if grad_out.stride(-1) != 1:
         grad_out = grad_out.contiguous()
-    table = kernel_blocks(D, q.dtype)
+    tiles = Tiles.table(D, q.dtype) if tiles is None else tiles
     delta = torch.empty((N, T), dtype=torch.float32, device=q.device)
-    kernels.delta_kernel[(triton.cdiv(T, DELTA_ROWS), N)](
+    kernels.delta_kernel[(triton.cdiv(T, tiles.delta_rows), N)](
         out, grad_out, delta, T, *_token_head_strides(out), *_token_head_strides(grad_out),
-        HEAD_DIM=D, BLOCK_M=DELTA_ROWS, BLOCK_D=max(16, triton.next_power_of_2(D)),
+        HEAD_DIM=D, BLOCK_M=tiles.delta_rows, BLOCK_D=max(16, triton.next_power_of_2(D)),
     )
     shared = (seed, offset, softmax_scale, dropout_p, T, *_token_head_strides(q), *_token_head_strides(k),
               *_token_head_strides(v), *_token_head_strides(grad_out))
     flags = dict(DROPOUT=dropout_p > 0, PRECISION=_precision(q.dtype))
-    keys = table["keys"]
+    keys = tiles.keys
     kernels.key_gradients_kernel[(triton.cdiv(max_seqlen, keys.n), B, N)](
         q, k, v, grad_out, lse, delta, grad_k, grad_v, cu_seqlens, *shared,
         *_token_head_strides(grad_k), *_token_head_strides(grad_v), **flags, **_common(q, keys),
     )
-    queries = table["queries"]
+    queries = tiles.queries
     kernels.query_gradients_kernel[(triton.cdiv(max_seqlen, queries.m), B, N)](
         q, k, v, grad_out, lse, delta, grad_q, cu_seqlens, *shared,
         *_token_head_strides(grad_q), **flags, **_common(q, queries),
@@ -174,20 +205,22 @@ def varlen_attention_backward(
 
 def philox_keep_mask(
     seed: int, offset: int, cu_seqlens: torch.Tensor, max_seqlen: int, num_heads: int, dropout_p: float,
+    tile: Blocks = KEEP_TILE,
 ) -> torch.Tensor:
     """The dropout keep mask that the attention kernels draw for (seed, offset), written out.
 
     Returns bool (N, T, max_seqlen): [h, i, j] is True when head h keeps the probability of query i
     (packed index) for the key at position j of i's own sequence; False past that sequence's end.
     Computed by a separate small kernel from the same Philox stream (`_keep_mask`), so it is exactly
-    the mask of forward and backward. Meant for tests and small shapes: it is N x T x max_seqlen.
+    the mask of forward and backward, whatever its `tile`. Meant for tests and small shapes: it is
+    N x T x max_seqlen.
     """
     T = int(cu_seqlens[-1])
     keep = torch.zeros((num_heads, T, max_seqlen), dtype=torch.int8, device=cu_seqlens.device)
     B = cu_seqlens.numel() - 1
     if T and B:
-        kernels.keep_mask_kernel[(triton.cdiv(max_seqlen, KEEP_TILE.m), B, num_heads)](
-            keep, cu_seqlens, seed, offset, dropout_p, T, max_seqlen, BLOCK_M=KEEP_TILE.m, BLOCK_N=KEEP_TILE.n,
+        kernels.keep_mask_kernel[(triton.cdiv(max_seqlen, tile.m), B, num_heads)](
+            keep, cu_seqlens, seed, offset, dropout_p, T, max_seqlen, BLOCK_M=tile.m, BLOCK_N=tile.n,
         )
     return keep.view(torch.bool)
 
@@ -206,43 +239,46 @@ def draw_seed_offset() -> tuple[int, int]:
 # The kernels as torch custom ops (torch.library): torch.compile traces around them as opaque calls
 # with known output shapes (the register_fake functions) instead of breaking the graph at them, and
 # autograd reaches the backward kernels through register_autograd. The Philox seed and offset are
-# arguments, drawn by the caller (varlen_attention), so the ops themselves are pure functions.
+# arguments, drawn by the caller (varlen_attention), and so are the tiles (`Tiles.as_ints`), so the
+# ops themselves are pure functions.
 @torch.library.custom_op("minibert::varlen_attention_forward", mutates_args=())
 def _forward_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
-                dropout_p: float, softmax_scale: float, seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return varlen_attention_forward(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset)
+                dropout_p: float, softmax_scale: float, seed: int, offset: int,
+                tiles: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    return varlen_attention_forward(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset,
+                                    Tiles.from_ints(tiles))
 
 
 @_forward_op.register_fake
-def _(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset):
+def _(q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, tiles):
     return torch.empty_like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)  # out, lse (N, T)
 
 
 @torch.library.custom_op("minibert::varlen_attention_backward", mutates_args=())
 def _backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                  lse: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, dropout_p: float, softmax_scale: float,
-                 seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                 seed: int, offset: int, tiles: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return varlen_attention_backward(grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale,
-                                     seed, offset)
+                                     seed, offset, Tiles.from_ints(tiles))
 
 
 @_backward_op.register_fake
-def _(grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset):
+def _(grad_out, q, k, v, out, lse, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, tiles):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    """Saves q, k, v, out, the (N, T) log-sum-exp and the Philox seed/offset; backward recomputes the
-    probabilities and the mask block by block."""
-    q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset = inputs
+    """Saves q, k, v, out, the (N, T) log-sum-exp, the Philox seed/offset and the tiles; backward
+    recomputes the probabilities and the mask block by block."""
+    q, k, v, cu_seqlens, max_seqlen, dropout_p, softmax_scale, seed, offset, tiles = inputs
     ctx.save_for_backward(q, k, v, output[0], output[1], cu_seqlens)
-    ctx.args = (max_seqlen, dropout_p, softmax_scale, seed, offset)
+    ctx.args = (max_seqlen, dropout_p, softmax_scale, seed, offset, tiles)
 
 
 def _backward(ctx, grad_out, grad_lse):
     q, k, v, out, lse, cu_seqlens = ctx.saved_tensors
     grads = _backward_op(grad_out, q, k, v, out, lse, cu_seqlens, *ctx.args)
-    return (*grads, None, None, None, None, None, None)
+    return (*grads, None, None, None, None, None, None, None)
 
 
 _forward_op.register_autograd(_backward, setup_context=_setup_context)
@@ -256,6 +292,7 @@ def varlen_attention(
     dropout_p: float = 0.0,
     softmax_scale: float | None = None,
     keep_mask_hook: Callable[[torch.Tensor], None] | None = None,
+    tiles: Tiles | None = None,
 ) -> torch.Tensor:
     """Attention within each sequence of a packed batch, differentiable in q, k, v.
 
@@ -266,6 +303,8 @@ def varlen_attention(
     (kept values scaled by 1 / (1 - p)). softmax_scale: defaults to 1 / sqrt(D).
     keep_mask_hook: test hook; when given, called once in forward with the exact keep mask used,
     `philox_keep_mask(...)`, bool (N, T, max_seqlen) (all True within sequences when dropout_p is 0).
+    tiles: the kernels' launch shapes, `Tiles.table(D, dtype)` by default; they change the blocks the
+    work is cut into, not the result beyond rounding.
     Returns out (T, N, D) in q's dtype.
     """
     _check_inputs(q, k.to(q.dtype), v.to(q.dtype), cu_seqlens)
@@ -278,7 +317,8 @@ def varlen_attention(
     with torch.autocast(q.device.type, enabled=False):
         k, v = k.to(q.dtype), v.to(q.dtype)
         seed, offset = draw_seed_offset() if dropout_p > 0 else (2**32, 0)
-        out, _ = _forward_op(q, k, v, cu_seqlens, max_seqlen, float(dropout_p), scale, seed, offset)
+        tiles = Tiles.table(q.shape[-1], q.dtype) if tiles is None else tiles
+        out, _ = _forward_op(q, k, v, cu_seqlens, max_seqlen, float(dropout_p), scale, seed, offset, tiles.as_ints())
     if keep_mask_hook is not None:
-        keep_mask_hook(philox_keep_mask(seed, offset, cu_seqlens, max_seqlen, q.shape[1], dropout_p))
+        keep_mask_hook(philox_keep_mask(seed, offset, cu_seqlens, max_seqlen, q.shape[1], dropout_p, tiles.keep))
     return out
