@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import RECORDS, ROOT, make_tiny_model
 
 from minibert.checkpoints.formats import load_checkpoint
 from minibert.data.pretraining_records import read_records
@@ -20,10 +21,15 @@ from minibert.finetune.config import RUN_OUTPUTS
 from minibert.training.last_checkpoint import check_output_dir, load_run, save_run
 from minibert.training.machine import TrainingMachineOptions
 from minibert.training.run_context import RunState, open_run
-from minibert.training.run_folder import (FINE_TUNING, KIND_FILE, LOCK_FILE, PRE_TRAINING, RunLock, folder_kind,
-                                          write_kind)
-
-from helpers import RECORDS, ROOT, make_tiny_model
+from minibert.training.run_folder import (
+    FINE_TUNING,
+    KIND_FILE,
+    LOCK_FILE,
+    PRE_TRAINING,
+    RunLock,
+    folder_kind,
+    write_kind,
+)
 
 CPU = TrainingMachineOptions(device="cpu", precision="fp32", padding="padded")
 

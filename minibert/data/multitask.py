@@ -21,9 +21,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from minibert.errors import ConfigError
 from minibert.files import refuse_repeated_keys
 from minibert.schema import typed
-from minibert.errors import ConfigError
 
 
 @dataclass(frozen=True)

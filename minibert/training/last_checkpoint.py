@@ -25,10 +25,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from minibert.errors import CheckpointError, ConfigError
-from minibert.schema import typed
-from minibert.output_paths import (Inputs, check_not_input, check_output_folder, is_run_folder, resolve,
-                                    visible_entries)
-from minibert.training.run_folder import FINE_TUNING, check_kind, check_unlocked, folder_kind
 from minibert.files import (
     atomic_save_safetensors,
     atomic_torch_save,
@@ -37,6 +33,9 @@ from minibert.files import (
     replace_folder,
     sha256_file,
 )
+from minibert.output_paths import Inputs, check_not_input, check_output_folder, is_run_folder, resolve, visible_entries
+from minibert.schema import typed
+from minibert.training.run_folder import FINE_TUNING, check_kind, check_unlocked, folder_kind
 
 MODEL_FILE, TRAINER_FILE, RUN_FILE = "model.safetensors", "trainer.pt", "run.json"
 TRAINER_KEYS = ("optimizer", "scheduler", "scaler", "rng", "state")  # what save_run puts in trainer.pt

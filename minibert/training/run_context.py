@@ -37,12 +37,10 @@ from minibert.errors import CheckpointError, ConfigError
 from minibert.files import atomic_write_text, remove_leftovers, swap_leftovers
 from minibert.output_paths import Inputs
 from minibert.schema import typed
-from minibert.training.distributed import (Distributed, barrier, device_for, gather_objects, init_distributed,
-                                           shutdown)
-from minibert.training.last_checkpoint import (TRAINER_FILE, capture_rng, check_output_dir, find_run, load_run,
-                                              save_run)
-from minibert.training.run_folder import FINE_TUNING, RunLock, clear_folder, folder_kind, write_kind
+from minibert.training.distributed import Distributed, barrier, device_for, gather_objects, init_distributed, shutdown
+from minibert.training.last_checkpoint import TRAINER_FILE, capture_rng, check_output_dir, find_run, load_run, save_run
 from minibert.training.machine import TrainingMachineOptions, autocast, resolve_machine
+from minibert.training.run_folder import FINE_TUNING, RunLock, clear_folder, folder_kind, write_kind
 from minibert.training.stop_signal import StopSignal
 
 # Options a --resume may change in every kind of run (where and how fast it runs, how often it
