@@ -178,7 +178,8 @@ def build_parser(config_class, description: str, positional: tuple[str, ...] = (
     # allow_abbrev=False: argparse would otherwise take `--epoch 3` as `--epochs 3` silently.
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", help="JSON file of field values, applied before the flags")
+    parser.add_argument("--preset", action="append",
+                        help="JSON file of field values, applied before the flags (one: a second is refused)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     defaults = to_flat(config_class())  # a group's defaults may be the config's own (see _build)
     for field, hint in flat_fields(config_class):
@@ -211,7 +212,11 @@ def parse_config_and_preset(config_class, argv: list[str] | None, description: s
     args = vars(build_parser(config_class, description, positional).parse_args(argv))
     args.pop("debug", None)
     values = {}
-    preset = args.pop("preset", None)
+    presets = args.pop("preset", None) or []
+    if len(presets) > 1:  # which would win is a guess: refused rather than merged or replaced
+        raise ConfigError(f"--preset given {len(presets)} times ({', '.join(presets)}): give one, or merge "
+                          "them into one file")
+    preset = presets[0] if presets else None
     if preset:
         values = load_preset(config_class, preset)
     values.update(args)

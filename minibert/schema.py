@@ -50,10 +50,13 @@ def typed(cls, values, where: str, error: type[MinibertError]):
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
         raise error(f"{where}: missing key {', '.join(map(repr, missing))}")
+    values = dict(values)
     for key, value in values.items():
         if not is_instance(value, hints[key]):
             shown = json.dumps(value, default=str)
             raise error(f"{where}: {key} is {shown[:80]}, expected {describe(hints[key])}")
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):  # a nested dataclass, checked too
+            values[key] = typed(hints[key], value, f"{where}: {key}", error)
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import pretrain
 
@@ -69,6 +70,7 @@ def ws(tmp_path_factory) -> Path:
     (ws / "loop").symlink_to(ws / "loop")
     hf_folders(ws, model)
     multi_label_files(ws / "ml")
+    run_folders(ws)
     return ws
 
 
@@ -98,6 +100,25 @@ def hf_folders(ws: Path, model: Path) -> None:
     del config["num_attention_heads"]
     (ws / "headless" / "config.json").write_text(json.dumps(config))
     shutil.copy(model / "model.safetensors", ws / "headless" / "model.safetensors")
+
+
+def run_folders(ws: Path) -> None:
+    """Run folders of each kind, and two earlier runs whose last/trainer.pt is not save_run's: one a
+    pickle of more than tensors, one of the right keys with a wrong type (their sums in run.json fit)."""
+    for name, kind in (("pt_run", "pre-training"), ("ft_run", "fine-tuning"), ("hostile_run", ""), ("typed_run", "")):
+        (ws / name / "last").mkdir(parents=True)
+        (ws / name / "config.json").write_text(json.dumps({"output_dir": str(ws / name)}) + "\n")
+        (ws / name / "metrics.jsonl").write_text('{"step": 1}\n')
+        if kind:
+            (ws / name / ".minibert_run.json").write_text(json.dumps({"kind": kind}) + "\n")
+    trainers = {"hostile_run": {"optimizer": {}, "scheduler": {}, "scaler": {}, "rng": [], "state": {"x": Path("x")}},
+                "typed_run": {"optimizer": "sgd", "scheduler": {}, "scaler": {}, "rng": [], "state": {}}}
+    for name, trainer in trainers.items():
+        last = ws / name / "last"
+        save_file({"w": torch.zeros(2)}, last / "model.safetensors")
+        torch.save(trainer, last / "trainer.pt")
+        sums = {f: hashlib.sha256((last / f).read_bytes()).hexdigest() for f in ("model.safetensors", "trainer.pt")}
+        (last / "run.json").write_text(json.dumps({"sha256": sums}))
 
 
 def checksums(folder: Path) -> dict:
@@ -281,6 +302,26 @@ ROWS = [
         r"text.txt: a .txt file holds one text per line and no labels; labelled data is a .jsonl"),
     Row("a bad preset key", ["train.py", "--preset", "{ws}/preset.json"],
         r"preset.json: unknown preset keys: learning_rat"),
+    # Run folders: typed, locked; contradictory flags; trainer.pt read against its types.
+    Row("train --overwrite_output_dir into a pre-training run", [*TRAIN, "--output_dir", "{ws}/pt_run",
+                                                                 "--overwrite_output_dir", "true"],
+        r"--output_dir .*pt_run holds a pre-training run \(pretrain.py train\), not a fine-tuning run", loss=True),
+    Row("pretrain train --overwrite_output_dir into a fine-tuning run", [*PRETRAIN, "--output_dir={ws}/ft_run",
+                                                                         "--overwrite_output_dir=true"],
+        r"--output_dir .*ft_run holds a fine-tuning run \(train.py\), not a pre-training run", loss=True),
+    Row("--resume with --overwrite_output_dir", [*TRAIN, "--output_dir", "{ws}/run", "--resume", "true",
+                                                 "--overwrite_output_dir", "true"],
+        r"^error: --resume continues the run in --output_dir and --overwrite_output_dir replaces it: give one"),
+    Row("two presets", ["train.py", "--preset", "{ws}/preset.json", "--preset", "{ws}/preset.json"],
+        r"--preset given 2 times \(.*preset.json, .*preset.json\): give one, or merge them into one file"),
+    Row("--tasks with an explicit --train_file", ["train.py", "--tasks", "a,b", "--train_file", "{ws}/data/train.jsonl",
+                                                  "--init", "{ws}/model", "--output_dir", "{ws}/new_run"],
+        r"--train_file applies to single-task runs \(with --tasks or --tasks_file each task names its own files\)"),
+    Row("a hostile trainer.pt on --resume", [*TRAIN, "--output_dir", "{ws}/hostile_run", "--resume", "true"],
+        r"hostile_run/last/trainer.pt: holds objects other than tensors and plain values, which could run code when "
+        r"loaded; refused \(save_run never writes such a file\)$"),
+    Row("a trainer.pt with a wrong type on --resume", [*TRAIN, "--output_dir", "{ws}/typed_run", "--resume", "true"],
+        r'typed_run/last/trainer.pt: optimizer is "sgd", expected dict$'),
 ]
 
 
@@ -431,3 +472,28 @@ def test_a_moved_run_folder_resumes(inputs, tmp_path):
     result = run([*train, "--output_dir", str(tmp_path / "b"), "--resume", "true"])
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "trainer.pt: missing optimizer, scheduler, scaler, rng (not written by save_run)" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_folder_of_a_running_one_refuses_and_the_first_goes_on(inputs, tmp_path):
+    """Both on one new output folder: the second deleted the first's checkpoint in progress."""
+    train = [a.replace("{ws}", str(inputs)) for a in TRAIN]
+    train[train.index("--epochs") + 1] = "200"
+    out = tmp_path / "ft"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, *train, "--output_dir", str(out)], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + TIMEOUT
+        while not (out / "last" / "trainer.pt").exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / "last" / "trainer.pt").exists(), "the first run wrote no checkpoint"
+        for extra in ([], ["--overwrite_output_dir", "true"], ["--resume", "true"]):
+            second = run([*train, "--output_dir", str(out), *extra])
+            assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr[-2000:]
+            assert re.fullmatch(rf"error: --output_dir {out} is in use by another run \(pid {first.pid} on .*train.py "
+                                r".*\); wait for it to end or choose another folder\n", second.stderr), second.stderr
+            assert (out / "last" / "trainer.pt").exists() and first.poll() is None
+    finally:
+        first.kill()
+        first.wait()

@@ -82,8 +82,16 @@ def test_task_lists(tmp_path):
                                 {"name": "b", "train": "b/t.jsonl", "dev": "b/d.jsonl", "test": "b/x.jsonl"}]))
     assert [(t.name, t.test) for t in read_tasks_file(path)] == [("a", ""), ("b", "b/x.jsonl")]
     path.write_text(json.dumps([{"name": "a", "train": "x", "dev": "y", "extra": 1}, {"name": "b"}]))
-    with pytest.raises(ConfigError, match="task 0: unknown keys extra"):
+    with pytest.raises(ConfigError, match="task 0: unknown key 'extra'"):
         read_tasks_file(path)
+    # Every task is read against its declared types: a number for a file, a missing split, an empty file name.
+    for tasks, message in (([{"name": "a", "train": 3, "dev": "y"}], r"task 0: train is 3, expected a string$"),
+                           ([{"name": "a", "train": "x"}], r"task 0: missing key 'dev'$"),
+                           ([{"name": "a", "train": "", "dev": "y"}], r"task 0: train and dev must name files$"),
+                           (["a"], r'task 0: expected an object, got "a"$')):
+        path.write_text(json.dumps(tasks))
+        with pytest.raises(ConfigError, match=message):
+            read_tasks_file(path)
 
 
 def test_a_tasks_batch_changes_only_the_encoder_and_its_own_head():

@@ -425,15 +425,20 @@ def test_the_embedded_default_trains_on_its_machine_options(tmp_path):
     assert "(default: 'padded')" in " ".join(build_parser(PretrainConfig, "").format_help().split())
 
 
-def test_overwrite_clears_the_earlier_runs_outputs_with_their_swap_leftovers_only(google_dir, tmp_path):
+def test_overwrite_replaces_all_of_a_pretraining_folder_and_only_the_outputs_of_an_older_one(google_dir, tmp_path):
     out = tmp_path / "out"
     common = [f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
               f"--output_dir={out}", *ACCEPTANCE[:3], "--num_train_steps=1", *ACCEPTANCE[4:],
               "--keep_checkpoints=2", "--save_checkpoints_steps=1"]
+    outputs = ["checkpoint-1", "config.json", "final", "last", "metrics.jsonl", "pretraining_curves.png"]
     run(common)
-    for leftover in (".final.0123abcd.old", "last.old", ".checkpoint-1.89abcdef.old", "checkpoint-7"):
-        (out / leftover).mkdir()
-    (out / "notes.txt").write_text("mine")
-    run([*common, "--overwrite_output_dir=true"])
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "config.json", "final", "last", "metrics.jsonl",
-                                                     "notes.txt", "pretraining_curves.png"]
+    # A folder from before kinds were recorded (no .minibert_run.json): only the run's outputs and
+    # the old sides of their swaps are cleared; with its kind recorded, all of it is replaced.
+    for legacy, kept in ((True, ["notes.txt"]), (False, [])):
+        if legacy:
+            (out / ".minibert_run.json").unlink()
+        for leftover in (".final.0123abcd.old", "last.old", ".checkpoint-1.89abcdef.old", "checkpoint-7"):
+            (out / leftover).mkdir()
+        (out / "notes.txt").write_text("mine")
+        run([*common, "--overwrite_output_dir=true"])
+        assert sorted(p.name for p in out.iterdir()) == sorted([".minibert_run.json", *outputs, *kept])

@@ -23,6 +23,7 @@ from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, 
 
 from helpers import INITS, make_run_folder, make_tiny_model, parse_reproduce, reproduce_text
 from minibert.experiments.reproduction import reproduce
+from minibert.training.run_folder import REPRODUCTION, folder_kind
 
 
 def data_folders(tmp_path, names):
@@ -445,6 +446,7 @@ def test_table1_counts_wordpieces_of_a_tiny_prepared_data_set(tmp_path):
     assert lines[8] == "| IMDb | not prepared | 2 |  |  | 25,000 |  | 25,000 |  |  | 292 |  | 3,045 |  | 12.69% |"
     assert f"English with {english / 'vocab.txt'} (17 tokens), Chinese with {chinese / 'vocab.txt'}" in lines[2]
     assert (tmp_path / "out" / "table1.md").read_text() == "\n".join(lines) + "\n"
+    assert folder_kind(tmp_path / "out") == REPRODUCTION  # train.py and pretrain.py refuse to replace it
     without_chinese = reproduce_text(parse_reproduce(argv)).splitlines()
     assert without_chinese[7].startswith("| Sogou | 1 | 6 | 1 | 0 | 54,000 | 0 | 6,000 | 5.0 | 5 |")
     # Left at the default --init (not here), Table 1 counts with the embedded MiniLM's vocabulary.

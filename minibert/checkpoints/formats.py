@@ -26,6 +26,7 @@ from minibert.files import atomic_save_safetensors, atomic_write_text, read_json
 from minibert.model.bert import BertModel
 from minibert.model.config import METADATA_KEYS, BertConfig
 from minibert.model.pretraining_heads import BertForPreTraining
+from minibert.schema import typed
 
 FORMATS = ("minibert", "hf", "tf")
 MINIBERT_METADATA = {"format": "pt", "producer": "minibert"}
@@ -285,9 +286,16 @@ def _read_minibert_metadata(folder: Path) -> dict:
     if not path.exists():
         return {}
     metadata = read_json_object(path, "minibert.json", CheckpointError)
-    if not isinstance(metadata.get("sha256", {}), dict):
-        raise CheckpointError(f"{path}: expected an object with 'architecture' and 'sha256'")
+    typed(MinibertMetadata, metadata, str(path), CheckpointError)
     return metadata
+
+
+@dataclass
+class MinibertMetadata:
+    """minibert.json as save_minibert writes it, read back against these types."""
+
+    architecture: str | None = None  # None: architecture_of(the weights), as before the key existed
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> its digest
 
 
 def save_minibert(folder: str | Path, checkpoint: Checkpoint) -> Path:

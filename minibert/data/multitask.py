@@ -21,8 +21,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from minibert.files import refuse_repeated_keys
 from minibert.errors import ConfigError
+from minibert.files import refuse_repeated_keys
+from minibert.schema import typed
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,23 @@ def read_tasks_file(path: str | Path) -> list[TaskFiles]:
     tasks = []
     for i, item in enumerate(items):
         where = f"{path}: task {i}"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{where}: expected an object with name, train, dev and optionally test")
-        unknown = sorted(set(item) - {"name", "train", "dev", "test"})
-        missing = [key for key in ("name", "train", "dev") if not isinstance(item.get(key), str)]
-        if unknown or missing:
-            raise ConfigError(f"{where}: " + "; ".join(
-                ([f"unknown keys {', '.join(unknown)}"] if unknown else []) +
-                ([f"missing or not a string: {', '.join(missing)}"] if missing else [])))
-        tasks.append(TaskFiles(_check_name(item["name"], where), item["train"], item["dev"], item.get("test", "")))
+        entry = typed(TaskEntry, item, where, ConfigError)
+        tasks.append(TaskFiles(_check_name(entry.name, where), entry.train, entry.dev, entry.test))
     return _distinct(tasks, f"--tasks_file {path}")
+
+
+@dataclass
+class TaskEntry:
+    """One task of a --tasks_file, read against these types."""
+
+    name: str
+    train: str
+    dev: str
+    test: str = ""  # none
+
+    def __post_init__(self):
+        if not self.train or not self.dev:
+            raise ValueError("train and dev must name files")
 
 
 def _distinct(tasks: list[TaskFiles], where: str) -> list[TaskFiles]:

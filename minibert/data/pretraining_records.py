@@ -21,7 +21,7 @@ sentence pairs for NSP or single segments for masked LM only ("next_sentence").
 import contextlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ import numpy as np
 from minibert.checkpoints.tfrecord import encode_example, float_feature, int64_feature, read_examples, tfrecord_writers
 from minibert.data.pretraining_instances import Instance
 from minibert.errors import DataError
-from minibert.files import atomic_file, atomic_write_text, replace_folder
+from minibert.files import atomic_file, atomic_write_text, read_json_object, replace_folder
+from minibert.schema import typed
 
 # Google's feature names in write_instance_to_example_files' order, with minibert's storage dtype.
 FEATURES = {
@@ -185,27 +186,54 @@ def _read_tfrecord(path: Path, max_seq_length: int, max_predictions: int) -> Rec
     return Records(arrays, str(path), manifest.get("next_sentence", True), manifest)
 
 
+@dataclass
+class RecordsManifest:
+    """What write_records records in a manifest (manifest.json of a records folder, FILE.manifest.json
+    beside a TFRecord file), with the keys create_data adds; read back against these types."""
+
+    format: str
+    records: int
+    max_seq_length: int
+    max_predictions_per_seq: int
+    version: int | None = None  # records folders only
+    next_sentence: bool = True  # manifests written before the key existed: sentence pairs
+    vocab_size: int | None = None
+    vocab_sha256: str = ""
+    create_data: dict = field(default_factory=dict)  # create_data's options
+    shard: dict = field(default_factory=dict)  # create_data --sharded: which shard of how many
+
+    def __post_init__(self):
+        if self.records < 0 or self.max_seq_length < 1 or self.max_predictions_per_seq < 0:
+            raise ValueError(f"records={self.records}, max_seq_length={self.max_seq_length} and "
+                             f"max_predictions_per_seq={self.max_predictions_per_seq} cannot be")
+
+
+def read_manifest(path: Path, what: str) -> dict:
+    """A records manifest, its known keys checked against RecordsManifest (a key given twice, a wrong
+    type or an impossible count is one DataError naming the file and key); other keys a writer
+    added are kept as they are."""
+    manifest = read_json_object(path, what, DataError)
+    if manifest.get("format") not in ("tfrecord", NATIVE_FORMAT):
+        raise DataError(f"{path}: not a records manifest (format is {json.dumps(manifest.get('format'))})")
+    known = {f.name for f in fields(RecordsManifest)}
+    typed(RecordsManifest, {k: v for k, v in manifest.items() if k in known}, str(path), DataError)
+    return manifest
+
+
 def _tfrecord_manifest(path: Path) -> dict:
     """The manifest create_data wrote beside a TFRecord file; {} for Google's files, which have none."""
     sidecar = manifest_of(path)
     if not sidecar.exists():
         return {}
-    try:
-        manifest = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{sidecar}: cannot read the manifest of {path.name}: {e}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("next_sentence", True), bool):
-        raise DataError(f"{sidecar}: not a records manifest (expected an object with a boolean next_sentence)")
-    return manifest
+    return read_manifest(sidecar, f"the manifest of {path.name}")
 
 
 def _read_native(path: Path, max_seq_length: int, max_predictions: int) -> Records:
     manifest_path = path / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{manifest_path}: cannot read the manifest of a records folder: {e}") from None
-    if manifest.get("format") != NATIVE_FORMAT or manifest.get("version") != NATIVE_VERSION:
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path}: cannot read the manifest of a records folder: no such file")
+    manifest = read_manifest(manifest_path, "the manifest of a records folder")
+    if manifest["format"] != NATIVE_FORMAT or manifest.get("version") != NATIVE_VERSION:
         raise DataError(f"{manifest_path}: not a minibert pre-training records folder (version {NATIVE_VERSION})")
     if (manifest["max_seq_length"], manifest["max_predictions_per_seq"]) != (max_seq_length, max_predictions):
         raise DataError(f"{path}: records have max_seq_length={manifest['max_seq_length']}, max_predictions_per_seq="
@@ -222,10 +250,8 @@ def _read_native(path: Path, max_seq_length: int, max_predictions: int) -> Recor
             raise DataError(f"{file}: expected {manifest['records']} rows of {np.dtype(dtype)}, "
                             f"found {len(array)} of {array.dtype}")
         arrays[name] = array
-    next_sentence = manifest.get("next_sentence", True)  # folders written before the key existed held pairs
-    if not isinstance(next_sentence, bool):
-        raise DataError(f"{manifest_path}: next_sentence must be true or false, found {next_sentence!r}")
-    return Records(arrays, str(path), next_sentence, manifest)
+    # Folders written before the key existed held pairs (RecordsManifest checked its type).
+    return Records(arrays, str(path), manifest.get("next_sentence", True), manifest)
 
 
 def read_records(path: str | Path, max_seq_length: int, max_predictions: int) -> Records:

@@ -34,6 +34,7 @@ from minibert.pretraining import STAGES
 from minibert.resources import model_path
 from minibert.text.tokenization import FullTokenizer
 from minibert.training.machine import PRECISIONS, resolve_device
+from minibert.training.run_folder import REPRODUCTION, write_kind
 
 STATES = ("done", "resume", "new", "refused")
 # A data set is a folder name under --data_dir: no path (a "../d" would be read and written outside).
@@ -315,13 +316,14 @@ def reproduce(cfg: ReproduceConfig, say=print) -> tuple[str, list]:
         text = table1_markdown(Path(cfg.data_dir), datasets, *table1_tokenizers(cfg))
         if not cfg.dry_run:
             check_output_dir(cfg, datasets)
-            Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+            write_kind(Path(cfg.output_dir), REPRODUCTION)  # a reproduction's folder (minibert.training.run_folder)
             atomic_write_text(Path(cfg.output_dir) / "table1.md", text)
         return text, []
     experiment, scale, datasets, devices, runs = planned_runs(cfg)
     for line in plan_lines(experiment, scale, runs):
         say(line)
     if not cfg.dry_run:
+        write_kind(Path(cfg.output_dir), REPRODUCTION)  # a reproduction's folder (minibert.training.run_folder)
         single = len(devices) == 1
         execute(runs, devices, run_in_process if single else run_as_subprocess, log=say,
                 pretrain=pretrain_in_process if single else pretrain_as_subprocess)

@@ -236,6 +236,8 @@ MODE_OPTIONS = (
     ("multitask", lambda cfg: cfg.multitask.enabled, "multi-task runs (--tasks)",
      ("tasks_dir", "task_temperature", "task_sampling", "stage2_head", "stage2_epochs", "stage2_lr_factor",
       "stage2_batch_size", "stage2_layer_decay")),
+    ("data", lambda cfg: not cfg.multitask.enabled, "single-task runs (with --tasks or --tasks_file each task "
+     "names its own files)", ("train_file", "dev_file", "test_file")),
     ("classifier", lambda cfg: cfg.classifier.head == "bilstm_attention", "--head bilstm_attention",
      ("lstm_size", "attention_hops", "attention_size", "attention_penalty")),
     ("classifier", lambda cfg: cfg.text.hierarchical, "hierarchical runs (--hierarchical true)", ("chunk_pooling",)),

@@ -21,6 +21,7 @@ from minibert.model.bert import num_parameters
 from minibert.training.plots import plot_learning_curves
 from minibert.training.run_context import RunContext, open_run
 from minibert.training.last_checkpoint import check_output_dir, find_run
+from minibert.training.run_folder import FINE_TUNING
 
 
 def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
@@ -31,7 +32,7 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
     encoding = text_encoding(cfg.text)
     files = task_files(cfg)
     context = open_run(cfg.machine, cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite_output_dir,
-                       run_inputs(cfg))
+                       run_inputs(cfg), FINE_TUNING)
     # "auto" precision and padding as resolved: config.json, results.json and --resume see these.
     cfg = replace(cfg, machine=replace(cfg.machine, precision=context.precision, padding=context.padding))
     context.seed(cfg.run.seed)

@@ -40,6 +40,7 @@ from minibert.training.metrics_log import LossWindow, MetricsLog
 from minibert.training.optimization import build_optimizer, optimizer_step, parameter_groups
 from minibert.training.plots import plot_pretraining_curves
 from minibert.training.run_context import RunContext, RunState, open_run
+from minibert.training.run_folder import PRE_TRAINING
 from minibert.training.schedules import build_scheduler
 
 
@@ -105,7 +106,8 @@ def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
     """Pre-train as run_pretraining.py does; returns {"step", "records": the metrics.jsonl records},
     or {"step", "stopped": True, "signal"} after a SIGTERM or SIGINT."""
     check_options(cfg)
-    context = open_run(cfg.machine, cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite_output_dir, input_paths(cfg))
+    context = open_run(cfg.machine, cfg.run.output_dir, cfg.run.resume, cfg.run.overwrite_output_dir, input_paths(cfg),
+                       PRE_TRAINING)
     # "auto" -> what runs, saved
     cfg = replace(cfg, machine=replace(cfg.machine, precision=context.precision, padding=context.padding))
     model, vocab_file, stream, eval_stream = read_inputs(cfg, context)

@@ -16,6 +16,7 @@ bit-identical weights.
 
 import dataclasses
 import json
+import pickle
 import random
 from pathlib import Path
 
@@ -24,8 +25,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from minibert.errors import CheckpointError, ConfigError
-from minibert.output_paths import (Inputs, check_not_input, check_output_folder, is_run_folder, resolve,
-                                    visible_entries)
 from minibert.files import (
     atomic_save_safetensors,
     atomic_torch_save,
@@ -34,6 +33,9 @@ from minibert.files import (
     replace_folder,
     sha256_file,
 )
+from minibert.output_paths import Inputs, check_not_input, check_output_folder, is_run_folder, resolve, visible_entries
+from minibert.schema import typed
+from minibert.training.run_folder import FINE_TUNING, check_kind, check_unlocked, folder_kind
 
 MODEL_FILE, TRAINER_FILE, RUN_FILE = "model.safetensors", "trainer.pt", "run.json"
 TRAINER_KEYS = ("optimizer", "scheduler", "scaler", "rng", "state")  # what save_run puts in trainer.pt
@@ -76,12 +78,33 @@ def find_run(folder: str | Path) -> Path | None:
     return find_folder(folder)
 
 
+@dataclasses.dataclass
+class TrainerFile:
+    """trainer.pt as save_run writes it; `state` is the script's state (RunContext.resume checks it)."""
+
+    optimizer: dict
+    scheduler: dict
+    scaler: dict
+    rng: list  # every process's RngState, in rank order
+    state: dict
+
+
+@dataclasses.dataclass
+class RngState:
+    """One process's capture_rng()."""
+
+    torch: torch.Tensor
+    python: tuple
+    cuda: list
+
+
 def load_run(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler, rank: int = 0,
              world_size: int = 1) -> dict:
     """Restore everything save_run wrote (rank: whose RNG states); returns the script's state as a dict.
 
-    Every file is checked against run.json's sha256 first; a missing, corrupt or mismatched file is
-    a CheckpointError naming it, before anything is changed.
+    Every file is checked against run.json's sha256 first, then trainer.pt against TrainerFile; a
+    missing, corrupt, mismatched or mistyped file is a CheckpointError naming it (and the key),
+    before anything is changed.
     """
     sums = _read_sums(folder / RUN_FILE)
     for name in (MODEL_FILE, TRAINER_FILE):
@@ -92,27 +115,49 @@ def load_run(folder: Path, model: torch.nn.Module, optimizer, scheduler, scaler,
             raise CheckpointError(f"{path}: corrupt (its sha256 differs from the one in {folder / RUN_FILE})")
     try:
         tensors = load_file(folder / MODEL_FILE)
-        # weights_only: the unpickler only rebuilds tensors and plain containers, never runs code.
-        trainer = torch.load(folder / TRAINER_FILE, map_location="cpu", weights_only=True)
     except (SafetensorError, OSError, RuntimeError, EOFError) as e:
         raise CheckpointError(f"{folder}: cannot read the resume checkpoint: {e}") from None
-    missing = [k for k in TRAINER_KEYS if not isinstance(trainer, dict) or k not in trainer]
-    if missing:
-        raise CheckpointError(f"{folder / TRAINER_FILE}: missing {', '.join(missing)} (not written by save_run)")
+    trainer = _read_trainer(folder / TRAINER_FILE)
+    if len(trainer.rng) != world_size:
+        raise CheckpointError(f"{folder}: the run was made by {len(trainer.rng)} processes, this is {world_size}: "
+                              "its batches would differ; resume with the same number of processes")
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{folder / MODEL_FILE}: does not fit the model: {e}") from None
+    for key, target in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+        try:
+            target.load_state_dict(getattr(trainer, key))
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"{folder / TRAINER_FILE}: {key} does not fit this run "
+                                  f"({e.__class__.__name__}: {e})") from None
+    rng = trainer.rng[rank]
+    try:
+        restore_rng({"torch": rng.torch, "python": rng.python, "cuda": rng.cuda})
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{folder / TRAINER_FILE}: rng of process {rank} cannot be restored ({e})") from None
+    return trainer.state
+
+
+def _read_trainer(path: Path) -> TrainerFile:
+    """trainer.pt, checked against TrainerFile and RngState (CheckpointError naming the key)."""
+    try:
+        # weights_only: the unpickler only rebuilds tensors and plain containers, never runs code.
+        trainer = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False, which would run whatever the file holds.
+        raise CheckpointError(f"{path}: holds objects other than tensors and plain values, which could run code "
+                              "when loaded; refused (save_run never writes such a file)") from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path}: cannot read the resume checkpoint: {e}") from None
+    missing = [k for k in TRAINER_KEYS if not isinstance(trainer, dict) or k not in trainer]
+    if missing:
+        raise CheckpointError(f"{path}: missing {', '.join(missing)} (not written by save_run)")
     if isinstance(trainer["rng"], dict):  # written before distributed runs: one process's states
         trainer["rng"] = [trainer["rng"]]
-    if len(trainer["rng"]) != world_size:
-        raise CheckpointError(f"{folder}: the run was made by {len(trainer['rng'])} processes, this is {world_size}: "
-                              "its batches would differ; resume with the same number of processes")
-    optimizer.load_state_dict(trainer["optimizer"])
-    scheduler.load_state_dict(trainer["scheduler"])
-    scaler.load_state_dict(trainer["scaler"])
-    restore_rng(trainer["rng"][rank])
-    return trainer["state"]
+    checked = typed(TrainerFile, trainer, str(path), CheckpointError)
+    checked.rng = [typed(RngState, rng, f"{path}: rng[{i}]", CheckpointError) for i, rng in enumerate(checked.rng)]
+    return checked
 
 
 def _read_sums(path: Path) -> dict:
@@ -127,19 +172,25 @@ def _read_sums(path: Path) -> dict:
     return sums
 
 
-def check_output_dir(out: Path, resume: bool, overwrite: bool, inputs: Inputs = ()) -> None:
+def check_output_dir(out: Path, resume: bool, overwrite: bool, inputs: Inputs = (), kind: str = FINE_TUNING) -> None:
     """A new run never writes over an earlier one unless told to, never over a folder that is not a
-    run's (output_paths.is_run_folder) and never over an input (`inputs`: (option, path) pairs such
-    as the init model); --resume needs a checkpoint (ConfigError)."""
+    run's (output_paths.is_run_folder) or is another kind's (run_folder.check_kind), never over an
+    input (`inputs`: (option, path) pairs such as the init model) and never into a folder another
+    live run holds (run_folder.check_unlocked); --resume needs a checkpoint (ConfigError)."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --output_dir and --overwrite_output_dir replaces it: "
+                          "give one of them")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output_dir {out}: is a file, not a folder")
+    check_unlocked(out)
+    check_kind(out, kind)
     if resume:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--output_dir {out}: is a file, not a folder")
         if find_run(out / "last") is None:
             raise ConfigError(f"--resume: no checkpoint in {out / 'last'}")
         check_not_input(resolve(out, "--output_dir"), "--output_dir", inputs)
         return
-    check_output_folder(out, "--output_dir", is_run_folder, "a minibert run's (config.json with metrics.jsonl "
-                        "or last/)", inputs)
+    check_output_folder(out, "--output_dir", lambda folder: folder_kind(folder) == kind or is_run_folder(folder),
+                        "a minibert run's (config.json with metrics.jsonl or last/)", inputs)
     earlier = visible_entries(out) if out.is_dir() else []
     if earlier and not overwrite:
         raise ConfigError(f"--output_dir {out} is not empty ({', '.join(earlier[:5])}"

@@ -34,13 +34,14 @@ import torch
 from tqdm import tqdm
 
 from minibert.data.token_cache import CACHE_FOLDER, TokenCache
-from minibert.errors import ConfigError
+from minibert.errors import CheckpointError, ConfigError
 from minibert.files import atomic_write_text, remove_leftovers, swap_leftovers
 from minibert.output_paths import Inputs
-from minibert.training.distributed import (Distributed, barrier, device_for, gather_objects, init_distributed,
-                                           shutdown)
-from minibert.training.last_checkpoint import capture_rng, check_output_dir, find_run, load_run, save_run
+from minibert.schema import typed
+from minibert.training.distributed import Distributed, barrier, device_for, gather_objects, init_distributed, shutdown
+from minibert.training.last_checkpoint import TRAINER_FILE, capture_rng, check_output_dir, find_run, load_run, save_run
 from minibert.training.machine import TrainingMachineOptions, autocast, resolve_machine
+from minibert.training.run_folder import FINE_TUNING, RunLock, clear_folder, folder_kind, write_kind
 from minibert.training.stop_signal import StopSignal
 
 # Options a --resume may change in every kind of run (where and how fast it runs, how often it
@@ -74,6 +75,8 @@ class RunContext:
     out: Path
     checkpointing: str = "off"  # BertModel.checkpointing: off, or layers (recomputed in backward)
     stop: StopSignal = field(default_factory=StopSignal)  # SIGTERM, read by end_step
+    kind: str = FINE_TUNING  # what the run records in its folder (run_folder.KIND_SCRIPTS)
+    lock: RunLock | None = None  # rank 0's lock on out, from start_output_dir to close
 
     @property
     def is_main(self) -> bool:
@@ -135,16 +138,23 @@ class RunContext:
                           agree=lambda ok: all(gather_objects(ok, self.setup)))
 
     def start_output_dir(self, outputs: tuple[str, ...], resume: bool, config: dict) -> None:
-        """Once every input has been read: clear what a killed run left and, for a new run, the
-        earlier run's `outputs` (names or globs inside out, with the old sides of their folder swaps,
-        and nothing else); write config.json."""
+        """Once every input has been read: lock the folder (rank 0; another live run there is a
+        ConfigError), clear what a killed run left and, for a new run, the earlier run: all of a
+        folder of this run's kind, or in a folder from before kinds were recorded its `outputs`
+        (names or globs inside out, with the old sides of their folder swaps, and nothing else);
+        record the kind; write config.json."""
         if self.setup.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if self.lock is None:  # a multi-task stage 2 folder lies in its stage 1 folder: locked with it
+                self.lock = RunLock.take(self.out, self.say)
             remove_leftovers(self.out)  # temporary folders of a killed checkpoint write, half-written files
-            if not resume:
+            if not resume and folder_kind(self.out) == self.kind:
+                clear_folder(self.out)
+            elif not resume:
                 patterns = [p for name in outputs for p in (name, *swap_leftovers(name))]
                 for path in (p for pattern in patterns for p in self.out.glob(pattern)):
                     shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            write_kind(self.out, self.kind)
             atomic_write_text(self.out / "config.json", json.dumps(config, indent=2) + "\n")
         self.barrier()
 
@@ -152,8 +162,9 @@ class RunContext:
         """The run in out/last restored into the model, optimizer, scheduler and scaler; returns its
         state (state_class) with this rank's RNG streams restored, unchecked (restore checks it)."""
         folder = find_run(self.out / "last")
-        state = state_class(**load_run(folder, model, optimizer, scheduler, scaler, rank=self.setup.rank,
-                                       world_size=self.setup.world_size))
+        saved = load_run(folder, model, optimizer, scheduler, scaler, rank=self.setup.rank,
+                         world_size=self.setup.world_size)
+        state = typed(state_class, saved, f"{folder / TRAINER_FILE}: state", CheckpointError)
         self.say(f"resumed from {folder} at optimizer step {state.step}")
         return state
 
@@ -212,20 +223,24 @@ class RunContext:
         return stopping
 
     def close(self) -> None:
+        """The end of the run: its folder unlocked, the process group ended."""
+        if self.lock is not None:
+            self.lock.release()
         shutdown(self.setup)
 
 
 def open_run(machine: TrainingMachineOptions, output_dir: str, resume: bool, overwrite: bool,
-             inputs: Inputs = ()) -> RunContext:
+             inputs: Inputs = (), kind: str = FINE_TUNING) -> RunContext:
     """Check the output folder (inputs: (option, path) of what the run reads, which it may not
-    write over), resolve the machine options (resolve_machine), and join the process group
-    torchrun set up (or run as one process). Nothing is written."""
+    write over; kind: what the run is, run_folder.KIND_SCRIPTS), resolve the machine options
+    (resolve_machine), and join the process group torchrun set up (or run as one process). Nothing
+    is written."""
     out = Path(output_dir)
-    check_output_dir(out, resume, overwrite, inputs)
+    check_output_dir(out, resume, overwrite, inputs, kind)
     device, precision, padding = resolve_machine(machine)
     setup = init_distributed(device.type)  # one process, or this process's rank under torchrun
     checkpointing = "layers" if machine.gradient_checkpointing else "off"
-    return RunContext(device_for(setup, device), precision, padding, setup, out, checkpointing)
+    return RunContext(device_for(setup, device), precision, padding, setup, out, checkpointing, kind=kind)
 
 
 def check_resumable(out: Path, saved: dict, current: dict, may_change: set, same_data: bool, data: str,
