@@ -2,9 +2,9 @@
 
 Each field becomes a flag of the same name; fields declared with `option(default, help, choices)`
 carry their help text and allowed values into the command line. A field whose type is a dataclass
-is an option group: its fields are flags of the same config (flat names, each used once). `--preset FILE.json` loads values
-first; flags given on the command line win. Preset values go through the same conversions and
-checks as flags. The effective config is what the scripts save next to their outputs.
+is an option group: its fields are flags of the same config (flat names, each used once).
+`--preset FILE.json` loads values first; flags given on the command line win. Preset values go
+through the same conversions and checks as flags. The effective config is what the scripts save next to their outputs.
 
 This is the one library module that parses command lines; the scripts call `run_script`, which
 prints bad input (a MinibertError) as one line, `error: ...`, and exits with status 2; `--debug`

@@ -23,17 +23,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FIXTURES, RECORDS, ROOT, SAMPLE_TEXT, make_tiny_model, write_split
 from safetensors.torch import save_file
 
 import pretrain
-
 from minibert.checkpoints.classifier import save_classifier
 from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.text.encoding import TextEncoding
 from minibert.text.tokenization import FullTokenizer
-
-from helpers import FIXTURES, RECORDS, ROOT, SAMPLE_TEXT, make_tiny_model, write_split
 
 TIMEOUT = 120
 
@@ -145,7 +143,8 @@ TRAIN = ["train.py", "--init", "{ws}/model", "--train_file", "{ws}/data/train.js
 ML_TRAIN = [*TRAIN, "--train_file", "{ws}/ml/train.jsonl", "--dev_file", "{ws}/ml/dev.jsonl", "--test_file", "",
             "--output_dir", "{ws}/new_run"]
 PRETRAIN = ["pretrain.py", "train", f"--init={FIXTURES / 'tiny_google'}", f"--input_file={RECORDS}",
-            "--max_seq_length=64", "--max_predictions_per_seq=10", "--train_batch_size=2", "--num_train_steps=2", "--num_warmup_steps=1",
+            "--max_seq_length=64", "--max_predictions_per_seq=10", "--train_batch_size=2", "--num_train_steps=2",
+            "--num_warmup_steps=1",
             "--device=cpu", "--threads=1", "--precision=fp32"]
 REPRODUCE = ["reproduce.py", "table4", "--data_dir", "{ws}", "--datasets", "data", "--dry_run", "true"]
 CREATE = ["pretrain.py", "create_data", "--input_file={ws}/corpus/text.txt", "--vocab_file={ws}/vocab.txt",
@@ -286,7 +285,8 @@ ROWS = [
     Row("a dev label training never has", [*ML_TRAIN, "--dev_file", "{ws}/ml/dev_unseen.jsonl"],
         r"ml/dev_unseen.jsonl:3: label 'politics' not seen in training"),
     Row("class weights for a multi-label task", [*ML_TRAIN, "--class_weighted_loss", "true"],
-        r"--class_weighted_loss applies to single-label tasks \(a multi-label task weighs its labels with --pos_weight"),
+        r"--class_weighted_loss applies to single-label tasks "
+        r"\(a multi-label task weighs its labels with --pos_weight"),
     Row("a threshold for a single-label task", [*TRAIN, "--threshold", "0.3", "--output_dir", "{ws}/new_run"],
         r"--threshold applies to multi-label tasks, and this run has none"),
     Row("a multi-label metric for a single-label task", [*TRAIN, "--selection_metric", "hamming_loss",

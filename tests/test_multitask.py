@@ -11,19 +11,18 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SPECIAL_TOKENS, TASK_WORDS, TASKS, make_tiny_model, write_task
 from safetensors.torch import load_file
 
 import predict
-from minibert.finetune import FinetuneConfig, FitHooks, finetune
 from minibert.checkpoints.classifier import load_classifier
 from minibert.data.multitask import epoch_schedule, read_tasks_file, redrawn_batches, task_counts, tasks_from_names
-from minibert.finetune.model_setup import new_head
 from minibert.errors import CheckpointError, ConfigError, MinibertError
+from minibert.finetune import FinetuneConfig, FitHooks, finetune
+from minibert.finetune.model_setup import new_head
 from minibert.model.config import BertConfig
 from minibert.model.heads import HeadConfig, TaskClassifier
 from minibert.training.optimization import build_optimizer, parameter_groups
-
-from helpers import SPECIAL_TOKENS, TASK_WORDS, TASKS, make_tiny_model, write_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster and repeatable
 
@@ -227,7 +226,8 @@ def test_multitask_option_errors(setup, tmp_path):
                                (dict(tasks="", tasks_dir="data", stage2_batch_size=24),
                                 "^--stage2_batch_size applies to multi-task"),
                                (dict(task_temperature=0.0), "task_temperature"),
-                               (dict(tasks_file="x.json"), "not both"), (dict(tasks="topics,nope"), "nope/train.jsonl")):
+                               (dict(tasks_file="x.json"), "not both"),
+                               (dict(tasks="topics,nope"), "nope/train.jsonl")):
         with pytest.raises(MinibertError, match=message):
             finetune(config(root, tmp_path / "bad", **overrides))
 

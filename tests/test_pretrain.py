@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import ACCEPTANCE, FIXTURES, PRETRAINING, STEPS, make_google_dir
 from safetensors.torch import load_file
 
 import pretrain
@@ -26,8 +27,6 @@ from minibert.cli import build_parser, parse_config
 from minibert.pretraining import DefaultConfig, PretrainConfig, PretrainHooks, train
 from minibert.pretraining.embedded import default_train_config
 from minibert.pretraining.model_setup import records_sha256
-
-from helpers import ACCEPTANCE, FIXTURES, PRETRAINING, STEPS, make_google_dir
 
 pytestmark = pytest.mark.usefixtures("keep_thread_count")  # pretrain.main sets torch's thread count (--threads)
 
@@ -100,7 +99,7 @@ def test_gradient_accumulation_gives_the_same_steps(google_dir, tmp_path):
     run([*common, f"--output_dir={tmp_path / 'two'}", "--grad_accum_steps=2"])
     for a, b in zip(train_records(tmp_path / "one"), train_records(tmp_path / "two")):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
-    a, b = load_file(tmp_path / "one" / "final" / "model.safetensors"), load_file(tmp_path / "two" / "final" / "model.safetensors")
+    a, b = (load_file(tmp_path / run / "final" / "model.safetensors") for run in ("one", "two"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
@@ -141,7 +140,8 @@ def test_eval_metrics_are_run_pretrainings(google_dir, tmp_path):
     run([f"--init={google_dir}", f"--input_file={records}", f"--eval_input_file={records}", f"--output_dir={out}",
          "--learning_rate=0", "--num_train_steps=1", "--num_warmup_steps=0", "--train_batch_size=2",
          "--max_seq_length=64", "--max_predictions_per_seq=10", "--eval_batch_size=7"])
-    start, evaluation = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "eval"]
+    start, evaluation = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+                         if r["split"] == "eval"]
     assert start["step"] == 0 and evaluation["step"] == 1
     from minibert.checkpoints.formats import load_pretrained
     from minibert.checkpoints.tfrecord import read_examples
@@ -181,7 +181,8 @@ def test_heads_missing_from_the_checkpoint_are_initialised_and_reported(tmp_path
     convert(ConvertConfig(src=str(out / "final"), dst=str(tmp_path / "tf"), format="tf"))
     assert load_checkpoint(tmp_path / "tf").architecture == "BertForPreTraining"
     encoder = load_pretrained(out / "final", BertModel)
-    assert torch.equal(encoder.embeddings.word.weight, load_checkpoint(out / "final").state["bert.embeddings.word.weight"])
+    saved = load_checkpoint(out / "final").state
+    assert torch.equal(encoder.embeddings.word.weight, saved["bert.embeddings.word.weight"])
 
 
 def test_mlm_only_from_scratch_loss_falls(tmp_path):
@@ -197,7 +198,8 @@ def test_mlm_only_from_scratch_loss_falls(tmp_path):
                    f"--vocab_file={vocab}", "--max_seq_length=64", "--max_predictions_per_seq=10",
                    "--next_sentence=false", "--sharded=true", "--num_workers=2", "--dupe_factor=2"])
     run([f"--bert_config_file={tmp_path / 'bert_config.json'}", f"--vocab_file={vocab}",
-         f"--input_file={tmp_path}/mlm-*-of-00002", f"--output_dir={out}", "--next_sentence=false", "--masking=dynamic", "--num_train_steps=40", "--num_warmup_steps=4",
+         f"--input_file={tmp_path}/mlm-*-of-00002", f"--output_dir={out}", "--next_sentence=false",
+         "--masking=dynamic", "--num_train_steps=40", "--num_warmup_steps=4",
          "--learning_rate=2e-3", "--train_batch_size=8", "--max_seq_length=64", "--max_predictions_per_seq=10",
          "--log_every=5"])
     records = train_records(out)
@@ -254,7 +256,8 @@ def test_bad_options_are_refused_in_one_line_before_anything_is_written(google_d
 def test_resume_without_a_checkpoint_is_refused(google_dir, tmp_path, script_error):
     with script_error(r"--resume: no checkpoint"):
         run([f"--init={google_dir}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
-             f"--output_dir={tmp_path / 'out'}", "--max_seq_length=64", "--max_predictions_per_seq=10", "--resume=true"])
+             f"--output_dir={tmp_path / 'out'}", "--max_seq_length=64", "--max_predictions_per_seq=10",
+             "--resume=true"])
 
 
 @pytest.mark.slow
@@ -291,14 +294,16 @@ def test_sigterm_saves_last_and_resume_finishes_the_same_run(google_dir, tmp_pat
 
     previous = signal.getsignal(signal.SIGTERM)
     result = run_with_hook([*common, f"--output_dir={tmp_path / 'stopped'}"], term_after_step_3)
-    assert result == {"step": 4, "stopped": True, "signal": signal.SIGTERM} and signal.getsignal(signal.SIGTERM) is previous
+    assert result == {"step": 4, "stopped": True, "signal": signal.SIGTERM}
+    assert signal.getsignal(signal.SIGTERM) is previous
     assert not (tmp_path / "stopped" / "final").exists()
     assert torch.load(tmp_path / "stopped" / "last" / "trainer.pt", weights_only=True)["state"]["step"] == 4
     run([*common, f"--output_dir={tmp_path / 'stopped'}", "--resume=true"])
     a = load_file(tmp_path / "full" / "final" / "model.safetensors")
     b = load_file(tmp_path / "stopped" / "final" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["loss"] for r in train_records(tmp_path / "stopped")] == [r["loss"] for r in train_records(tmp_path / "full")]
+    losses = {run: [r["loss"] for r in train_records(tmp_path / run)] for run in ("stopped", "full")}
+    assert losses["stopped"] == losses["full"]
 
 
 def test_the_itpt_preset_keeps_every_10k_checkpoint_across_a_sigterm_save(google_dir, tmp_path):
@@ -381,7 +386,8 @@ def test_max_seq_length_beyond_the_position_table_is_refused(google_dir, tmp_pat
 def test_gradient_checkpointing_gives_the_same_steps(tmp_path):
     """tiny_google as released (dropout 0.1): each layer recomputed in backward with the same
     dropout masks gives the same losses and weights; switching it on at a resume is allowed."""
-    common = [f"--init={FIXTURES / 'tiny_google'}", f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
+    common = [f"--init={FIXTURES / 'tiny_google'}",
+              f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}",
               "--train_batch_size=8", "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_warmup_steps=0",
               "--learning_rate=1e-3", "--log_every=1", "--num_train_steps=4", "--save_checkpoints_steps=2"]
     run([*common, f"--output_dir={tmp_path / 'plain'}"])

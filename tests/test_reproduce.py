@@ -10,19 +10,28 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import INITS, make_run_folder, make_tiny_model, parse_reproduce, reproduce_text
 
-from minibert.experiments import reproduction
-from minibert.experiments.paper import (EXPERIMENTS, FIGURE2, FIGURE4, PAPER_PRETRAIN, PAPER_PRETRAIN_LARGE,
-                                       TABLE2, Experiment, Row, avg_delta)
-from minibert.experiments.report import PLOTS, format_errors, markdown, provenance
 from minibert.errors import ConfigError, DataError
+from minibert.experiments import reproduction
+from minibert.experiments.paper import (
+    EXPERIMENTS,
+    FIGURE2,
+    FIGURE4,
+    PAPER_PRETRAIN,
+    PAPER_PRETRAIN_LARGE,
+    TABLE2,
+    Experiment,
+    Row,
+    avg_delta,
+)
+from minibert.experiments.report import PLOTS, format_errors, markdown, provenance
+from minibert.experiments.reproduction import reproduce
+from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, plan, run_status, slug, subset_data
+from minibert.finetune.model_setup import head_config
+from minibert.finetune.tasks import Task
 from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier
-from minibert.finetune.model_setup import head_config
-from minibert.experiments.runner import SCALES, Inits, execute, few_shot_count, plan, run_status, slug, subset_data
-
-from helpers import INITS, make_run_folder, make_tiny_model, parse_reproduce, reproduce_text
-from minibert.experiments.reproduction import reproduce
 from minibert.training.run_folder import REPRODUCTION, folder_kind
 
 
@@ -141,7 +150,8 @@ def test_hierarchical_rows_classify_the_last_layers_cls_hidden_state(tmp_path):
     ids = torch.tensor([[2, 7, 9, 11, 3], [2, 5, 3, 0, 0]])
     mask = (ids > 0).long()
     for run in runs:
-        head = head_config(run.config.classifier, 2, config.num_hidden_layers)
+        task = Task("imdb", ["neg", "pos"], "train.jsonl", [], None, None)
+        head = head_config(run.config.classifier, task, config.num_hidden_layers, run.config.multilabel.threshold)
         torch.manual_seed(0)
         model = BertClassifier(config, head).eval()
         with torch.no_grad():

@@ -180,7 +180,8 @@ def _read_tfrecord(path: Path, max_seq_length: int, max_predictions: int) -> Rec
             columns[name].append(feature.values)
     if not columns["input_ids"]:
         raise DataError(f"{path}: no records")
-    arrays = {name: np.asarray(values, dtype=FEATURES[name]).reshape(len(values), -1) for name, values in columns.items()}
+    arrays = {name: np.asarray(values, dtype=FEATURES[name]).reshape(len(values), -1)
+              for name, values in columns.items()}
     arrays["next_sentence_labels"] = arrays["next_sentence_labels"][:, 0]
     manifest = _tfrecord_manifest(path)
     return Records(arrays, str(path), manifest.get("next_sentence", True), manifest)

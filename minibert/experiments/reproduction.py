@@ -27,9 +27,9 @@ from minibert.experiments.pretraining_jobs import corpus_needs, scaled_steps, vo
 from minibert.experiments.report import PLOTS, markdown
 from minibert.experiments.runner import SCALES, Inits, execute, jobs_of, plan, subset_data
 from minibert.files import atomic_write_text
-from minibert.output_paths import check_output_folder, dataset_inputs, folder_inputs, visible_entries
 from minibert.finetune import FinetuneConfig, finetune
 from minibert.finetune.config import TextOptions
+from minibert.output_paths import check_output_folder, dataset_inputs, folder_inputs, visible_entries
 from minibert.pretraining import STAGES
 from minibert.resources import model_path
 from minibert.text.tokenization import FullTokenizer
@@ -304,7 +304,8 @@ def table1_tokenizers(cfg: ReproduceConfig) -> tuple[FullTokenizer, FullTokenize
     english = table1_tokenizer(init)
     chinese = table1_tokenizer(cfg.init_chinese) if cfg.init_chinese else english
     said = f"English with {english.vocab_file} ({len(english.vocab):,} tokens)"
-    said += f", Chinese with {chinese.vocab_file}" if cfg.init_chinese else ", Chinese with the same (no --init_chinese)"
+    said += (f", Chinese with {chinese.vocab_file}" if cfg.init_chinese
+             else ", Chinese with the same (no --init_chinese)")
     return english, chinese, said
 
 

@@ -16,11 +16,11 @@ from minibert.errors import ConfigError
 from minibert.model.heads import CHUNK_POOLINGS, COMBINE, HEADS
 from minibert.text.long_text import TRUNCATIONS
 from minibert.text.tokenization import VARIANTS
+from minibert.training.machine import MACHINE_RULES, TrainingMachineOptions
 from minibert.training.metrics_log import TENSORBOARD_HINT, require_tensorboard
 from minibert.training.optimization import CLIPPING, OPTIMIZERS
-from minibert.training.machine import MACHINE_RULES, TrainingMachineOptions
-from minibert.training.run_context import RESUMABLE_CHANGES as SHARED_RESUMABLE_CHANGES
 from minibert.training.problems import DEFAULT_THRESHOLD, METRICS, problem
+from minibert.training.run_context import RESUMABLE_CHANGES as SHARED_RESUMABLE_CHANGES
 from minibert.training.schedules import SCHEDULES
 
 BBC_DIR = "data/bbc_news"
@@ -179,8 +179,8 @@ class MultiTaskOptions:
     # Deviation from reference: the paper's code redraws every batch (random); the default lists each
     # task's epoch, so no example is skipped or repeated, with the same task proportions per epoch.
     task_sampling: str = option("listed", "multi-task stage 1: listed = every batch of every task once per epoch, "
-                                "shuffled; random = the paper's code: the same shuffled list of tasks, each batch drawn "
-                                "afresh from its task (an example can come twice or not at all in an epoch)",
+                                "shuffled; random = the paper's code: the same shuffled list of tasks, each batch "
+                                "drawn afresh from its task (an example can come twice or not at all in an epoch)",
                                 choices=TASK_SAMPLINGS)
     # Deviation from reference: the paper's code starts stage 2 with a new head; kept is the default
     # because stage 2 is short (stage2_epochs 1 at a lower rate), and a head that starts at chance

@@ -11,16 +11,16 @@ import json
 import time
 from dataclasses import replace
 
-from minibert.finetune.config import FinetuneConfig, MultiTaskOptions, check_options, check_problem_options
 from minibert.data.multitask import TaskFiles
+from minibert.finetune.config import FinetuneConfig, MultiTaskOptions, check_options, check_problem_options
 from minibert.finetune.loop import FitHooks, Training, fit, prepare_training
 from minibert.finetune.model_setup import load_init, load_tokenizer, new_classifier, stage2_classifier, text_encoding
 from minibert.finetune.results import multitask_results, single_task_results, stage1_results, task_summary
 from minibert.finetune.tasks import Task, data_sha256, encode_task, ensure_default_data, read_task, task_files
 from minibert.model.bert import num_parameters
+from minibert.training.last_checkpoint import check_output_dir, find_run
 from minibert.training.plots import plot_learning_curves
 from minibert.training.run_context import RunContext, open_run
-from minibert.training.last_checkpoint import check_output_dir, find_run
 from minibert.training.run_folder import FINE_TUNING
 
 

@@ -29,10 +29,15 @@ from minibert.checkpoints.formats import checkpoint_of, save_minibert
 from minibert.data.pretraining_batches import RecordStream
 from minibert.files import replace_folder
 from minibert.model.pretraining_heads import BertForPreTraining
-from minibert.pretraining.config import (RESUMABLE_CHANGES, RUN_OUTPUTS, PretrainConfig, PretrainOptimOptions,
-                                         PretrainRunOptions, check_options)
-from minibert.pretraining.losses import (evaluation_metrics, evaluation_sums, pretraining_loss_terms,
-                                         pretraining_outputs)
+from minibert.pretraining.config import (
+    RESUMABLE_CHANGES,
+    RUN_OUTPUTS,
+    PretrainConfig,
+    PretrainOptimOptions,
+    PretrainRunOptions,
+    check_options,
+)
+from minibert.pretraining.losses import evaluation_metrics, evaluation_sums, pretraining_loss_terms, pretraining_outputs
 from minibert.pretraining.model_setup import read_inputs, records_sha256
 from minibert.training.distributed import all_reduce_sum, no_sync
 from minibert.training.machine import grad_scaler
