@@ -16,8 +16,10 @@ macro-F1 at --threshold kept. Only the training code differs:
 
 Each run is a process of its own (started with multiprocessing's spawn), and the two systems'
 runs alternate (minibert, transformers, minibert, ...): "process" time is from start to exit
-(imports, tokenizing, loading the model, training, predicting dev), "training" time is the
-training loop with its per-epoch dev evaluation and checkpoints. Each process returns its dev
+(imports, tokenizing, loading the model, training, scoring), "training" time is the training loop
+with its per-epoch dev evaluation and checkpoints, "dev predict" the pass that gives this script
+the kept model's dev probabilities (minibert's run also scores dev once more itself, as train.py
+does after training: a pass counted in its process time only). Each process returns its dev
 probabilities, and this script scores both with the same code
 (minibert.training.multilabel_metrics): macro- and micro-F1 at the global threshold, and with each
 label's threshold chosen on dev for its F1 (choose_thresholds; an optimistic number, since it is
@@ -178,13 +180,14 @@ def run_minibert(job: Job) -> dict:
     hooks = FitHooks(epoch_batches=lambda epoch, batches: marks.setdefault("start", time.perf_counter()),
                      after_step=lambda step: marks.update(end=time.perf_counter()))
     finetune(minibert_config(job), hooks)
+    start = time.perf_counter()
     saved = load_classifier(Path(job.output_dir) / "best")
     examples = read_split(job.dev_file)
     docs = encode_examples(examples, None, saved.tokenizer, saved.encoding)
     probabilities = predict_probabilities(saved.model, docs, EVAL_BATCH_SIZE, torch.device("cpu"),
                                           contextlib.nullcontext(), False, pad_id=saved.tokenizer.pad_id)
-    return {"training_s": marks["end"] - marks["start"], "labels": list(saved.labels),
-            "probabilities": probabilities.numpy()}
+    return {"training_s": marks["end"] - marks["start"], "predict_s": time.perf_counter() - start,
+            "labels": list(saved.labels), "probabilities": probabilities.numpy()}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,7 +264,7 @@ def run_transformers(job: Job) -> dict:
     trainer.train()
     training_s = time.perf_counter() - start
     logits = trainer.predict(dev).predictions
-    return {"training_s": training_s, "labels": labels.to_json(),
+    return {"training_s": training_s, "predict_s": time.perf_counter() - start - training_s, "labels": labels.to_json(),
             "probabilities": torch.sigmoid(torch.from_numpy(logits)).numpy()}
 
 
@@ -313,7 +316,8 @@ def measure(jobs: dict, repeats: int, work: Path, train_count: int) -> dict:
             outcome = timed_run(jobs[system], work / f"{system}_{repeat}")
             scores = dev_scores(outcome, jobs[system].dev_file, jobs[system].recipe.threshold)
             speed = train_count * jobs[system].recipe.epochs / outcome["training_s"]
-            rows[system].append({"training_s": outcome["training_s"], "process_s": outcome["process_s"],
+            rows[system].append({"training_s": outcome["training_s"], "predict_s": outcome["predict_s"],
+                                 "process_s": outcome["process_s"],
                                  "examples_per_s": speed, **scores})
             print(f"{system} run {repeat + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[system][-1].items()),
                   flush=True)
@@ -322,7 +326,7 @@ def measure(jobs: dict, repeats: int, work: Path, train_count: int) -> dict:
 
 def report(rows: dict, threshold: float) -> None:
     """Medians over the repeats, and minibert / transformers."""
-    columns = (("training_s", "training s"), ("process_s", "process s"), ("examples_per_s", "train ex/s"),
+    columns = (("training_s", "training s"), ("predict_s", "dev predict s"), ("process_s", "process s"), ("examples_per_s", "train ex/s"),
                ("macro_f1_global", f"macro-F1 @{threshold:g}"), ("micro_f1_global", f"micro-F1 @{threshold:g}"),
                ("macro_f1_chosen", "macro-F1 dev-chosen"), ("micro_f1_chosen", "micro-F1 dev-chosen"))
     medians = {system: {key: statistics.median(row[key] for row in rows[system]) for key, _ in columns}
