@@ -326,7 +326,8 @@ def measure(jobs: dict, repeats: int, work: Path, train_count: int) -> dict:
 
 def report(rows: dict, threshold: float) -> None:
     """Medians over the repeats, and minibert / transformers."""
-    columns = (("training_s", "training s"), ("predict_s", "dev predict s"), ("process_s", "process s"), ("examples_per_s", "train ex/s"),
+    columns = (("training_s", "training s"), ("predict_s", "dev predict s"), ("process_s", "process s"),
+               ("examples_per_s", "train ex/s"),
                ("macro_f1_global", f"macro-F1 @{threshold:g}"), ("micro_f1_global", f"micro-F1 @{threshold:g}"),
                ("macro_f1_chosen", "macro-F1 dev-chosen"), ("micro_f1_chosen", "micro-F1 dev-chosen"))
     medians = {system: {key: statistics.median(row[key] for row in rows[system]) for key, _ in columns}
@@ -387,7 +388,7 @@ def main():
     check_args(args)
     if importlib.util.find_spec("accelerate") is None:  # Trainer needs it; transformers imports without it
         if args.smoke:
-            print("skipped: goemotions_vs_transformers.py needs transformers and accelerate (pip install -e '.[bench]')")
+            print("skipped: goemotions_vs_transformers.py needs accelerate (pip install -e '.[bench]')")
             return
         fail("needs transformers and accelerate: pip install -e '.[bench]'")
     with tempfile.TemporaryDirectory(prefix="goemotions_bench_") as scratch:
