@@ -1,0 +1,49 @@
+"""benchmarks/goemotions_vs_transformers.py: the dev scores it gives both systems against a hand
+count, whatever order a system lists its labels in, and its bad options (one line, exit 2, before
+any work). Its --smoke run is what the benchmarks' smoke test runs."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibert.data.examples import write_jsonl
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as `python benchmarks/NAME.py` sees its folder
+    import goemotions_vs_transformers
+    return goemotions_vs_transformers
+
+
+def test_dev_scores_by_hand_in_either_label_order(bench, tmp_path):
+    dev = tmp_path / "dev.jsonl"
+    write_jsonl(dev, [{"text": "one", "label": ["a"]}, {"text": "two", "label": ["a", "b"]},
+                      {"text": "three", "label": []}, {"text": "four", "label": ["b"]}])
+    # Columns a, b. At 0.3: a predicted for texts 1, 2, 3 (TP 2, FP 1, F1 4/5); b for text 2 only
+    # (TP 1, FN 1, F1 2/3). Micro: TP 3, predicted 4, gold 4 -> 3/4. Chosen thresholds: a at 0.5
+    # keeps texts 1, 2 (F1 1); b's best cut keeps texts 2 and 4 (0.2 >= t, F1 1).
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.8], [0.4, 0.05], [0.1, 0.2]], dtype=np.float32)
+    expected = {"macro_f1_global": (4 / 5 + 2 / 3) / 2, "micro_f1_global": 3 / 4,
+                "macro_f1_chosen": 1.0, "micro_f1_chosen": 1.0}
+    for labels, columns in ((["a", "b"], [0, 1]), (["b", "a"], [1, 0])):
+        outcome = {"labels": labels, "probabilities": probabilities[:, columns]}
+        assert bench.dev_scores(outcome, str(dev), 0.3) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--threshold", "1.5"], r"^error: --threshold 1.5: must be in \(0, 1\)\n$"),
+    (["--epochs", "0"], r"^error: --epochs 0: must be at least 1\n$"),
+    (["--train_count", "-1"], r"^error: --train_count -1: must be at least 0"),
+    (["--data", "{tmp}/none"], r"^error: --data .*/none: no train.jsonl; write it with python "
+                               r"data/goemotions/prepare.py --source DIR --output_dir .*/none\n$"),
+])
+def test_bad_options_stop_before_any_work(bench, monkeypatch, tmp_path, script_error, argv, pattern):
+    monkeypatch.setattr(sys, "argv", ["goemotions_vs_transformers.py", *(a.format(tmp=tmp_path) for a in argv)])
+    with script_error(pattern):
+        bench.main()
+    assert list(tmp_path.iterdir()) == []
