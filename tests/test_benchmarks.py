@@ -20,7 +20,8 @@ HELPER = "bench_common.py"  # shared code, not a benchmark
 # Smoke runs that take more than a few seconds even on an idle machine: whole train.py or
 # pretrain.py processes, Hugging Face's Trainer, or every row of a benchmark with both libraries.
 SLOW = {"create_data_scale.py", "ddp_scaling.py", "hf_trainer_bbc.py", "gpu_mfu.py", "encoder_speed.py",
-        "gpu_speed.py", "last_layer_speed.py", "pretrain_speed.py", "cpu_mfu.py", "profile_step.py"}
+        "gpu_speed.py", "last_layer_speed.py", "pretrain_speed.py", "cpu_mfu.py", "profile_step.py",
+        "data_path_scale.py", "goemotions_vs_transformers.py"}
 TIMEOUT_S = 600  # per script, on a shared 2-core machine
 
 
