@@ -8,7 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import FIXTURES, PRETRAINING
 
+import pretrain
 from minibert.training.metrics_log import MetricsLog, scalars
 
 RECORDS = [
@@ -77,3 +79,19 @@ def test_without_tensorboard_one_line_says_how_to_install(tmp_path):
     assert result.stdout == ("TensorBoard logging needs the tensorboard package: pip install tensorboard "
                              "(or pip install minibert[tensorboard])\n"), result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_pretrain_writes_its_metrics_as_events(tmp_path):
+    """pretrain.py train --tensorboard true: every train record's losses and learning rate as events."""
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    pretrain.main(["train", f"--init={FIXTURES / 'tiny_google'}",
+                   f"--input_file={PRETRAINING / 'sample_text_64' / 'examples.tfrecord'}", "--train_batch_size=2",
+                   "--max_seq_length=64", "--max_predictions_per_seq=10", "--num_train_steps=3",
+                   "--num_warmup_steps=1", "--log_every=1", "--precision=fp32", "--threads=1",
+                   f"--output_dir={out}", "--tensorboard=true"])
+    records = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "train"]
+    events = read_events(out / "tensorboard")
+    assert [step for step, _ in events["train/loss"]] == [r["step"] for r in records] == [1, 2, 3]
+    assert [value for _, value in events["train/loss"]] == [r["loss"] for r in records]
+    assert [value for _, value in events["train/lr"]] == [r["lr"] for r in records]

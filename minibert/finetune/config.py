@@ -17,7 +17,7 @@ from minibert.model.heads import CHUNK_POOLINGS, COMBINE, HEADS
 from minibert.text.long_text import TRUNCATIONS
 from minibert.text.tokenization import VARIANTS
 from minibert.training.machine import MACHINE_RULES, TrainingMachineOptions
-from minibert.training.metrics_log import TENSORBOARD_HINT, require_tensorboard
+from minibert.training.metrics_log import TENSORBOARD_FOLDER, TENSORBOARD_HELP, require_tensorboard
 from minibert.training.optimization import CLIPPING, OPTIMIZERS
 from minibert.training.problems import DEFAULT_THRESHOLD, METRICS, problem
 from minibert.training.run_context import RESUMABLE_CHANGES as SHARED_RESUMABLE_CHANGES
@@ -161,8 +161,7 @@ class RunOptions:
     resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
     overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
     allow_data_change: bool = option(False, "--resume even if the train or dev file changed since the run began")
-    tensorboard: bool = option(False, "also write metrics.jsonl's scalars as TensorBoard events in output_dir/"
-                               f"tensorboard ({TENSORBOARD_HINT})")
+    tensorboard: bool = option(False, TENSORBOARD_HELP)
 
 
 @dataclass(frozen=True)
@@ -225,11 +224,10 @@ class FinetuneConfig(FlatOptions):
 # other change is refused. The multi-task second stage's options may change too: stage 2 starts
 # from stage 1's best model.
 RESUMABLE_CHANGES = SHARED_RESUMABLE_CHANGES | {"checkpoint_every", "compile", "stage2_epochs", "stage2_lr_factor",
-                                                "stage2_head", "stage2_batch_size", "stage2_layer_decay",
-                                                "tensorboard"}
+                                                "stage2_head", "stage2_batch_size", "stage2_layer_decay"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
 RUN_OUTPUTS = ("best", "last", "metrics.jsonl", "results.json", "config.json", "learning_curves.png",
-               "multitask_results.json", "stage2")
+               "multitask_results.json", "stage2", "dev_predictions*.jsonl", TENSORBOARD_FOLDER)
 
 # Options that only mean something in one mode: (the options' group, the mode's test, how to ask for it).
 MODE_OPTIONS = (

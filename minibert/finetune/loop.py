@@ -28,7 +28,7 @@ from minibert.finetune.tasks import Task, data_names, epoch_micro_batches, loss_
 from minibert.model.heads import TaskClassifier
 from minibert.text.encoding import TextEncoding
 from minibert.training.distributed import all_reduce_sum, no_sync
-from minibert.training.metrics_log import LossWindow, MetricsLog
+from minibert.training.metrics_log import TENSORBOARD_FOLDER, LossWindow, MetricsLog
 from minibert.training.optimization import optimizer_step
 from minibert.training.problems import problem
 from minibert.training.run_context import RunContext, RunState
@@ -128,7 +128,7 @@ def prepare_training(context: RunContext, cfg: FinetuneConfig, model: TaskClassi
                                 RESUMABLE_CHANGES, data_names(tasks), cfg.run.allow_data_change)
     context.start_output_dir(RUN_OUTPUTS, cfg.run.resume, cfg.flat())
     log = MetricsLog(context.out / "metrics.jsonl" if context.is_main else None, state.step if cfg.run.resume else None,
-                     context.out / "tensorboard" if cfg.run.tensorboard else None)
+                     context.out / TENSORBOARD_FOLDER if cfg.run.tensorboard else None)
     # Figure 2 plots the training error too: a fixed stratified subset, the same at every evaluation.
     count = cfg.evaluation.train_eval_count
     train_eval = {t.name: few_shot_subset(t.train_docs, count=min(count, len(t.train_docs)), seed=cfg.run.seed,

@@ -10,6 +10,7 @@ from minibert.data.pretraining_batches import MASKINGS
 from minibert.data.pretraining_corpus import SPLITTERS
 from minibert.text.vocab_building import MODEL_TYPES
 from minibert.training.machine import MACHINE_RULES, TrainingMachineOptions
+from minibert.training.metrics_log import TENSORBOARD_FOLDER, TENSORBOARD_HELP, require_tensorboard
 from minibert.training.optimization import OPTIMIZERS
 from minibert.training.run_context import RESUMABLE_CHANGES as SHARED_RESUMABLE_CHANGES
 from minibert.training.schedules import SCHEDULES
@@ -143,6 +144,7 @@ class PretrainRunOptions:
     resume: bool = option(False, "continue from output_dir/last/ (same result as an uninterrupted run)")
     allow_data_change: bool = option(False, "--resume even if the --input_file records changed since the run began")
     overwrite_output_dir: bool = option(False, "replace the earlier run in a non-empty output_dir")
+    tensorboard: bool = option(False, TENSORBOARD_HELP)
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,8 @@ class PretrainConfig(FlatOptions):
 RESUMABLE_CHANGES = SHARED_RESUMABLE_CHANGES | {"save_checkpoints_steps", "keep_checkpoints", "eval_every",
                                                 "eval_batch_size", "eval_input_file"}
 # What a run writes into output_dir; --overwrite_output_dir removes these (and nothing else).
-RUN_OUTPUTS = ("last", "final", "metrics.jsonl", "config.json", "pretraining_curves.png", "checkpoint-*")
+RUN_OUTPUTS = ("last", "final", "metrics.jsonl", "config.json", "pretraining_curves.png", "checkpoint-*",
+               TENSORBOARD_FOLDER)
 
 
 # (test, requirement) per option (minibert.cli.check_rules); non-finite numbers fail every test.
@@ -191,6 +194,8 @@ def check_options(cfg: PretrainConfig) -> None:
     check_rules(values, {  # rules between two options
         "train_batch_size": (lambda v: v % accum == 0, f"a multiple of --grad_accum_steps ({accum})"),
         "num_warmup_steps": (lambda v: v <= steps, f"at most --num_train_steps ({steps})")})
+    if cfg.run.tensorboard:
+        require_tensorboard()  # a one-line error naming the package, before anything is read
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from minibert.pretraining.losses import evaluation_metrics, evaluation_sums, pre
 from minibert.pretraining.model_setup import read_inputs, records_sha256
 from minibert.training.distributed import all_reduce_sum, no_sync
 from minibert.training.machine import grad_scaler
-from minibert.training.metrics_log import LossWindow, MetricsLog
+from minibert.training.metrics_log import TENSORBOARD_FOLDER, LossWindow, MetricsLog
 from minibert.training.optimization import build_optimizer, optimizer_step, parameter_groups
 from minibert.training.plots import plot_pretraining_curves
 from minibert.training.run_context import RunContext, RunState, open_run
@@ -128,7 +128,8 @@ def train(cfg: PretrainConfig, hooks: PretrainHooks = PretrainHooks()) -> dict:
         state = context.restore(model, optimizer, scheduler, scaler, state, RESUMABLE_CHANGES,
                                 f"--input_file {cfg.records.input_file}", run.allow_data_change)
     context.start_output_dir(RUN_OUTPUTS, run.resume, cfg.flat())  # every input has been read: only now
-    log = MetricsLog(context.out / "metrics.jsonl" if context.is_main else None, state.step if run.resume else None)
+    log = MetricsLog(context.out / "metrics.jsonl" if context.is_main else None, state.step if run.resume else None,
+                     context.out / TENSORBOARD_FOLDER if run.tensorboard else None)
     evaluate = None if eval_stream is None else partial(
         evaluate_and_log, model, eval_stream, cfg.evaluation.eval_batch_size, next_sentence, context, log)
     if evaluate is not None and state.step == 0:  # where the run starts, for the curve and the comparison

@@ -12,6 +12,10 @@ from minibert.errors import ConfigError, MinibertError
 from minibert.files import atomic_write_text
 
 TENSORBOARD_HINT = "pip install tensorboard (or pip install minibert[tensorboard])"
+TENSORBOARD_FOLDER = "tensorboard"  # inside output_dir
+# --tensorboard's help, for train.py and pretrain.py train alike.
+TENSORBOARD_HELP = (f"also write metrics.jsonl's scalars as TensorBoard events in output_dir/{TENSORBOARD_FOLDER} "
+                    f"({TENSORBOARD_HINT})")
 
 
 class NonFiniteLoss(MinibertError):

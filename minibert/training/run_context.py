@@ -47,7 +47,7 @@ from minibert.training.stop_signal import StopSignal
 # Options a --resume may change in every kind of run (where and how fast it runs, how often it
 # logs, the resume flags themselves); each loop adds its own. Any other change is refused.
 RESUMABLE_CHANGES = frozenset({"resume", "overwrite_output_dir", "allow_data_change", "log_every", "device",
-                               "threads", "padding", "gradient_checkpointing"})
+                               "threads", "padding", "gradient_checkpointing", "tensorboard"})
 
 # A different dropout stream per rank: rank r seeds seed + RANK_SEED_STRIDE * r (the weights are the
 # same on every rank: DistributedDataParallel broadcasts rank 0's when it wraps the model).
