@@ -151,7 +151,7 @@ def test_two_tasks_learn_together_then_stage2_and_predict(setup, tmp_path, monke
     # scores what training's evaluation measured for that head (within one text of 30).
     test_file = root / "data" / "sentiment" / "test.jsonl"
     capsys.readouterr()
-    rows = predict.main(predict.PredictConfig(model=str(out / "best"), input=str(test_file), task="sentiment",
+    rows = predict.main(predict.PredictConfig.of(model=str(out / "best"), input=str(test_file), task="sentiment",
                                               device="cpu", precision="fp32"))
     gold = [json.loads(line)["label"] for line in test_file.read_text().splitlines()]
     accuracy = sum(r["label"] == g for r, g in zip(rows, gold)) / len(gold)

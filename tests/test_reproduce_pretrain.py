@@ -348,5 +348,5 @@ def test_pretrain_stages_as_processes(tmp_path):
         reproduction.pretrain_as_subprocess(stages, "cpu")
     assert (job / "corpus.txt").read_text() == "One sentence.\nAnd another one.\n\n"
     log = (job / "pretrain.log").read_text()
-    assert "wrote 1 documents" in log and "--num_train_steps >= 1" in log
+    assert "wrote 1 documents" in log and "--num_train_steps 0: must be at least 1" in log
     assert json.loads((job / "reproduce_corpus.json").read_text()) == stages[0][1]
