@@ -20,6 +20,7 @@ from minibert.model.activations import ACTIVATIONS
 from minibert.model.attention import attention, attention_bias, packed_keys_attention, varlen_attention
 from minibert.model.config import BertConfig
 from minibert.model.dropout import dropout
+from minibert.model.kept_gradient import KeptGradientEmbedding
 from minibert.model.packing import Packing, pack, pack_mask, packed_rows, unpack
 
 PADDING_MODES = ("padded", "unpadded")
@@ -125,7 +126,7 @@ class Embeddings(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.word = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.word = KeptGradientEmbedding(config.vocab_size, config.hidden_size)  # V x H gradient in kept memory
         self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
