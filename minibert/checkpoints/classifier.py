@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_state, save_minibert
+from minibert.checkpoints.formats import checkpoint_of, load_checkpoint, load_state, save_minibert, unfilled
 from minibert.checkpoints.integrity import check_vocab
 from minibert.errors import CheckpointError
 from minibert.files import atomic_write_text, read_json_object, replace_folder
@@ -168,7 +168,7 @@ def load_classifier(folder: str | Path, task: str | None = None) -> SavedClassif
         prefix = f"heads.{task}."
         state = {("head." + name[len(prefix):] if name.startswith(prefix) else name): tensor
                  for name, tensor in state.items() if not name.startswith("heads.") or name.startswith(prefix)}
-    model = BertClassifier(checkpoint.config, head)
+    model = unfilled(BertClassifier, checkpoint.config, head)
     unused = load_state(model, state, str(checkpoint.source))
     if unused:
         raise CheckpointError(f"{checkpoint.source}: tensors the classifier does not use: {', '.join(unused)}")
