@@ -6,63 +6,63 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from minibert.checkpoints.classifier import load_classifier, store_thresholds
 from minibert.data.features import encode_examples
 from minibert.files import atomic_write_text
-from minibert.finetune.selection import Scoring, evaluate, predict
+from minibert.finetune.selection import Scoring, predict
 from minibert.finetune.tasks import Task
 from minibert.training.multilabel_metrics import choose_thresholds, label_names_per_text, multilabel_report
 from minibert.training.plots import plot_learning_curves
-from minibert.training.problems import MULTI_LABEL_SCORES
+from minibert.training.problems import MULTI_LABEL_SCORES, problem
 from minibert.training.run_context import RunContext
 
 
 def score_best(context: RunContext, task: Task, eval_batch_size: int, multitask: bool, thresholds: str) -> dict:
     """best/'s classifier (its head for `task` when it holds every task's) on the task's dev and test
     splits, as prediction reads it: tokenizer and encoding from the folder. A multi-label task's
-    per-label thresholds are chosen on dev first (stored in best/ with --thresholds dev)."""
+    per-label thresholds are chosen on dev first (stored in best/ with --thresholds dev) and decide
+    its dev and test labels. One prediction pass per split."""
     saved = load_classifier(context.out / "best", task.name if multitask else "")
     saved.model.to(context.device)
     context.set_execution(saved.model.bert)
     scoring = Scoring(eval_batch_size, saved.encoding.hierarchical, saved.tokenizer.pad_id)
-    docs = {name: encode_examples(split.examples, split.labels, saved.tokenizer, saved.encoding)
-            for name, split in {"dev": task.dev, "test": task.test}.items() if split is not None}
-    scores = {}
-    if task.multi_label:
-        scores = tune_thresholds(context, saved.model, task, docs["dev"], scoring, multitask, thresholds)
-        saved = load_classifier(context.out / "best", task.name if multitask else "")  # with its thresholds
-        saved.model.to(context.device)
-        context.set_execution(saved.model.bert)
-    for name, split_docs in docs.items():
-        report = evaluate(context, saved.model, split_docs, task.labels, scoring,
-                          f"{name} {task.name}" if multitask else name)
+    splits = {name: split for name, split in {"dev": task.dev, "test": task.test}.items() if split is not None}
+    head, scores = saved.model.head_config, {}
+    for name, split in splits.items():
+        docs = encode_examples(split.examples, split.labels, saved.tokenizer, saved.encoding)
+        probabilities = predict(context, saved.model, docs, scoring, f"{name} {task.name}" if multitask else name)
+        gold = [doc.label for doc in docs]
+        if task.multi_label and name == "dev":
+            tuned = tune_thresholds(context, task, gold, probabilities.numpy(), head.threshold, multitask, thresholds)
+            scores.update(tuned)
+            if thresholds == "dev":  # as best/ now stores them, and prediction reads them
+                head = replace(head, thresholds=list(tuned["dev_chosen_thresholds"].values()))
+        report = problem(task.multi_label).report(gold, probabilities, task.labels, head.decision_thresholds)
         scores.update({f"{name}_{k}": v for k, v in report.items()})
     return scores
 
 
-def tune_thresholds(context: RunContext, model, task: Task, docs, scoring: Scoring, multitask: bool,
+def tune_thresholds(context: RunContext, task: Task, gold: list, probabilities, threshold: float, multitask: bool,
                     thresholds: str) -> dict:
-    """A multi-label task's per-label thresholds that maximise each label's dev F1 (stored in best/
-    with --thresholds dev), the dev macro/micro-F1 at the global threshold and at those, and every
-    dev text's gold and predicted labels in output_dir/dev_predictions[.TASK].jsonl."""
-    head = model.head_config
-    probabilities = predict(context, model, docs, scoring, f"dev {task.name}" if multitask else "dev").numpy()
-    gold = [doc.label for doc in docs]
-    chosen = choose_thresholds(probabilities, gold, head.threshold).tolist()
-    at_global = multilabel_report(gold, probabilities, head.threshold, task.labels)
+    """A multi-label task's per-label thresholds that maximise each label's F1 on the dev
+    `probabilities` (stored in best/ with --thresholds dev), the dev macro/micro-F1 at the global
+    `threshold` and at those, and every dev text's gold and predicted labels in
+    output_dir/dev_predictions[.TASK].jsonl."""
+    chosen = choose_thresholds(probabilities, gold, threshold).tolist()
+    at_global = multilabel_report(gold, probabilities, threshold, task.labels)
     at_chosen = multilabel_report(gold, probabilities, chosen, task.labels)
     if context.is_main:
         if thresholds == "dev":
             store_thresholds(context.out / "best", task.name if multitask else None, chosen)
-        rows = label_names_per_text(gold, probabilities, chosen if thresholds == "dev" else head.threshold,
-                                    task.labels)
+        rows = label_names_per_text(gold, probabilities, chosen if thresholds == "dev" else threshold, task.labels)
         name = f"dev_predictions.{task.name}.jsonl" if multitask else "dev_predictions.jsonl"
         atomic_write_text(context.out / name, "".join(json.dumps({"source": example.source, **row}, ensure_ascii=False)
                                                       + "\n" for example, row in zip(task.dev.examples, rows)))
     context.barrier()  # best/ holds the thresholds before any rank reads it again
-    return {"threshold": head.threshold, "thresholds": thresholds,
+    return {"threshold": threshold, "thresholds": thresholds,
             "dev_chosen_thresholds": dict(zip(task.labels, chosen)),
             **{f"dev_{avg}_f1_at_threshold": at_global[f"{avg}_f1"] for avg in ("macro", "micro")},
             **{f"dev_{avg}_f1_at_chosen_thresholds": at_chosen[f"{avg}_f1"] for avg in ("macro", "micro")}}
