@@ -2,11 +2,11 @@
 
 Both sides fine-tune the same model (the embedded all-MiniLM-L6-v2, loaded by each library from
 the same folder) on the same prepared GoEmotions files, from the same token ids (minibert's
-tokenizer, the first max_seq_length tokens, as the GoEmotions code's run_classifier), with the
-same recipe: fp32 on the CPU, AdamW (weight decay 0.01, not on biases and LayerNorm), one learning
-rate for every layer, warm-up then linear decay, gradient norm clipped at 1.0, dropout 0.1,
-randomly drawn batches, the same epochs, batch size, learning rate and seed, a sigmoid
-cross-entropy loss over the labels, dev scored after each epoch and the epoch with the best dev
+tokenizer, the first max_seq_length tokens, as the GoEmotions code's run_classifier), with the same
+recipe: on the CPU in fp32 or bf16 autocast (--precision), AdamW (weight decay 0.01, not on biases
+and LayerNorm), one learning rate for every layer, warm-up then linear decay, gradient norm clipped
+at 1.0, dropout 0.1, randomly drawn batches, the same epochs, batch size, learning rate and seed, a
+sigmoid cross-entropy loss over the labels, dev scored after each epoch and the epoch with the best dev
 macro-F1 at --threshold kept. Only the training code differs:
 
   minibert       minibert.finetune.finetune (what `python train.py` runs), multi_label true;
@@ -28,7 +28,7 @@ chosen on the texts it is scored on, the same for both sides).
     python data/goemotions/prepare.py --source DIR --output_dir data/goemotions
     python benchmarks/goemotions_vs_transformers.py [--data data/goemotions] [--epochs 4]
         [--train_count N] [--max_seq_length 50] [--batch_size 16] [--learning_rate 5e-5]
-        [--threshold 0.3] [--repeats 1] [--threads 0]
+        [--threshold 0.3] [--repeats 1] [--threads 0] [--precision fp32]
 
 --train_count N trains both on the same stratified N texts (iterative stratification, few_shot_subset)
 for a quick run. --smoke trains a tiny random BERT on a tiny synthetic multi-label set (seconds; a
@@ -87,6 +87,7 @@ class Recipe:
     threshold: float
     seed: int
     threads: int
+    precision: str  # fp32, or bf16: torch.autocast on the CPU in both libraries
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def minibert_config(job: Job) -> FinetuneConfig:
         epochs=r.epochs, batch_size=r.batch_size, eval_batch_size=EVAL_BATCH_SIZE, batching="random",
         learning_rate=r.learning_rate, layer_decay=1.0, optimizer="adamw", schedule="warmup_linear",
         warmup_proportion=WARMUP, weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, dropout=0.1,
-        precision="fp32", device="cpu", threads=r.threads, seed=r.seed)
+        precision=r.precision, device="cpu", threads=r.threads, seed=r.seed)
 
 
 def run_minibert(job: Job) -> dict:
@@ -184,8 +185,10 @@ def run_minibert(job: Job) -> dict:
     saved = load_classifier(Path(job.output_dir) / "best")
     examples = read_split(job.dev_file)
     docs = encode_examples(examples, None, saved.tokenizer, saved.encoding)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if job.recipe.precision == "bf16"
+                else contextlib.nullcontext())
     probabilities = predict_probabilities(saved.model, docs, EVAL_BATCH_SIZE, torch.device("cpu"),
-                                          contextlib.nullcontext(), False, pad_id=saved.tokenizer.pad_id)
+                                          autocast, False, pad_id=saved.tokenizer.pad_id)
     return {"training_s": marks["end"] - marks["start"], "predict_s": time.perf_counter() - start,
             "labels": list(saved.labels), "probabilities": probabilities.numpy()}
 
@@ -234,7 +237,7 @@ def trainer_arguments(transformers, job: Job):
         lr_scheduler_type="linear", max_grad_norm=MAX_GRAD_NORM, per_device_train_batch_size=r.batch_size,
         per_device_eval_batch_size=EVAL_BATCH_SIZE, eval_strategy="epoch", save_strategy="epoch",
         load_best_model_at_end=True, metric_for_best_model="macro_f1", greater_is_better=True, save_total_limit=1,
-        seed=r.seed, report_to=[], logging_steps=50, disable_tqdm=True, use_cpu=True, bf16=False,
+        seed=r.seed, report_to=[], logging_steps=50, disable_tqdm=True, use_cpu=True, bf16=r.precision == "bf16",
         train_sampling_strategy="random")
 
 
@@ -355,6 +358,9 @@ def parse_args():
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each system, alternating")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads in each run (0 = torch's default)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="fp32, or bf16 autocast in both libraries (for a CPU with native bf16: amx_bf16 or "
+                        "avx512_bf16 in lscpu)")
     parser.add_argument("--smoke", action="store_true", help="a tiny random BERT on 48 synthetic texts, one epoch: "
                         "checks that the script runs (seconds), measures nothing")
     return parser.parse_args()
@@ -399,7 +405,7 @@ def main():
         else:
             data, model = Path(args.data), str(model_path("minilm"))
         recipe = Recipe(args.epochs, args.learning_rate, args.batch_size, args.max_seq_length, args.threshold,
-                        args.seed, args.threads)
+                        args.seed, args.threads, args.precision)
         train_file, train_count = training_subset(data, args.train_count, args.seed, work)
         jobs = {system: Job(system, recipe, model, train_file, str(data / "dev.jsonl"), str(work / f"{system}_out"))
                 for system in SYSTEMS}
