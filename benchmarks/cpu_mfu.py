@@ -60,6 +60,7 @@ from bench_common import (
 
 from minibert.model.config import BertConfig
 from minibert.resources import minilm_folder
+from minibert.training.machine import keep_freed_memory
 from minibert.training.optimization import build_optimizer
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -184,6 +185,10 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma list of {', '.join(ROWS)} (default all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls of each engine per row (default 5)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--malloc", choices=("kept", "default"), default="kept",
+                        help="kept: glibc keeps freed memory for reuse, as every minibert CPU run sets it "
+                        "(minibert.training.machine.keep_freed_memory; process-wide, so transformers' steps here "
+                        "get it too); default: glibc's own settings (default: kept)")
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (one timed call per engine and row)")
     args = parser.parse_args(argv)
     for flag, given, known in (("--precisions", args.precisions or "fp32", PRECISIONS), ("--rows", args.rows, ROWS)):
@@ -198,13 +203,15 @@ def main(argv=None) -> None:
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    kept = args.malloc == "kept" and keep_freed_memory()
     torch.manual_seed(0)
     name, flags = cpu_flags()
     native = native_bf16(flags)
     precisions = args.precisions.split(",") if args.precisions else ["fp32", "bf16"][:2 if native or args.smoke else 1]
     repeats = 1 if args.smoke else args.repeats
     print(f"{name}, {torch.get_num_threads()} threads, flags: {' '.join(f for f in CPU_FLAGS if f in flags) or '-'}; "
-          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the start")
+          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the "
+          f"start; freed memory {'kept' if kept else 'returned (glibc defaults)'}")
     if not native:
         print("no native bf16 on this CPU: bf16 products are emulated, so bf16 rows say nothing about a bf16 machine")
     print_product_rates(SMOKE if args.smoke else MINILM, precisions, 3 if args.smoke else 5)
