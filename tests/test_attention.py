@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minibert.model.attention import attention, attention_bias
-from minibert.model.blocked_attention import BLOCK_BYTES, BlockedAttention, blocked_attention
+from minibert.model.blocked_attention import BLOCK_BYTES, SAVED_BYTES, BlockedAttention, blocked_attention
 from minibert.model.dropout import dropout, dropout_keep_mask
 
 # Odd sizes: B=2, N=3, T=11, D=5, the second sequence padded after 7 tokens.
@@ -38,10 +38,13 @@ def value_and_grads(out, q, k, v, seed=1):
     return (out,) + torch.autograd.grad((out * weights).sum(), (q, k, v))
 
 
-@pytest.fixture(params=["one block", "several blocks"])
-def block_bytes(request) -> int:
-    """The kernel's block size: all rows in one block (the default), or blocks of 2 rows (the last one shorter)."""
-    return BLOCK_BYTES if request.param == "one block" else 2 * SHAPE[2] ** 2 * 4
+@pytest.fixture(params=["probabilities saved", "recomputed, one block", "recomputed, several blocks"])
+def kernel(request) -> tuple[int, int]:
+    """The kernel's (block_bytes, saved_bytes): probabilities kept for backward (the default at these
+    sizes), or recomputed in backward with all rows in one block or in blocks of 2 rows (the last one
+    shorter)."""
+    return {"probabilities saved": (BLOCK_BYTES, SAVED_BYTES), "recomputed, one block": (BLOCK_BYTES, 0),
+            "recomputed, several blocks": (2 * SHAPE[2] ** 2 * 4, 0)}[request.param]
 
 
 def assert_close(got, expected, tol):
@@ -51,34 +54,34 @@ def assert_close(got, expected, tol):
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_no_dropout_equals_formula(block_bytes, padded):
+def test_no_dropout_equals_formula(kernel, padded):
     q, k, v, bias = inputs(padded=padded)
-    got = value_and_grads(blocked_attention(q, k, v, bias, 0.0, block_bytes), q, k, v)
+    got = value_and_grads(blocked_attention(q, k, v, bias, 0.0, *kernel), q, k, v)
     assert_close(got, value_and_grads(formula(q, k, v, bias), q, k, v), 1e-5)
 
 
-def test_dropout_equals_formula_with_the_same_mask(block_bytes):
+def test_dropout_equals_formula_with_the_same_mask(kernel):
     q, k, v, bias = inputs()
     keep = dropout_keep_mask((2, 3, 11, 11), 0.3, q.device)
-    got = value_and_grads(BlockedAttention.apply(q, k, v, bias, keep, 0.3, block_bytes), q, k, v)
+    got = value_and_grads(BlockedAttention.apply(q, k, v, bias, keep, 0.3, *kernel), q, k, v)
     assert_close(got, value_and_grads(formula(q, k, v, bias, keep, 0.3), q, k, v), 1e-5)
 
 
 @pytest.mark.parametrize("implementation", ["blocked", "sdpa", "reference"])
-def test_fewer_queries_than_keys(block_bytes, implementation):
+def test_fewer_queries_than_keys(kernel, implementation):
     """Queries at 4 of the 11 positions (the encoder's reduced last layer): the formula's rows, with
     the same dropout mask for the blocked kernel, values and gradients."""
     q, k, v, bias = inputs()
     q4 = q.detach()[:, :, [0, 3, 5, 6]].requires_grad_()  # (2, 3, 4, 5)
     if implementation == "blocked":
-        out = blocked_attention(q4, k, v, bias, 0.0, block_bytes)
+        out = blocked_attention(q4, k, v, bias, 0.0, *kernel)
     else:
         out = attention(q4, k, v, bias, 0.0, implementation)
     got = value_and_grads(out, q4, k, v)
     assert_close(got, value_and_grads(formula(q4, k, v, bias), q4, k, v), 1e-5)
     if implementation == "blocked":
         keep = dropout_keep_mask((2, 3, 4, 11), 0.3, q.device)
-        got = value_and_grads(BlockedAttention.apply(q4, k, v, bias, keep, 0.3, block_bytes), q4, k, v)
+        got = value_and_grads(BlockedAttention.apply(q4, k, v, bias, keep, 0.3, *kernel), q4, k, v)
         assert_close(got, value_and_grads(formula(q4, k, v, bias, keep, 0.3), q4, k, v), 1e-5)
 
 
@@ -185,3 +188,13 @@ def test_cuda_kernels_equal_formula():
     with torch.no_grad():
         out = attention(*(t.repeat(draws, 1, 1, 1) for t in (q, k, v, bias)), 0.3, "auto")
     assert_unbiased(out.view(draws, *SHAPE).float().cpu(), formula(q, k, v, bias).float().cpu())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_saved_probabilities_give_the_recomputed_numbers(dtype):
+    """Keeping the probabilities for backward changes the work, not one bit of the values or gradients."""
+    q, k, v, bias = inputs(dtype=dtype)
+    keep = dropout_keep_mask((2, 3, 11, 11), 0.3, q.device)
+    saved, recomputed = (value_and_grads(BlockedAttention.apply(q, k, v, bias, keep, 0.3, BLOCK_BYTES, saved_bytes),
+                                         q, k, v) for saved_bytes in (SAVED_BYTES, 0))
+    assert all(torch.equal(a, b) for a, b in zip(saved, recomputed))
