@@ -30,9 +30,11 @@ chosen on the texts it is scored on, the same for both sides).
         [--train_count N] [--max_seq_length 50] [--batch_size 16] [--learning_rate 5e-5]
         [--threshold 0.3] [--repeats 1] [--threads 0] [--precision fp32]
 
---train_count N trains both on the same stratified N texts (iterative stratification, few_shot_subset)
-for a quick run. --smoke trains a tiny random BERT on a tiny synthetic multi-label set (seconds; a
-check that the script runs, measures nothing). Needs transformers and accelerate
+--systems minibert (or transformers) runs one system, for a run of each side by side on two cores
+(each under `taskset -c N`, one thread). --train_count N trains both on the same stratified N texts
+(iterative stratification, few_shot_subset) for a quick run. --smoke trains a tiny random BERT on a
+tiny synthetic multi-label set (seconds; a check that the script runs, measures nothing). Needs
+transformers and accelerate
 (`pip install -e ".[bench]"`).
 """
 
@@ -312,10 +314,10 @@ def dev_scores(outcome: dict, dev_file: str, threshold: float) -> dict:
 
 
 def measure(jobs: dict, repeats: int, work: Path, train_count: int) -> dict:
-    """Each system's runs, alternating, as {system: [row per repeat]}."""
-    rows = {system: [] for system in SYSTEMS}
+    """Each system's runs (jobs: system -> Job), alternating, as {system: [row per repeat]}."""
+    rows = {system: [] for system in jobs}
     for repeat in range(repeats):
-        for system in SYSTEMS:
+        for system in jobs:
             outcome = timed_run(jobs[system], work / f"{system}_{repeat}")
             scores = dev_scores(outcome, jobs[system].dev_file, jobs[system].recipe.threshold)
             speed = train_count * jobs[system].recipe.epochs / outcome["training_s"]
@@ -334,11 +336,13 @@ def report(rows: dict, threshold: float) -> None:
                ("macro_f1_global", f"macro-F1 @{threshold:g}"), ("micro_f1_global", f"micro-F1 @{threshold:g}"),
                ("macro_f1_chosen", "macro-F1 dev-chosen"), ("micro_f1_chosen", "micro-F1 dev-chosen"))
     medians = {system: {key: statistics.median(row[key] for row in rows[system]) for key, _ in columns}
-               for system in SYSTEMS}
+               for system in rows}
     print("\n| system | " + " | ".join(title for _, title in columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
-    for system in SYSTEMS:
+    for system in rows:
         print(f"| {system} | " + " | ".join(f"{medians[system][key]:.4g}" for key, _ in columns) + " |")
+    if len(rows) < len(SYSTEMS):
+        return  # --systems named one: the ratio comes from a run of the other beside it
     ours, theirs = medians["minibert"], medians["transformers"]
     print(f"\nminibert / transformers: training {theirs['training_s'] / ours['training_s']:.2f}x as fast, "
           f"whole process {theirs['process_s'] / ours['process_s']:.2f}x as fast; dev macro-F1 "
@@ -361,6 +365,9 @@ def parse_args():
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32, or bf16 autocast in both libraries (for a CPU with native bf16: amx_bf16 or "
                         "avx512_bf16 in lscpu)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help="comma list of the systems to run (default both, alternating); one of them "
+                        "runs beside a run of the other on another core, e.g. under taskset")
     parser.add_argument("--smoke", action="store_true", help="a tiny random BERT on 48 synthetic texts, one epoch: "
                         "checks that the script runs (seconds), measures nothing")
     return parser.parse_args()
@@ -383,6 +390,8 @@ def check_args(args) -> None:
     for ok, option, requirement in rules:
         if not ok:
             fail(f"{option} {getattr(args, option[2:])}: must be {requirement}")
+    if unknown := set(args.systems.split(",")) - set(SYSTEMS):
+        fail(f"--systems {args.systems}: unknown {', '.join(sorted(unknown))} (known: {', '.join(SYSTEMS)})")
     for split in ("train", "dev"):
         if not args.smoke and not Path(args.data, f"{split}.jsonl").is_file():
             fail(f"--data {args.data}: no {split}.jsonl; write it with python data/goemotions/prepare.py "
@@ -408,8 +417,8 @@ def main():
                         args.seed, args.threads, args.precision)
         train_file, train_count = training_subset(data, args.train_count, args.seed, work)
         jobs = {system: Job(system, recipe, model, train_file, str(data / "dev.jsonl"), str(work / f"{system}_out"))
-                for system in SYSTEMS}
-        print(f"{train_count} training texts, {len(read_split(jobs['minibert'].dev_file))} dev texts, "
+                for system in SYSTEMS if system in args.systems.split(",")}
+        print(f"{train_count} training texts, {len(read_split(str(data / 'dev.jsonl')))} dev texts, "
               f"recipe {asdict(recipe)}, model {model}", flush=True)
         report(measure(jobs, args.repeats, work, train_count), args.threshold)
 
