@@ -39,6 +39,8 @@ def test_dev_scores_by_hand_in_either_label_order(bench, tmp_path):
     (["--threshold", "1.5"], r"^error: --threshold 1.5: must be in \(0, 1\)\n$"),
     (["--epochs", "0"], r"^error: --epochs 0: must be at least 1\n$"),
     (["--train_count", "-1"], r"^error: --train_count -1: must be at least 0"),
+    (["--systems", "minibert,peft"],
+     r"^error: --systems minibert,peft: unknown peft \(known: minibert, transformers\)\n$"),
     (["--data", "{tmp}/none"], r"^error: --data .*/none: no train.jsonl; write it with python "
                                r"data/goemotions/prepare.py --source DIR --output_dir .*/none\n$"),
 ])
@@ -47,3 +49,13 @@ def test_bad_options_stop_before_any_work(bench, monkeypatch, tmp_path, script_e
     with script_error(pattern):
         bench.main()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_system_runs_alone_and_prints_its_row_only(bench, monkeypatch, capsys):
+    """--systems minibert --smoke: minibert's row, no transformers run and no ratio line."""
+    monkeypatch.setattr(sys, "argv", ["goemotions_vs_transformers.py", "--smoke", "--systems", "minibert",
+                                      "--threads", "1"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "minibert run 1:" in out and "| minibert |" in out
+    assert "transformers run" not in out and "minibert / transformers" not in out
