@@ -401,7 +401,8 @@ def check_args(args) -> None:
 def main():
     args = parse_args()
     check_args(args)
-    if importlib.util.find_spec("accelerate") is None:  # Trainer needs it; transformers imports without it
+    needs_trainer = "transformers" in args.systems.split(",")
+    if needs_trainer and importlib.util.find_spec("accelerate") is None:  # Trainer needs it, minibert does not
         if args.smoke:
             print("skipped: goemotions_vs_transformers.py needs accelerate (pip install -e '.[bench]')")
             return
