@@ -8,6 +8,7 @@ import pytest
 
 from minibert.training.multilabel_metrics import (
     choose_thresholds,
+    cross_fitted_f1,
     gold_matrix,
     label_names_per_text,
     multilabel_report,
@@ -125,6 +126,21 @@ def test_thresholds_at_the_edges_keep_the_chosen_texts():
     thresholds = choose_thresholds(probabilities, [[0], []], default=0.5)
     assert predict_labels(probabilities, thresholds)[:, 0].tolist() == [True, False]
     assert thresholds.tolist() == [float(upper)]
+
+
+def test_cross_fitted_f1_by_hand():
+    # The fixed permutation deals texts 1, 3, 4 into part 0 and texts 0, 2, 5 into part 1.
+    # Label 0, chosen on part 1 (0.9 gold, 0.7, 0.2 gold): F1 2/3, 1/2, 4/5 at the three cuts, so
+    # below 0.2 (t = 0.1): texts 1, 3, 4 all predicted. Chosen on part 0 (0.8 gold, 0.6 gold, 0.4):
+    # the cut below 0.6 (t = 0.5, F1 1): texts 0 and 2 predicted, 5 not. Together: predicted 0-4,
+    # gold 0, 1, 3, 5: TP 3, F1 6/9. (Chosen on all six texts, predicting all gives F1 0.8.)
+    # Label 1 has no gold text: the default 0.3 predicts text 0, F1 0.
+    probabilities = np.array([[0.9, 0.5], [0.8, 0.1], [0.7, 0.1], [0.6, 0.1], [0.4, 0.1], [0.2, 0.1]])
+    gold = [[0], [0], [], [0], [], [0]]
+    assert multilabel_report(gold, probabilities, choose_thresholds(probabilities, gold, 0.3),
+                             ["a", "b"])["per_label"]["a"]["f1"] == pytest.approx(0.8)
+    scores = cross_fitted_f1(probabilities, gold, default=0.3)
+    assert scores == pytest.approx({"macro_f1": (2 / 3 + 0) / 2, "micro_f1": 6 / 10, "folds": 2}, abs=1e-12)
 
 
 def brute_force(probabilities, gold, grid):

@@ -95,6 +95,8 @@ def test_train_and_predict_a_multi_label_task(tiny_model, ml_data, tmp_path):
     # --thresholds dev: dev is scored at the thresholds chosen on it, which are stored in best/.
     assert results["dev_macro_f1"] == results["dev_macro_f1_at_chosen_thresholds"]
     assert results["dev_macro_f1_at_chosen_thresholds"] >= results["dev_macro_f1_at_threshold"]
+    assert "cross-fitted: each half of dev at the thresholds chosen on the other" in result.stdout
+    assert 0 < results["dev_macro_f1_cross_fitted"] <= 1 and 0 < results["dev_micro_f1_cross_fitted"] <= 1
     head = json.loads((out / "best" / "classifier.json").read_text())["head"]
     assert head["multi_label"] is True and head["threshold"] == 0.5
     assert dict(zip(LABELS, head["thresholds"])) == results["dev_chosen_thresholds"]

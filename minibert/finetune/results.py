@@ -14,7 +14,12 @@ from minibert.data.features import encode_examples
 from minibert.files import atomic_write_text
 from minibert.finetune.selection import Scoring, predict
 from minibert.finetune.tasks import Task
-from minibert.training.multilabel_metrics import choose_thresholds, label_names_per_text, multilabel_report
+from minibert.training.multilabel_metrics import (
+    choose_thresholds,
+    cross_fitted_f1,
+    label_names_per_text,
+    multilabel_report,
+)
 from minibert.training.plots import plot_learning_curves
 from minibert.training.problems import MULTI_LABEL_SCORES, problem
 from minibert.training.run_context import RunContext
@@ -49,11 +54,13 @@ def tune_thresholds(context: RunContext, task: Task, gold: list, probabilities, 
                     thresholds: str) -> dict:
     """A multi-label task's per-label thresholds that maximise each label's F1 on the dev
     `probabilities` (stored in best/ with --thresholds dev), the dev macro/micro-F1 at the global
-    `threshold` and at those, and every dev text's gold and predicted labels in
-    output_dir/dev_predictions[.TASK].jsonl."""
+    `threshold` and at those (optimistic: chosen and scored on the same texts) and cross-fitted
+    (each half of dev decided by the thresholds chosen on the other half), and every dev text's gold
+    and predicted labels in output_dir/dev_predictions[.TASK].jsonl."""
     chosen = choose_thresholds(probabilities, gold, threshold).tolist()
     at_global = multilabel_report(gold, probabilities, threshold, task.labels)
     at_chosen = multilabel_report(gold, probabilities, chosen, task.labels)
+    cross_fitted = cross_fitted_f1(probabilities, gold, threshold)
     if context.is_main:
         if thresholds == "dev":
             store_thresholds(context.out / "best", task.name if multitask else None, chosen)
@@ -65,7 +72,8 @@ def tune_thresholds(context: RunContext, task: Task, gold: list, probabilities, 
     return {"threshold": threshold, "thresholds": thresholds,
             "dev_chosen_thresholds": dict(zip(task.labels, chosen)),
             **{f"dev_{avg}_f1_at_threshold": at_global[f"{avg}_f1"] for avg in ("macro", "micro")},
-            **{f"dev_{avg}_f1_at_chosen_thresholds": at_chosen[f"{avg}_f1"] for avg in ("macro", "micro")}}
+            **{f"dev_{avg}_f1_at_chosen_thresholds": at_chosen[f"{avg}_f1"] for avg in ("macro", "micro")},
+            **{f"dev_{avg}_f1_cross_fitted": cross_fitted[f"{avg}_f1"] for avg in ("macro", "micro")}}
 
 
 def single_task_results(context: RunContext, task: Task, state, records: list[dict], eval_batch_size: int,
@@ -122,7 +130,9 @@ def multi_label_lines(results: dict) -> list[str]:
     lines = [f"best model (step {results['best_step']}, by dev {results['selection_metric']}): dev macro-F1 "
              f"{results['dev_macro_f1_at_threshold']:.4f} / micro-F1 {results['dev_micro_f1_at_threshold']:.4f} at "
              f"threshold {results['threshold']}, {results['dev_macro_f1_at_chosen_thresholds']:.4f} / "
-             f"{results['dev_micro_f1_at_chosen_thresholds']:.4f} with thresholds chosen on dev"]
+             f"{results['dev_micro_f1_at_chosen_thresholds']:.4f} with thresholds chosen on dev "
+             f"({results['dev_macro_f1_cross_fitted']:.4f} / {results['dev_micro_f1_cross_fitted']:.4f} "
+             f"cross-fitted: each half of dev at the thresholds chosen on the other)"]
     for split in ("dev", "test") if "test_macro_f1" in results else ("dev",):
         lines.append(f"{split} ({rule}): " + ", ".join(f"{name.replace('_', ' ')} {results[f'{split}_{name}']:.4f}"
                                                        for name in MULTI_LABEL_SCORES)
