@@ -215,6 +215,21 @@ def test_the_goemotions_preset_is_the_reference_recipe():
     assert all(key in values for name in deviations for key in name.split(", "))
 
 
+def test_the_minilm_goemotions_preset_lists_every_change_from_the_reference():
+    """presets/goemotions_minilm.json: each value where it departs from the reference preset (its own
+    output folder aside) is named in its _deviations, and every name there is a field it sets."""
+    reference = load_preset(FinetuneConfig, ROOT / "presets" / "goemotions.json")
+    values = load_preset(FinetuneConfig, ROOT / "presets" / "goemotions_minilm.json")
+    cfg = FinetuneConfig.of(**values)
+    assert (cfg.optim.learning_rate, cfg.optim.epochs, cfg.multilabel.thresholds, cfg.multilabel.pos_weight) == \
+        (1e-4, 3, "dev", True)
+    changed = {key for key in reference.keys() | values.keys()
+               if reference.get(key) != values.get(key)} - {"output_dir"}
+    deviations = json.loads((ROOT / "presets" / "goemotions_minilm.json").read_text())["_deviations"]
+    named = {key for name in deviations for key in name.split(", ")}
+    assert changed <= named and named <= values.keys()
+
+
 def test_a_csv_label_separator_makes_label_lists(tmp_path):
     (tmp_path / "train.csv").write_text("text,label\nfootball goal,sport|tech\nbank shares,business\nthe a of,\n")
     (tmp_path / "dev.csv").write_text("text,label\nphone chip,tech\n")
