@@ -57,6 +57,11 @@ def _scores(true_positive, predicted, gold) -> tuple[np.ndarray, np.ndarray, np.
             _ratio(2 * np.asarray(true_positive), np.asarray(predicted) + np.asarray(gold)))
 
 
+def _label_counts(predicted: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label (L,): texts predicted and gold (true positives), predicted, gold."""
+    return (predicted & gold).sum(0), predicted.sum(0), gold.sum(0)
+
+
 def multilabel_report(gold, probabilities, thresholds, names: Sequence[str]) -> dict:
     """Every multi-label metric of N texts at the given thresholds.
 
@@ -72,7 +77,7 @@ def multilabel_report(gold, probabilities, thresholds, names: Sequence[str]) -> 
     if predicted.shape != gold.shape:
         raise ValueError(f"gold {gold.shape} and probabilities {predicted.shape} differ in shape")
     hits = predicted & gold
-    label_tp, label_predicted, label_gold = hits.sum(0), predicted.sum(0), gold.sum(0)
+    label_tp, label_predicted, label_gold = _label_counts(predicted, gold)
     precision, recall, f1 = _scores(label_tp, label_predicted, label_gold)
     micro = _scores(label_tp.sum(), label_predicted.sum(), label_gold.sum())
     example = _scores(hits.sum(1), predicted.sum(1), gold.sum(1))
@@ -149,8 +154,7 @@ def cross_fitted_f1(probabilities, gold, default: float, folds: int = 2) -> dict
     for fold in range(folds):
         chosen = choose_thresholds(probabilities[part != fold], gold[part != fold], default)
         predicted[part == fold] = predict_labels(probabilities[part == fold], chosen)
-    hits = predicted & gold
-    label_tp, label_predicted, label_gold = hits.sum(0), predicted.sum(0), gold.sum(0)
+    label_tp, label_predicted, label_gold = _label_counts(predicted, gold)
     macro_f1 = float(np.mean(_scores(label_tp, label_predicted, label_gold)[2]))
     micro_f1 = float(_scores(label_tp.sum(), label_predicted.sum(), label_gold.sum())[2])
     return {"macro_f1": macro_f1, "micro_f1": micro_f1, "folds": folds}
