@@ -31,7 +31,9 @@ chosen on the texts it is scored on, the same for both sides).
         [--threshold 0.3] [--repeats 1] [--threads 0] [--precision fp32]
 
 --systems minibert (or transformers) runs one system, for a run of each side by side on two cores
-(each under `taskset -c N`, one thread). --train_count N trains both on the same stratified N texts
+(each under `taskset -c N`, one thread). --repeats N runs each system N times, alternating, run r
+at --seed + r in both systems, and prints each system's mean and standard deviation of the dev
+F1 scores over those seeds beside the medians. --train_count N trains both on the same stratified N texts
 (iterative stratification, few_shot_subset) for a quick run. --smoke trains a tiny random BERT on a
 tiny synthetic multi-label set (seconds; a check that the script runs, measures nothing). Needs
 transformers and accelerate
@@ -48,7 +50,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -314,19 +316,27 @@ def dev_scores(outcome: dict, dev_file: str, threshold: float) -> dict:
 
 
 def measure(jobs: dict, repeats: int, work: Path, train_count: int) -> dict:
-    """Each system's runs (jobs: system -> Job), alternating, as {system: [row per repeat]}."""
+    """Each system's runs (jobs: system -> Job), alternating, as {system: [row per repeat]}. Repeat r
+    runs at seed + r in both systems: the seed draws the head's initial weights, the batch order
+    and the dropout masks, and dev F1 moves with them, so repeats at one seed would time the code
+    but say nothing about its spread."""
     rows = {system: [] for system in jobs}
     for repeat in range(repeats):
-        for system in jobs:
-            outcome = timed_run(jobs[system], work / f"{system}_{repeat}")
-            scores = dev_scores(outcome, jobs[system].dev_file, jobs[system].recipe.threshold)
-            speed = train_count * jobs[system].recipe.epochs / outcome["training_s"]
-            rows[system].append({"training_s": outcome["training_s"], "predict_s": outcome["predict_s"],
-                                 "process_s": outcome["process_s"],
+        for system, job in jobs.items():
+            job = replace(job, recipe=replace(job.recipe, seed=job.recipe.seed + repeat))
+            outcome = timed_run(job, work / f"{system}_{repeat}")
+            scores = dev_scores(outcome, job.dev_file, job.recipe.threshold)
+            speed = train_count * job.recipe.epochs / outcome["training_s"]
+            rows[system].append({"seed": job.recipe.seed, "training_s": outcome["training_s"],
+                                 "predict_s": outcome["predict_s"], "process_s": outcome["process_s"],
                                  "examples_per_s": speed, **scores})
             print(f"{system} run {repeat + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[system][-1].items()),
                   flush=True)
     return rows
+
+
+def spread(values: list[float]) -> str:
+    return f"mean {statistics.mean(values):.4f} sd {statistics.stdev(values):.4f}"
 
 
 def report(rows: dict, threshold: float) -> None:
@@ -341,6 +351,9 @@ def report(rows: dict, threshold: float) -> None:
     print("|---" * (len(columns) + 1) + "|")
     for system in rows:
         print(f"| {system} | " + " | ".join(f"{medians[system][key]:.4g}" for key, _ in columns) + " |")
+    for system, runs in rows.items() if any(len(runs) > 1 for runs in rows.values()) else ():
+        print(f"{system} over seeds {', '.join(str(row['seed']) for row in runs)}: "
+              + "; ".join(f"{title} {spread([row[key] for row in runs])}" for key, title in columns[4:]))
     if len(rows) < len(SYSTEMS):
         return  # --systems named one: the ratio comes from a run of the other beside it
     ours, theirs = medians["minibert"], medians["transformers"]
@@ -360,7 +373,8 @@ def parse_args():
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--threshold", type=float, default=0.3, help="the global decision threshold")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--repeats", type=int, default=1, help="runs of each system, alternating")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each system, alternating; run r at --seed + r (the F1 scores' spread)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads in each run (0 = torch's default)")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32, or bf16 autocast in both libraries (for a CPU with native bf16: amx_bf16 or "

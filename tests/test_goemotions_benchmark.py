@@ -59,3 +59,12 @@ def test_one_system_runs_alone_and_prints_its_row_only(bench, monkeypatch, capsy
     out = capsys.readouterr().out
     assert "minibert run 1:" in out and "| minibert |" in out
     assert "transformers run" not in out and "minibert / transformers" not in out
+
+
+def test_repeats_run_at_successive_seeds_and_print_the_spread_over_them(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["goemotions_vs_transformers.py", "--smoke", "--systems", "minibert",
+                                      "--threads", "1", "--repeats", "2", "--seed", "7"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "minibert run 1: seed 7," in out and "minibert run 2: seed 8," in out
+    assert "minibert over seeds 7, 8: macro-F1 @0.3 mean " in out
