@@ -17,6 +17,7 @@ from minibert.training.optimization import (
     build_optimizer,
     clip_per_tensor,
     freeze_encoder,
+    optimizer_step,
     parameter_groups,
     unfreeze,
 )
@@ -461,3 +462,37 @@ def test_per_tensor_vs_global_clipping():
     assert total.item() == pytest.approx(np.sqrt(25.25))
     torch.testing.assert_close(a.grad, torch.tensor([3.0, 4.0]) * scale, rtol=1e-5, atol=0)
     torch.testing.assert_close(b.grad, torch.tensor([0.0, 0.3, 0.4]) * scale, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("max_norm", [1e9, 0.05])  # never clips / clips every step
+def test_global_clipping_folded_into_fused_adamw_equals_clip_grad_norm_then_step(max_norm):
+    """optimizer_step's folded clipping (the fused kernel divides by 1 / factor) against torch's
+    clip_grad_norm_ followed by the step: the same numbers where nothing is clipped, one float32
+    rounding apart where every step clips."""
+    torch.manual_seed(0)
+    initial = nn.Sequential(nn.Linear(50, 40), nn.Linear(40, 3))
+    finals = []
+    for folded in (True, False):
+        model = nn.Sequential(nn.Linear(50, 40), nn.Linear(40, 3))
+        model.load_state_dict(initial.state_dict())
+        opt = build_optimizer("adamw", [{"params": list(model.parameters()), "lr": 1e-2, "weight_decay": 0.01}])
+        scaler, schedule = torch.amp.GradScaler("cpu", enabled=False), build_scheduler(opt, "constant", 4, 0)
+        inputs = torch.Generator().manual_seed(1)
+        norms = []
+        for _ in range(4):
+            model(torch.randn(8, 50, generator=inputs)).pow(2).sum().backward()
+            norms.append(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item())
+            if folded:
+                optimizer_step(model, opt, schedule, scaler, max_norm)
+                assert not hasattr(opt, "grad_scale")  # the factor was this step's only
+            else:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                opt.step()
+                opt.zero_grad()
+        assert all(norm > max_norm for norm in norms) == (max_norm < 1)
+        finals.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*finals):
+        if max_norm > 1:
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
