@@ -98,6 +98,22 @@ def write_split(path, n, seed, bad_row=False):
             f.write(json.dumps({"text": "   ", "label": "sport"}) + "\n")
 
 
+TOPIC_LABELS = sorted(TOPICS)
+
+
+def write_multi_label_split(path: Path, n: int, seed: int) -> None:
+    """n multi-label rows of the topic data set: texts about zero to two topics, labelled with the list
+    of those topics."""
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            topics = rng.sample(TOPIC_LABELS, [1, 1, 2, 0][i % 4])
+            words = [w for t in topics for w in rng.choices(TOPICS[t].split(), k=rng.randint(3, 6))]
+            words += rng.choices(FILLER, k=rng.randint(4, 12))
+            rng.shuffle(words)
+            f.write(json.dumps({"text": " ".join(words), "label": topics}) + "\n")
+
+
 def make_tiny_model(folder: Path, tokens: Iterable[str] = (",", ".", *TOPIC_WORDS), max_position_embeddings=64,
                     **config_overrides) -> Path:
     """A freshly initialised 2-layer BERT (hidden 32, seed 0) saved as a minibert folder; its vocabulary

@@ -4,7 +4,6 @@ bit-identical resume, and a multi-task run mixing a single- and a multi-label ta
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FILLER, TOPICS, make_tiny_model, run_interrupted, write_split
+from helpers import TOPIC_LABELS as LABELS
+from helpers import make_tiny_model, run_interrupted, write_multi_label_split, write_split
 from safetensors.torch import load_file
 
 import predict
@@ -25,19 +25,6 @@ from minibert.training.multilabel_metrics import multilabel_report
 from minibert.training.problems import MULTI_LABEL_SCORES
 
 ROOT = Path(__file__).parent.parent
-LABELS = sorted(TOPICS)
-
-
-def write_multi_label_split(path: Path, n: int, seed: int) -> None:
-    """Texts about zero to two topics, labelled with the list of those topics."""
-    rng = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            topics = rng.sample(LABELS, [1, 1, 2, 0][i % 4])
-            words = [w for t in topics for w in rng.choices(TOPICS[t].split(), k=rng.randint(3, 6))]
-            words += rng.choices(FILLER, k=rng.randint(4, 12))
-            rng.shuffle(words)
-            f.write(json.dumps({"text": " ".join(words), "label": topics}) + "\n")
 
 
 @pytest.fixture(scope="module")
