@@ -255,6 +255,10 @@ def run_transformers(job: Job) -> dict:
     labels = LabelSet.from_examples(read_split(job.train_file))
     encoding = TextEncoding(job.recipe.max_seq_length, "head")
     train, dev = (Encoded(path, labels, tokenizer, encoding) for path in (job.train_file, job.dev_file))
+    # The new classifier's weights are drawn in from_pretrained, before Trainer seeds anything: seeded
+    # here, as minibert's run seeds its head, so a run can be repeated (unseeded, they would come from
+    # the process's own random default seed).
+    transformers.set_seed(job.recipe.seed)
     model = transformers.BertForSequenceClassification.from_pretrained(
         str(folder), num_labels=len(labels), problem_type="multi_label_classification",
         id2label=dict(enumerate(labels.to_json())), attn_implementation="sdpa")
