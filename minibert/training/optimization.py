@@ -281,10 +281,10 @@ def fold_global_clipping(parameters: Iterable[torch.Tensor], optimizer: torch.op
 
 
 def folds_clipping(optimizer: torch.optim.Optimizer, scaler, clip_mode: str) -> bool:
-    """Whether optimizer_step can fold global clipping into the step: a fused torch optimizer (which
-    reads grad_scale) and no fp16 loss scaling (GradScaler then sets grad_scale itself)."""
-    fused = any(group.get("fused") for group in optimizer.param_groups)
-    return (clip_mode == "global" and fused and getattr(optimizer, "_step_supports_amp_scaling", False)
+    """Whether optimizer_step can fold global clipping into the step: a fused torch optimizer (torch
+    marks those that read grad_scale with _step_supports_amp_scaling) and no fp16 loss scaling
+    (GradScaler then sets grad_scale itself)."""
+    return (clip_mode == "global" and getattr(optimizer, "_step_supports_amp_scaling", False)
             and not scaler.is_enabled())
 
 
