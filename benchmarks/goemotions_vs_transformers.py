@@ -6,7 +6,9 @@ tokenizer, the first max_seq_length tokens, as the GoEmotions code's run_classif
 recipe: on the CPU in fp32 or bf16 autocast (--precision), AdamW (weight decay 0.01, not on biases
 and LayerNorm), one learning rate for every layer, warm-up then linear decay, gradient norm clipped
 at 1.0, dropout 0.1, randomly drawn batches, the same epochs, batch size, learning rate and seed, a
-sigmoid cross-entropy loss over the labels, dev scored after each epoch and the epoch with the best dev
+new output layer drawn from a normal with sd 0.02 (transformers' _init_weights; minibert with
+--head_init normal, where its default is Google's truncated normal), a sigmoid cross-entropy loss
+over the labels, dev scored after each epoch and the epoch with the best dev
 macro-F1 at --threshold kept. Only the training code differs:
 
   minibert       minibert.finetune.finetune (what `python train.py` runs), multi_label true;
@@ -28,7 +30,7 @@ chosen on the texts it is scored on, the same for both sides).
     python data/goemotions/prepare.py --source DIR --output_dir data/goemotions
     python benchmarks/goemotions_vs_transformers.py [--data data/goemotions] [--epochs 4]
         [--train_count N] [--max_seq_length 50] [--batch_size 16] [--learning_rate 5e-5]
-        [--threshold 0.3] [--repeats 1] [--threads 0] [--precision fp32]
+        [--threshold 0.3] [--repeats 1] [--threads 0] [--precision fp32] [--head_init normal]
 
 --systems minibert (or transformers) runs one system, for a run of each side by side on two cores
 (each under `taskset -c N`, one thread). --repeats N runs each system N times, alternating, run r
@@ -62,7 +64,7 @@ from minibert.data.examples import LabelSet, encode_labels, multi_hot, read_exam
 from minibert.data.features import encode_examples
 from minibert.data.splits import few_shot_subset
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
-from minibert.model.bert import BertModel
+from minibert.model.bert import WEIGHT_INITS, BertModel
 from minibert.model.config import BertConfig
 from minibert.resources import model_path
 from minibert.text.encoding import TextEncoding
@@ -92,6 +94,7 @@ class Recipe:
     seed: int
     threads: int
     precision: str  # fp32, or bf16: torch.autocast on the CPU in both libraries
+    head_init: str  # minibert's draw of the new head (--head_init); transformers draws a plain normal
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def minibert_config(job: Job) -> FinetuneConfig:
         epochs=r.epochs, batch_size=r.batch_size, eval_batch_size=EVAL_BATCH_SIZE, batching="random",
         learning_rate=r.learning_rate, layer_decay=1.0, optimizer="adamw", schedule="warmup_linear",
         warmup_proportion=WARMUP, weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, dropout=0.1,
-        precision=r.precision, device="cpu", threads=r.threads, seed=r.seed)
+        precision=r.precision, device="cpu", threads=r.threads, seed=r.seed, head_init=r.head_init)
 
 
 def run_minibert(job: Job) -> dict:
@@ -383,6 +386,9 @@ def parse_args():
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="fp32, or bf16 autocast in both libraries (for a CPU with native bf16: amx_bf16 or "
                         "avx512_bf16 in lscpu)")
+    parser.add_argument("--head_init", choices=tuple(WEIGHT_INITS), default="normal",
+                        help="how minibert draws its new head: normal (sd 0.02, as transformers' _init_weights "
+                        "draws its classifier), or Google's truncated_normal")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help="comma list of the systems to run (default both, alternating); one of them "
                         "runs beside a run of the other on another core, e.g. under taskset")
@@ -433,7 +439,7 @@ def main():
         else:
             data, model = Path(args.data), str(model_path("minilm"))
         recipe = Recipe(args.epochs, args.learning_rate, args.batch_size, args.max_seq_length, args.threshold,
-                        args.seed, args.threads, args.precision)
+                        args.seed, args.threads, args.precision, args.head_init)
         train_file, train_count = training_subset(data, args.train_count, args.seed, work)
         jobs = {system: Job(system, recipe, model, train_file, str(data / "dev.jsonl"), str(work / f"{system}_out"))
                 for system in SYSTEMS if system in args.systems.split(",")}

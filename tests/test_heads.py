@@ -1,8 +1,14 @@
 """Classification strategies: layer selection and combination, chunk pooling, BERT-Feat head."""
 
+import types
+
 import pytest
 import torch
+from helpers import make_tiny_model
 
+from minibert.checkpoints.formats import load_checkpoint
+from minibert.finetune.config import ClassifierOptions
+from minibert.finetune.model_setup import new_classifier
 from minibert.model.config import BertConfig
 from minibert.model.heads import BertClassifier, HeadConfig, attention_penalty, group_chunks, layer_indices
 
@@ -141,3 +147,20 @@ def test_attention_penalty_by_hand():
     assert attention_penalty(distinct).item() == 0.0
     assert attention_penalty(uniform).item() == pytest.approx(1.25)
     assert attention_penalty(torch.cat([distinct, uniform])).item() == pytest.approx(0.625)  # batch mean
+
+
+@pytest.mark.parametrize("head_init, sd, beyond_two_sd", [("truncated_normal", 0.8796 * 0.02, 0.0),
+                                                         ("normal", 0.02, 0.0455)])
+def test_head_init_draws_the_chosen_distribution(tmp_path, head_init, sd, beyond_two_sd):
+    """--head_init, on a head of 2,000 labels x 32 features: the hand-computed spread of each
+    distribution (std initializer_range 0.02). A normal cut at 2 sigma (Google's) has sd
+    sigma * sqrt(1 - 4 phi(2) / (2 Phi(2) - 1)) = 0.8796 sigma and no draw beyond 2 sigma; a plain
+    normal (the paper's code, transformers) has sd sigma and 2 (1 - Phi(2)) = 4.55% of its draws beyond."""
+    pretrained = load_checkpoint(make_tiny_model(tmp_path))
+    task = types.SimpleNamespace(name="task", multi_label=False, labels=[str(i) for i in range(2000)])
+    torch.manual_seed(0)
+    head = new_classifier(pretrained, ClassifierOptions(head_init=head_init), [task], 0.5).heads["task"].out
+    weights = head.weight.detach()
+    assert weights.std().item() == pytest.approx(sd, rel=0.015)
+    assert (weights.abs() > 0.04).float().mean().item() == pytest.approx(beyond_two_sd, abs=0.004)
+    assert torch.equal(head.bias, torch.zeros_like(head.bias))

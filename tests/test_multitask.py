@@ -298,7 +298,8 @@ def test_random_task_sampling_in_a_run_and_its_resume(setup, tmp_path):
 @pytest.mark.slow
 def test_stage2_fresh_head(setup, tmp_path):
     """--stage2_head fresh: stage 2 starts from stage 1's encoder (pooler too) and a new head drawn
-    from the seed, as the paper's code loads only model.bert; kept starts from stage 1's head."""
+    from the seed as --head_init says, as the paper's code loads only model.bert; kept starts from
+    stage 1's head."""
     root, _ = setup
     starts = {}
 
@@ -308,7 +309,7 @@ def test_stage2_fresh_head(setup, tmp_path):
             starts[head, task] = {k: v.clone() for k, v in view.state_dict().items()}
         return FitHooks(stage2_start=stage2_start)
 
-    options = dict(epochs=1, stage2_epochs=1)
+    options = dict(epochs=1, stage2_epochs=1, head_init="normal")
     for head in ("fresh", "kept"):
         results = finetune(config(root, tmp_path / head, stage2_head=head, **options), recording(head))
         assert set(results["stage2"]["tasks"]) == {"topics", "sentiment"}
@@ -323,7 +324,7 @@ def test_stage2_fresh_head(setup, tmp_path):
     assert all(torch.equal(kept[k], stage1[k]) for k in stage1)
     assert not any(torch.equal(fresh[k], stage1[k]) for k in head if "weight" in k)
     torch.manual_seed(3)  # the run's seed
-    expected = new_head(stage1_model.config, stage1_model.head_config).state_dict()
+    expected = new_head(stage1_model.config, stage1_model.head_config, "normal").state_dict()  # --head_init
     assert all(torch.equal(fresh["head." + k], v) for k, v in expected.items())
     saved = json.loads((tmp_path / "fresh" / "config.json").read_text())
     assert saved["stage2_head"] == "fresh"

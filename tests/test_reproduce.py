@@ -69,6 +69,7 @@ def test_every_row_is_a_valid_train_config(scale, tmp_path):
             assert cfg.text.max_chunks == ((4 if scale == "small" else paper_chunks) if cfg.text.hierarchical else 0)
             assert cfg.classifier.pooler == ("false" if cfg.text.hierarchical else "auto")
             assert cfg.optim.batching == "random"  # the paper's code's RandomSampler
+            assert cfg.classifier.head_init == "normal"  # the code's init_weights: a plain normal
             if run.row.multi_task:  # Table 7: one train.py --tasks run over the four data sets
                 assert cfg.multitask.tasks == "imdb,yelp_polarity,ag_news,dbpedia"
                 assert cfg.multitask.tasks_dir == str(tmp_path / "data")

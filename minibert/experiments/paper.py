@@ -41,6 +41,9 @@ PAPER_RECIPE = {
     "weight_decay": 0.01,
     "pooler": "auto",
     "batching": "random",  # the code's RandomSampler: a random permutation cut into batches each epoch
+    # The code's modeling.py (BertForSequenceClassification.init_weights, also modeling_multitask.py)
+    # draws the new classifier from a plain normal, sd 0.02, "slightly different from the TF version".
+    "head_init": "normal",
 }
 
 # The paper's further pre-training (§5.2, and its code's run_pretraining.py flags): batch 32, 128

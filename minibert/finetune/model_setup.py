@@ -83,7 +83,8 @@ def new_classifier(pretrained: Checkpoint, classifier: ClassifierOptions, tasks:
     """The pretrained encoder with a new head per task (one for a single-task run). Every encoder
     weight is loaded, strictly."""
     layers = pretrained.config.num_hidden_layers
-    model = TaskClassifier(pretrained.config, {t.name: head_config(classifier, t, layers, threshold) for t in tasks})
+    heads = {t.name: head_config(classifier, t, layers, threshold) for t in tasks}
+    model = TaskClassifier(pretrained.config, heads, classifier.head_init)
     load_state(model.bert, pretrained.state, str(pretrained.source))
     return model
 
@@ -96,17 +97,18 @@ def load_stage1_classifier(folder, task: Task) -> BertClassifier:
     return saved.model
 
 
-def new_head(config: BertConfig, head: HeadConfig) -> torch.nn.Module:
-    """A head initialised as BertClassifier initialises one (truncated normal, std initializer_range)."""
+def new_head(config: BertConfig, head: HeadConfig, head_init: str) -> torch.nn.Module:
+    """A head initialised as TaskClassifier initialises one (WEIGHT_INITS[head_init], std initializer_range)."""
     module = HEADS[head.head](config, head)
-    module.apply(lambda m: init_weights(m, config.initializer_range))
+    module.apply(lambda m: init_weights(m, config.initializer_range, head_init))
     return module
 
 
-def stage2_classifier(folder, task: Task, head: str, seed: int) -> TaskClassifier:
+def stage2_classifier(folder, task: Task, head: str, head_init: str, seed: int) -> TaskClassifier:
     """Multi-task stage 2's start: the encoder (with the pooler) of the model in `folder` and `task`'s
-    head from stage 1 (head "kept"), or a new one drawn from torch.manual_seed(seed) (head "fresh":
-    the paper's code saves only model.bert after stage 1, so its second stage starts a new classifier).
+    head from stage 1 (head "kept"), or a new one drawn as `head_init` says from torch.manual_seed(seed)
+    (head "fresh": the paper's code saves only model.bert after stage 1, so its second stage starts a
+    new classifier).
     The global generator is left as it was, so the run's dropout stream does not depend on the choice."""
     saved = load_stage1_classifier(folder, task)
     module = saved.head
@@ -115,7 +117,7 @@ def stage2_classifier(folder, task: Task, head: str, seed: int) -> TaskClassifie
     if head == "fresh":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            module = new_head(saved.config, head_config)
+            module = new_head(saved.config, head_config, head_init)
     return TaskClassifier.from_parts(saved.config, {task.name: head_config}, saved.bert, {task.name: module})
 
 

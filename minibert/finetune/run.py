@@ -148,7 +148,8 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
     check_output_dir(folder, resume, overwrite=True)
     stage = replace(context, out=folder)
     stage.seed(cfg.run.seed)
-    model = stage2_classifier(context.out / "best", task, cfg.multitask.stage2_head, cfg.run.seed)
+    model = stage2_classifier(context.out / "best", task, cfg.multitask.stage2_head, cfg.classifier.head_init,
+                              cfg.run.seed)
     if hooks is not None and hooks.stage2_start is not None:
         hooks.stage2_start(task.name, model)
     training = train_tasks(stage, stage_cfg, model, [task], tokenizer, encoding, data_sha256([files]), hooks)

@@ -366,10 +366,27 @@ def check_positions(positions: torch.Tensor, length: int) -> None:
         raise ValueError(f"last_layer_positions must have 0 ([CLS]) in column 0 and lie in 0..{length - 1}")
 
 
-def init_weights(module: nn.Module, std: float) -> None:
-    """Google's create_initializer: truncated normal with stddev 0.02, cut at two standard deviations."""
+def truncated_normal_(weight: torch.Tensor, std: float) -> None:
+    """Google's create_initializer (modeling.py): a normal cut at two standard deviations, so its
+    draws have a standard deviation of 0.88 std."""
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+def plain_normal_(weight: torch.Tensor, std: float) -> None:
+    """The paper's code (xuyige/BERT4doc-Classification, modeling.py: BertForSequenceClassification's
+    init_weights, "slightly different from the TF version") and transformers' _init_weights."""
+    nn.init.normal_(weight, std=std)
+
+
+# How a new weight matrix is drawn (init_weights); a fine-tuning run's new heads take --head_init.
+WEIGHT_INITS = {"truncated_normal": truncated_normal_, "normal": plain_normal_}
+
+
+def init_weights(module: nn.Module, std: float, weights: str = "truncated_normal") -> None:
+    """A new module's parameters: Linear and Embedding weights drawn as WEIGHT_INITS[weights] says
+    with stddev `std` (initializer_range, 0.02), biases 0, LayerNorm the identity."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+        WEIGHT_INITS[weights](module.weight, std)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
     if isinstance(module, nn.LayerNorm):

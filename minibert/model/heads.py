@@ -299,13 +299,14 @@ class TaskClassifier(nn.Module):
     copies, which is what evaluation, prediction and saving read.
     """
 
-    def __init__(self, config: BertConfig, heads: dict[str, HeadConfig]):
+    def __init__(self, config: BertConfig, heads: dict[str, HeadConfig], head_init: str = "truncated_normal"):
+        """New heads' weights are drawn as WEIGHT_INITS[head_init] says (--head_init)."""
         super().__init__()
         check_task_names(heads)
         self.config, self.head_configs = config, dict(heads)
         self.bert = BertModel(config)
         self.heads = nn.ModuleDict({name: HEADS[head.head](config, head) for name, head in heads.items()})
-        self.heads.apply(lambda module: init_weights(module, config.initializer_range))
+        self.heads.apply(lambda module: init_weights(module, config.initializer_range, head_init))
 
     @classmethod
     def from_parts(cls, config: BertConfig, head_configs: dict[str, HeadConfig], bert: BertModel,
