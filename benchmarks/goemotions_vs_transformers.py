@@ -9,7 +9,7 @@ at 1.0, dropout 0.1, randomly drawn batches, the same epochs, batch size, learni
 new output layer drawn from a normal with sd 0.02 (transformers' _init_weights; minibert with
 --head_init normal, where its default is Google's truncated normal), a sigmoid cross-entropy loss
 over the labels, dev scored after each epoch and the epoch with the best dev
-macro-F1 at --threshold kept. Only the training code differs:
+macro-F1 at --threshold kept. Only the training code differs (with --head_init normal, the default here):
 
   minibert       minibert.finetune.finetune (what `python train.py` runs), multi_label true;
                  BertClassifier with a ClsHead over the pooled [CLS]
@@ -422,6 +422,11 @@ def check_args(args) -> None:
                  f"--source DIR --output_dir {args.data}")
 
 
+def recipe_of(args) -> Recipe:
+    return Recipe(args.epochs, args.learning_rate, args.batch_size, args.max_seq_length, args.threshold,
+                  args.seed, args.threads, args.precision, args.head_init)
+
+
 def main():
     args = parse_args()
     check_args(args)
@@ -438,8 +443,7 @@ def main():
             data, model = write_smoke_data(work), write_smoke_model(work / "model")
         else:
             data, model = Path(args.data), str(model_path("minilm"))
-        recipe = Recipe(args.epochs, args.learning_rate, args.batch_size, args.max_seq_length, args.threshold,
-                        args.seed, args.threads, args.precision, args.head_init)
+        recipe = recipe_of(args)
         train_file, train_count = training_subset(data, args.train_count, args.seed, work)
         jobs = {system: Job(system, recipe, model, train_file, str(data / "dev.jsonl"), str(work / f"{system}_out"))
                 for system in SYSTEMS if system in args.systems.split(",")}

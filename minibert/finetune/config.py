@@ -13,7 +13,7 @@ from minibert.cli import FlatOptions, at_least, check_rules, option
 from minibert.data.batching import BATCHINGS
 from minibert.data.examples import BAD_ROW_POLICIES
 from minibert.errors import ConfigError
-from minibert.model.bert import WEIGHT_INITS
+from minibert.model.bert import GOOGLE_INIT, WEIGHT_INITS
 from minibert.model.heads import CHUNK_POOLINGS, COMBINE, HEADS
 from minibert.text.long_text import TRUNCATIONS
 from minibert.text.tokenization import VARIANTS
@@ -82,10 +82,10 @@ class ClassifierOptions:
     pooler: str = option("auto", "pass the feature through BERT's tanh pooler (Google's run_classifier); auto = "
                          "only for the last layer, which it was trained on", choices=POOLER_CHOICES)
     dropout: float = option(0.1, "dropout before the output layer")
-    # Deviation from reference: the paper's code draws a new head from a plain normal (its modeling.py,
-    # "slightly different from the TF version"; reproduce.py's recipe does too); the default is what
+    # Deviation from reference (the paper's code): its modeling.py draws a new head from a plain normal,
+    # "slightly different from the TF version" (reproduce.py's recipe does too); the default is what
     # Google's run_classifier (create_model's output_weights) draws for the released checkpoints.
-    head_init: str = option("truncated_normal", "how a new head's weights are drawn (std initializer_range): "
+    head_init: str = option(GOOGLE_INIT, "how a new head's weights are drawn (std initializer_range): "
                             "truncated_normal cut at 2 std (Google's run_classifier), or normal (the paper's "
                             "PyTorch code and transformers)", choices=tuple(WEIGHT_INITS))
     chunk_pooling: str = option("mean", "hierarchical: how chunk [CLS] vectors are combined",

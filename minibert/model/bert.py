@@ -380,9 +380,10 @@ def plain_normal_(weight: torch.Tensor, std: float) -> None:
 
 # How a new weight matrix is drawn (init_weights); a fine-tuning run's new heads take --head_init.
 WEIGHT_INITS = {"truncated_normal": truncated_normal_, "normal": plain_normal_}
+GOOGLE_INIT = "truncated_normal"  # every new module's weights unless a run says otherwise
 
 
-def init_weights(module: nn.Module, std: float, weights: str = "truncated_normal") -> None:
+def init_weights(module: nn.Module, std: float, weights: str = GOOGLE_INIT) -> None:
     """A new module's parameters: Linear and Embedding weights drawn as WEIGHT_INITS[weights] says
     with stddev `std` (initializer_range, 0.02), biases 0, LayerNorm the identity."""
     if isinstance(module, (nn.Linear, nn.Embedding)):

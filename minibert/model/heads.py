@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from minibert.model.bert import BertModel, BertOutput, init_weights
+from minibert.model.bert import GOOGLE_INIT, BertModel, BertOutput, init_weights
 from minibert.model.config import BertConfig
 
 LAYER_SETS = ("last", "first4", "last4", "all")  # or a layer number, 0 = embedding output
@@ -299,7 +299,7 @@ class TaskClassifier(nn.Module):
     copies, which is what evaluation, prediction and saving read.
     """
 
-    def __init__(self, config: BertConfig, heads: dict[str, HeadConfig], head_init: str = "truncated_normal"):
+    def __init__(self, config: BertConfig, heads: dict[str, HeadConfig], head_init: str = GOOGLE_INIT):
         """New heads' weights are drawn as WEIGHT_INITS[head_init] says (--head_init)."""
         super().__init__()
         check_task_names(heads)
