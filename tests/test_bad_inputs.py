@@ -438,9 +438,11 @@ def test_ctrl_c_before_training_is_one_line_and_status_130(inputs, tmp_path):
     big = tmp_path / "big.txt"
     big.write_text("football match report\n" * 2_000_000)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # SIGINT as a terminal leaves it: a shell's background job (CI started with `&`) inherits it ignored,
+    # and Python then installs no KeyboardInterrupt handler.
     process = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), str(ws / "classifier"), str(big), "--output",
                                 str(tmp_path / "p.jsonl")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + TIMEOUT
     err = ""
     while "encoder on" not in err and process.poll() is None and time.time() < deadline:
