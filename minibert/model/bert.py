@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from minibert.model.activations import ACTIVATIONS
@@ -165,6 +166,24 @@ class Layer(nn.Module):
         B, T, H = x.shape
         return x.view(B, T, self.num_heads, H // self.num_heads).transpose(1, 2)  # (B, N, T, D)
 
+    @staticmethod
+    def _project(x: torch.Tensor, linears: Sequence[nn.Module]) -> list[torch.Tensor]:
+        """x (..., H) through several of the block's H -> H projections: one (..., H) output each.
+
+        Under autocast, as one matrix product with their weights stacked, split back into views: the
+        same products per output, but x is read and cast to the low precision once, not once per
+        projection, and backward takes x's gradient from one product instead of casting and adding
+        one per projection (2% of a bf16 training step, benchmarks/README.md). In fp32 there is no
+        cast to save, and separate products keep backward's sums in the order of Google's and
+        Hugging Face's code (one gradient per projection, added). Projections that are not plain
+        nn.Linear (predict.py --quantize int8) also run one by one."""
+        fuse = torch.is_autocast_enabled(x.device.type) and all(type(linear) is nn.Linear for linear in linears)
+        if not fuse:
+            return [linear(x) for linear in linears]
+        weight = torch.cat([linear.weight for linear in linears])
+        bias = torch.cat([linear.bias for linear in linears])
+        return list(F.linear(x, weight, bias).split(x.shape[-1], dim=-1))
+
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Padded: x (B, T, H), bias (B, 1, 1, T) or None -> (B, T, H)."""
         return self._attend(x, x, bias)
@@ -180,7 +199,11 @@ class Layer(nn.Module):
     def _attend(self, rows: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """rows (B, P, H) attend to the tokens x (B, T, H) -> the block's output at the rows (B, P, H)."""
         B, P, H = rows.shape
-        q, k, v = self._heads(self.query(rows)), self._heads(self.key(x)), self._heads(self.value(x))
+        if rows is x:
+            q, k, v = self._project(x, (self.query, self.key, self.value))
+        else:
+            q, (k, v) = self.query(rows), self._project(x, (self.key, self.value))
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)
         dropout_p = self.attention_dropout if self.training else 0.0
         context = attention(q, k, v, bias, dropout_p, self.attention_implementation)  # (B, N, P, D)
         return self._output(rows, context.transpose(1, 2).reshape(B, P, H))
@@ -188,8 +211,8 @@ class Layer(nn.Module):
     def forward_packed(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
         """Unpadded: x (total, H) of the real tokens -> (total, H); the same math per token."""
         total, H = x.shape
-        q, k, v = (linear(x).view(total, self.num_heads, H // self.num_heads)
-                   for linear in (self.query, self.key, self.value))  # each (total, N, D)
+        q, k, v = (projected.view(total, self.num_heads, H // self.num_heads)
+                   for projected in self._project(x, (self.query, self.key, self.value)))  # each (total, N, D)
         dropout_p = self.attention_dropout if self.training else 0.0
         context = varlen_attention(q, k, v, packing.cu_seqlens, packing.max_seqlen, dropout_p,
                                    padded_implementation=self.attention_implementation)  # (total, N, D)
@@ -204,7 +227,8 @@ class Layer(nn.Module):
         total, H = x.shape
         B, P = rows.shape
         selected = x.index_select(0, rows.flatten()).view(B, P, H)
-        k, v = (linear(x).view(total, self.num_heads, H // self.num_heads) for linear in (self.key, self.value))
+        k, v = (projected.view(total, self.num_heads, H // self.num_heads)
+                for projected in self._project(x, (self.key, self.value)))
         dropout_p = self.attention_dropout if self.training else 0.0
         context = packed_keys_attention(self._heads(self.query(selected)), k, v, packing.cu_seqlens,
                                         packing.max_seqlen, dropout_p, self.attention_implementation)  # (B, N, P, D)
