@@ -17,12 +17,15 @@ itself, not in operators it calls) is given to one kind of work:
                overhead between operators
 
 Each step is profiled on its own and the table gives per-kind medians over the profiled steps,
-in milliseconds and as a share of the median step. The machine may be shared with other jobs:
-absolute times drift, shares are steadier.
+in milliseconds and as a share of the median step; --top K adds the K operators with the most self
+time (mean per call over the profiled calls), the matrix products' share among them. The process
+keeps the memory its steps free, as every CPU run of the library does (machine.keep_freed_memory).
+The machine may be shared with other jobs: absolute times drift, shares are steadier.
 
     python benchmarks/profile_step.py                    # train 16x128 and inference, fp32 and bf16
     python benchmarks/profile_step.py --rows train --precisions bf16 --steps 3
     python benchmarks/profile_step.py --rows mixed --padding unpadded
+    python benchmarks/profile_step.py --rows train --precisions bf16 --threads 1 --train_batch 24 --top 20
     python benchmarks/profile_step.py --smoke           # a tiny random model, every row once (seconds)
 """
 
@@ -32,6 +35,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -44,7 +48,7 @@ from minibert.checkpoints.formats import load_checkpoint, load_state
 from minibert.data.features import EncodedDoc, EncodedDocs, collate, model_inputs
 from minibert.model.heads import BertClassifier, HeadConfig
 from minibert.resources import minilm_folder
-from minibert.training.machine import autocast
+from minibert.training.machine import autocast, keep_freed_memory
 from minibert.training.optimization import build_optimizer, parameter_groups
 
 NUM_LABELS = 5
@@ -154,20 +158,21 @@ def infer(model, optimizer, batches, precision):
             model(**inputs)
 
 
-def rows(vocab_size: int) -> dict:
+def rows(vocab_size: int, train_batch: int = 16) -> dict:
     """name -> (work, batches of EncodedDocs, sequences per call)."""
     mixed = random.Random(0).choices(range(20, 513), k=64)
     mixed_docs = make_docs(sorted(mixed, reverse=True), vocab_size, 2)  # sorted, as evaluation batches
     return {
-        "train": ("train 16x128", train_step, [make_docs([128] * 16, vocab_size, 0)]),
+        "train": (f"train {train_batch}x128", train_step, [make_docs([128] * train_batch, vocab_size, 0)]),
         "infer": ("infer 32x128", infer, [make_docs([128] * 32, vocab_size, 1)]),
         "mixed": ("infer 64 of 20..512, sorted, batches of 8", infer,
                   [mixed_docs[i:i + 8] for i in range(0, 64, 8)]),
     }
 
 
-def profile_once(work, model, optimizer, batches, precision) -> dict[str, float]:
-    """Milliseconds per kind of work for one call of `work`, plus "total" (wall time)."""
+def profile_once(work, model, optimizer, batches, precision, operators: Counter) -> dict[str, float]:
+    """Milliseconds per kind of work for one call of `work`, plus "total" (wall time); each
+    operator's self time is added to `operators` (name -> ms)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         work(model, optimizer, batches, precision)
@@ -177,11 +182,26 @@ def profile_once(work, model, optimizer, batches, precision) -> dict[str, float]
         if event.name.startswith("region ") or event.name.startswith("ProfilerStep"):
             continue
         times[kind_of(event)] += event.self_cpu_time_total / 1e3
+        operators[event.name] += event.self_cpu_time_total / 1e3
     # Python: what the operators' self times do not cover. Optimizer.step#... and autograd::engine
     # ranges carry their own self time (dispatch in C++) and are already under "optimizer"/"other ops".
     times["python"] = max(0.0, wall - sum(times.values()))
     times["total"] = wall
     return times
+
+
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # the matrix products' operators
+
+
+def print_operators(operators: Counter, calls: int, top: int) -> None:
+    """The `top` operators by self time, in ms per call, and the matrix products' share of all
+    operators' self time (what runs at the matrix peak; the rest is passes over memory)."""
+    total = sum(operators.values())
+    products = sum(operators[name] for name in PRODUCTS)
+    print(f"  operators' self time {total / calls:.1f} ms per call; matrix products {products / calls:.1f} ms "
+          f"({100 * products / total:.0f}%)")
+    for name, ms in operators.most_common(top):
+        print(f"    {name:<40} {ms / calls:8.1f} ms")
 
 
 def main():
@@ -193,12 +213,18 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--padding", default="padded", choices=("padded", "unpadded"),
                         help="the encoder's padding mode (BertModel.padding)")
+    parser.add_argument("--train_batch", type=int, default=16, help="sequences of 128 tokens in the train row")
+    parser.add_argument("--top", type=int, default=0, help="also list the K operators with the most self time")
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (one profiled call per row)")
     args = parser.parse_args()
+    for flag, value in (("--train_batch", args.train_batch), ("--top", args.top)):
+        if value < (1 if flag == "--train_batch" else 0):
+            parser.error(f"{flag} {value}: must be at least {1 if flag == '--train_batch' else 0}")
     for flag, given, known in (("--rows", args.rows, ROWS), ("--precisions", args.precisions, PRECISIONS)):
         if unknown := sorted(set(given.split(",")) - set(known)):
             parser.error(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     torch.set_num_threads(args.threads)
+    keep_freed_memory()
     torch.manual_seed(0)
     tag_model_regions()
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,7 +234,7 @@ def main():
     groups = parameter_groups(model, lr=1e-4, weight_decay=0.01, layer_decay=0.95,
                               num_layers=model.config.num_hidden_layers)
     optimizer = build_optimizer(args.optimizer, groups)
-    table = rows(model.config.vocab_size)
+    table = rows(model.config.vocab_size, args.train_batch)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, optimizer {args.optimizer}, "
           f"{args.padding} encoder; "
           f"median ms per call over {steps} profiled calls (share of the median call)")
@@ -216,12 +242,15 @@ def main():
         name, work, batches = table[key]
         for precision in args.precisions.split(","):
             work(model, optimizer, batches, precision)  # warm-up: oneDNN primitives, allocator
-            runs = [profile_once(work, model, optimizer, batches, precision) for _ in range(steps)]
+            operators = Counter()
+            runs = [profile_once(work, model, optimizer, batches, precision, operators) for _ in range(steps)]
             medians = {k: statistics.median(r[k] for r in runs) for k in (*KINDS, "total")}
             print(f"\n{name}, {precision}: {medians['total']:.0f} ms per call "
                   f"(min {min(r['total'] for r in runs):.0f}, max {max(r['total'] for r in runs):.0f})")
             for kind in KINDS:
                 print(f"  {kind:<10} {medians[kind]:8.1f} ms  {100 * medians[kind] / medians['total']:5.1f}%")
+            if args.top:
+                print_operators(operators, steps, args.top)
 
 
 if __name__ == "__main__":

@@ -75,3 +75,28 @@ def test_cpu_mfu_names_an_unknown_value_in_one_line(option, value, tmp_path):
     assert result.returncode == 2 and result.stdout == ""
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("cpu_mfu.py: error: ") and option in error and value.split(",")[1] in error
+
+
+@pytest.mark.slow
+def test_profile_step_lists_operators_for_the_batch_asked(tmp_path):
+    """--train_batch sets the train row's batch; --top lists that many operators and the products' share."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "profile_step.py"), "--smoke", "--rows", "train",
+                             "--precisions", "fp32", "--train_batch", "3", "--top", "4"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=TIMEOUT_S,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("train 3x128, fp32:") for line in lines)
+    summary = [line for line in lines if "matrix products" in line]
+    assert len(summary) == 1
+    listed = lines[lines.index(summary[0]) + 1:]
+    assert len(listed) == 4 and any("aten::addmm" in line or "aten::mm" in line for line in listed)
+
+
+@pytest.mark.parametrize("option, value", [("--train_batch", "0"), ("--top", "-1")])
+def test_profile_step_names_a_bad_count_in_one_line(option, value, tmp_path):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "profile_step.py"), option, value], cwd=tmp_path,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2 and result.stdout == ""
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("profile_step.py: error: ") and option in error and value in error
