@@ -53,6 +53,24 @@ def test_tiny_run_learns_saves_and_predicts(tiny_model, data, tmp_path, capsys):
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 45
 
 
+def test_results_score_dev_with_the_evaluation_that_kept_best(tiny_model, data, tmp_path):
+    """results.json's dev scores come from the probabilities of the evaluation that saved best/ (no
+    second dev pass): the same numbers as that evaluation's record and as best/ predicting dev anew,
+    while later evaluations score worse (after step 24 the loss hook turns each loss into its
+    negative, so training climbs it)."""
+    hooks = FitHooks(loss=lambda step, task, loss: loss if step <= 24 else -loss)
+    results = finetune(config(tiny_model, data, tmp_path / "run", learning_rate=0.03, eval_every=3, epochs=2), hooks)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    dev = {r["step"]: r for r in records if r["split"] == "dev"}
+    best, last = dev[results["best_step"]], dev[max(dev)]
+    assert results["best_step"] <= 24 and last["error"] > best["error"]
+    assert (results["dev_error"], results["dev_macro_f1"]) == (best["error"], best["macro_f1"])
+    predictions = predict.main(predict.PredictConfig(model=str(tmp_path / "run" / "best"),
+                                                     input=str(data / "dev.jsonl"), output=str(tmp_path / "p.jsonl")))
+    gold = [json.loads(line)["label"] for line in (data / "dev.jsonl").read_text().splitlines()]
+    assert sum(p["label"] != g for p, g in zip(predictions, gold)) / len(gold) == pytest.approx(results["dev_error"])
+
+
 def test_resume_gives_the_same_result(tiny_model, data, tmp_path):
     options = dict(epochs=2, checkpoint_every=5, grad_accum_steps=2, batch_size=6)
     full = finetune(config(tiny_model, data, tmp_path / "full", **options))

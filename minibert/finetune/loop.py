@@ -107,6 +107,9 @@ class Training:
     window: LossWindow = field(default_factory=LossWindow)
     speed: Throughput = field(default_factory=Throughput)
     signalled: int = 0  # the signal (SIGTERM, SIGINT) that stopped the run: last/ holds the step it stopped after
+    # task -> dev probabilities of the model in best/, from the evaluation that saved it (results.score_best
+    # scores dev with them instead of predicting again); empty after a resume until a better evaluation.
+    best_dev_probabilities: dict = field(default_factory=dict)
 
 
 def prepare_training(context: RunContext, cfg: FinetuneConfig, model: TaskClassifier, tasks: list[Task], tokenizer,
@@ -245,10 +248,12 @@ def select_on_dev(context: RunContext, cfg: FinetuneConfig, training: Training, 
     """Score dev; keep the model in best/ when it is the best so far."""
     scoring = Scoring(cfg.evaluation.eval_batch_size, cfg.text.hierarchical, training.tokenizer.pad_id)
     state = training.state
-    score, line = evaluate_dev(context, training.model, training.tasks, scoring, training.log, state.step, epoch,
-                               training.multitask, training.train_eval, training.selection)
-    better = state.selection.record(score, state.step, cfg.evaluation.early_stopping)
-    context.say(f"step {state.step}: {line}" + (" - best so far, saved" if better else ""))
+    dev = evaluate_dev(context, training.model, training.tasks, scoring, training.log, state.step, epoch,
+                       training.multitask, training.train_eval, training.selection)
+    better = state.selection.record(dev.score, state.step, cfg.evaluation.early_stopping)
+    context.say(f"step {state.step}: {dev.line}" + (" - best so far, saved" if better else ""))
+    if better:
+        training.best_dev_probabilities = dev.probabilities
     if better and context.is_main:
         save_best(context.out / "best", training.model, training.tasks, training.encoding, training.tokenizer,
                   training.multitask, cfg.flat())

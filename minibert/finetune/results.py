@@ -9,6 +9,8 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from minibert.checkpoints.classifier import load_classifier, store_thresholds
 from minibert.data.features import encode_examples
 from minibert.files import atomic_write_text
@@ -25,11 +27,13 @@ from minibert.training.problems import MULTI_LABEL_SCORES, problem
 from minibert.training.run_context import RunContext
 
 
-def score_best(context: RunContext, task: Task, eval_batch_size: int, multitask: bool, thresholds: str) -> dict:
+def score_best(context: RunContext, task: Task, eval_batch_size: int, multitask: bool, thresholds: str,
+               dev_probabilities: torch.Tensor | None = None) -> dict:
     """best/'s classifier (its head for `task` when it holds every task's) on the task's dev and test
     splits, as prediction reads it: tokenizer and encoding from the folder. A multi-label task's
     per-label thresholds are chosen on dev first (stored in best/ with --thresholds dev) and decide
-    its dev and test labels. One prediction pass per split."""
+    its dev and test labels. One prediction pass per split; none for dev when `dev_probabilities`
+    gives them (the dev evaluation that saved best/ computed them with the same weights)."""
     saved = load_classifier(context.out / "best", task.name if multitask else "")
     saved.model.to(context.device)
     context.set_execution(saved.model.bert)
@@ -38,7 +42,8 @@ def score_best(context: RunContext, task: Task, eval_batch_size: int, multitask:
     head, scores = saved.model.head_config, {}
     for name, split in splits.items():
         docs = encode_examples(split.examples, split.labels, saved.tokenizer, saved.encoding)
-        probabilities = predict(context, saved.model, docs, scoring, f"{name} {task.name}" if multitask else name)
+        probabilities = (dev_probabilities if name == "dev" and dev_probabilities is not None else
+                         predict(context, saved.model, docs, scoring, f"{name} {task.name}" if multitask else name))
         gold = [doc.label for doc in docs]
         if task.multi_label and name == "dev":
             tuned = tune_thresholds(context, task, gold, probabilities.numpy(), head.threshold, multitask, thresholds)
@@ -77,22 +82,26 @@ def tune_thresholds(context: RunContext, task: Task, gold: list, probabilities, 
 
 
 def single_task_results(context: RunContext, task: Task, state, records: list[dict], eval_batch_size: int,
-                        thresholds: str) -> dict:
-    """results.json and learning_curves.png of a single-task run (rank 0 writes them)."""
+                        thresholds: str, best_dev_probabilities: dict) -> dict:
+    """results.json and learning_curves.png of a single-task run (rank 0 writes them);
+    best_dev_probabilities: task -> best/'s dev probabilities where the run has them (Training's)."""
     selection = {"selection_metric": state.selection.metric} if task.multi_label else {}
+    scores = score_best(context, task, eval_batch_size, False, thresholds, best_dev_probabilities.get(task.name))
     results = {"best_step": state.selection.best_step, "steps": state.step, "labels": task.labels, **selection,
-               **context.provenance(), **score_best(context, task, eval_batch_size, False, thresholds)}
+               **context.provenance(), **scores}
     if context.is_main:
         atomic_write_text(context.out / "results.json", json.dumps(results, indent=2) + "\n")
         plot_learning_curves(records, context.out / "learning_curves.png")
     return results
 
 
-def stage1_results(context: RunContext, tasks: list[Task], state, eval_batch_size: int, thresholds: str) -> dict:
+def stage1_results(context: RunContext, tasks: list[Task], state, eval_batch_size: int, thresholds: str,
+                   best_dev_probabilities: dict) -> dict:
     """Multi-task stage 1's best model on every task's dev and test split -> multitask_results.json."""
     results = {"best_step": state.selection.best_step, "steps": state.step,
                f"mean_dev_{state.selection.metric}": state.selection.best_score,
-               "tasks": {t.name: {"labels": t.labels, **score_best(context, t, eval_batch_size, True, thresholds)}
+               "tasks": {t.name: {"labels": t.labels, **score_best(context, t, eval_batch_size, True, thresholds,
+                                                                   best_dev_probabilities.get(t.name))}
                          for t in tasks}}
     if context.is_main:
         atomic_write_text(context.out / "multitask_results.json", json.dumps(results, indent=2) + "\n")

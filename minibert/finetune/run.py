@@ -59,7 +59,8 @@ def finetune(cfg: FinetuneConfig, hooks: FitHooks | None = None) -> dict:
         return stopped(context, training, training.signalled)
     if not multitask:
         results = single_task_results(context, tasks[0], training.state, training.log.records,
-                                      cfg.evaluation.eval_batch_size, cfg.multilabel.thresholds)
+                                      cfg.evaluation.eval_batch_size, cfg.multilabel.thresholds,
+                                      training.best_dev_probabilities)
     else:
         results = multitask_stages(context, cfg, training, files, tokenizer, encoding, hooks)
     context.close()
@@ -118,7 +119,7 @@ def finish_stage1(context: RunContext, cfg: FinetuneConfig, training: Training) 
     if training.state.stage1_done:
         return json.loads((context.out / "multitask_results.json").read_text(encoding="utf-8"))
     stage1 = stage1_results(context, training.tasks, training.state, cfg.evaluation.eval_batch_size,
-                            cfg.multilabel.thresholds)
+                            cfg.multilabel.thresholds, training.best_dev_probabilities)
     training.state.stage1_done = True
     if context.is_main:
         plot_learning_curves(training.log.records, context.out / "learning_curves.png")
@@ -156,6 +157,6 @@ def run_stage2(context: RunContext, cfg: FinetuneConfig, task: Task, files: Task
     if training.signalled:
         return {"stopped": True, "signal": training.signalled}
     results = single_task_results(stage, task, training.state, training.log.records, cfg.evaluation.eval_batch_size,
-                                  cfg.multilabel.thresholds)
+                                  cfg.multilabel.thresholds, training.best_dev_probabilities)
     stage.say(f"stage 2: {task.name}: {task_summary(results)}")
     return results

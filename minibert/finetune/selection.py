@@ -93,12 +93,13 @@ def predict(context: RunContext, classifier: BertClassifier, docs, scoring: Scor
 
 
 def evaluate(context: RunContext, classifier: BertClassifier, docs, label_names: list[str], scoring: Scoring,
-             desc: str) -> dict:
-    """The task's report (Problem.report) on `docs`, decided as the classifier's head says."""
+             desc: str) -> tuple[dict, torch.Tensor]:
+    """The task's report (Problem.report) on `docs`, decided as the classifier's head says, and the
+    probabilities (N, K) it was made from."""
     head = classifier.head_config
     probabilities = predict(context, classifier, docs, scoring, desc)
     return problem(head.multi_label).report([doc.label for doc in docs], probabilities, label_names,
-                                            head.decision_thresholds)
+                                            head.decision_thresholds), probabilities
 
 
 def scores(report: dict, multi_label: bool) -> dict:
@@ -117,27 +118,38 @@ def mean_scores(reports: dict[str, dict]) -> dict:
     return {name: statistics.mean(r[name] for r in reports.values()) for name in shared}
 
 
+@dataclass(frozen=True)
+class DevScores:
+    """One dev evaluation: the score the best model is chosen by, its console line, and each task's
+    dev probabilities (task -> (N, K)), which score the model again if it is kept as best/."""
+
+    score: float
+    line: str
+    probabilities: dict[str, torch.Tensor]
+
+
 def evaluate_dev(context: RunContext, model: TaskClassifier, tasks, scoring: Scoring, log: MetricsLog,
-                 step: int, epoch: int, multitask: bool, train_eval: dict, selection: Selection) -> tuple[float, str]:
+                 step: int, epoch: int, multitask: bool, train_eval: dict, selection: Selection) -> DevScores:
     """Score every task's dev split (and the training subset of Figure 2: train_eval, task -> docs)
-    and log them; returns the score the best model is chosen by (`selection`) and its line for the console."""
-    reports = {}
+    and log them; returns the score the best model is chosen by (`selection`), its line for the
+    console and the dev probabilities."""
+    reports, probabilities = {}, {}
     for task in tasks:
         tag = {"task": task.name} if multitask else {}
         classifier = model.classifier(task.name)
         if task.name in train_eval:
-            report = evaluate(context, classifier, train_eval[task.name], task.labels, scoring,
-                              f"train error {task.name}" if multitask else "train error")
+            report, _ = evaluate(context, classifier, train_eval[task.name], task.labels, scoring,
+                                 f"train error {task.name}" if multitask else "train error")
             log.write(step=step, epoch=epoch, split="train_eval", **tag, **scores(report, task.multi_label))
-        reports[task.name] = evaluate(context, classifier, task.dev_docs, task.labels, scoring,
-                                      f"dev {task.name}" if multitask else "dev")
+        reports[task.name], probabilities[task.name] = evaluate(context, classifier, task.dev_docs, task.labels,
+                                                                scoring, f"dev {task.name}" if multitask else "dev")
         if multitask:
             log.write(step=step, epoch=epoch, split="dev_task", **tag, **scores(reports[task.name], task.multi_label))
     summary = mean_scores(reports) if multitask else scores(reports[tasks[0].name], tasks[0].multi_label)
     score = selection.score(reports)
     extra = {selection.name: score} if selection.name not in summary else {}
     log.write(step=step, epoch=epoch, split="dev", **summary, **extra)
-    return score, dev_line(summary, reports, multitask, selection.name, score)
+    return DevScores(score, dev_line(summary, reports, multitask, selection.name, score), probabilities)
 
 
 def task_line(report: dict) -> str:
