@@ -20,7 +20,9 @@ def dropout_keep_mask(shape: tuple[int, ...], dropout_p: float, device: torch.de
     numel = math.prod(shape)
     bits = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None)
     threshold = round((1 - dropout_p) * 2**16) - 2**15  # int16 is uniform on [-2^15, 2^15)
-    return (bits.view(torch.int16)[:numel] < threshold).view(shape)
+    # The comparison in place (int16 0/1), then one byte each read as bool: on the CPU about a third of
+    # what `bits < threshold` costs, whose bool output torch writes element by element.
+    return bits.view(torch.int16)[:numel].lt_(threshold).to(torch.uint8).view(torch.bool).view(shape)
 
 
 def dropout(x: torch.Tensor, dropout_p: float) -> torch.Tensor:
