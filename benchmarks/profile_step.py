@@ -18,7 +18,8 @@ itself, not in operators it calls) is given to one kind of work:
 
 Each step is profiled on its own and the table gives per-kind medians over the profiled steps,
 in milliseconds and as a share of the median step; --top K adds the K operators with the most self
-time (mean per call over the profiled calls), the matrix products' share among them. The process
+time (mean per call over the profiled calls) and the matrix products' share of all operators' self
+time. The process
 keeps the memory its steps free, as every CPU run of the library does (machine.keep_freed_memory).
 The machine may be shared with other jobs: absolute times drift, shares are steadier.
 
@@ -170,14 +171,14 @@ def rows(vocab_size: int, train_batch: int = 16) -> dict:
     }
 
 
-def profile_once(work, model, optimizer, batches, precision, operators: Counter) -> dict[str, float]:
-    """Milliseconds per kind of work for one call of `work`, plus "total" (wall time); each
-    operator's self time is added to `operators` (name -> ms)."""
+def profile_once(work, model, optimizer, batches, precision) -> tuple[dict[str, float], Counter]:
+    """Milliseconds per kind of work for one call of `work`, plus "total" (wall time), and each
+    operator's self time (name -> ms)."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         work(model, optimizer, batches, precision)
         wall = (time.perf_counter() - start) * 1e3
-    times = dict.fromkeys(KINDS, 0.0)
+    times, operators = dict.fromkeys(KINDS, 0.0), Counter()
     for event in prof.events():
         if event.name.startswith("region ") or event.name.startswith("ProfilerStep"):
             continue
@@ -187,7 +188,7 @@ def profile_once(work, model, optimizer, batches, precision, operators: Counter)
     # ranges carry their own self time (dispatch in C++) and are already under "optimizer"/"other ops".
     times["python"] = max(0.0, wall - sum(times.values()))
     times["total"] = wall
-    return times
+    return times, operators
 
 
 PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")  # the matrix products' operators
@@ -242,8 +243,8 @@ def main():
         name, work, batches = table[key]
         for precision in args.precisions.split(","):
             work(model, optimizer, batches, precision)  # warm-up: oneDNN primitives, allocator
-            operators = Counter()
-            runs = [profile_once(work, model, optimizer, batches, precision, operators) for _ in range(steps)]
+            profiled = [profile_once(work, model, optimizer, batches, precision) for _ in range(steps)]
+            runs, operators = [times for times, _ in profiled], sum((ops for _, ops in profiled), Counter())
             medians = {k: statistics.median(r[k] for r in runs) for k in (*KINDS, "total")}
             print(f"\n{name}, {precision}: {medians['total']:.0f} ms per call "
                   f"(min {min(r['total'] for r in runs):.0f}, max {max(r['total'] for r in runs):.0f})")

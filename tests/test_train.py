@@ -54,10 +54,9 @@ def test_tiny_run_learns_saves_and_predicts(tiny_model, data, tmp_path, capsys):
 
 
 def test_results_score_dev_with_the_evaluation_that_kept_best(tiny_model, data, tmp_path):
-    """results.json's dev scores come from the probabilities of the evaluation that saved best/ (no
-    second dev pass): the same numbers as that evaluation's record and as best/ predicting dev anew,
-    while later evaluations score worse (after step 24 the loss hook turns each loss into its
-    negative, so training climbs it)."""
+    """results.json's dev scores are those of the evaluation that saved best/: the same numbers as
+    that evaluation's record and as best/ predicting dev anew, while later evaluations score worse
+    (after step 24 the loss hook turns each loss into its negative, so training climbs it)."""
     hooks = FitHooks(loss=lambda step, task, loss: loss if step <= 24 else -loss)
     results = finetune(config(tiny_model, data, tmp_path / "run", learning_rate=0.03, eval_every=3, epochs=2), hooks)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -83,6 +82,8 @@ def test_resume_gives_the_same_result(tiny_model, data, tmp_path):
     b = load_file(tmp_path / "resumed" / "best" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["test_error"] == full["test_error"] and resumed["best_step"] == full["best_step"]
+    # Dev as the uninterrupted run scored it from its evaluation, whichever side of the resume that was.
+    assert (resumed["dev_error"], resumed["dev_macro_f1"]) == (full["dev_error"], full["dev_macro_f1"])
     strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}
                           for line in path.read_text().splitlines()]
     assert strip(tmp_path / "full" / "metrics.jsonl") == strip(tmp_path / "resumed" / "metrics.jsonl")

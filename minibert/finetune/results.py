@@ -30,10 +30,11 @@ from minibert.training.run_context import RunContext
 def score_best(context: RunContext, task: Task, eval_batch_size: int, multitask: bool, thresholds: str,
                dev_probabilities: torch.Tensor | None = None) -> dict:
     """best/'s classifier (its head for `task` when it holds every task's) on the task's dev and test
-    splits, as prediction reads it: tokenizer and encoding from the folder. A multi-label task's
-    per-label thresholds are chosen on dev first (stored in best/ with --thresholds dev) and decide
-    its dev and test labels. One prediction pass per split; none for dev when `dev_probabilities`
-    gives them (the dev evaluation that saved best/ computed them with the same weights)."""
+    splits. Test is predicted as prediction reads the folder (its tokenizer and encoding); so is dev,
+    unless `dev_probabilities` gives the probabilities of the dev evaluation that saved best/ (the
+    same weights, on the run's encoded dev split): then dev is not predicted again. A multi-label
+    task's per-label thresholds are chosen on dev first (stored in best/ with --thresholds dev) and
+    decide its dev and test labels."""
     saved = load_classifier(context.out / "best", task.name if multitask else "")
     saved.model.to(context.device)
     context.set_execution(saved.model.bert)
@@ -41,10 +42,12 @@ def score_best(context: RunContext, task: Task, eval_batch_size: int, multitask:
     splits = {name: split for name, split in {"dev": task.dev, "test": task.test}.items() if split is not None}
     head, scores = saved.model.head_config, {}
     for name, split in splits.items():
-        docs = encode_examples(split.examples, split.labels, saved.tokenizer, saved.encoding)
-        probabilities = (dev_probabilities if name == "dev" and dev_probabilities is not None else
-                         predict(context, saved.model, docs, scoring, f"{name} {task.name}" if multitask else name))
-        gold = [doc.label for doc in docs]
+        if name == "dev" and dev_probabilities is not None:
+            probabilities, gold = dev_probabilities, [doc.label for doc in task.dev_docs]
+        else:
+            docs = encode_examples(split.examples, split.labels, saved.tokenizer, saved.encoding)
+            probabilities = predict(context, saved.model, docs, scoring, f"{name} {task.name}" if multitask else name)
+            gold = [doc.label for doc in docs]
         if task.multi_label and name == "dev":
             tuned = tune_thresholds(context, task, gold, probabilities.numpy(), head.threshold, multitask, thresholds)
             scores.update(tuned)

@@ -170,14 +170,16 @@ class Layer(nn.Module):
     def _project(x: torch.Tensor, linears: Sequence[nn.Module]) -> list[torch.Tensor]:
         """x (..., H) through several of the block's H -> H projections: one (..., H) output each.
 
-        Under autocast, as one matrix product with their weights stacked, split back into views: the
-        same products per output, but x is read and cast to the low precision once, not once per
-        projection, and backward takes x's gradient from one product instead of casting and adding
-        one per projection (2% of a bf16 training step, benchmarks/README.md). In fp32 there is no
-        cast to save, and separate products keep backward's sums in the order of Google's and
-        Hugging Face's code (one gradient per projection, added). Projections that are not plain
-        nn.Linear (predict.py --quantize int8) also run one by one."""
-        fuse = torch.is_autocast_enabled(x.device.type) and all(type(linear) is nn.Linear for linear in linears)
+        In training under autocast, as one matrix product with their weights stacked, split back into
+        views: the same products per output, but x is read and cast to the low precision once, not
+        once per projection, and backward takes x's gradient from one product instead of casting and
+        adding one per projection (1-2.5% of a bf16 training step, benchmarks/README.md). In fp32
+        there is no cast to save, and separate products keep backward's sums in the order of Google's
+        and Hugging Face's code (one gradient per projection, added). Without gradients (inference)
+        stacking the weights on every call would cost more than it saves on small batches. Projections
+        that are not plain nn.Linear (predict.py --quantize int8) also run one by one."""
+        fuse = (torch.is_grad_enabled() and torch.is_autocast_enabled(x.device.type)
+                and all(type(linear) is nn.Linear for linear in linears))
         if not fuse:
             return [linear(x) for linear in linears]
         weight = torch.cat([linear.weight for linear in linears])
