@@ -19,9 +19,9 @@ itself, not in operators it calls) is given to one kind of work:
 Each step is profiled on its own and the table gives per-kind medians over the profiled steps,
 in milliseconds and as a share of the median step; --top K adds the K operators with the most self
 time (mean per call over the profiled calls) and the matrix products' share of all operators' self
-time. The process
-keeps the memory its steps free, as every CPU run of the library does (machine.keep_freed_memory).
-The machine may be shared with other jobs: absolute times drift, shares are steadier.
+time. The process keeps the memory its steps free, as every CPU run of the library does
+(machine.keep_freed_memory). The machine may be shared with other jobs: absolute times drift,
+shares are steadier.
 
     python benchmarks/profile_step.py                    # train 16x128 and inference, fp32 and bf16
     python benchmarks/profile_step.py --rows train --precisions bf16 --steps 3
@@ -218,9 +218,9 @@ def main():
     parser.add_argument("--top", type=int, default=0, help="also list the K operators with the most self time")
     parser.add_argument("--smoke", action="store_true", help=SMOKE_HELP + " (one profiled call per row)")
     args = parser.parse_args()
-    for flag, value in (("--train_batch", args.train_batch), ("--top", args.top)):
-        if value < (1 if flag == "--train_batch" else 0):
-            parser.error(f"{flag} {value}: must be at least {1 if flag == '--train_batch' else 0}")
+    for flag, value, least in (("--train_batch", args.train_batch, 1), ("--top", args.top, 0)):
+        if value < least:
+            parser.error(f"{flag} {value}: must be at least {least}")
     for flag, given, known in (("--rows", args.rows, ROWS), ("--precisions", args.precisions, PRECISIONS)):
         if unknown := sorted(set(given.split(",")) - set(known)):
             parser.error(f"{flag}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
