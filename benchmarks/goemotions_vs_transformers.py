@@ -31,15 +31,19 @@ chosen on the texts it is scored on, the same for both sides).
     python benchmarks/goemotions_vs_transformers.py [--data data/goemotions] [--epochs 4]
         [--train_count N] [--max_seq_length 50] [--batch_size 16] [--learning_rate 5e-5]
         [--threshold 0.3] [--repeats 1] [--threads 0] [--precision fp32] [--head_init normal]
+        [--minibert_preset FILE.json]
 
 --systems minibert (or transformers) runs one system, for a run of each side by side on two cores
 (each under `taskset -c N`, one thread). --repeats N runs each system N times, alternating, run r
 at --seed + r in both systems, and prints each system's mean and standard deviation of the dev
 F1 scores over those seeds beside the medians. --train_count N trains both on the same stratified N texts
-(iterative stratification, few_shot_subset) for a quick run. --smoke trains a tiny random BERT on a
-tiny synthetic multi-label set (seconds; a check that the script runs, measures nothing). Needs
-transformers and accelerate
-(`pip install -e ".[bench]"`).
+(iterative stratification, few_shot_subset) for a quick run. --minibert_preset FILE.json gives
+minibert's run other values for the options the two systems do not share (train.py's preset
+format: {"batching": "length_grouped", "layer_decay": 0.95}, say): what minibert's own strategies
+are worth against Trainer at the same epochs, learning rate, batch size, length, threshold, seed and
+precision. Those shared options (SHARED) are refused there, in one line, before any run. --smoke
+trains a tiny random BERT on a tiny synthetic multi-label set (seconds; a check that the script
+runs, measures nothing). Needs transformers and accelerate (`pip install -e ".[bench]"`).
 """
 
 import argparse
@@ -60,10 +64,13 @@ import torch
 
 from minibert.checkpoints.classifier import load_classifier
 from minibert.checkpoints.formats import checkpoint_of, save_hf
+from minibert.cli import check_choices, load_preset
 from minibert.data.examples import LabelSet, encode_labels, multi_hot, read_examples, write_jsonl
 from minibert.data.features import encode_examples
 from minibert.data.splits import few_shot_subset
+from minibert.errors import ConfigError
 from minibert.finetune import FinetuneConfig, FitHooks, finetune
+from minibert.finetune.config import check_options
 from minibert.model.bert import WEIGHT_INITS, BertModel
 from minibert.model.config import BertConfig
 from minibert.resources import model_path
@@ -77,6 +84,11 @@ WEIGHT_DECAY = 0.01  # Google's optimization.py and Trainer's usual setting
 MAX_GRAD_NORM = 1.0
 WARMUP = 0.1  # share of the optimizer steps (the GoEmotions code's warmup_proportion)
 EVAL_BATCH_SIZE = 64
+# minibert's options that this script sets from its own flags (--head_init included) or that both
+# systems share: not changeable through --minibert_preset.
+SHARED = ("init", "train_file", "dev_file", "test_file", "output_dir", "overwrite_output_dir", "multi_label",
+          "threshold", "thresholds", "selection_metric", "max_seq_length", "epochs", "batch_size",
+          "eval_batch_size", "learning_rate", "precision", "device", "threads", "seed", "head_init")
 SMOKE_LABELS = ("anger", "joy", "fear", "surprise")  # --smoke: the synthetic set's labels, a word each
 SMOKE_MODEL = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=64)
@@ -95,6 +107,7 @@ class Recipe:
     threads: int
     precision: str  # fp32, or bf16: torch.autocast on the CPU in both libraries
     head_init: str  # minibert's draw of the new head (--head_init); transformers draws a plain normal
+    minibert_options: tuple = ()  # (option, value) pairs of --minibert_preset, minibert's run only
 
 
 @dataclass(frozen=True)
@@ -171,7 +184,7 @@ def write_smoke_model(folder: Path) -> str:
 
 def minibert_config(job: Job) -> FinetuneConfig:
     r = job.recipe
-    return FinetuneConfig.of(
+    recipe = dict(
         init=job.model, train_file=job.train_file, dev_file=job.dev_file, test_file="", output_dir=job.output_dir,
         overwrite_output_dir=True, multi_label="true", threshold=r.threshold, thresholds="fixed",
         selection_metric="macro_f1", max_seq_length=r.max_seq_length, truncation="head", do_lower_case=True,
@@ -179,6 +192,7 @@ def minibert_config(job: Job) -> FinetuneConfig:
         learning_rate=r.learning_rate, layer_decay=1.0, optimizer="adamw", schedule="warmup_linear",
         warmup_proportion=WARMUP, weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, dropout=0.1,
         precision=r.precision, device="cpu", threads=r.threads, seed=r.seed, head_init=r.head_init)
+    return FinetuneConfig.of("--minibert_preset", **{**recipe, **dict(r.minibert_options)})
 
 
 def run_minibert(job: Job) -> dict:
@@ -392,6 +406,9 @@ def parse_args():
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help="comma list of the systems to run (default both, alternating); one of them "
                         "runs beside a run of the other on another core, e.g. under taskset")
+    parser.add_argument("--minibert_preset", default="",
+                        help="JSON of minibert options (train.py's preset format) for minibert's run only; "
+                             "the options both systems share are refused")
     parser.add_argument("--smoke", action="store_true", help="a tiny random BERT on 48 synthetic texts, one epoch: "
                         "checks that the script runs (seconds), measures nothing")
     return parser.parse_args()
@@ -422,9 +439,33 @@ def check_args(args) -> None:
                  f"--source DIR --output_dir {args.data}")
 
 
+def minibert_options(path: str) -> tuple:
+    """--minibert_preset's (option, value) pairs, checked as train.py checks a preset; a shared
+    option or a bad value is one line `error: ...`."""
+    if not path:
+        return ()
+    try:
+        values = load_preset(FinetuneConfig, path)
+        check_choices(FinetuneConfig, values, path)
+    except ConfigError as e:
+        fail(str(e))
+    if shared := sorted(set(values) & set(SHARED)):
+        fail(f"{path}: {', '.join(shared)}: set for both systems by this script's flags, not in --minibert_preset")
+    return tuple(sorted(values.items()))
+
+
+def check_minibert_run(job: Job) -> None:
+    """minibert's run config as train.py checks it before any work (--minibert_preset's values
+    together with the shared ones); a bad one is one line `error: ...`."""
+    try:
+        check_options(minibert_config(job))
+    except ConfigError as e:
+        fail(f"--minibert_preset: {e}")
+
+
 def recipe_of(args) -> Recipe:
     return Recipe(args.epochs, args.learning_rate, args.batch_size, args.max_seq_length, args.threshold,
-                  args.seed, args.threads, args.precision, args.head_init)
+                  args.seed, args.threads, args.precision, args.head_init, minibert_options(args.minibert_preset))
 
 
 def main():
@@ -447,6 +488,8 @@ def main():
         train_file, train_count = training_subset(data, args.train_count, args.seed, work)
         jobs = {system: Job(system, recipe, model, train_file, str(data / "dev.jsonl"), str(work / f"{system}_out"))
                 for system in SYSTEMS if system in args.systems.split(",")}
+        if "minibert" in jobs:
+            check_minibert_run(jobs["minibert"])
         print(f"{train_count} training texts, {len(read_split(str(data / 'dev.jsonl')))} dev texts, "
               f"recipe {asdict(recipe)}, model {model}", flush=True)
         report(measure(jobs, args.repeats, work, train_count), args.threshold)

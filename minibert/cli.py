@@ -220,13 +220,19 @@ def parse_config_and_preset(config_class, argv: list[str] | None, description: s
     if preset:
         values = load_preset(config_class, preset)
     values.update(args)
-    for field, _ in flat_fields(config_class):  # preset values get the same checks as flags
+    check_choices(config_class, values, preset, flags=set(args))  # preset values get the same checks as flags
+    return from_flat(config_class, values, "--preset"), preset
+
+
+def check_choices(config_class, values: dict, preset: str | None, flags: set = frozenset()) -> None:
+    """A value of `values` ({option: value}) outside its option's choices, as a ConfigError naming
+    the preset file and key, or the flag (the options in `flags` came from the command line)."""
+    for field, _ in flat_fields(config_class):
         choices = field.metadata.get("choices")
         if choices and field.name in values and values[field.name] not in choices:
-            where = f"{preset}: {field.name}" if field.name not in args else field.name.upper()
+            where = f"{preset}: {field.name}" if field.name not in flags else field.name.upper()
             raise ConfigError(f"{where}={values[field.name]!r} is not one of "
                               f"{', '.join(map(str, filter(None, choices)))}")
-    return from_flat(config_class, values, "--preset"), preset
 
 
 def check_outputs_not_preset(config, output_files: tuple[str, ...], preset: str | None) -> None:

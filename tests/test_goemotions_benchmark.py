@@ -2,6 +2,7 @@
 count, whatever order a system lists its labels in, and its bad options (one line, exit 2, before
 any work). Its --smoke run is what the benchmarks' smoke test runs."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -49,6 +50,38 @@ def test_bad_options_stop_before_any_work(bench, monkeypatch, tmp_path, script_e
     with script_error(pattern):
         bench.main()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("preset, pattern", [
+    ({"epochs": 3, "learning_rate": 1e-4},
+     r"^error: .*/minibert.json: epochs, learning_rate: set for both systems by this script's flags, "
+     r"not in --minibert_preset\n$"),
+    ({"head_init": "normal"}, r"^error: .*/minibert.json: head_init: set for both systems"),
+    ({"batching": "sorted"}, r"^error: .*/minibert.json: batching='sorted' is not one of length_grouped, random\n$"),
+    ({"layer_decay": 0}, r"^error: --minibert_preset: --layer_decay 0.0: must be in \(0, 1\]\n$"),
+    ({"warmup": 0.1}, r"^error: .*/minibert.json: unknown preset keys: warmup\n$"),
+])
+def test_a_bad_minibert_preset_stops_before_any_run(bench, monkeypatch, tmp_path, script_error, preset, pattern):
+    """--minibert_preset is checked as train.py checks a preset, and may not change what both
+    systems share: one line, exit 2, nothing run (the smoke data would be written by a run)."""
+    path = tmp_path / "minibert.json"
+    path.write_text(json.dumps(preset), encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["goemotions_vs_transformers.py", "--smoke", "--systems", "minibert",
+                                      "--minibert_preset", str(path)])
+    with script_error(pattern):
+        bench.main()
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_minibert_preset_reaches_minibert_run(bench, monkeypatch, tmp_path):
+    """Its values reach minibert's fine-tuning config beside the flags' shared recipe."""
+    path = tmp_path / "minibert.json"
+    path.write_text(json.dumps({"batching": "length_grouped", "layer_decay": 0.95}), encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["goemotions_vs_transformers.py", "--minibert_preset", str(path),
+                                      "--learning_rate", "3e-5"])
+    job = bench.Job("minibert", bench.recipe_of(bench.parse_args()), "model", "train.jsonl", "dev.jsonl", "out")
+    values = bench.minibert_config(job).flat()
+    assert (values["batching"], values["layer_decay"], values["learning_rate"]) == ("length_grouped", 0.95, 3e-5)
 
 
 def test_one_system_runs_alone_and_prints_its_row_only(bench, monkeypatch, capsys):
