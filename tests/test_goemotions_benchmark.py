@@ -31,6 +31,11 @@ def test_dev_scores_by_hand_in_either_label_order(bench, tmp_path):
     probabilities = np.array([[0.9, 0.1], [0.6, 0.8], [0.4, 0.05], [0.1, 0.2]], dtype=np.float32)
     expected = {"macro_f1_global": (4 / 5 + 2 / 3) / 2, "micro_f1_global": 3 / 4,
                 "macro_f1_chosen": 1.0, "micro_f1_chosen": 1.0}
+    # Cross-fitted (2 folds, the fixed permutation of seed 0 over 4 texts): each half decided by the
+    # thresholds chosen on the other half, as cross_fitted_f1 (tested by hand in test_multilabel_metrics).
+    gold = np.array([[1, 0], [1, 1], [0, 0], [0, 1]], dtype=bool)
+    cross = bench.cross_fitted_f1(probabilities, gold, 0.3)
+    expected |= {"macro_f1_cross_fitted": cross["macro_f1"], "micro_f1_cross_fitted": cross["micro_f1"]}
     for labels, columns in ((["a", "b"], [0, 1]), (["b", "a"], [1, 0])):
         outcome = {"labels": labels, "probabilities": probabilities[:, columns]}
         assert bench.dev_scores(outcome, str(dev), 0.3) == pytest.approx(expected, abs=1e-12)
